@@ -1,0 +1,276 @@
+"""Typed, validated configuration: YAML presets -> dataclasses, plus ``--set a.b=v`` overrides.
+
+Every key is checked on load: an unknown key, a wrong type or a value outside
+its allowed set raises :class:`ConfigError` with a one-line message naming the
+dotted key.  ``configs/*.yaml`` hold the presets; a missing section or key takes
+the default given here (the reference course recipe).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .data.degradations import DegradationCfg
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message names the key and what is wrong."""
+
+
+@dataclass
+class ModelCfg:
+    arch: str = "msrresnet"
+    mid_channels: int = 64
+    num_blocks: int = 16
+    upscale_factor: int = 4
+    variant: Literal["mmagic", "basicsr"] = "mmagic"
+    max_params: Optional[int] = None  # refuse to build/train a model with more trainable parameters
+
+    def arch_kwargs(self) -> dict:
+        return {"mid_channels": self.mid_channels, "num_blocks": self.num_blocks,
+                "upscale_factor": self.upscale_factor, "variant": self.variant}
+
+
+@dataclass
+class DataCfg:
+    train_hq_dir: Optional[str] = None  # folder of HQ faces (uint8 RGB, nominally 512x512)
+    val_lq_dir: Optional[str] = None  # paired validation: LQ folder ...
+    val_gt_dir: Optional[str] = None  # ... and GT folder, matched by file stem
+    val_hq_dir: Optional[str] = None  # or: HQ folder degraded once with val_seed
+    val_seed: int = 0
+    num_workers: int = 2
+    crop_size: Optional[int] = None  # LQ patch size; null = full 128x128 (reference)
+    flip: bool = True  # horizontal flip p=0.5 of LQ and GT together
+    hq_size: int = 512
+    hq_resize: Literal["area", "error"] = "area"  # what to do with HQ images not hq_size^2
+    degrade_on: Literal["cpu", "gpu"] = "cpu"  # gpu: batched torch degradation (approximate, see docs)
+    prefetch_factor: int = 4
+    pin_memory: bool = True
+
+
+@dataclass
+class TrainCfg:
+    batch_size: int = 12  # per process; effective batch = batch_size x world size
+    max_iters: int = 300_000
+    val_interval: int = 5000
+    ckpt_interval: int = 5000
+    log_interval: int = 100
+    keep_last: int = 3
+    loss: Literal["l1", "mse", "charbonnier", "psnr"] = "l1"
+    ema_momentum: Optional[float] = 0.001  # null disables EMA
+    val_weights: Literal["raw", "ema", "both"] = "both"
+    best_metric: str = "psnr"  # any val key: psnr, ssim, psnr_ema, ssim_ema
+    grad_clip: Optional[float] = None
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    deterministic: bool = False
+
+
+@dataclass
+class OptimCfg:
+    type: Literal["adam", "adamw"] = "adam"
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    impl: Literal["auto", "foreach", "fused", "loop"] = "auto"
+
+
+@dataclass
+class SchedCfg:
+    type: Literal["cosine_restart", "constant"] = "cosine_restart"
+    periods: list[int] = field(default_factory=lambda: [150_000, 150_000])
+    restart_weights: Optional[list[float]] = None  # null = 1.0 for every period
+    eta_min: float = 1e-7
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 0
+    model: ModelCfg = field(default_factory=ModelCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    sched: SchedCfg = field(default_factory=SchedCfg)
+    degradation: DegradationCfg = field(default_factory=DegradationCfg)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- conversion
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {_type_name(tp)} fields, got {value!r}")
+        return from_dict(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and bad types."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(names))})")
+        kwargs[k] = _convert(v, hints[k], key)
+    return cls(**kwargs)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.max_iters=1000")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply ``a.b=value`` overrides (values parsed as YAML) to a plain config dict."""
+    for item in overrides or []:
+        path, value = _parse_override(item)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{'.'.join(path[:i + 1])}: is not a section, cannot set {'.'.join(path)}")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def validate(cfg: Config) -> Config:
+    """Cross-field checks that types alone cannot express."""
+    def need(cond: bool, key: str, msg: str):
+        if not cond:
+            raise ConfigError(f"{key}: {msg}")
+
+    need(cfg.model.upscale_factor in (2, 3, 4), "model.upscale_factor", "must be 2, 3 or 4")
+    need(cfg.model.mid_channels > 0, "model.mid_channels", "must be positive")
+    need(cfg.model.num_blocks >= 0, "model.num_blocks", "must be >= 0")
+    need(cfg.model.max_params is None or cfg.model.max_params > 0, "model.max_params", "must be positive or null")
+    need(cfg.train.batch_size > 0, "train.batch_size", "must be positive")
+    need(cfg.train.max_iters > 0, "train.max_iters", "must be positive")
+    for k in ("val_interval", "ckpt_interval", "log_interval", "keep_last"):
+        need(getattr(cfg.train, k) > 0, f"train.{k}", "must be positive")
+    m = cfg.train.ema_momentum
+    need(m is None or 0 < m <= 1, "train.ema_momentum", "must be in (0, 1] or null")
+    need(cfg.optim.lr > 0, "optim.lr", "must be positive")
+    need(len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas), "optim.betas", "must be two numbers in [0, 1)")
+    if cfg.sched.type == "cosine_restart":
+        need(len(cfg.sched.periods) > 0 and all(p > 0 for p in cfg.sched.periods), "sched.periods", "must be a non-empty list of positive integers")
+        need(cfg.sched.restart_weights is None or len(cfg.sched.restart_weights) == len(cfg.sched.periods), "sched.restart_weights",
+             f"needs one weight per period ({len(cfg.sched.periods)}), got {len(cfg.sched.restart_weights or [])}")
+    need(cfg.sched.eta_min >= 0, "sched.eta_min", "must be >= 0")
+    cs = cfg.data.crop_size
+    final = cfg.degradation.final.size
+    need(cs is None or 0 < cs <= final, "data.crop_size", f"must be null or in 1..{final}")
+    need(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    need(cfg.data.hq_size == cfg.degradation.up.size, "data.hq_size", "must equal degradation.up.size")
+    need(cfg.data.hq_size == final * cfg.model.upscale_factor, "data.hq_size",
+         f"must equal degradation.final.size x model.upscale_factor ({final} x {cfg.model.upscale_factor})")
+    need(cfg.degradation.rng in ("facesr", "mmagic"), "degradation.rng", "must be 'facesr' or 'mmagic'")
+    need(cfg.degradation.jpeg.color_order in ("mmagic", "rgb"), "degradation.jpeg.color_order", "must be 'mmagic' or 'rgb'")
+    for sec in ("blur", "down", "noise", "jpeg", "up", "final"):
+        need(0 <= getattr(cfg.degradation, sec).prob <= 1, f"degradation.{sec}.prob", "must be in [0, 1]")
+    for sec, lst, probs in (("blur", "kernel_list", "kernel_prob"), ("down", "resize_opt", "resize_prob"),
+                            ("up", "resize_opt", "resize_prob"), ("final", "resize_opt", "resize_prob")):
+        s = getattr(cfg.degradation, sec)
+        need(len(getattr(s, lst)) == len(getattr(s, probs)), f"degradation.{sec}.{probs}", f"needs one probability per entry of {lst}")
+        need(abs(sum(getattr(s, probs)) - 1) < 1e-6, f"degradation.{sec}.{probs}", "must sum to 1")
+    for sec in ("down", "up", "final"):
+        for o in getattr(cfg.degradation, sec).resize_opt:
+            need(o in ("bilinear", "bicubic", "area", "lanczos"), f"degradation.{sec}.resize_opt", f"unknown interpolation {o!r}")
+    for kt in cfg.degradation.blur.kernel_list:
+        need(kt in ("iso", "aniso"), "degradation.blur.kernel_list", f"unknown kernel type {kt!r} (use iso, aniso)")
+    for k in cfg.degradation.blur.kernel_size:
+        need(k % 2 == 1 and k > 0, "degradation.blur.kernel_size", f"kernel sizes must be odd, got {k}")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML preset (or the built-in defaults when ``path`` is None), apply overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections")
+    data = apply_overrides(data, overrides)
+    return validate(from_dict(Config, data))
+
+
+def config_from_dict(data: dict) -> Config:
+    return validate(from_dict(Config, data))

@@ -1,0 +1,346 @@
+"""The training loop: one function, read top to bottom.
+
+HQ folder -> on-the-fly degradation (DataLoader workers, or the GPU) -> uint8
+batch -> float 0-1 on the device -> model -> loss -> Adam step -> EMA ->
+(every ``log_interval``) log -> (every ``val_interval``) validate, keep best ->
+(every ``ckpt_interval``) resumable checkpoint.
+
+Iteration bookkeeping: ``it`` counts *completed* iterations.  The iteration that
+brings the count from ``it`` to ``it + 1`` trains with ``lr_at(it)`` (the
+reference closed form at n = it); log lines carry ``"iter": it + 1`` and that lr.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import Config, ConfigError
+from ..evaluation import autocast_ctx, evaluate_pairs
+from ..imageio import ImageError
+from ..losses import get_loss
+from ..models import build_model, count_params, save_weights
+from ..models.weights import CheckpointError, load_into
+from ..data.datasets import HQDegradeDataset, InfiniteSampler, load_val_pairs
+from . import distributed as D
+from .ema import EMA
+from .schedules import lr_at
+from .state import FORMAT, latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user must see (message is one line)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    return dev
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Workers each run single-threaded OpenCV/torch: N workers must not oversubscribe the cores.
+    import cv2
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def make_optimizer(cfg: Config, params, device: torch.device) -> torch.optim.Optimizer:
+    o = cfg.optim
+    kw = dict(lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    if o.impl == "fused" or (o.impl == "auto" and device.type == "cuda"):
+        kw["fused"] = True
+    elif o.impl == "foreach" or o.impl == "auto":
+        kw["foreach"] = True
+    else:
+        kw["foreach"] = False
+    cls = torch.optim.Adam if o.type == "adam" else torch.optim.AdamW
+    return cls(params, **kw)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints and exits at the next iteration boundary."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # second signal: give up immediately
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, quiet: bool = False) -> dict:
+    """Train per ``cfg`` into ``work_dir``.  ``resume``: a checkpoint path, True (latest in work_dir) or None.
+
+    Returns a summary dict (iterations, best metric, paths).
+    """
+    work_dir = Path(work_dir)
+    device = resolve_device(cfg.train.device)
+    dist_info = D.init_distributed(device.type)
+    if device.type == "cuda" and dist_info.enabled:
+        device = torch.device("cuda", dist_info.local_rank)
+    main = dist_info.is_main
+    if cfg.train.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("train.amp: fp16 needs a CUDA device (use bf16 on CPU)")
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(cfg.seed)
+
+    # ---- model, parameter cap, EMA, optimiser --------------------------------------------------
+    model = build_model(cfg.model.arch, **cfg.model.arch_kwargs())
+    n_params = count_params(model)
+    if cfg.model.max_params is not None and n_params > cfg.model.max_params:
+        raise ConfigError(f"model.max_params: the model has {n_params:,} trainable parameters, over the cap of "
+                          f"{cfg.model.max_params:,}")
+    model.to(device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = EMA(model, cfg.train.ema_momentum) if cfg.train.ema_momentum else None
+    optimizer = make_optimizer(cfg, model.parameters(), device)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16")
+    loss_fn = get_loss(cfg.train.loss)
+
+    # ---- data (validated before anything slow) ---------------------------------------------------
+    if not cfg.data.train_hq_dir:
+        raise ConfigError("data.train_hq_dir: not set (a folder of HQ face images)")
+    dataset = HQDegradeDataset(cfg.data.train_hq_dir, cfg.degradation, cfg.seed, cfg.data.hq_size, cfg.data.hq_resize,
+                               cfg.data.crop_size, cfg.data.flip, cfg.model.upscale_factor,
+                               degrade=cfg.data.degrade_on == "cpu")
+    val_pairs = load_val_pairs(cfg.data, cfg.degradation, cfg.model.upscale_factor) if main else []
+    gpu_degrader = None
+    if cfg.data.degrade_on == "gpu":
+        from ..data.gpu_degradations import GpuDegrader
+        gpu_degrader = GpuDegrader(cfg.degradation, cfg.seed, device, cfg.data.crop_size)
+
+    # ---- resume --------------------------------------------------------------------------------------
+    start_iter, best = 0, None
+    ckpt_dir = work_dir / "checkpoints"
+    if resume:
+        path = latest_checkpoint(ckpt_dir) if resume is True else Path(resume)
+        if path is None:
+            raise CheckpointError(f"{ckpt_dir}: --resume given but no checkpoint found there")
+        state = load_checkpoint(path)
+        if state["arch_config"] != model.arch_config():
+            raise CheckpointError(f"{path}: checkpoint architecture {state['arch_config']} does not match the config "
+                                  f"{model.arch_config()}")
+        load_into(model, state["model"], str(path))
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start_iter, best = int(state["iter"]), state.get("best")
+    if start_iter >= cfg.train.max_iters:
+        raise TrainingError(f"nothing to do: checkpoint is at iteration {start_iter}, train.max_iters is {cfg.train.max_iters}")
+
+    train_model = model
+    if dist_info.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        train_model = torch.compile(train_model)
+
+    sampler = InfiniteSampler(len(dataset), cfg.seed, start_iter * cfg.train.batch_size * dist_info.world_size,
+                              dist_info.rank, dist_info.world_size)
+    nw = cfg.data.num_workers
+    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=nw,
+                        pin_memory=cfg.data.pin_memory and device.type == "cuda", drop_last=True,
+                        worker_init_fn=_worker_init if nw else None, persistent_workers=nw > 0,
+                        prefetch_factor=cfg.data.prefetch_factor if nw else None,
+                        # forkserver: a forked worker deadlocks in OpenCV once the parent has used its thread pool.
+                        multiprocessing_context="forkserver" if nw and sys.platform != "win32" else None)
+
+    # ---- outputs (rank 0) ------------------------------------------------------------------------
+    log_f = writer = None
+    if main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        (work_dir / "config.yaml").write_text(cfg.to_yaml())
+        log_f = open(work_dir / "log.jsonl", "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(work_dir / "tb"))
+        except Exception:  # tensorboard missing or broken: the jsonl log still has everything
+            writer = None
+
+    def log(record: dict) -> None:
+        if log_f is None:
+            return
+        log_f.write(json.dumps(record) + "\n")
+        log_f.flush()
+        if writer is not None:
+            for k, v in record.items():
+                if k not in ("iter", "kind") and isinstance(v, (int, float)):
+                    writer.add_scalar(f"{record['kind']}/{k}", v, record["iter"])
+
+    def checkpoint_payload(it: int) -> dict:
+        return {"format": FORMAT, "arch": cfg.model.arch, "arch_config": model.arch_config(),
+                "model": model.state_dict(), "ema": ema.state_dict() if ema else None,
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "iter": it, "best": best, "rng": rng_state(), "config": cfg.to_dict()}
+
+    def save(it: int) -> Path:
+        path = ckpt_dir / f"iter_{it}.pt"
+        save_checkpoint(path, checkpoint_payload(it))
+        prune_checkpoints(ckpt_dir, cfg.train.keep_last)
+        return path
+
+    def validate(it: int) -> dict:
+        rec: dict = {"iter": it, "kind": "val"}
+        which = cfg.train.val_weights if ema is not None else "raw"
+        if which in ("raw", "both"):
+            r = evaluate_pairs(model, val_pairs, device, cfg.train.amp, channels_last=cfg.train.channels_last)["mean"]
+            rec.update(psnr=r["psnr"], ssim=r["ssim"], psnr_challenge=r["psnr_challenge"])
+        if which in ("ema", "both"):
+            r = evaluate_pairs(ema.module, val_pairs, device, cfg.train.amp, channels_last=cfg.train.channels_last)["mean"]
+            rec.update(psnr_ema=r["psnr"], ssim_ema=r["ssim"], psnr_challenge_ema=r["psnr_challenge"])
+        return rec
+
+    # ---- the loop --------------------------------------------------------------------------------------
+    pbar = None
+    if main and not quiet:
+        from tqdm import tqdm
+        pbar = tqdm(total=cfg.train.max_iters, initial=start_iter, unit="it", dynamic_ncols=True, file=sys.stderr)
+    loss_sum = torch.zeros((), device=device)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    n_in_window, wait_s, step_s = 0, 0.0, 0.0
+    last_saved = None
+    data_iter = iter(loader)
+    model.train()
+    it = start_iter
+    stopped_by = None
+    with _StopFlag() as stop:
+        try:
+            while it < cfg.train.max_iters:
+                t0 = time.perf_counter()
+                lq, gt = next(data_iter)
+                t1 = time.perf_counter()
+                lr = lr_at(it, cfg.sched, cfg.optim.lr)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                gt = gt.to(device, non_blocking=True).float().div_(255.0)
+                if gpu_degrader is not None:
+                    lq, gt = gpu_degrader(gt, it * cfg.train.batch_size * dist_info.world_size + dist_info.rank)
+                else:
+                    lq = lq.to(device, non_blocking=True).float().div_(255.0)
+                if cfg.train.channels_last:
+                    lq = lq.contiguous(memory_format=torch.channels_last)
+                    gt = gt.contiguous(memory_format=torch.channels_last)
+                with autocast_ctx(device, cfg.train.amp):
+                    out = train_model(lq)
+                loss = loss_fn(out.float(), gt)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.train.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                if ema is not None:
+                    ema.update(model)
+                # No host sync per step: accumulate on the device, read at log time.
+                ld = loss.detach()
+                loss_sum += ld
+                nonfinite |= ~torch.isfinite(ld)
+                it += 1
+                n_in_window += 1
+                t2 = time.perf_counter()
+                wait_s += t1 - t0
+                step_s += t2 - t0
+                if pbar is not None:
+                    pbar.update(1)
+
+                at_end = it == cfg.train.max_iters
+                do_log = it % cfg.train.log_interval == 0 or at_end
+                do_val = (it % cfg.train.val_interval == 0 or at_end) and bool(val_pairs) and main
+                do_ckpt = (it % cfg.train.ckpt_interval == 0 or at_end) and main
+                # Sync points are the same on every rank; under DDP the stop flag is only agreed on there.
+                sync = do_log or it % cfg.train.val_interval == 0 or it % cfg.train.ckpt_interval == 0
+                if dist_info.enabled:
+                    stopping = D.all_reduce_max_flag(dist_info, stop.signum is not None) if sync else False
+                else:
+                    stopping = stop.signum is not None
+                if (sync or stopping) and D.all_reduce_max_flag(dist_info, bool(nonfinite.item())):
+                    # Checked before anything is saved, so no checkpoint ever holds non-finite weights.
+                    raise TrainingError(
+                        f"loss became non-finite before iteration {it} (lr {lr:.3g}); stopped. Last good checkpoint: "
+                        f"{last_saved or 'none written yet'} (untouched). Lower optim.lr, set train.grad_clip, "
+                        f"or use train.amp=none.")
+                if do_log:
+                    mean_loss = loss_sum.item() / n_in_window
+                    frac = wait_s / step_s if step_s > 0 else 0.0
+                    log({"iter": it, "kind": "train", "lr": lr, "loss": mean_loss, "data_wait": frac,
+                         "it_per_s": n_in_window / step_s if step_s > 0 else 0.0})
+                    if pbar is not None:
+                        pbar.set_postfix(loss=f"{mean_loss:.4g}", lr=f"{lr:.3g}", wait=f"{frac:.0%}")
+                    loss_sum.zero_()
+                    n_in_window, wait_s, step_s = 0, 0.0, 0.0
+
+                if do_val:
+                    rec = validate(it)
+                    log(rec)
+                    metric = cfg.train.best_metric
+                    if metric not in rec:
+                        raise ConfigError(f"train.best_metric: {metric!r} is not a validation metric "
+                                          f"(have: {', '.join(k for k in rec if k not in ('iter', 'kind'))})")
+                    higher_better = True
+                    if best is None or (rec[metric] > best["value"] if higher_better else rec[metric] < best["value"]):
+                        best = {"metric": metric, "value": rec[metric], "iter": it}
+                        save_weights(work_dir / "best.safetensors", model, arch=cfg.model.arch,
+                                     ema=ema.module if ema else None,
+                                     metadata={"iter": it, "val": {k: v for k, v in rec.items() if k != "kind"}})
+                        (work_dir / "best.json").write_text(json.dumps({**best, "val": rec}, indent=2))
+                    if pbar is not None:
+                        pbar.write(f"[val] iter {it}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.items()
+                                                                   if isinstance(v, float)))
+                if do_ckpt:
+                    last_saved = save(it)
+                if sync:
+                    D.barrier(dist_info)
+                if stopping:
+                    stopped_by = stop.signum or signal.SIGTERM
+                    if main and last_saved != ckpt_dir / f"iter_{it}.pt":
+                        last_saved = save(it)
+                    break
+        finally:
+            if pbar is not None:
+                pbar.close()
+            if log_f is not None:
+                log_f.close()
+            if writer is not None:
+                writer.close()
+            del data_iter
+            D.cleanup(dist_info)
+    summary = {"iter": it, "best": best, "work_dir": str(work_dir),
+               "last_checkpoint": str(last_saved) if last_saved else None, "params": n_params,
+               "stopped_by_signal": stopped_by}
+    return summary

@@ -1,0 +1,69 @@
+"""Parameter and FLOP counts, with the conventions of MMagic's ``get_flops``.
+
+MMagic's ``tools/analysis_tools/get_flops.py`` runs mmengine's fvcore-style
+counter: a convolution or linear layer costs its multiply-adds (bias ignored),
+``upsample_bilinear2d`` costs 4 per output element, and activations, additions
+and pixel_shuffle cost nothing.  :func:`count_flops` counts the same ops by
+intercepting ATen calls during one forward pass, so it also covers functional
+calls (the global bilinear skip) that module hooks would miss.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+_aten = torch.ops.aten
+
+
+class _FlopCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = getattr(func, "overloadpacket", None)
+        if packet is _aten.convolution:
+            weight = args[1]
+            # out: (N, Cout, *spatial); weight: (Cout, Cin/groups, *k)
+            self.total += out.shape[0] * math.prod(weight.shape) * math.prod(out.shape[2:])
+        elif packet in (_aten.addmm, _aten.mm):
+            a, b = (args[1], args[2]) if packet is _aten.addmm else (args[0], args[1])
+            self.total += a.shape[0] * a.shape[1] * b.shape[1]
+        elif packet is _aten.upsample_bilinear2d:
+            self.total += 4 * out.numel()
+        return out
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, shape: tuple[int, int, int] = (3, 128, 128)) -> int:
+    """Multiply-add count of one forward pass on a ``(1, *shape)`` input, as get_flops counts."""
+    param = next(model.parameters())
+    x = torch.zeros((1, *shape), dtype=param.dtype, device=param.device)
+    counter = _FlopCounter()
+    was_training = model.training
+    model.eval()
+    try:
+        with counter:
+            out = model(x)
+    finally:
+        model.train(was_training)
+    count_flops.last_output_shape = tuple(out.shape[1:])  # type: ignore[attr-defined]
+    return counter.total
+
+
+def count_params(model: nn.Module) -> int:
+    """Exact number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def format_size(n: float) -> str:
+    """``41555066880 -> '41.555G'`` (mmengine's 3-decimal style)."""
+    for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3f}{unit}"
+    return str(n)

@@ -1,0 +1,235 @@
+"""Weight I/O for every checkpoint format facesr reads.  Never imports the engine.
+
+Formats (detected from the file, not the name):
+
+* **facesr weights** (``.safetensors``): tensors named as in
+  :class:`~facesr.models.msrresnet.MSRResNet`; metadata ``format=facesr``,
+  ``arch`` and ``arch_config`` (JSON).  An EMA copy, when present, is stored
+  under the ``ema.`` prefix.
+* **facesr training checkpoints** (``.pt``): ``{"format": "facesr-train",
+  "arch", "arch_config", "model", "ema", ...}``; read with
+  ``torch.load(weights_only=True)``.
+* **MMagic / MMEditing** (``.pth``): ``state_dict`` with ``generator.*`` (and
+  ``generator_ema.*``) keys, possibly beside a ``message_hub`` of mmengine
+  objects.  Read through :mod:`facesr.models.safe_pickle`.
+* **BasicSR** (``.pth``): ``params`` / ``params_ema`` with BasicSR names
+  (``body.N.conv1``, ``upconv1``...).  Loaded into the BasicSR variant.
+
+All loaders return ``(model, info)`` where ``info`` says what was loaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .registry import build_model
+from .safe_pickle import restricted_torch_load
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be read or does not fit the model; the message says why."""
+
+
+@dataclass
+class LoadedWeights:
+    state_dict: dict[str, torch.Tensor]
+    arch: str = "msrresnet"
+    arch_config: dict = field(default_factory=dict)
+    source_format: str = "facesr"
+    used_ema: bool = False
+    metadata: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- saving
+
+def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str = "msrresnet",
+                 ema: nn.Module | None = None, metadata: dict | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+    """Write ``model`` (and optionally its EMA copy) as facesr safetensors, atomically.
+
+    ``dtype`` (e.g. ``torch.float16``) stores the tensors in that precision;
+    loading casts back to float32.
+    """
+    def prep(sd, prefix=""):
+        out = {}
+        for k, v in sd.items():
+            v = v.detach().to("cpu")
+            if dtype is not None and v.is_floating_point():
+                v = v.to(dtype)
+            out[prefix + k] = v.contiguous()
+        return out
+
+    tensors = prep(_unwrap(model).state_dict())
+    if ema is not None:
+        tensors.update(prep(_unwrap(ema).state_dict(), "ema."))
+    meta = {"format": "facesr", "arch": arch,
+            "arch_config": json.dumps(_unwrap(model).arch_config())}
+    for k, v in (metadata or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "module", model)  # DDP
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+# ----------------------------------------------------------------------------- reading
+
+_BASICSR_RENAMES = [
+    (re.compile(r"^body\.(\d+)\."), r"trunk_net.\1."),
+    (re.compile(r"^upconv1\."), "upsample1.upsample_conv."),
+    (re.compile(r"^upconv2\."), "upsample2.upsample_conv."),
+]
+
+
+def _basicsr_to_facesr(sd: dict) -> dict:
+    out = {}
+    for k, v in sd.items():
+        for pat, rep in _BASICSR_RENAMES:
+            k = pat.sub(rep, k)
+        out[k] = v
+    return out
+
+
+def _strip(sd: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def infer_msrresnet_config(sd: dict, variant: str = "mmagic") -> dict:
+    """Read mid_channels, num_blocks and upscale factor off MSRResNet tensor shapes."""
+    try:
+        w_first = sd["conv_first.weight"]
+        w_last = sd["conv_last.weight"]
+        w_up1 = sd["upsample1.upsample_conv.weight"]
+    except KeyError as exc:
+        raise CheckpointError(f"not an MSRResNet state dict: missing key {exc.args[0]!r}") from None
+    mid = int(w_first.shape[0])
+    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"trunk_net\.(\d+)\.", k))}
+    num_blocks = max(blocks) + 1 if blocks else 0
+    if "upsample2.upsample_conv.weight" in sd:
+        scale = 4
+    else:
+        scale = int(round((w_up1.shape[0] / mid) ** 0.5))
+    return {"in_channels": int(w_first.shape[1]), "out_channels": int(w_last.shape[0]),
+            "mid_channels": mid, "num_blocks": num_blocks, "upscale_factor": scale, "variant": variant}
+
+
+def read_weights(path: str | os.PathLike, ema: bool = False) -> LoadedWeights:
+    """Read a checkpoint of any supported format into a :class:`LoadedWeights`.
+
+    ``ema=True`` selects the EMA weights (``ema.*``, ``generator_ema.*`` or
+    ``params_ema``) and fails clearly when the file has none.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if len(head) < 8:
+        raise CheckpointError(f"{path}: file is empty or truncated")
+    if path.suffix == ".safetensors" or (head[8:9] == b"{" and not head.startswith(b"PK")):
+        return _read_safetensors(path, ema)
+    try:
+        obj = restricted_torch_load(path)
+    except Exception as exc:  # corrupt zip, truncated pickle, ...
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
+    return _from_torch_dict(path, obj, ema)
+
+
+def _read_safetensors(path: Path, ema: bool) -> LoadedWeights:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    has_ema = any(k.startswith("ema.") for k in tensors)
+    if ema and not has_ema:
+        raise CheckpointError(f"{path}: --ema asked for, but the file holds no EMA weights")
+    sd = _strip(tensors, "ema.") if ema else {k: v for k, v in tensors.items() if not k.startswith("ema.")}
+    arch = meta.get("arch", "msrresnet")
+    if "arch_config" in meta:
+        arch_config = json.loads(meta["arch_config"])
+    else:
+        arch_config = infer_msrresnet_config(sd)
+    return LoadedWeights(sd, arch, arch_config, "facesr", ema, meta)
+
+
+def _from_torch_dict(path: Path, obj: dict, ema: bool) -> LoadedWeights:
+    if obj.get("format") == "facesr-train":
+        key = "ema" if ema else "model"
+        if obj.get(key) is None:
+            raise CheckpointError(f"{path}: --ema asked for, but the checkpoint holds no EMA weights")
+        return LoadedWeights(dict(obj[key]), obj.get("arch", "msrresnet"), dict(obj["arch_config"]),
+                             "facesr-train", ema, {"iter": obj.get("iter")})
+    if "params" in obj or "params_ema" in obj:  # BasicSR
+        key = "params_ema" if ema else "params"
+        if key not in obj:
+            raise CheckpointError(f"{path}: BasicSR checkpoint has no {key!r} (keys: {', '.join(map(str, obj))})")
+        sd = _basicsr_to_facesr(_tensor_items(obj[key]))
+        return LoadedWeights(sd, "msrresnet", infer_msrresnet_config(sd, "basicsr"), "basicsr", ema)
+    sd = obj.get("state_dict", obj)
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: 'state_dict' is not a dict")
+    sd = _tensor_items(sd)
+    if any(k.startswith("generator.") for k in sd):  # MMagic / MMEditing
+        prefix = "generator_ema." if ema else "generator."
+        sub = _strip(sd, prefix)
+        if not sub:
+            raise CheckpointError(f"{path}: MMagic checkpoint has no {prefix}* weights")
+        return LoadedWeights(sub, "msrresnet", infer_msrresnet_config(sub), "mmagic", ema)
+    if any(k.startswith(("body.", "upconv1.")) for k in sd):  # bare BasicSR-named dict
+        sd = _basicsr_to_facesr(sd)
+        return LoadedWeights(sd, "msrresnet", infer_msrresnet_config(sd, "basicsr"), "basicsr", ema)
+    if "conv_first.weight" in sd:
+        if ema:
+            raise CheckpointError(f"{path}: --ema asked for, but the file is a bare state dict without EMA weights")
+        return LoadedWeights(sd, "msrresnet", infer_msrresnet_config(sd), "state_dict", False)
+    raise CheckpointError(f"{path}: no model weights found (top-level keys: {', '.join(map(str, list(obj)[:8]))})")
+
+
+def _tensor_items(d: dict) -> dict:
+    return {str(k): v for k, v in d.items() if isinstance(v, torch.Tensor)}
+
+
+def load_into(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
+    """``load_state_dict(strict=True)`` with one clear error naming bad keys/shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append("missing keys: " + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""))
+    if unexpected:
+        problems.append("unexpected keys: " + ", ".join(unexpected[:6]) + (" ..." if len(unexpected) > 6 else ""))
+    if shapes:
+        problems.append("shape mismatch: " + "; ".join(shapes[:4]))
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit the model ({' | '.join(problems)})")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()})
+
+
+def load_model(path: str | os.PathLike, ema: bool = False, map_location="cpu") -> tuple[nn.Module, LoadedWeights]:
+    """Build the architecture a checkpoint describes and load its weights (float32, eval mode)."""
+    lw = read_weights(path, ema=ema)
+    model = build_model(lw.arch, **lw.arch_config)
+    load_into(model, lw.state_dict, str(path))
+    return model.to(map_location).eval(), lw
