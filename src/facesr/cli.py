@@ -102,6 +102,30 @@ def cmd_predict(a) -> int:
     return run_predict(a)
 
 
+def cmd_plot(a) -> int:
+    from .plotting import plot_runs
+    bests = plot_runs(a.run_dirs, a.out, a.metric, a.labels, a.title)
+    for label, b in bests.items():
+        print(f"{label}: best {a.metric} {b['value']:.4f} at iter {b['iter']}")
+    print(f"wrote {a.out}")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+    return run_demo(a)
+
+
+def cmd_export(a) -> int:
+    from .export_cmd import run_export
+    return run_export(a)
+
+
+def cmd_compare(a) -> int:
+    from .compare import run_compare
+    return run_compare(a)
+
+
 # ----------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +195,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", help="with --backend onnxruntime: the .onnx file (default: export the model on the fly)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("plot", help="training curves of one or more runs (validation PSNR vs iterations)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--metric", default="psnr", choices=["psnr", "ssim", "loss", "lr"])
+    p.add_argument("--labels", nargs="+", help="one legend label per run")
+    p.add_argument("--title")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("demo", help="degrade the bundled sample face, restore it, write a side-by-side picture")
+    p.add_argument("--out", default="facesr_demo.png", help="PNG to write (default facesr_demo.png)")
+    p.add_argument("--image", help="use this 512x512 HQ face instead of the bundled one")
+    p.add_argument("--checkpoint", help="model to use (default: the shipped model)")
+    p.add_argument("--seed", type=int, default=0, help="first degradation seed (default 0)")
+    p.add_argument("--rows", type=int, default=3, help="how many degradations (seeds seed..seed+rows-1)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="write a checkpoint as ONNX (dynamic batch, height, width)")
+    p.add_argument("--checkpoint", help="weights to export (facesr, MMagic, BasicSR); omitted = shipped model")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="ONNX file to write")
+    p.add_argument("--ema", action="store_true", help="export the EMA weights of the checkpoint")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.onnx")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("compare", help="side-by-side sheet LQ | bicubic | SR | GT with PSNR captions")
+    p.add_argument("lq_dir", metavar="LQ_DIR")
+    p.add_argument("sr_dir", metavar="SR_DIR")
+    p.add_argument("gt_dir", nargs="?", metavar="GT_DIR", help="ground truth; adds a GT column and PSNR captions")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--names", nargs="+", metavar="STEM", help="image stems to show (default: the first --max in all folders)")
+    p.add_argument("--max", type=int, default=6, help="rows when --names is not given (default 6)")
+    p.add_argument("--zoom", action="store_true", help="add a magnified crop of the eye region under each panel")
+    p.add_argument("--title", help="title line at the top")
+    p.add_argument("--sr-title", default="SR (facesr)", help="column title of the SR panels")
+    p.set_defaults(func=cmd_compare)
     return ap
 
 

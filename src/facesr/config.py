@@ -44,6 +44,7 @@ class DataCfg:
     val_gt_dir: Optional[str] = None  # ... and GT folder, matched by file stem
     val_hq_dir: Optional[str] = None  # or: HQ folder degraded once with val_seed
     val_seed: int = 0
+    fallback_to_builtin: bool = False  # missing train/val folders -> the bundled sample faces (quickstart)
     num_workers: int = 2
     crop_size: Optional[int] = None  # LQ patch size; null = full 128x128 (reference)
     flip: bool = True  # horizontal flip p=0.5 of LQ and GT together
@@ -153,6 +154,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # PyYAML reads 2e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -92,6 +92,22 @@ class _StopFlag:
             signal.signal(s, h)
 
 
+def _apply_builtin_fallback(cfg: Config, main: bool) -> None:
+    """With ``data.fallback_to_builtin``, replace missing data folders by the bundled sample faces."""
+    d = cfg.data
+    if not d.fallback_to_builtin:
+        return
+    missing = [k for k in ("train_hq_dir", "val_hq_dir") if getattr(d, k) and not Path(getattr(d, k)).is_dir()]
+    if not missing:
+        return
+    from ..assets import builtin_faces_dir
+    folder = str(builtin_faces_dir())
+    for k in missing:
+        if main:
+            print(f"data.{k}: {getattr(d, k)} not found; using the built-in sample faces ({folder})", file=sys.stderr)
+        setattr(d, k, folder)
+
+
 def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, quiet: bool = False) -> dict:
     """Train per ``cfg`` into ``work_dir``.  ``resume``: a checkpoint path, True (latest in work_dir) or None.
 
@@ -130,6 +146,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, q
     loss_fn = get_loss(cfg.train.loss)
 
     # ---- data (validated before anything slow) ---------------------------------------------------
+    _apply_builtin_fallback(cfg, main)
     if not cfg.data.train_hq_dir:
         raise ConfigError("data.train_hq_dir: not set (a folder of HQ face images)")
     dataset = HQDegradeDataset(cfg.data.train_hq_dir, cfg.degradation, cfg.seed, cfg.data.hq_size, cfg.data.hq_resize,

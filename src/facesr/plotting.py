@@ -1,0 +1,86 @@
+"""Training curves from ``log.jsonl`` files: the reference report's Figure 1.
+
+``facesr plot RUN_DIR [RUN_DIR ...] --out fig.png --metric psnr`` draws the
+validation PSNR of each run against iterations (in thousands), one line per run
+(EMA weights dashed when logged), with a legend and the best point of each run
+marked and annotated.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from .imageio import ImageError, atomic_write_bytes
+
+METRICS = {"psnr": ("val", "Validation PSNR (dB)", True), "ssim": ("val", "Validation SSIM", True),
+           "loss": ("train", "Training loss", False), "lr": ("train", "Learning rate", False)}
+
+
+def read_log(run_dir: str | Path) -> list[dict]:
+    """Records of ``RUN_DIR/log.jsonl`` (or the file itself); bad lines are skipped (a crash can truncate the last)."""
+    p = Path(run_dir)
+    f = p / "log.jsonl" if p.is_dir() else p
+    if not f.is_file():
+        raise ImageError(f"{run_dir}: no log.jsonl found (expected a facesr train work dir)")
+    out = []
+    for line in f.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "iter" in rec and "kind" in rec:
+            out.append(rec)
+    return out
+
+
+def plot_runs(run_dirs: list[str], out: str | Path, metric: str = "psnr", labels: list[str] | None = None,
+              title: str | None = None) -> dict:
+    """Draw ``metric`` for each run into ``out`` (PNG, written atomically).  Returns ``{label: best}``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if metric not in METRICS:
+        raise ImageError(f"--metric: {metric!r} is not one of {', '.join(METRICS)}")
+    if labels and len(labels) != len(run_dirs):
+        raise ImageError(f"--labels: got {len(labels)} labels for {len(run_dirs)} runs")
+    kind, ylabel, higher = METRICS[metric]
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=130)
+    bests = {}
+    drew = False
+    for i, rd in enumerate(run_dirs):
+        recs = [r for r in read_log(rd) if r["kind"] == kind]
+        label = labels[i] if labels else Path(rd).name
+        color = f"C{i % 10}"
+        for key, style, suffix in ((metric, "-", ""), (f"{metric}_ema", "--", " (EMA)")):
+            pts = sorted((r["iter"], r[key]) for r in recs if isinstance(r.get(key), (int, float)))
+            if not pts:
+                continue
+            xs = [x / 1000 for x, _ in pts]
+            ys = [y for _, y in pts]
+            ax.plot(xs, ys, style, color=color, lw=1.6, marker="o" if len(pts) < 40 and kind == "val" else None,
+                    ms=3, label=label + suffix)
+            drew = True
+            if kind == "val":
+                j = max(range(len(ys)), key=ys.__getitem__) if higher else min(range(len(ys)), key=ys.__getitem__)
+                ax.plot(xs[j], ys[j], "*", color=color, ms=13, mec="black", mew=0.6, zorder=5)
+                ax.annotate(f"{ys[j]:.3f}" if metric == "ssim" else f"{ys[j]:.2f}", (xs[j], ys[j]),
+                            textcoords="offset points", xytext=(4, 6), fontsize=8, color=color)
+                bests[label + suffix] = {"iter": pts[j][0], "value": ys[j]}
+    if not drew:
+        plt.close(fig)
+        raise ImageError(f"no '{metric}' values in the logs of: {', '.join(map(str, run_dirs))}")
+    if metric == "lr":
+        ax.set_yscale("log")
+    ax.set_xlabel("Iterations (thousands)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{ylabel} vs iterations" + (" (star = best)" if kind == "val" else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+    return bests
