@@ -64,7 +64,7 @@ def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str = "msrr
             v = v.detach().to("cpu")
             if dtype is not None and v.is_floating_point():
                 v = v.to(dtype)
-            out[prefix + k] = v.contiguous()
+            out[prefix + k] = v.contiguous().clone()  # safetensors refuses shared storage (model is ema)
         return out
 
     tensors = prep(_unwrap(model).state_dict())

@@ -1,0 +1,115 @@
+"""Shared fixtures: synthetic faces (no real data needed), a hand-written MSRResNet forward,
+and access to the optional ../shared development data (tests skip when it is absent)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+# One thread each: the tests are small, and on a busy machine (e.g. a training run beside them)
+# multi-threaded torch/OpenCV kernels spend far longer waiting for cores than computing.
+torch.set_num_threads(1)
+cv2.setNumThreads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def make_face(seed: int, size: int = 512) -> np.ndarray:
+    """A colourful synthetic "face": gradient background, skin ellipse, eyes, mouth, hair, texture.
+
+    Returns uint8 RGB HxWx3, 0-255.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    c0, c1 = rng.uniform(30, 220, 3), rng.uniform(30, 220, 3)
+    img = (c0[None, None] * (1 - xx[..., None]) + c1[None, None] * yy[..., None]).astype(np.float32)
+    img = np.clip(img, 0, 255)
+    s = size / 512
+    cx, cy = int(size / 2 + rng.integers(-20, 21) * s), int(size / 2 + rng.integers(-20, 21) * s)
+    skin = tuple(float(v) for v in rng.uniform([170, 120, 90], [240, 190, 160]))
+    cv2.ellipse(img, (cx, cy), (int(150 * s), int(200 * s)), 0, 0, 360, skin, -1, cv2.LINE_AA)
+    hair = tuple(float(v) for v in rng.uniform(10, 90, 3))
+    cv2.ellipse(img, (cx, cy - int(120 * s)), (int(160 * s), int(100 * s)), 0, 180, 360, hair, -1, cv2.LINE_AA)
+    for dx in (-60, 60):
+        e = (cx + int(dx * s), cy - int(30 * s))
+        cv2.ellipse(img, e, (int(28 * s), int(14 * s)), 0, 0, 360, (250, 250, 250), -1, cv2.LINE_AA)
+        iris = tuple(float(v) for v in rng.uniform(20, 160, 3))
+        cv2.circle(img, e, int(10 * s), iris, -1, cv2.LINE_AA)
+        cv2.circle(img, e, int(4 * s), (5, 5, 5), -1, cv2.LINE_AA)
+    cv2.ellipse(img, (cx, cy + int(90 * s)), (int(55 * s), int(18 * s)), 0, 0, 180, (180, 40, 50), int(max(1, 6 * s)),
+                cv2.LINE_AA)
+    cv2.line(img, (cx, cy - int(10 * s)), (cx - int(12 * s), cy + int(40 * s)), (140, 90, 70), max(1, int(3 * s)),
+             cv2.LINE_AA)
+    img += rng.normal(0, 4, img.shape).astype(np.float32)  # skin/hair texture
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def write_rgb_png(path: Path, img: np.ndarray) -> Path:
+    """Write uint8 RGB (or any OpenCV-writable array in RGB order) as PNG."""
+    arr = img[..., ::-1] if img.ndim == 3 and img.shape[2] == 3 else img
+    assert cv2.imwrite(str(path), np.ascontiguousarray(arr))
+    return path
+
+
+def reference_forward(sd: dict, x: torch.Tensor, num_blocks: int, scale: int = 4, variant: str = "mmagic") -> torch.Tensor:
+    """MSRResNet written out op by op from a facesr-named state dict (input/output float 0-1 scale)."""
+    def conv(name, t):
+        return F.conv2d(t, sd[f"{name}.weight"], sd[f"{name}.bias"], padding=1)
+
+    feat = F.leaky_relu(conv("conv_first", x), 0.1)
+    for i in range(num_blocks):
+        feat = feat + conv(f"trunk_net.{i}.conv2", F.relu(conv(f"trunk_net.{i}.conv1", feat)))
+    ups = ["upsample1", "upsample2"] if scale == 4 else ["upsample1"]
+    for name in ups:
+        feat = F.pixel_shuffle(conv(f"{name}.upsample_conv", feat), 2 if scale == 4 else scale)
+        if variant == "basicsr":
+            feat = F.leaky_relu(feat, 0.1)
+    out = conv("conv_last", F.leaky_relu(conv("conv_hr", feat), 0.1))
+    return out + F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+
+
+def randomise_(model: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torch.nn.Module:
+    """Give every parameter (biases included) random values, so different weights give different outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+@pytest.fixture
+def face():
+    return make_face
+
+
+@pytest.fixture
+def ref_forward():
+    return reference_forward
+
+
+@pytest.fixture
+def randomise():
+    return randomise_
+
+
+@pytest.fixture
+def face_dir(tmp_path):
+    """A folder of 3 synthetic 512x512 RGB PNG faces, named face_a/face_b/face_c."""
+    d = tmp_path / "hq"
+    d.mkdir()
+    for i, name in enumerate(("face_a", "face_b", "face_c")):
+        write_rgb_png(d / f"{name}.png", make_face(i))
+    return d
+
+
+@pytest.fixture
+def shared_dir():
+    """../shared relative to the repo root; skips the test when it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} not present (development data is not part of the repository)")
+    return SHARED
