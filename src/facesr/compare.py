@@ -1,0 +1,243 @@
+"""Side-by-side comparison sheets: LQ | bicubic | SR | GT, one row per image.
+
+:func:`compare_grid` draws in-memory uint8 RGB arrays (0-255); ``facesr compare``
+(:func:`run_compare`) matches images by stem across LQ, SR and optional GT folders.
+
+Panels are shown at their native pixel size (no resampling of the SR output, so
+what you see is what the model produced); the LQ panel is the input upscaled
+with nearest neighbour so its pixels stay visible, the bicubic panel is
+``cv2.INTER_CUBIC`` to the SR size.  With GT, each panel is captioned with its
+PSNR against GT (:func:`facesr.metrics.psnr` on uint8), the best of the row is
+highlighted and the SR caption shows its gain over bicubic.  ``zoom`` adds a
+magnified crop (by default the eye region of an aligned face) under each panel.
+"""
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .imageio import ImageError, atomic_write_bytes, encode_png, list_images, read_any
+from .metrics import psnr
+
+BG = (250, 250, 250)
+INK = (30, 30, 30)
+MUTED = (110, 110, 110)
+BEST = (0, 128, 64)
+BOX = (255, 200, 0)
+EYES_BOX = (0.34, 0.56, 0.2, 0.8)  # (y0, y1, x0, x1) as fractions of the panel: eyes of an aligned face
+
+
+@lru_cache(maxsize=None)
+def _font(size: int, bold: bool = False):
+    """DejaVu Sans (bundled with matplotlib) at ``size`` px; PIL's default font as fallback."""
+    try:
+        from matplotlib import font_manager
+        path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans",
+                                                                 weight="bold" if bold else "normal"),
+                                     fallback_to_default=True)
+        return ImageFont.truetype(path, size)
+    except Exception:
+        try:
+            return ImageFont.load_default(size)
+        except TypeError:  # Pillow < 10.1
+            return ImageFont.load_default()
+
+
+def _text_w(draw: ImageDraw.ImageDraw, text: str, font) -> int:
+    x0, _, x1, _ = draw.textbbox((0, 0), text, font=font)
+    return x1 - x0
+
+
+def _fit(img: np.ndarray, h: int, w: int, interp: int) -> np.ndarray:
+    if img.shape[:2] == (h, w):
+        return img
+    return cv2.resize(img, (w, h), interpolation=interp)
+
+
+def _rgb(img: np.ndarray, what: str) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise ImageError(f"compare_grid: {what} must be uint8 (0-255), got {img.dtype}")
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise ImageError(f"compare_grid: {what} must be HxWx3 RGB, got shape {tuple(img.shape)}")
+    return np.ascontiguousarray(img[..., :3])
+
+
+def compare_grid(rows: Sequence[dict], out_path: str | os.PathLike | None = None, *,
+                 sr_title: str = "SR (facesr)", title: str | None = None, zoom: bool = False,
+                 zoom_box: tuple[float, float, float, float] = EYES_BOX, max_panel: int = 768) -> np.ndarray:
+    """Draw a comparison sheet; return it as uint8 RGB (0-255) and write it as PNG to ``out_path`` if given.
+
+    ``rows``: dicts with ``name`` (str), ``lq`` and ``sr`` (uint8 RGB HxWx3, 0-255), optional
+    ``bicubic`` (default: ``cv2.INTER_CUBIC`` of ``lq`` to the SR size) and optional ``gt``
+    (same size as ``sr``; gives PSNR captions).  Columns: LQ (nearest) | Bicubic | SR | GT,
+    the GT column only when some row has one.  Panels bigger than ``max_panel`` pixels are
+    shrunk (INTER_AREA) and the caption says so.  ``zoom`` adds a nearest-neighbour
+    magnified crop of ``zoom_box`` = (y0, y1, x0, x1), fractions of the panel, below each panel.
+    """
+    if not rows:
+        raise ValueError("compare_grid: no rows to draw")
+    has_gt = any(r.get("gt") is not None for r in rows)
+    factor = None
+    prepared = []
+    for r in rows:
+        name = str(r.get("name", ""))
+        sr = _rgb(r["sr"], f"{name} sr")
+        h, w = sr.shape[:2]
+        lq = _rgb(r["lq"], f"{name} lq")
+        if factor is None:
+            factor = round(w / lq.shape[1])
+        bic = _rgb(r["bicubic"], f"{name} bicubic") if r.get("bicubic") is not None \
+            else _fit(lq, h, w, cv2.INTER_CUBIC)
+        gt = _rgb(r["gt"], f"{name} gt") if r.get("gt") is not None else None
+        panels = [_fit(lq, h, w, cv2.INTER_NEAREST), _fit(bic, h, w, cv2.INTER_CUBIC), sr]
+        captions: list[tuple[str, bool]] = [("", False)] * 3
+        if gt is not None:
+            if gt.shape != sr.shape:
+                raise ImageError(f"{name}: GT {gt.shape[1]}x{gt.shape[0]} does not match SR {w}x{h}")
+            scores = [psnr(p, gt) for p in panels]
+            best = int(np.argmax(scores))
+            texts = [f"PSNR {s:.2f} dB" if math.isfinite(s) else "PSNR inf" for s in scores]
+            if all(math.isfinite(s) for s in scores[1:]):
+                texts[2] += f" ({scores[2] - scores[1]:+.2f} vs bicubic)"
+            captions = [(t, i == best) for i, t in enumerate(texts)]
+            panels.append(gt)
+            captions.append(("ground truth", False))
+        elif has_gt:
+            panels.append(np.full_like(sr, 235))
+            captions.append(("no GT", False))
+        shrink = min(1.0, max_panel / max(h, w))
+        if shrink < 1.0:
+            nh, nw = max(1, round(h * shrink)), max(1, round(w * shrink))
+            panels = [cv2.resize(p, (nw, nh), interpolation=cv2.INTER_AREA) for p in panels]
+        prepared.append((name, panels, captions, shrink))
+
+    ncol = len(prepared[0][1])
+    col_w = max(p[1][0].shape[1] for p in prepared)
+    fs = max(13, min(26, col_w // 22))
+    f_head, f_name, f_cap, f_cap_b = _font(fs + 2, True), _font(fs, True), _font(fs - 1), _font(fs - 1, True)
+    margin, gap = max(10, fs), max(6, fs // 2)
+    title_h = (fs + 2) * 2 if title else 0
+    head_h = fs * 2 + 4
+    name_h = fs + gap + 4
+    cap_h = fs + gap + 4 if has_gt else gap
+
+    def zoom_size(ph: int, pw: int) -> tuple[int, int, int, int, int, int]:
+        y0, y1 = int(zoom_box[0] * ph), max(int(zoom_box[0] * ph) + 1, int(zoom_box[1] * ph))
+        x0, x1 = int(zoom_box[2] * pw), max(int(zoom_box[2] * pw) + 1, int(zoom_box[3] * pw))
+        zh = round((y1 - y0) * pw / (x1 - x0))
+        return y0, y1, x0, x1, zh, pw
+
+    row_h = []
+    for _, panels, _, _ in prepared:
+        ph, pw = panels[0].shape[:2]
+        zh = zoom_size(ph, pw)[4] + gap if zoom else 0
+        row_h.append(name_h + ph + zh + cap_h)
+    width = 2 * margin + ncol * col_w + (ncol - 1) * gap
+    height = 2 * margin + title_h + head_h + sum(row_h) + gap * (len(prepared) - 1)
+    canvas = Image.new("RGB", (width, height), BG)
+    draw = ImageDraw.Draw(canvas)
+
+    y = margin
+    if title:
+        draw.text((margin, y), title, fill=INK, font=_font(fs + 4, True))
+        y += title_h
+    heads = [f"LQ (nearest x{factor})", f"Bicubic x{factor}", sr_title, "GT"][:ncol]
+    for c, head in enumerate(heads):
+        x = margin + c * (col_w + gap)
+        draw.text((x + (col_w - _text_w(draw, head, f_head)) // 2, y + fs // 3), head, fill=INK, font=f_head)
+    y += head_h
+    draw.line([(margin, y - 4), (width - margin, y - 4)], fill=(200, 200, 200), width=1)
+
+    for (name, panels, captions, shrink), rh in zip(prepared, row_h):
+        label = name + (f"   (shown at {shrink * 100:.0f}%)" if shrink < 1 else "")
+        draw.text((margin, y + 2), label, fill=MUTED, font=f_name)
+        py = y + name_h
+        ph, pw = panels[0].shape[:2]
+        for c, (panel, (cap, best)) in enumerate(zip(panels, captions)):
+            x = margin + c * (col_w + gap) + (col_w - pw) // 2
+            tile = Image.fromarray(panel, "RGB")
+            if zoom:
+                zy0, zy1, zx0, zx1, zh, zw = zoom_size(ph, pw)
+                crop = tile.crop((zx0, zy0, zx1, zy1)).resize((zw, zh), Image.NEAREST)
+                canvas.paste(crop, (x, py + ph + gap))
+                zd = ImageDraw.Draw(tile)
+                zd.rectangle((zx0, zy0, zx1 - 1, zy1 - 1), outline=BOX, width=max(1, pw // 256))
+            canvas.paste(tile, (x, py))
+            if cap:
+                font = f_cap_b if best else f_cap
+                cy = py + ph + ((zoom_size(ph, pw)[4] + gap) if zoom else 0) + gap // 2
+                draw.text((x + (pw - _text_w(draw, cap, font)) // 2, cy), cap, fill=BEST if best else INK, font=font)
+        y += rh + gap
+
+    out = np.asarray(canvas)
+    if out_path is not None:
+        atomic_write_bytes(out_path, encode_png(out))
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _by_stem(folder: str, what: str) -> dict[str, Path]:
+    files = list_images(folder, what)
+    out: dict[str, Path] = {}
+    for f in files:
+        if f.stem in out:
+            raise ImageError(f"{folder}: two images share the stem {f.stem!r} ({out[f.stem].name}, {f.name})")
+        out[f.stem] = f
+    return out
+
+
+def run_compare(a) -> int:
+    """``facesr compare LQ_DIR SR_DIR [GT_DIR] --out FILE.png [--names ...] [--max N] [--zoom]``."""
+    from .cli import UserError
+
+    if a.max < 1:
+        raise UserError(f"--max must be at least 1, got {a.max}")
+    lq = _by_stem(a.lq_dir, "LQ folder")
+    sr = _by_stem(a.sr_dir, "SR folder")
+    gt = _by_stem(a.gt_dir, "GT folder") if a.gt_dir else None
+    folders = [("LQ", lq), ("SR", sr)] + ([("GT", gt)] if gt is not None else [])
+    if a.names:
+        missing = [f"{n} (not in {', '.join(w for w, d in folders if n not in d)})"
+                   for n in a.names if any(n not in d for _, d in folders)]
+        if missing:
+            raise UserError(f"--names: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+        stems = list(dict.fromkeys(a.names))
+    else:
+        common = sorted(set(sr).intersection(lq, *([gt] if gt is not None else [])))
+        if not common:
+            raise UserError(f"no image stem is present in all of {', '.join(f'{w} ({len(d)})' for w, d in folders)}")
+        stems = common[:a.max]
+    out = Path(a.out)
+    used = {p.resolve() for _, d in folders for s in stems for p in [d[s]]}
+    if out.resolve() in used:
+        raise UserError(f"--out {out} is one of the input images")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a .png file name")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist")
+    rows = []
+    for s in stems:
+        lq_img = read_any(lq[s])[0]
+        sr_img = read_any(sr[s])[0]
+        row = {"name": s, "lq": lq_img, "sr": sr_img}
+        if gt is not None:
+            g = read_any(gt[s])[0]
+            if g.shape != sr_img.shape:
+                raise ImageError(f"{gt[s]}: GT {g.shape[1]}x{g.shape[0]} does not match SR {sr[s]} "
+                                 f"{sr_img.shape[1]}x{sr_img.shape[0]}")
+            row["gt"] = g
+        rows.append(row)
+    sheet = compare_grid(rows, out, sr_title=a.sr_title, title=a.title, zoom=a.zoom)
+    print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]}, {len(rows)} image(s))")
+    return 0

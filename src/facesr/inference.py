@@ -1,0 +1,460 @@
+"""Restore images with a trained model: :class:`Restorer`, tiling, and ONNX export/run.
+
+Pixel conventions
+-----------------
+* Inputs and outputs of :meth:`Restorer.restore` are **uint8, 0-255** (numpy
+  arrays) or PIL images.  RGB is HxWx3, gray HxW (or HxWx1), RGBA HxWx4.
+* The network sees float32 NCHW on the **0-1 scale** (``uint8 / 255``), exactly
+  as in training and :func:`facesr.evaluation.predict_float`; its output is
+  clamped to [0, 1], multiplied by 255 and rounded half-to-even to uint8.  So
+  ``restore`` equals ``np.rint(predict_float(...))`` of the evaluation code.
+
+Tiling and memory
+-----------------
+``tile > 0`` splits the LQ image into a grid of *core* tiles of at most
+``tile`` x ``tile`` LQ pixels.  Each core is run with ``tile_overlap`` extra LQ
+pixels of real image context on every side (where the image has them), and
+only the core's part of the output is kept, so every output pixel is computed
+by exactly one tile and seams vanish once ``tile_overlap`` covers the model's
+receptive field, which is ``2 * num_blocks + 3`` LQ pixels for MSRResNet
+(plus one for its bilinear skip).  With ``tile_overlap >= 2 * num_blocks + 4``
+tiled output equals untiled output up to float rounding (within one 8-bit
+level; tested).  The default 16 covers models up to 6 blocks exactly; for the
+16-block reference (field 35) pixels beyond the overlap still influence the
+result slightly, so tiles may differ from an untiled run by a level or so near
+seams, depending on the trained weights -- raise ``tile_overlap`` to 36 for an
+exact match.  Only the current tile batch is moved to the device.
+
+With ``tile=0`` an image larger than :attr:`Restorer.AUTO_TILE_PIXELS` LQ
+pixels (512 x 512) is tiled automatically with :attr:`Restorer.AUTO_TILE`
+(256, so each forward pass sees at most 288 x 288 LQ pixels with the default
+overlap) and memory stays bounded whatever the image size.  Several images or
+tiles share one forward pass only while they total at most
+:attr:`Restorer.MAX_BATCH_PIXELS` (256 x 256) LQ pixels.  Peak activation
+memory grows with the LQ pixels per pass times ``mid_channels`` (see
+``benchmarks/bench_inference.py --memory``).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import math
+import os
+import warnings
+from importlib import resources
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .imageio import ImageError, _pil_to_rgb
+from .models.weights import CheckpointError, load_model
+
+MIN_OPSET = 11  # first opset whose Resize matches PyTorch's bilinear (align_corners=False)
+SHIPPED_PACKAGE = "facesr"
+SHIPPED_RELPATH = ("weights", "facesr_default.safetensors")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def shipped_checkpoint() -> Path:
+    """Path of the default model shipped inside the package; CheckpointError if none is installed."""
+    ref = resources.files(SHIPPED_PACKAGE).joinpath(*SHIPPED_RELPATH)
+    if not ref.is_file():
+        raise CheckpointError(f"no shipped model is installed ({'/'.join((SHIPPED_PACKAGE, *SHIPPED_RELPATH))} "
+                              f"is missing); pass --checkpoint")
+    # An editable or plain install keeps package data as real files.
+    return Path(str(ref))
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given.
+
+    Raises ValueError (a one-line message naming ``--device``) for a device that does not exist here.
+    """
+    if isinstance(spec, torch.device):
+        return spec
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"--device {spec!r}: not a device name (use auto, cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {spec}: MPS is not available on this machine")
+    return dev
+
+
+def _split(length: int, tile: int) -> list[tuple[int, int]]:
+    """Split ``[0, length)`` into ``ceil(length / tile)`` near-equal consecutive ranges."""
+    n = max(1, math.ceil(length / tile))
+    edges = [round(k * length / n) for k in range(n + 1)]
+    return [(edges[k], edges[k + 1]) for k in range(n)]
+
+
+def tile_boxes(h: int, w: int, tile: int, overlap: int) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
+    """Tiles of an ``h`` x ``w`` LQ image, in LQ pixels.
+
+    Returns ``[(core, ctx), ...]`` with boxes ``(y0, y1, x0, x1)``: ``core`` cells
+    partition the image (each at most ``tile`` wide/high), ``ctx`` is the core
+    grown by ``overlap`` on each side, clipped to the image.
+    """
+    out = []
+    for y0, y1 in _split(h, tile):
+        for x0, x1 in _split(w, tile):
+            ctx = (max(0, y0 - overlap), min(h, y1 + overlap), max(0, x0 - overlap), min(w, x1 + overlap))
+            out.append(((y0, y1, x0, x1), ctx))
+    return out
+
+
+def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
+    """Bicubic (cv2.INTER_CUBIC) x``scale`` resize of a uint8 HxW alpha plane (0-255, saturated)."""
+    h, w = alpha.shape[:2]
+    return cv2.resize(alpha, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
+
+
+def _as_rgb_alpha(image) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Normalise one input to (uint8 RGB HxWx3, uint8 alpha HxW or None, kind)."""
+    if isinstance(image, Image.Image):
+        rgb, alpha = _pil_to_rgb(image)
+        return rgb, alpha, "pil"
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"restore() takes a numpy uint8 array or a PIL image, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ImageError(f"restore() takes uint8 images (0-255), got dtype {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2), None, "numpy"
+    if image.ndim == 3 and image.shape[2] == 3:
+        return np.ascontiguousarray(image), None, "numpy"
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[..., :3]), np.ascontiguousarray(image[..., 3]), "numpy"
+    raise ImageError(f"restore() takes HxW, HxWx3 or HxWx4 images, got shape {tuple(image.shape)}")
+
+
+def _finish(rgb: np.ndarray, alpha: np.ndarray | None, kind: str, scale: int):
+    if alpha is not None:
+        out = np.concatenate([rgb, upscale_alpha(alpha, scale)[..., None]], axis=2)
+        return Image.fromarray(out, "RGBA") if kind == "pil" else out
+    return Image.fromarray(rgb, "RGB") if kind == "pil" else rgb
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+class OnnxModel:
+    """An onnxruntime session that maps float32 NCHW (0-1) to float32 NCHW (nominally 0-1, unclamped).
+
+    Args:
+        source: path of an ``.onnx`` file, or its bytes.
+        threads: intra-op threads (None = onnxruntime's default).
+        providers: onnxruntime execution providers (default: CPU).
+    """
+
+    def __init__(self, source: str | os.PathLike | bytes, threads: int | None = None,
+                 providers: Sequence[str] | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ValueError("--backend onnxruntime needs the onnxruntime package "
+                             "(pip install 'facesr[onnx]')") from None
+        name = "<in-memory model>" if isinstance(source, bytes) else str(source)
+        if not isinstance(source, bytes):
+            p = Path(source)
+            if not p.is_file():
+                raise CheckpointError(f"{p}: ONNX file not found")
+            source = p.read_bytes()
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(source, sess_options=opts,
+                                                providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{name}: not a loadable ONNX model ({msg})") from None
+        self.name = name
+        self.input_name = self.session.get_inputs()[0].name
+        meta = self.session.get_modelmeta().custom_metadata_map or {}
+        if "facesr.upscale_factor" in meta:
+            self.scale = int(meta["facesr.upscale_factor"])
+        else:  # not exported by facesr: measure it
+            y = self(np.zeros((1, 3, 8, 8), np.float32))
+            self.scale = int(y.shape[2] // 8)
+        if self.scale < 1:
+            raise CheckpointError(f"{name}: model does not upscale (output smaller than input)")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, opset: int = 17,
+                check: bool = True) -> bytes:
+    """Export ``model`` to ONNX with dynamic batch, height and width; return the bytes.
+
+    Input ``lq``: float32 (N, 3, h, w), 0-1.  Output ``sr``: float32 (N, 3, s*h, s*w),
+    unclamped.  Uses PyTorch's TorchScript-based exporter (``dynamo=False``), which
+    works offline without ``onnxscript``.  The upscale factor and architecture are
+    stored as metadata.  When ``path`` is given the file is written atomically.
+    With ``check`` the export is run once in onnxruntime (if installed) and compared
+    with PyTorch on a small random input.
+    """
+    from .imageio import atomic_write_bytes
+
+    try:
+        from torch.onnx import _constants
+        max_opset = int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+    except ImportError:
+        max_opset = 20
+    if not MIN_OPSET <= int(opset) <= max_opset:
+        # Below 11, ONNX Resize cannot express PyTorch's bilinear (half-pixel) sampling.
+        raise ValueError(f"--opset {opset} is not supported: use {MIN_OPSET} to {max_opset} "
+                         f"(this PyTorch's TorchScript exporter)")
+    src = getattr(model, "module", model)
+    src = getattr(src, "_orig_mod", src)
+    m = copy.deepcopy(src).to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
+    scale = int(getattr(m, "upscale_factor", 4))
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(m, (x,), buf, dynamo=False, opset_version=int(opset), input_names=["lq"],
+                              output_names=["sr"], do_constant_folding=True,
+                              dynamic_axes={"lq": {0: "batch", 2: "height", 3: "width"},
+                                            "sr": {0: "batch", 2: "out_height", 3: "out_width"}})
+        except Exception as exc:  # e.g. an unsupported opset
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"ONNX export failed (--opset {opset}): {msg}") from None
+    data = buf.getvalue()
+    try:
+        import onnx
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        proto = onnx.load_from_string(data)
+        meta = {"facesr.upscale_factor": str(scale), "facesr.input": "float32 NCHW RGB 0-1",
+                "facesr.output": "float32 NCHW RGB, clamp to 0-1 then x255"}
+        if hasattr(m, "arch_config"):
+            import json
+            meta["facesr.arch_config"] = json.dumps(m.arch_config())
+        for k, v in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        proto.producer_name = "facesr"
+        data = proto.SerializeToString()
+    if check:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            x2 = torch.rand(2, 3, 20, 28, generator=torch.Generator().manual_seed(1))
+            with torch.inference_mode():
+                ref = m(x2).numpy()
+            got = OnnxModel(data)(x2.numpy())
+            if got.shape != ref.shape or float(np.abs(got - ref).max()) > 1e-3:
+                raise ValueError(f"ONNX export does not reproduce PyTorch (shape {got.shape} vs {ref.shape}, "
+                                 f"max diff {float(np.abs(got - ref).max()) if got.shape == ref.shape else 'n/a'})")
+    if path is not None:
+        atomic_write_bytes(path, data)
+    return data
+
+
+# ----------------------------------------------------------------------------- Restorer
+
+class Restorer:
+    """Run a x4 super-resolution model on images of any size.
+
+    Args:
+        model: an ``nn.Module`` mapping float (N, 3, h, w) 0-1 to (N, 3, s*h, s*w), or an
+            :class:`OnnxModel` (backend ``onnxruntime``).  A module is put in eval mode and
+            moved to ``device`` (in place).
+        device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ...
+            (torch backend only).
+        amp: run under bf16 autocast (torch backend); default fp32.
+        channels_last: use the channels-last memory format (torch backend).
+        tile: LQ core tile size in pixels; 0 = no tiling, except automatic tiling of
+            images above :attr:`AUTO_TILE_PIXELS` LQ pixels (see the module docstring).
+        tile_overlap: LQ pixels of context around each tile (cropped from the output).
+        batch_size: most images (or tiles) per forward pass; several images (or tiles) share
+            a pass only while their LQ pixels total at most :attr:`MAX_BATCH_PIXELS` (256 x 256,
+            i.e. four 128 x 128 faces).
+    """
+
+    AUTO_TILE_PIXELS = 512 * 512
+    AUTO_TILE = 256
+    MAX_BATCH_PIXELS = 256 * 256
+
+    def __init__(self, model: nn.Module | OnnxModel, device: str | torch.device = "auto", amp: bool = False,
+                 channels_last: bool = True, tile: int = 0, tile_overlap: int = 16, batch_size: int = 4):
+        if tile < 0:
+            raise ValueError(f"--tile must be >= 0, got {tile}")
+        if tile_overlap < 0:
+            raise ValueError(f"--tile-overlap must be >= 0, got {tile_overlap}")
+        if batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        self.tile, self.tile_overlap, self.batch_size = int(tile), int(tile_overlap), int(batch_size)
+        self.amp = bool(amp)
+        if isinstance(model, OnnxModel):
+            self.backend = "onnxruntime"
+            self.model = model
+            self.device = torch.device("cpu")
+            self.channels_last = False
+            self.scale = model.scale
+        else:
+            self.backend = "torch"
+            self.device = resolve_device(device)
+            self.channels_last = bool(channels_last)
+            model = model.eval().to(self.device)
+            if self.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            self.model = model
+            self.scale = int(getattr(model, "upscale_factor", 0)) or self._probe_scale()
+
+    # --------------------------------------------------------------- construction
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "auto",
+                        ema: bool = False, backend: str = "torch", opset: int = 17, threads: int | None = None,
+                        **kw) -> "Restorer":
+        """Load a checkpoint (any format :func:`facesr.models.load_model` reads; None = shipped model).
+
+        ``backend="onnxruntime"`` exports the loaded model to ONNX in memory and runs it there
+        (``device``/``amp``/``channels_last`` then do not apply).  ``kw`` go to :class:`Restorer`.
+        """
+        path = shipped_checkpoint() if checkpoint is None else Path(checkpoint)
+        model, _ = load_model(path, ema=ema)
+        if backend == "torch":
+            return cls(model, device=device, **kw)
+        if backend == "onnxruntime":
+            for k in ("amp", "channels_last"):
+                kw.pop(k, None)
+            return cls(OnnxModel(export_onnx(model, opset=opset, check=False), threads=threads), **kw)
+        raise ValueError(f"--backend must be torch or onnxruntime, got {backend!r}")
+
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike | bytes, threads: int | None = None,
+                  providers: Sequence[str] | None = None, **kw) -> "Restorer":
+        """Run an exported ONNX model (float32 NCHW 0-1 in, as :func:`export_onnx` writes) with onnxruntime."""
+        for k in ("amp", "channels_last", "device"):
+            kw.pop(k, None)
+        return cls(OnnxModel(path, threads=threads, providers=providers), **kw)
+
+    # --------------------------------------------------------------- core
+
+    def _probe_scale(self) -> int:
+        x = torch.zeros(1, 3, 8, 8, device=self.device)
+        with torch.inference_mode():
+            return int(self.model(x).shape[2] // 8)
+
+    def _autocast(self):
+        if self.amp and self.backend == "torch":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """One forward pass, no tiling: uint8 (N, h, w, 3) 0-255 -> uint8 (N, s*h, s*w, 3) 0-255."""
+        if self.backend == "onnxruntime":
+            x = batch.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+            y = self.model(x)
+            y = np.rint(np.clip(y, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+            return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                y = self.model(x)
+            y = y.float().clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1)
+            return np.ascontiguousarray(y.cpu().numpy())
+
+    def _batches(self, items: list, pixels_each: int) -> Iterator[list]:
+        cap = max(1, min(self.batch_size, self.MAX_BATCH_PIXELS // max(1, pixels_each)))
+        for i in range(0, len(items), cap):
+            yield items[i:i + cap]
+
+    def _tile_size(self, h: int, w: int) -> int:
+        if self.tile > 0:
+            return self.tile if (h > self.tile or w > self.tile) else 0
+        return self.AUTO_TILE if h * w > self.AUTO_TILE_PIXELS else 0
+
+    def _restore_tiled(self, img: np.ndarray, tile: int) -> np.ndarray:
+        h, w = img.shape[:2]
+        s = self.scale
+        out = np.empty((h * s, w * s, 3), np.uint8)
+        groups: dict[tuple[int, int], list] = {}
+        for core, ctx in tile_boxes(h, w, tile, self.tile_overlap):
+            groups.setdefault((ctx[1] - ctx[0], ctx[3] - ctx[2]), []).append((core, ctx))
+        for (th, tw), boxes in groups.items():
+            for chunk in self._batches(boxes, th * tw):
+                batch = np.stack([img[c[0]:c[1], c[2]:c[3]] for _, c in chunk])
+                res = self.run_batch(batch)
+                for (core, ctx), r in zip(chunk, res):
+                    oy, ox = (core[0] - ctx[0]) * s, (core[2] - ctx[2]) * s
+                    ch, cw = (core[1] - core[0]) * s, (core[3] - core[2]) * s
+                    out[core[0] * s:core[1] * s, core[2] * s:core[3] * s] = r[oy:oy + ch, ox:ox + cw]
+        return out
+
+    def restore_rgb(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """uint8 RGB HxWx3 arrays (0-255) -> uint8 RGB x``scale`` arrays, same order.
+
+        Same-size images are batched (``batch_size``); big ones are tiled.
+        """
+        results: list[np.ndarray | None] = [None] * len(images)
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(images):
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ImageError(f"restore_rgb() takes uint8 HxWx3 arrays, got {img.dtype} {tuple(img.shape)}")
+            if min(img.shape[:2]) < 1:
+                raise ImageError(f"restore() got an empty image of shape {tuple(img.shape)}")
+            by_shape.setdefault(img.shape[:2], []).append(i)
+        for (h, w), idx in by_shape.items():
+            tile = self._tile_size(h, w)
+            if tile:
+                for i in idx:
+                    results[i] = self._restore_tiled(images[i], tile)
+                continue
+            for chunk in self._batches(idx, h * w):
+                res = self.run_batch(np.stack([images[i] for i in chunk]))
+                for i, r in zip(chunk, res):
+                    results[i] = r
+        return results  # type: ignore[return-value]
+
+    # --------------------------------------------------------------- public
+
+    def restore(self, image):
+        """Restore one image; returns the same kind at x``scale`` size.
+
+        ``image``: numpy uint8 (0-255) HxWx3 RGB, HxW gray, or HxWx4 RGBA; or a PIL image
+        (any mode).  numpy in -> numpy uint8 out, PIL in -> PIL out.  Gray comes back as
+        RGB; RGBA comes back as RGBA with the alpha plane upscaled bicubically
+        (cv2.INTER_CUBIC).  In-memory PIL images are used as stored (no EXIF rotation;
+        :func:`facesr.imageio.read_any` applies it when reading files).
+        """
+        return self.restore_batch([image])[0]
+
+    def restore_batch(self, images: Sequence) -> list:
+        """Restore a list of images (any kinds :meth:`restore` accepts); same-size ones share batches."""
+        prepared = [_as_rgb_alpha(im) for im in images]
+        outs = self.restore_rgb([p[0] for p in prepared])
+        return [_finish(o, alpha, kind, self.scale) for o, (_, alpha, kind) in zip(outs, prepared)]
+
+    __call__ = restore
+
+    def __repr__(self) -> str:
+        extra = f", device={self.device}, amp={self.amp}, channels_last={self.channels_last}" \
+            if self.backend == "torch" else ""
+        return (f"Restorer(backend={self.backend}{extra}, scale={self.scale}, tile={self.tile}, "
+                f"tile_overlap={self.tile_overlap}, batch_size={self.batch_size})")
