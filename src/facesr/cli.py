@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", action="store_true", help="use the EMA weights of the checkpoint")
     p.add_argument("--zip", help="also write a flat zip of the outputs (challenge layout)")
     p.add_argument("--tile", type=int, default=0, help="LQ tile size for big images (0 = auto / no tiling)")
-    p.add_argument("--tile-overlap", type=int, default=16)
+    p.add_argument("--tile-overlap", type=int, default=None,
+                   help="LQ context pixels around each tile (default: the model's receptive field, exact)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (faster on bf16 hardware)")

@@ -19,16 +19,14 @@ by exactly one tile and seams vanish once ``tile_overlap`` covers the model's
 receptive field, which is ``2 * num_blocks + 3`` LQ pixels for MSRResNet
 (plus one for its bilinear skip).  With ``tile_overlap >= 2 * num_blocks + 4``
 tiled output equals untiled output up to float rounding (within one 8-bit
-level; tested).  The default 16 covers models up to 6 blocks exactly; for the
-16-block reference (field 35) pixels beyond the overlap still influence the
-result slightly, so tiles may differ from an untiled run by a level or so near
-seams, depending on the trained weights -- raise ``tile_overlap`` to 36 for an
-exact match.  Only the current tile batch is moved to the device.
+level; tested).  The default overlap (``tile_overlap=None``) is exactly that
+receptive field, so tiled output matches untiled output for any block count.
+Only the current tile batch is moved to the device.
 
 With ``tile=0`` an image larger than :attr:`Restorer.AUTO_TILE_PIXELS` LQ
 pixels (512 x 512) is tiled automatically with :attr:`Restorer.AUTO_TILE`
-(256, so each forward pass sees at most 288 x 288 LQ pixels with the default
-overlap) and memory stays bounded whatever the image size.  Several images or
+(256, so each forward pass sees at most (256 + 2 overlap)^2 LQ pixels, 328 x 328
+for the 16-block model) and memory stays bounded whatever the image size.  Several images or
 tiles share one forward pass only while they total at most
 :attr:`Restorer.MAX_BATCH_PIXELS` (256 x 256) LQ pixels.  Peak activation
 memory grows with the LQ pixels per pass times ``mid_channels`` (see
@@ -287,7 +285,9 @@ class Restorer:
         channels_last: use the channels-last memory format (torch backend).
         tile: LQ core tile size in pixels; 0 = no tiling, except automatic tiling of
             images above :attr:`AUTO_TILE_PIXELS` LQ pixels (see the module docstring).
-        tile_overlap: LQ pixels of context around each tile (cropped from the output).
+        tile_overlap: LQ pixels of context around each tile (cropped from the output); None = the
+            model's receptive field (``2 * num_blocks + 4`` for MSRResNet), which makes tiled output
+            equal untiled output up to float rounding.
         batch_size: most images (or tiles) per forward pass; several images (or tiles) share
             a pass only while their LQ pixels total at most :attr:`MAX_BATCH_PIXELS` (256 x 256,
             i.e. four 128 x 128 faces).
@@ -296,11 +296,15 @@ class Restorer:
     AUTO_TILE_PIXELS = 512 * 512
     AUTO_TILE = 256
     MAX_BATCH_PIXELS = 256 * 256
+    DEFAULT_OVERLAP = 40  # ONNX models carry no block count: covers MSRResNet up to 18 blocks
 
     def __init__(self, model: nn.Module | OnnxModel, device: str | torch.device = "auto", amp: bool = False,
-                 channels_last: bool = True, tile: int = 0, tile_overlap: int = 16, batch_size: int = 4):
+                 channels_last: bool = True, tile: int = 0, tile_overlap: int | None = None, batch_size: int = 4):
         if tile < 0:
             raise ValueError(f"--tile must be >= 0, got {tile}")
+        if tile_overlap is None:  # auto: the receptive field, so tiles match an untiled run
+            blocks = getattr(model, "num_blocks", None)
+            tile_overlap = 2 * int(blocks) + 4 if blocks is not None else self.DEFAULT_OVERLAP
         if tile_overlap < 0:
             raise ValueError(f"--tile-overlap must be >= 0, got {tile_overlap}")
         if batch_size < 1:

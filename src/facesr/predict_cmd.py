@@ -151,7 +151,7 @@ def run_predict(a) -> int:
 
     if a.tile < 0:
         raise UserError(f"--tile must be >= 0, got {a.tile}")
-    if a.tile_overlap < 0:
+    if a.tile_overlap is not None and a.tile_overlap < 0:
         raise UserError(f"--tile-overlap must be >= 0, got {a.tile_overlap}")
     if a.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {a.batch_size}")

@@ -54,7 +54,7 @@ class HQDegradeDataset(Dataset):
     The degradation, flip and crop of sample ``sample_no`` come from one RNG
     seeded by ``(seed, sample_no)``.  With ``crop_size`` an LQ patch and the
     matching GT patch (x scale) are cut.  ``degrade=False`` returns only the
-    (flipped, cropped) GT, for GPU-side degradation.
+    (flipped, full-size) GT, for GPU-side degradation (which crops after degrading).
     """
 
     def __init__(self, hq_dir: str, deg: DegradationCfg, seed: int, hq_size: int = 512, hq_resize: str = "area",
@@ -89,7 +89,7 @@ class HQDegradeDataset(Dataset):
         if self.flip and rng.uniform(0.0, 1.0) < 0.5:
             hq = hq[:, ::-1]
             lq = lq[:, ::-1] if lq is not None else None
-        if self.crop_size:
+        if self.crop_size and lq is not None:
             lq_h = self.hq_size // self.scale
             c = self.crop_size
             top = int(rng.uniform(0, 1) * (lq_h - c + 1))

@@ -111,8 +111,17 @@ def _apply_builtin_fallback(cfg: Config, main: bool) -> None:
 def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, quiet: bool = False) -> dict:
     """Train per ``cfg`` into ``work_dir``.  ``resume``: a checkpoint path, True (latest in work_dir) or None.
 
-    Returns a summary dict (iterations, best metric, paths).
+    Returns a summary dict (iterations, best metric, paths).  The process-wide
+    deterministic-algorithms setting is restored afterwards.
     """
+    prev = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        return _train(cfg, work_dir, resume, quiet)
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+
+
+def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: bool) -> dict:
     work_dir = Path(work_dir)
     device = resolve_device(cfg.train.device)
     dist_info = D.init_distributed(device.type)
@@ -266,7 +275,8 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, q
                     g["lr"] = lr
                 gt = gt.to(device, non_blocking=True).float().div_(255.0)
                 if gpu_degrader is not None:
-                    lq, gt = gpu_degrader(gt, it * cfg.train.batch_size * dist_info.world_size + dist_info.rank)
+                    lq, gt = gpu_degrader(gt, it * cfg.train.batch_size * dist_info.world_size + dist_info.rank,
+                                          stride=dist_info.world_size)
                 else:
                     lq = lq.to(device, non_blocking=True).float().div_(255.0)
                 if cfg.train.channels_last:

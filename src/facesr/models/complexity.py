@@ -46,12 +46,16 @@ def count_flops(model: nn.Module, shape: tuple[int, int, int] = (3, 128, 128)) -
     x = torch.zeros((1, *shape), dtype=param.dtype, device=param.device)
     counter = _FlopCounter()
     was_training = model.training
+    # Deterministic mode makes PyTorch decompose upsample_bilinear2d into primitives the counter cannot see.
+    det, det_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
     model.eval()
     try:
         with counter:
             out = model(x)
     finally:
         model.train(was_training)
+        torch.use_deterministic_algorithms(det, warn_only=det_warn)
     count_flops.last_output_shape = tuple(out.shape[1:])  # type: ignore[attr-defined]
     return counter.total
 
