@@ -121,8 +121,8 @@ class BlurCfg:
     sigma_x: list[float] = field(default_factory=lambda: [0.2, 5.0])
     sigma_y: list[float] = field(default_factory=lambda: [0.2, 5.0])
     rotate_angle: list[float] = field(default_factory=lambda: [-3.1416, 3.1416])
-    # false: separable kernels (all 'iso') run as two 1-D passes (cv2.sepFilter2D), ~5x faster blur;
-    # the float sum rounds differently, so ~1 pixel in 50,000 moves by +-1 level (see docs/performance.md).
+    # false: separable kernels (all 'iso') run as two 1-D passes (cv2.sepFilter2D), ~6x faster blur;
+    # the float sum rounds differently, so ~1 blurred pixel in 80,000 moves by +-1 level (docs/performance.md).
     exact: bool = True
 
 
@@ -301,8 +301,8 @@ def apply_blur(img: np.ndarray, kernel: np.ndarray, exact: bool = True) -> np.nd
 
     ``exact=False`` runs a separable kernel (outer product of its marginals to
     1e-12, e.g. every isotropic Gaussian) as two 1-D passes with ``cv2.sepFilter2D``:
-    ~5x faster, but the float32 sum is rounded differently from ``filter2D``'s, so
-    about 1 pixel in 50,000 differs by one level.  Other kernels always use ``filter2D``.
+    ~6x faster, but the float32 sum is rounded differently from ``filter2D``'s, so
+    about 1 pixel in 80,000 differs by one level.  Other kernels always use ``filter2D``.
     """
     if not exact:
         kx, ky = kernel.sum(axis=0), kernel.sum(axis=1)
