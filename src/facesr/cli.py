@@ -19,8 +19,9 @@ def _user_errors():
     from .config import ConfigError
     from .imageio import ImageError
     from .models.weights import CheckpointError
+    from .devices import DeviceError
     from .engine.trainer import TrainingError
-    return (UserError, ConfigError, ImageError, CheckpointError, TrainingError, FileNotFoundError)
+    return (UserError, ConfigError, ImageError, CheckpointError, TrainingError, DeviceError, FileNotFoundError)
 
 
 def _add_set(p):

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from . import metrics
+from .devices import resolve_device
 from .cli import UserError
 from .imageio import ImageError, atomic_write_bytes, read_rgb
 
@@ -128,19 +129,6 @@ def _print_table(res: dict, out=None) -> None:
 
 # ----------------------------------------------------------------------------- checkpoint mode
 
-def _resolve_device(name: str):
-    import torch
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device: {name!r} requested but CUDA is not available")
-    return dev
-
-
 def _load(checkpoint: str | None, ema: bool):
     """(model, description) for a checkpoint path or, with None, the shipped model."""
     if checkpoint is not None:
@@ -189,7 +177,7 @@ def eval_checkpoint(args) -> int:
     pairs = pair_files(str(lq_dir), str(gt_dir), "LQ folder", "GT folder")
 
     model, desc = _load(args.checkpoint, args.ema)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     model = model.to(device).eval()
     scale = int(getattr(model, "upscale_factor", 4))
 

@@ -52,7 +52,6 @@ def _read_pil(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _pil_to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    alpha = None
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im).astype(np.float64)

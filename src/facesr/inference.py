@@ -50,6 +50,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .devices import resolve_device  # noqa: F401  (re-exported)
 from .imageio import ImageError, _pil_to_rgb
 from .models.weights import CheckpointError, load_model
 
@@ -68,29 +69,6 @@ def shipped_checkpoint() -> Path:
                               f"is missing); pass --checkpoint")
     # An editable or plain install keeps package data as real files.
     return Path(str(ref))
-
-
-def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given.
-
-    Raises ValueError (a one-line message naming ``--device``) for a device that does not exist here.
-    """
-    if isinstance(spec, torch.device):
-        return spec
-    spec = (spec or "auto").strip().lower()
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise ValueError(f"--device {spec!r}: not a device name (use auto, cpu or cuda)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {spec}: CUDA is not available on this machine")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"--device {spec}: MPS is not available on this machine")
-    return dev
 
 
 def _split(length: int, tile: int) -> list[tuple[int, int]]:

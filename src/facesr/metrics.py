@@ -98,9 +98,3 @@ def ssim(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_only: bool = 
 def _check(a: np.ndarray, b: np.ndarray) -> None:
     if np.shape(a) != np.shape(b):
         raise ValueError(f"image shapes differ: {np.shape(a)} vs {np.shape(b)}")
-
-
-def mean_finite(values) -> float:
-    """Mean that ignores nothing: +inf stays +inf (as a uniform average would)."""
-    values = list(values)
-    return float(np.mean(values)) if values else float("nan")

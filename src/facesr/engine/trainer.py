@@ -12,7 +12,6 @@ reference closed form at n = it); log lines carry ``"iter": it + 1`` and that lr
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import time
@@ -22,8 +21,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import Config, ConfigError
+from ..devices import resolve_device
 from ..evaluation import autocast_ctx, evaluate_pairs
-from ..imageio import ImageError
 from ..losses import get_loss
 from ..models import build_model, count_params, save_weights
 from ..models.weights import CheckpointError, load_into
@@ -36,15 +35,6 @@ from .state import FORMAT, latest_checkpoint, load_checkpoint, prune_checkpoints
 
 class TrainingError(RuntimeError):
     """Training stopped for a reason the user must see (message is one line)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
-    return dev
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -123,7 +113,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, q
 
 def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: bool) -> dict:
     work_dir = Path(work_dir)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, option="train.device")
     dist_info = D.init_distributed(device.type)
     if device.type == "cuda" and dist_info.enabled:
         device = torch.device("cuda", dist_info.local_rank)
