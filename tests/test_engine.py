@@ -227,3 +227,15 @@ def test_plot_renders_multiple_real_runs(tmp_path, capsys):
     best = max(vals, key=lambda r: r["psnr"])
     assert f"A: best psnr {best['psnr']:.4f} at iter {best['iter']}" in printed
     assert main(["plot", str(tmp_path / "run_a"), "--out", str(tmp_path / "lr.png"), "--metric", "lr"]) == 0
+
+
+def test_quickstart_falls_back_to_builtin_faces(tmp_path, capsys):
+    cfg = load_config(REPO / "configs" / "quickstart.yaml", [
+        f"data.train_hq_dir={tmp_path / 'absent_train'}", f"data.val_hq_dir={tmp_path / 'absent_val'}",
+        "model.mid_channels=4", "model.num_blocks=0", "train.batch_size=1", "train.max_iters=2", "data.num_workers=0",
+        "train.val_interval=2", "train.amp=none", "train.channels_last=false"])
+    summary = train(cfg, tmp_path / "wd", quiet=True)
+    assert "built-in sample faces" in capsys.readouterr().err
+    assert summary["iter"] == 2 and summary["best"] is not None  # validated on the built-in faces
+    written = load_config(tmp_path / "wd" / "config.yaml")
+    assert "builtin_faces" in written.data.train_hq_dir
