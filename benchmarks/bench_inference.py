@@ -136,7 +136,7 @@ def memory(a) -> None:
     from facesr.inference import Restorer
     runs = [("model only (no image)", 0, 0),
             (f"{a.mem_untiled}x{a.mem_untiled} untiled", a.mem_untiled, 0),
-            (f"{a.mem_size}x{a.mem_size} auto-tiled ({Restorer.AUTO_TILE}+2x16 tiles)", a.mem_size, 0),
+            (f"{a.mem_size}x{a.mem_size} auto-tiled ({Restorer.AUTO_TILE} tiles + overlap {2 * a.num_blocks + 4})", a.mem_size, 0),
             (f"{a.mem_size}x{a.mem_size} --tile {a.tile}", a.mem_size, a.tile)]
     out_mb = (4 * a.mem_size) ** 2 * 3 / 2 ** 20
     print(f"peak RSS per fresh process, MSRResNet mid_channels={a.mid_channels} num_blocks={a.num_blocks} "
