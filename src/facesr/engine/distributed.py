@@ -47,17 +47,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def broadcast_flag(info: DistInfo, flag: bool) -> bool:
-    """Rank 0's boolean, on every rank (e.g. 'stop now')."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.broadcast(t, 0)
-    return bool(t.item())
-
-
 def all_reduce_max_flag(info: DistInfo, flag: bool) -> bool:
     """True on every rank if any rank passed True."""
     if not info.enabled:
