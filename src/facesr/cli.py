@@ -24,6 +24,24 @@ def _user_errors():
     return (UserError, ConfigError, ImageError, CheckpointError, TrainingError, DeviceError, FileNotFoundError)
 
 
+def report_skipped(command: str, what: str, messages: list[str]) -> int:
+    """List skipped inputs on stderr; return the exit status (1 if any were skipped, else 0)."""
+    if not messages:
+        return 0
+    print(f"facesr {command}: skipped {len(messages)} {what}:", file=sys.stderr)
+    for m in messages:
+        print(f"  {m}", file=sys.stderr)
+    return 1
+
+
+def _lazy(module: str, func: str):
+    """A handler that imports ``facesr.<module>`` only when its command runs (fast ``--help``)."""
+    def handler(a) -> int:
+        import importlib
+        return getattr(importlib.import_module(f"facesr.{module}"), func)(a)
+    return handler
+
+
 def _add_set(p):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.max_iters=1000 (repeatable)")
@@ -88,21 +106,6 @@ def cmd_info(a) -> int:
     return 0 if fits in (None, True) else 1
 
 
-def cmd_degrade(a) -> int:
-    from .degrade_cmd import run_degrade
-    return run_degrade(a)
-
-
-def cmd_eval(a) -> int:
-    from .eval_cmd import run_eval
-    return run_eval(a)
-
-
-def cmd_predict(a) -> int:
-    from .predict_cmd import run_predict
-    return run_predict(a)
-
-
 def cmd_plot(a) -> int:
     from .plotting import plot_runs
     bests = plot_runs(a.run_dirs, a.out, a.metric, a.labels, a.title)
@@ -110,26 +113,6 @@ def cmd_plot(a) -> int:
         print(f"{label}: best {a.metric} {b['value']:.4f} at iter {b['iter']}")
     print(f"wrote {a.out}")
     return 0
-
-
-def cmd_demo(a) -> int:
-    from .demo import run_demo
-    return run_demo(a)
-
-
-def cmd_export(a) -> int:
-    from .export_cmd import run_export
-    return run_export(a)
-
-
-def cmd_compare(a) -> int:
-    from .compare import run_compare
-    return run_compare(a)
-
-
-def cmd_serve(a) -> int:
-    from .serve import run_serve
-    return run_serve(a)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -168,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "RNG draw order, seeded with --seed before every image (bit-exact with MMagic)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     _add_set(p)
-    p.set_defaults(func=cmd_degrade)
+    p.set_defaults(func=_lazy("degrade_cmd", "run_degrade"))
 
     p = sub.add_parser("eval", help="PSNR/SSIM of predictions (PRED_DIR GT_DIR) or of a checkpoint (--checkpoint --lq --gt)")
     p.add_argument("pred_dir", nargs="?")
@@ -184,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--y", action="store_true", help="score the BT.601 Y channel only")
     p.add_argument("--csv", help="write per-image rows to this CSV")
     p.add_argument("--json", help="write {mean, per_image} to this JSON file")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=_lazy("eval_cmd", "run_eval"))
 
     p = sub.add_parser("predict", help="restore images (x4); default model is the shipped one")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
@@ -201,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
     p.add_argument("--onnx", help="with --backend onnxruntime: the .onnx file (default: export the model on the fly)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=_lazy("predict_cmd", "run_predict"))
     p = sub.add_parser("plot", help="training curves of one or more runs (validation PSNR vs iterations)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", required=True, help="PNG to write")
@@ -217,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first degradation seed (default 0)")
     p.add_argument("--rows", type=int, default=3, help="how many degradations (seeds seed..seed+rows-1)")
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=_lazy("demo", "run_demo"))
 
     p = sub.add_parser("export", help="write a checkpoint as ONNX (dynamic batch, height, width)")
     p.add_argument("--checkpoint", help="weights to export (facesr, MMagic, BasicSR); omitted = shipped model")
@@ -225,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", action="store_true", help="export the EMA weights of the checkpoint")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.onnx")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=_lazy("export_cmd", "run_export"))
 
     p = sub.add_parser("compare", help="side-by-side sheet LQ | bicubic | SR | GT with PSNR captions")
     p.add_argument("lq_dir", metavar="LQ_DIR")
@@ -237,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zoom", action="store_true", help="add a magnified crop of the eye region under each panel")
     p.add_argument("--title", help="title line at the top")
     p.add_argument("--sr-title", default="SR (facesr)", help="column title of the SR panels")
-    p.set_defaults(func=cmd_compare)
+    p.set_defaults(func=_lazy("compare", "run_compare"))
 
     p = sub.add_parser("serve", help="a local web page: upload a blurry face, see it restored x4 next to bicubic")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -246,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--max-pixels", type=int, default=1024 * 1024, metavar="N",
                    help="refuse inputs with more than N pixels (default 1048576 = 1024x1024)")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=_lazy("serve", "run_serve"))
     return ap
 
 

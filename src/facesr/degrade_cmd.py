@@ -23,7 +23,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .cli import UserError
+from .cli import UserError, report_skipped
 from .config import load_config
 from .imageio import ImageError, atomic_write_bytes, list_images
 
@@ -156,9 +156,4 @@ def run_degrade(args) -> int:
     if n_resized:
         msg += f" ({n_resized} HQ image(s) area-resized to {cfg.data.hq_size}x{cfg.data.hq_size})"
     print(msg)
-    if skipped:
-        print(f"facesr degrade: skipped {len(skipped)} HQ file(s) that could not be used:", file=sys.stderr)
-        for r in skipped:
-            print(f"  {r['error']}", file=sys.stderr)
-        return 1
-    return 0
+    return report_skipped("degrade", "HQ file(s) that could not be used", [r["error"] for r in skipped])

@@ -15,7 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .cli import UserError
+from .cli import UserError, report_skipped
 from .imageio import IMAGE_EXTS, ImageError, atomic_write_bytes, encode_png, read_any
 
 _GLOB_CHARS = set("*?[")
@@ -198,12 +198,7 @@ def run_predict(a) -> int:
     if zip_path is not None:
         msg += f" and {zip_path}" if written else f" (no zip written: nothing to put in {zip_path})"
     print(msg)
-    if skipped:
-        print(f"facesr predict: skipped {len(skipped)} unreadable file(s):", file=sys.stderr)
-        for s in skipped:
-            print(f"  {s}", file=sys.stderr)
-        return 1
-    return 0
+    return report_skipped("predict", "unreadable file(s)", [str(m) for m in skipped])
 
 
 def _rgba(rgb, alpha):
