@@ -16,12 +16,13 @@ class UserError(Exception):
 
 
 def _user_errors():
+    from .errors import FacesrError
     from .config import ConfigError
     from .imageio import ImageError
     from .models.weights import CheckpointError
     from .devices import DeviceError
     from .engine.trainer import TrainingError
-    return (UserError, ConfigError, ImageError, CheckpointError, TrainingError, DeviceError, FileNotFoundError)
+    return (FacesrError, UserError, ConfigError, ImageError, CheckpointError, TrainingError, DeviceError, FileNotFoundError)
 
 
 def report_skipped(command: str, what: str, messages: list[str]) -> int:
@@ -230,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=1024 * 1024, metavar="N",
                    help="refuse inputs with more than N pixels (default 1048576 = 1024x1024)")
     p.set_defaults(func=_lazy("serve", "run_serve"))
+
+    import importlib
+    from .commands import COMMANDS
+    for name in COMMANDS:
+        importlib.import_module(f"facesr.commands.{name}").add_parser(sub)
     return ap
 
 

@@ -6,3 +6,6 @@ Each module defines ``add_parser(subparsers)`` (its arguments and help) and
 registers the modules listed in :data:`COMMANDS` and turns
 :class:`facesr.errors.FacesrError` into one line.
 """
+
+#: Command modules under ``facesr.commands``, in the order ``facesr --help`` lists them.
+COMMANDS: list[str] = []
