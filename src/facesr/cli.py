@@ -44,8 +44,8 @@ def _lazy(module: str, func: str):
 
 
 def _add_set(p):
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.max_iters=1000 (repeatable)")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. --set train.max_iters=1000 data.num_workers=4 (repeatable)")
 
 
 # ----------------------------------------------------------------------------- commands
@@ -56,7 +56,9 @@ def cmd_train(a) -> int:
     cfg = load_config(a.config, a.overrides)
     work_dir = Path(a.work_dir or Path("work_dirs") / (Path(a.config).stem if a.config else cfg.name))
     resume = True if a.resume == "latest" else a.resume
-    summary = train(cfg, work_dir, resume=resume)
+    if a.init_from and a.resume:
+        raise UserError("--init-from starts a new run; it cannot be combined with --resume")
+    summary = train(cfg, work_dir, resume=resume, init_from=a.init_from, init_ema=a.init_ema)
     best = summary["best"]
     msg = f"done: {summary['iter']} iterations in {work_dir}"
     if best:
@@ -128,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="output folder (default work_dirs/<config name>)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
                    help="resume from CKPT, or from the latest checkpoint in --work-dir when no path is given")
+    p.add_argument("--init-from", metavar="WEIGHTS",
+                   help="start from these weights only (facesr, MMagic or BasicSR file) with a fresh optimiser and "
+                        "schedule; the lineage is recorded")
+    p.add_argument("--init-ema", action="store_true", help="with --init-from: take the file's EMA weights")
     _add_set(p)
     p.set_defaults(func=cmd_train)
 

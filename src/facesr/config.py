@@ -8,6 +8,7 @@ the default given here (the reference course recipe).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,29 +18,54 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .data.degradations import DegradationCfg
-
-
-class ConfigError(ValueError):
-    """Bad configuration; the message names the key and what is wrong."""
+from .errors import ConfigError
 
 
 @dataclass
 class ModelCfg:
+    """The ``model:`` section: ``{arch: NAME, max_params: N, **the architecture's own Cfg fields}``.
+
+    The architecture's fields are validated against its registered ``Cfg`` dataclass
+    (:mod:`facesr.models.registry`) and kept, defaults filled in, in ``kwargs``;
+    ``cfg.model.num_blocks`` reads them like ordinary attributes.
+    """
     arch: str = "msrresnet"
-    mid_channels: int = 64
-    num_blocks: int = 16
-    upscale_factor: int = 4
-    variant: Literal["mmagic", "basicsr"] = "mmagic"
     max_params: Optional[int] = None  # refuse to build/train a model with more trainable parameters
+    kwargs: dict = field(default_factory=dict)
 
     def arch_kwargs(self) -> dict:
-        return {"mid_channels": self.mid_channels, "num_blocks": self.num_blocks,
-                "upscale_factor": self.upscale_factor, "variant": self.variant}
+        """All constructor arguments of the architecture (defaults filled in)."""
+        from .models.registry import arch_cfg
+        return dataclasses.asdict(arch_cfg(self.arch, self.kwargs))
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("arch", "max_params", "kwargs"):
+            raise AttributeError(name)
+        kw = self.arch_kwargs()
+        if name in kw:
+            return kw[name]
+        raise AttributeError(f"model.{name}: not a field of architecture {self.arch!r}")
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "max_params": self.max_params, **self.arch_kwargs()}
+
+
+def _model_cfg(value: Any, key: str) -> ModelCfg:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping (arch, max_params and the architecture's fields), got {value!r}")
+    from .models.registry import arch_cfg
+    rest = dict(value)
+    arch = rest.pop("arch", "msrresnet")
+    if not isinstance(arch, str):
+        raise ConfigError(f"{key}.arch: expected a string, got {arch!r}")
+    max_params = _convert(rest.pop("max_params", None), Optional[int], f"{key}.max_params")
+    kwargs = dataclasses.asdict(arch_cfg(arch, rest, key))
+    return ModelCfg(arch=arch.lower(), max_params=max_params, kwargs=kwargs)
 
 
 @dataclass
 class DataCfg:
-    train_hq_dir: Optional[str] = None  # folder of HQ faces (uint8 RGB, nominally 512x512)
+    train_hq_dir: Union[str, list[str], None] = None  # folder(s) of HQ faces (uint8 RGB, nominally 512x512)
     val_lq_dir: Optional[str] = None  # paired validation: LQ folder ...
     val_gt_dir: Optional[str] = None  # ... and GT folder, matched by file stem
     val_hq_dir: Optional[str] = None  # or: HQ folder degraded once with val_seed
@@ -73,6 +99,10 @@ class TrainCfg:
     compile: bool = False
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     deterministic: bool = False
+    # Wall-clock budget in minutes (null = none).  After 5% of it, max_iters is fixed from the measured
+    # speed (and a single-period cosine schedule is resized to it), so the run ends on budget with its lr
+    # annealed; the plan is logged and written to config.yaml, so --resume continues it exactly.
+    time_budget_min: Optional[float] = None
 
 
 @dataclass
@@ -104,7 +134,9 @@ class Config:
     degradation: DegradationCfg = field(default_factory=DegradationCfg)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -139,6 +171,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is ModelCfg:
+        return _model_cfg(value, key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of {_type_name(tp)} fields, got {value!r}")
@@ -218,11 +252,12 @@ def validate(cfg: Config) -> Config:
         if not cond:
             raise ConfigError(f"{key}: {msg}")
 
-    need(cfg.model.upscale_factor in (2, 3, 4), "model.upscale_factor", "must be 2, 3 or 4")
-    need(cfg.model.mid_channels > 0, "model.mid_channels", "must be positive")
-    need(cfg.model.num_blocks >= 0, "model.num_blocks", "must be >= 0")
     need(cfg.model.max_params is None or cfg.model.max_params > 0, "model.max_params", "must be positive or null")
     need(cfg.train.batch_size > 0, "train.batch_size", "must be positive")
+    tb = cfg.train.time_budget_min
+    need(tb is None or (math.isfinite(tb) and tb > 0), "train.time_budget_min", "must be a positive number of minutes or null")
+    dirs = cfg.data.train_hq_dir
+    need(not isinstance(dirs, list) or len(dirs) > 0, "data.train_hq_dir", "must be a folder or a non-empty list of folders")
     need(cfg.train.max_iters > 0, "train.max_iters", "must be positive")
     for k in ("val_interval", "ckpt_interval", "log_interval", "keep_last"):
         need(getattr(cfg.train, k) > 0, f"train.{k}", "must be positive")

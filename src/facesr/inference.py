@@ -281,8 +281,8 @@ class Restorer:
         if tile < 0:
             raise ValueError(f"--tile must be >= 0, got {tile}")
         if tile_overlap is None:  # auto: the receptive field, so tiles match an untiled run
-            blocks = getattr(model, "num_blocks", None)
-            tile_overlap = 2 * int(blocks) + 4 if blocks is not None else self.DEFAULT_OVERLAP
+            rf = getattr(model, "receptive_field", None)
+            tile_overlap = int(rf()) if callable(rf) else int(getattr(model, "receptive_field_px", self.DEFAULT_OVERLAP))
         if tile_overlap < 0:
             raise ValueError(f"--tile-overlap must be >= 0, got {tile_overlap}")
         if batch_size < 1:

@@ -57,10 +57,12 @@ class HQDegradeDataset(Dataset):
     (flipped, full-size) GT, for GPU-side degradation (which crops after degrading).
     """
 
-    def __init__(self, hq_dir: str, deg: DegradationCfg, seed: int, hq_size: int = 512, hq_resize: str = "area",
+    def __init__(self, hq_dir: str | list[str], deg: DegradationCfg, seed: int, hq_size: int = 512, hq_resize: str = "area",
                  crop_size: int | None = None, flip: bool = True, scale: int = 4, degrade: bool = True,
                  cache: bool = True):
-        self.files = list_images(hq_dir, "data.train_hq_dir")
+        dirs = [hq_dir] if isinstance(hq_dir, (str, Path)) else list(hq_dir)
+        # Several folders are concatenated in the order given (each folder sorted by name).
+        self.files = [f for d in dirs for f in list_images(d, "data.train_hq_dir")]
         self.deg, self.seed, self.hq_size, self.hq_resize = deg, seed, hq_size, hq_resize
         self.crop_size, self.flip, self.scale, self.degrade = crop_size, flip, scale, degrade
         # Decoded HQ images are kept per worker up to a budget (173 faces = 133 MB; 5,000 would be 3.9 GB

@@ -24,14 +24,18 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    initialized: bool = False  # a process group exists (torchrun), even with one process
+
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.initialized
 
 
 def init_distributed(device_type: str) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    # Under torchrun (which sets TORCHELASTIC_RUN_ID) a process group is made even for one process,
+    # so a 1-process launch exercises the same NCCL/gloo path as a multi-process one.
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return DistInfo()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device_type == "cuda" else "gloo"
@@ -39,7 +43,7 @@ def init_distributed(device_type: str) -> DistInfo:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
-    return DistInfo(rank, local_rank, world)
+    return DistInfo(rank, local_rank, world, initialized=True)
 
 
 def barrier(info: DistInfo) -> None:
@@ -56,6 +60,17 @@ def all_reduce_max_flag(info: DistInfo, flag: bool) -> bool:
         t = t.cuda()
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def all_reduce_max_int(info: DistInfo, value: int) -> int:
+    """The largest ``value`` over all ranks (rank 0's plan wins when the others pass 0)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([int(value)], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
 
 
 def cleanup(info: DistInfo) -> None:

@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import Config, ConfigError
+from ..config import Config
+from ..errors import ConfigError, TrainingError
 from ..devices import resolve_device
 from ..evaluation import autocast_ctx, evaluate_pairs
 from ..losses import get_loss
 from ..models import build_model, count_params, save_weights
-from ..models.weights import CheckpointError, load_into
+from ..models.weights import CheckpointError, load_into, read_weights
 from ..data.datasets import HQDegradeDataset, InfiniteSampler, load_val_pairs
 from . import distributed as D
 from .ema import EMA
@@ -33,8 +34,16 @@ from .schedules import lr_at
 from .state import FORMAT, latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state
 
 
-class TrainingError(RuntimeError):
-    """Training stopped for a reason the user must see (message is one line)."""
+def _read_log(path: Path) -> list[dict]:
+    """Records of a ``log.jsonl`` (missing file or bad lines give nothing)."""
+    out = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -87,7 +96,8 @@ def _apply_builtin_fallback(cfg: Config, main: bool) -> None:
     d = cfg.data
     if not d.fallback_to_builtin:
         return
-    missing = [k for k in ("train_hq_dir", "val_hq_dir") if getattr(d, k) and not Path(getattr(d, k)).is_dir()]
+    missing = [k for k in ("train_hq_dir", "val_hq_dir")
+               if isinstance(getattr(d, k), str) and not Path(getattr(d, k)).is_dir()]
     if not missing:
         return
     from ..assets import builtin_faces_dir
@@ -98,20 +108,46 @@ def _apply_builtin_fallback(cfg: Config, main: bool) -> None:
         setattr(d, k, folder)
 
 
-def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, quiet: bool = False) -> dict:
+def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, quiet: bool = False,
+          init_from: str | Path | None = None, init_ema: bool = False) -> dict:
     """Train per ``cfg`` into ``work_dir``.  ``resume``: a checkpoint path, True (latest in work_dir) or None.
+
+    ``init_from``: start from these weights only (any format :func:`facesr.models.read_weights`
+    reads; its EMA copy with ``init_ema``), with a fresh optimiser and schedule.  The lineage (this
+    file, its SHA-256 and its own lineage) is logged and stored in the weights this run writes.
 
     Returns a summary dict (iterations, best metric, paths).  The process-wide
     deterministic-algorithms setting is restored afterwards.
     """
     prev = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
-        return _train(cfg, work_dir, resume, quiet)
+        return _train(cfg, work_dir, resume, quiet, init_from, init_ema)
     finally:
         torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
 
 
-def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: bool) -> dict:
+def _init_weights(model, path: str | Path, ema: bool, arch: str) -> list:
+    """Load weights only from ``path`` into ``model``; return the lineage list (oldest first)."""
+    import hashlib
+    lw = read_weights(path, ema=ema)
+    if lw.arch != arch or lw.arch_config != model.arch_config():
+        diff = {k: (lw.arch_config.get(k), v) for k, v in model.arch_config().items() if lw.arch_config.get(k) != v}
+        raise CheckpointError(f"{path}: --init-from weights are {lw.arch} {lw.arch_config}, the config builds {arch} "
+                              f"(differs in: {', '.join(f'{k} {a} vs {b}' for k, (a, b) in diff.items()) or 'arch'})")
+    load_into(model, lw.state_dict, str(path))
+    h = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    prev = lw.metadata.get("lineage") if isinstance(lw.metadata, dict) else None
+    try:
+        lineage = json.loads(prev) if isinstance(prev, str) else list(prev or [])
+    except ValueError:
+        lineage = []
+    it = lw.metadata.get("iter") if isinstance(lw.metadata, dict) else None
+    return [*lineage, {"init_from": str(path), "sha256": h, "ema": ema, "source_format": lw.source_format,
+                       "source_iter": it}]
+
+
+def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: bool,
+           init_from: str | Path | None = None, init_ema: bool = False) -> dict:
     work_dir = Path(work_dir)
     device = resolve_device(cfg.train.device, option="train.device")
     dist_info = D.init_distributed(device.type)
@@ -136,6 +172,9 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
     if cfg.model.max_params is not None and n_params > cfg.model.max_params:
         raise ConfigError(f"model.max_params: the model has {n_params:,} trainable parameters, over the cap of "
                           f"{cfg.model.max_params:,}")
+    lineage: list = []
+    if init_from is not None and not resume:
+        lineage = _init_weights(model, init_from, init_ema, cfg.model.arch)
     model.to(device)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -176,6 +215,7 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         start_iter, best = int(state["iter"]), state.get("best")
+        lineage = list(state.get("lineage") or [])
     if start_iter >= cfg.train.max_iters:
         raise TrainingError(f"nothing to do: checkpoint is at iteration {start_iter}, train.max_iters is {cfg.train.max_iters}")
 
@@ -222,7 +262,7 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
         return {"format": FORMAT, "arch": cfg.model.arch, "arch_config": model.arch_config(),
                 "model": model.state_dict(), "ema": ema.state_dict() if ema else None,
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "iter": it, "best": best, "rng": rng_state(), "config": cfg.to_dict()}
+                "iter": it, "best": best, "rng": rng_state(), "config": cfg.to_dict(), "lineage": lineage}
 
     def save(it: int) -> Path:
         path = ckpt_dir / f"iter_{it}.pt"
@@ -241,7 +281,12 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
             rec.update(psnr_ema=r["psnr"], ssim_ema=r["ssim"], psnr_challenge_ema=r["psnr_challenge"])
         return rec
 
+    if lineage and start_iter == 0:
+        log({"iter": 0, "kind": "init", **lineage[-1], "lineage_depth": len(lineage)})
+
     # ---- the loop --------------------------------------------------------------------------------------
+    budget_s = cfg.train.time_budget_min * 60 if cfg.train.time_budget_min else None
+    planned = budget_s is None or any(r.get("kind") == "plan" for r in _read_log(work_dir / "log.jsonl"))
     pbar = None
     if main and not quiet:
         from tqdm import tqdm
@@ -254,9 +299,26 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
     model.train()
     it = start_iter
     stopped_by = None
+    t_start = time.perf_counter()
     with _StopFlag() as stop:
         try:
             while it < cfg.train.max_iters:
+                if not planned and it - start_iter >= 20 and time.perf_counter() - t_start >= 0.05 * budget_s:
+                    # Fix the run's length from the measured speed; a one-period cosine is resized to it.
+                    elapsed = time.perf_counter() - t_start
+                    total = start_iter + int((it - start_iter) / elapsed * budget_s) if main else 0
+                    total = max(D.all_reduce_max_int(dist_info, total), it + 1)
+                    cfg.train.max_iters = total
+                    if cfg.sched.type == "cosine_restart" and len(cfg.sched.periods) == 1:
+                        cfg.sched.periods = [total]
+                    planned = True
+                    log({"iter": it, "kind": "plan", "max_iters": total, "sched_periods": cfg.sched.periods,
+                         "it_per_s": (it - start_iter) / elapsed, "time_budget_min": cfg.train.time_budget_min})
+                    if main:
+                        (work_dir / "config.yaml").write_text(cfg.to_yaml())
+                    if pbar is not None:
+                        pbar.total = total
+                        pbar.refresh()
                 t0 = time.perf_counter()
                 lq, gt = next(data_iter)
                 t1 = time.perf_counter()
@@ -296,6 +358,9 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
                 if pbar is not None:
                     pbar.update(1)
 
+                if budget_s is not None and it < cfg.train.max_iters and time.perf_counter() - t_start > 1.1 * budget_s:
+                    log({"iter": it, "kind": "plan", "max_iters": it, "reason": "over 110% of the time budget"})
+                    cfg.train.max_iters = it  # slower than planned: end here (validate, checkpoint)
                 at_end = it == cfg.train.max_iters
                 do_log = it % cfg.train.log_interval == 0 or at_end
                 do_val = (it % cfg.train.val_interval == 0 or at_end) and bool(val_pairs) and main
@@ -334,7 +399,8 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
                         best = {"metric": metric, "value": rec[metric], "iter": it}
                         save_weights(work_dir / "best.safetensors", model, arch=cfg.model.arch,
                                      ema=ema.module if ema else None,
-                                     metadata={"iter": it, "val": {k: v for k, v in rec.items() if k != "kind"}})
+                                     metadata={"iter": it, "val": {k: v for k, v in rec.items() if k != "kind"},
+                                               "lineage": lineage})
                         (work_dir / "best.json").write_text(json.dumps({**best, "val": rec}, indent=2))
                     if pbar is not None:
                         pbar.write(f"[val] iter {it}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.items()

@@ -11,6 +11,8 @@ load after stripping their ``generator.`` prefix.  BasicSR names are mapped in
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +62,29 @@ class PixelShufflePack(nn.Module):
         return F.pixel_shuffle(self.upsample_conv(x), self.scale)
 
 
+@dataclass
+class MSRResNetCfg:
+    """Constructor arguments of :class:`MSRResNet` (the ``model:`` section of a config)."""
+    in_channels: int = 3
+    out_channels: int = 3
+    mid_channels: int = 64
+    num_blocks: int = 16
+    upscale_factor: int = 4
+    variant: Literal["mmagic", "basicsr"] = "mmagic"
+
+    def check(self) -> list[tuple[str, str]]:
+        """Range problems as ``(field, message)`` pairs; empty when valid."""
+        bad = []
+        if self.upscale_factor not in (2, 3, 4):
+            bad.append(("upscale_factor", "must be 2, 3 or 4"))
+        for k in ("in_channels", "out_channels", "mid_channels"):
+            if not 0 < getattr(self, k) <= 1024:
+                bad.append((k, "must be in 1..1024"))
+        if not 0 <= self.num_blocks <= 1000:
+            bad.append(("num_blocks", "must be in 0..1000"))
+        return bad
+
+
 class MSRResNet(nn.Module):
     """Modified SRResNet (MMagic ``MSRResNet``).
 
@@ -75,6 +100,8 @@ class MSRResNet(nn.Module):
     Forward: ``conv_last(lrelu(conv_hr(up(trunk(lrelu(conv_first(x))))))) +
     bilinear_up(x)``, float in, float out, both nominally 0-1.
     """
+
+    Cfg = MSRResNetCfg
 
     def __init__(
         self,
@@ -125,6 +152,15 @@ class MSRResNet(nn.Module):
         out = self.conv_last(self.lrelu(self.conv_hr(out)))
         # Global skip: bilinear upsampling of the network input (align_corners=False).
         return out + F.interpolate(x, scale_factor=self.upscale_factor, mode="bilinear", align_corners=False)
+
+    def receptive_field(self) -> int:
+        """LQ pixels of context on each side that an output pixel depends on (tile overlap for exact tiling).
+
+        ``conv_first`` and the ``2 * num_blocks`` trunk convs widen it by one LQ pixel each; the HR
+        convs (up-convs, ``conv_hr``, ``conv_last``) by less than two LQ pixels together; plus one for
+        the bilinear skip: ``2 * num_blocks + 4``.
+        """
+        return 2 * self.num_blocks + 4
 
     def arch_config(self) -> dict:
         """Keyword arguments that rebuild this architecture (stored in checkpoints)."""

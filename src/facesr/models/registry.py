@@ -1,41 +1,71 @@
-"""A small name -> builder registry for architectures.
+"""The architecture registry: a name -> model class map, one line per architecture.
 
-``build_model("msrresnet", num_blocks=24)`` builds a model; ``register`` adds
-one.  Checkpoints store the architecture name and its keyword arguments, so a
-new architecture plugs in by registering a class with ``arch_config()``.
+An architecture is one file that defines an ``nn.Module`` subclass with:
+
+* ``Cfg``: a dataclass of its constructor arguments (typed; ``Literal`` for fixed
+  choices) with a ``check() -> [(field, message)]`` method for value ranges;
+* ``receptive_field() -> int``: LQ pixels of context an output pixel depends on
+  (the tile overlap that makes tiled inference exact);
+* ``arch_config() -> dict``: the keyword arguments that rebuild it (stored in
+  checkpoints, so checkpoints describe themselves);
+* an ``upscale_factor`` attribute.
+
+plus one ``register(name, Class)`` line below.  A config's ``model:`` section is
+``{arch: NAME, max_params: N, **Cfg fields}`` and goes straight to the class;
+``tests/test_registry.py`` checks every registered architecture for params,
+FLOPs, ONNX export and exact tiling.
 """
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
 
 from torch import nn
 
+from ..errors import ConfigError
+from .lqresnet import LQResNet
 from .msrresnet import MSRResNet
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_REGISTRY: dict[str, type[nn.Module]] = {}
 
 
-def register(name: str, builder: Callable[..., nn.Module]) -> None:
-    """Register ``builder`` (a class or factory returning an nn.Module) under ``name``."""
+def register(name: str, cls: type[nn.Module]) -> None:
+    """Register architecture ``cls`` under ``name`` (lower-case)."""
+    for attr in ("Cfg", "receptive_field", "arch_config"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"architecture {name!r} lacks {attr!r} (see facesr.models.registry)")
     key = name.lower()
-    if key in _REGISTRY and _REGISTRY[key] is not builder:
+    if key in _REGISTRY and _REGISTRY[key] is not cls:
         raise ValueError(f"architecture {name!r} is already registered")
-    _REGISTRY[key] = builder
+    _REGISTRY[key] = cls
 
 
 def available() -> list[str]:
+    """Names of the registered architectures, sorted."""
     return sorted(_REGISTRY)
 
 
+def arch_class(name: str) -> type[nn.Module]:
+    """The class registered as ``name``; :class:`ConfigError` naming the choices if unknown."""
+    if not isinstance(name, str) or name.lower() not in _REGISTRY:
+        raise ConfigError(f"model.arch: unknown architecture {name!r} (available: {', '.join(available())})")
+    return _REGISTRY[name.lower()]
+
+
+def arch_cfg(name: str, kwargs: dict, prefix: str = "model"):
+    """Validate ``kwargs`` against architecture ``name``'s ``Cfg`` (types and ranges); return the Cfg."""
+    from ..config import from_dict
+    cls = arch_class(name)
+    cfg = from_dict(cls.Cfg, kwargs, prefix)
+    for key, msg in cfg.check():
+        raise ConfigError(f"{prefix}.{key}: {msg}")
+    return cfg
+
+
 def build_model(name: str, **kwargs) -> nn.Module:
-    """Build the architecture registered as ``name`` with ``kwargs``."""
-    key = name.lower()
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown architecture {name!r}; available: {', '.join(available())}")
-    try:
-        return _REGISTRY[key](**kwargs)
-    except TypeError as exc:
-        raise ValueError(f"bad arguments for architecture {name!r}: {exc}") from None
+    """Build the architecture registered as ``name`` from its (validated) keyword arguments."""
+    cfg = arch_cfg(name, kwargs)
+    return arch_class(name)(**dataclasses.asdict(cfg))
 
 
 register("msrresnet", MSRResNet)
+register("lqresnet", LQResNet)
