@@ -99,8 +99,8 @@ class TrainCfg:
     compile: bool = False
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     deterministic: bool = False
-    # Wall-clock budget in minutes (null = none).  After 5% of it, max_iters is fixed from the measured
-    # speed (and a single-period cosine schedule is resized to it), so the run ends on budget with its lr
+    # Wall-clock budget in minutes (null = none).  At 15% of it, max_iters is fixed from the speed measured
+    # since 5% (and a single-period cosine schedule is resized to it), so the run ends on budget with its lr
     # annealed; the plan is logged and written to config.yaml, so --resume continues it exactly.
     time_budget_min: Optional[float] = None
 

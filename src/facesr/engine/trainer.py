@@ -299,21 +299,26 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
     model.train()
     it = start_iter
     stopped_by = None
-    t_start = time.perf_counter()
+    t_start, warm = time.perf_counter(), None
     with _StopFlag() as stop:
         try:
             while it < cfg.train.max_iters:
-                if not planned and it - start_iter >= 20 and time.perf_counter() - t_start >= 0.05 * budget_s:
+                if (not planned and warm is None and it - start_iter >= 10
+                        and time.perf_counter() - t_start >= 0.05 * budget_s):
+                    warm = (it, time.perf_counter())  # speed is measured from 5% to 15% of the budget
+                if (not planned and warm is not None and it - warm[0] >= 20
+                        and time.perf_counter() - t_start >= 0.15 * budget_s):
                     # Fix the run's length from the measured speed; a one-period cosine is resized to it.
-                    elapsed = time.perf_counter() - t_start
-                    total = start_iter + int((it - start_iter) / elapsed * budget_s) if main else 0
+                    now = time.perf_counter()
+                    rate = (it - warm[0]) / (now - warm[1])
+                    total = it + int(rate * max(0.0, budget_s - (now - t_start))) if main else 0
                     total = max(D.all_reduce_max_int(dist_info, total), it + 1)
                     cfg.train.max_iters = total
                     if cfg.sched.type == "cosine_restart" and len(cfg.sched.periods) == 1:
                         cfg.sched.periods = [total]
                     planned = True
                     log({"iter": it, "kind": "plan", "max_iters": total, "sched_periods": cfg.sched.periods,
-                         "it_per_s": (it - start_iter) / elapsed, "time_budget_min": cfg.train.time_budget_min})
+                         "it_per_s": rate, "time_budget_min": cfg.train.time_budget_min})
                     if main:
                         (work_dir / "config.yaml").write_text(cfg.to_yaml())
                     if pbar is not None:
