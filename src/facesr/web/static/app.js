@@ -17,9 +17,11 @@
     go: $("go"), cancel: $("cancel"), progress: $("progress"), bar: $("bar"), progressText: $("progress-text"),
     status: $("status"), result: $("result"), viewer: $("viewer"), before: $("img-before"), after: $("img-after"),
     afterLayer: $("after-layer"), tagBefore: $("tag-before"), handle: $("handle"), split: $("split"),
-    hint: $("hint"), sizes: $("sizes"), download: $("download"), examples: $("examples"), limits: $("limits")
+    placeholder: $("placeholder"), hint: $("hint"), sizes: $("sizes"), download: $("download"),
+    examples: $("examples"), limits: $("limits")
   };
 
+  var PLACEHOLDER = els.placeholder.textContent;
   var info = { scale: 4, max_upload_bytes: Infinity, face_note_pixels: 65536, photo_mode: false, examples: [] };
   var picked = null;     // {file, name, url}: the file chosen now
   var current = null;    // the job whose progress and result the page shows
@@ -29,13 +31,14 @@
 
   // ------------------------------------------------------------------ words
 
+  var NB = "\u00a0";  // no-break space: "0.7 s" and "128 × 128" never split across lines
   function secs(t) {
-    if (t < 10) return t.toFixed(1) + " s";
-    if (t < 90) return Math.round(t) + " s";
-    return Math.floor(t / 60) + " min " + (Math.round(t) % 60) + " s";
+    if (t < 10) return t.toFixed(1) + NB + "s";
+    if (t < 90) return Math.round(t) + NB + "s";
+    return Math.floor(t / 60) + NB + "min " + (Math.round(t) % 60) + NB + "s";
   }
-  function kb(n) { return n >= 1e6 ? (n / 1e6).toFixed(1) + " MB" : Math.max(1, Math.round(n / 1e3)) + " KB"; }
-  function dims(w, h) { return w + " × " + h; }
+  function kb(n) { return n >= 1e6 ? (n / 1e6).toFixed(1) + NB + "MB" : Math.max(1, Math.round(n / 1e3)) + NB + "KB"; }
+  function dims(w, h) { return w + NB + "×" + NB + h; }
   function say(msg, isError) {
     els.status.textContent = msg || "";
     els.status.className = "status" + (isError ? " err" : "");
@@ -103,6 +106,7 @@
   // ------------------------------------------------------------------ jobs
 
   function setBusy(busy) {
+    els.placeholder.textContent = busy ? "Restoring… the result will appear here." : PLACEHOLDER;
     els.go.disabled = busy;
     els.cancel.hidden = !busy;
     els.progress.hidden = !busy;
@@ -263,7 +267,9 @@
   // ------------------------------------------------------------------ result and viewer
 
   function clearResult() {
+    els.placeholder.textContent = PLACEHOLDER;
     els.viewer.classList.add("empty");
+    els.result.classList.add("empty");
     els.before.removeAttribute("src");
     els.after.removeAttribute("src");
     els.download.hidden = true;
@@ -294,6 +300,7 @@
     function onload() {
       if (++loaded < 2) return;
       els.viewer.classList.remove("empty");
+      els.result.classList.remove("empty");
       els.hint.hidden = false;
       layout(true);
       revealResult();
@@ -337,7 +344,8 @@
   }
 
   function fitScale(vw) {
-    var maxH = Math.max(240, Math.min(window.innerHeight * 0.78, 900));
+    // tall enough to see detail, short enough that the toolbar, hint and download stay on screen
+    var maxH = Math.max(240, Math.min(window.innerHeight - 260, 900));
     return Math.min(vw / view.W, maxH / view.H);
   }
 
