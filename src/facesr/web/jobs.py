@@ -82,6 +82,11 @@ class Job:
     def is_finished(self) -> bool:
         return self._end.is_set()
 
+    @property
+    def cancel_requested(self) -> bool:
+        """True once :meth:`JobQueue.cancel` was called for this job (it may still be stopping)."""
+        return self._cancel.is_set()
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job is finished (done, failed or cancelled); False on timeout (seconds)."""
         return self._end.wait(timeout)
@@ -169,6 +174,12 @@ class JobQueue:
                 if j.id == job_id:
                     return j
             return self._finished.get(job_id)
+
+    @property
+    def running(self) -> Job | None:
+        """The job the worker is running now, if any."""
+        with self._cond:
+            return self._running
 
     def position(self, job: Job) -> int:
         """How many jobs will run before ``job``: 0 when it runs (or ended) or is next with nothing running."""
