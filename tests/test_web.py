@@ -295,6 +295,10 @@ def test_job_queue_positions_cap_and_cancel():
         assert [q.position(j) for j in jobs] == [0, 1, 2]
         assert q.cancel(jobs[1]) and jobs[1].state == CANCELLED and jobs[1].is_finished
         assert q.position(jobs[2]) == 1 and q.stats() == {"running": 1, "queued": 1, "max_queued": 2}
+        assert q.snapshot(jobs[0])["eta_s"] is None  # nothing measured yet: no made-up estimate
+        q.note_speed(2.0, 8)  # 0.25 s per pixel, as a warm-up run would measure
+        snap = q.snapshot(jobs[0])
+        assert snap["state"] == "running" and 0 < snap["eta_s"] <= 4.0  # 16 pixels, minus time already spent
         gate.set()
         assert jobs[2].wait(10) and jobs[0].state == DONE and jobs[2].state == DONE
         assert ran == ["a", "c"] and q.get(jobs[2].id).result == "c"

@@ -121,8 +121,12 @@ def test_upload_restore_compare_and_download(page, restorer, server):
     expect(page.locator("#status")).to_have_text("Ready: press Restore.")
     expect(page.locator("#thumb")).to_be_visible()
     expect(page.locator("#fname")).to_contain_text("32 × 32 pixels")
+    requests = []
+    page.on("request", lambda r: requests.append((r.method, r.url.replace(server.url, ""))))
     page.click("#go")
     expect(page.locator("#status")).to_contain_text("Done: 32 × 32 → 128 × 128 pixels")
+    posts = [r for r in requests if r[0] == "POST"]
+    assert [u for _, u in posts] == ["/jobs"], requests  # the file is uploaded once per job
     expect(page.locator("#viewer")).not_to_have_class(re.compile(r"\bempty\b"))
     assert page.eval_on_selector("#img-after", "e => [e.naturalWidth, e.naturalHeight]") == [128, 128]
     assert page.eval_on_selector("#img-before", "e => [e.naturalWidth, e.naturalHeight]") == [128, 128]

@@ -87,7 +87,7 @@ def run(args) -> int:
         raise FacesrError(str(exc)) from None
     model = args.checkpoint or "the shipped model"
     app = create_app(restorer, max_pixels=args.max_pixels, max_queued=args.max_queue,
-                     upload_timeout_s=args.upload_timeout, model_name=model)
+                     upload_timeout_s=args.upload_timeout, model_name=model, warmup=True)
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"

@@ -152,7 +152,7 @@ class _SecurityHeaders:
 
 def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: int = 8,
                upload_timeout_s: float = 20.0, model_name: str = "the shipped model", examples: bool = True,
-               keep_finished: int = 8, keep_seconds: float = 600.0) -> FastAPI:
+               keep_finished: int = 8, keep_seconds: float = 600.0, warmup: bool = False) -> FastAPI:
     """Build the FastAPI app around one model.
 
     Args:
@@ -167,6 +167,8 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
         model_name: shown by ``/healthz``.
         examples: offer the example faces (made from the bundled face at first use, ~0.1 s).
         keep_finished, keep_seconds: how many finished jobs (with their results) are kept, and how long.
+        warmup: restore one 64 x 64 gray image now, so the first user does not pay the model's start-up
+            cost and the page can estimate the time left from the first job on.
     """
     if int(max_pixels) < 1:
         raise ValueError(f"max_pixels must be at least 1, got {max_pixels}")
@@ -186,6 +188,12 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
         return {"png": encode_png(out), "size": (int(out.shape[1]), int(out.shape[0]))}
 
     queue = JobQueue(run, max_queued=max_queued, keep_finished=keep_finished, keep_seconds=keep_seconds)
+    if warmup:
+        probe = np.full((64, 64, 3), 128, np.uint8)
+        restorer.restore(probe)  # first call: allocations, kernel selection
+        t0 = time.perf_counter()
+        restorer.restore(probe)
+        queue.note_speed(time.perf_counter() - t0, 64 * 64)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -308,8 +316,7 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
 
     async def new_job(request: Request) -> Job:
         data, name, mode = await read_input(request)
-        if queue.stats()["queued"] >= queue.max_queued:  # refuse before spending time on decoding
-            queue.submit(Job(image=np.zeros((1, 1, 3), np.uint8)))  # raises QueueFull with the usual message
+        queue.check_room()  # refuse before spending time on decoding
         image = await asyncio.to_thread(decode_image, data, max_pixels)
         h, w = image.shape[:2]
         job = Job(image=image, name=name, mode=mode, note=face_note(w, h) if mode == "face" else None)

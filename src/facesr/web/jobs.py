@@ -133,14 +133,19 @@ class JobQueue:
 
     # --------------------------------------------------------------- public
 
-    def submit(self, job: Job) -> Job:
-        """Queue ``job``; raises :class:`QueueFull` when ``max_queued`` jobs already wait."""
+    def check_room(self) -> None:
+        """Raise :class:`QueueFull` if a job submitted now would be refused (so callers can refuse early)."""
         with self._cond:
             if self._closed:
                 raise QueueFull("The server is shutting down. Try again in a moment.")
             if len(self._waiting) >= self.max_queued:
                 raise QueueFull(f"The server is busy: {len(self._waiting)} pictures are already waiting. "
                                 f"Try again in a minute.")
+
+    def submit(self, job: Job) -> Job:
+        """Queue ``job``; raises :class:`QueueFull` when ``max_queued`` jobs already wait."""
+        with self._cond:
+            self.check_room()
             self._waiting.append(job)
             self._cond.notify_all()
         return job
@@ -210,6 +215,12 @@ class JobQueue:
                 "input_size": [w, h], "name": job.name, "mode": job.mode, "note": job.note,
                 "error": job.error if job.state == FAILED else None,
             }
+
+    def note_speed(self, seconds: float, pixels: int) -> None:
+        """Record that ``pixels`` input pixels took ``seconds`` (e.g. a warm-up run), for time-left estimates."""
+        if seconds > 0 and pixels > 0:
+            with self._cond:
+                self._seconds_per_pixel = seconds / pixels
 
     def stats(self) -> dict:
         """``{"running": 0 or 1, "queued": n, "max_queued": cap}``."""
@@ -309,4 +320,5 @@ class JobQueue:
                 log.info("job %s: %dx%d cancelled after %d of %d tiles (%s)", job.id, w, h, job.done, job.total,
                          job.cancel_reason)
             elif state == DONE:
-                log.info("job %s: %dx%d restored in %.2f s (%d tiles)", job.id, w, h, dt, job.total)
+                log.info("job %s: %dx%d restored in %.2f s (%d tile%s)", job.id, w, h, dt, job.total,
+                         "" if job.total == 1 else "s")
