@@ -401,11 +401,22 @@ def test_job_stream_progress_result_panels_and_cancel_at_next_tile():
     app = webapp.create_app(tiled, max_pixels=MAX_PIXELS, examples=False)
     img, data = face_png(48, seed=5)
     with LiveServer(app) as live:
-        lines = _stream(live, data, "tiled face.png", [])
+        tiled.gate_at_tile = 2  # hold the job after 2 of its 9 tiles, until the stream has reported that
+        tiled.gate.clear()
+        lines: list = []
+        with thread_results(_stream, [(live, data, "tiled face.png", lines)]):
+            try:
+                deadline = time.monotonic() + 10
+                while not any(ln["state"] == "running" and ln["done"] == 2 for ln in lines):
+                    assert time.monotonic() < deadline, lines
+                    time.sleep(0.01)
+            finally:
+                tiled.gate.set()
+        held = [ln for ln in lines if ln["state"] == "running"][-1]
+        assert held["total"] == 9 and held["position"] == 0 and held["elapsed_s"] >= 0
         final = lines[-1]
         assert final["state"] == "done" and final["total"] == 9 and final["done"] == 9
         assert final["download_name"] == "tiled face_facesr_x4.png" and final["output_size"] == [192, 192]
-        assert any(ln["state"] == "running" for ln in lines) and final["elapsed_s"] >= 0
         import urllib.request
         get = lambda u: urllib.request.urlopen(live.url + u, timeout=10).read()  # noqa: E731
         np.testing.assert_array_equal(decode_png(get(final["result"])), Restorer.restore(tiled, img))
@@ -419,14 +430,16 @@ def test_job_stream_progress_result_panels_and_cancel_at_next_tile():
         tiled.gate.clear()
         got: list = []
         with thread_results(_stream, [(live, data, "b.png", got)]) as res:
-            deadline = time.monotonic() + 10
-            while (tiled.passes < 3 or not got) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            job_id = got[0]["id"]
-            assert got[-1]["state"] == "running" and got[-1]["total"] == 9
-            status, _, body = live.post(f"/jobs/{job_id}/cancel", b"", {})
-            assert status == 200 and json.loads(body)["id"] == job_id
-            tiled.gate.set()
+            try:
+                deadline = time.monotonic() + 10
+                while not any(ln["state"] == "running" and ln["done"] == 3 for ln in got):
+                    assert time.monotonic() < deadline, got
+                    time.sleep(0.01)
+                job_id = got[0]["id"]
+                status, _, body = live.post(f"/jobs/{job_id}/cancel", b"", {})
+                assert status == 200 and json.loads(body)["id"] == job_id
+            finally:
+                tiled.gate.set()
         lines = res[0]
         assert lines[-1]["state"] == "cancelled" and lines[-1]["done"] == 3 and lines[-1]["total"] == 9
         assert tiled.passes == 3 and tiled.completed == []

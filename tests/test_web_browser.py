@@ -182,6 +182,11 @@ def test_new_file_while_restoring_never_mislabels(page, restorer, server):
     expect(page.locator("#download")).to_be_hidden()
     expect(page.locator("#progress")).to_be_hidden()
     expect(page.locator("#go")).to_be_enabled()
+    job_a = server.app.state.queue.running
+    deadline = time.monotonic() + 10
+    while not job_a.cancel_requested and time.monotonic() < deadline:  # the page told the server
+        time.sleep(0.01)
+    assert job_a.cancel_requested
     restorer.gate.set()
     server.wait_until(lambda h: h["running"] == 0, what="A's job to stop")
     assert restorer.completed == []  # A was cancelled at its next tile, never finished
@@ -238,8 +243,13 @@ def test_large_input_shows_progress_and_cancel(page, restorer, server):
     expect(page.locator("#status")).to_contain_text("Cancelled")
     expect(page.locator("#cancel")).to_be_hidden()
     expect(page.locator("#progress")).to_be_hidden()
+    job = server.app.state.queue.running
+    deadline = time.monotonic() + 10
+    while not job.cancel_requested and time.monotonic() < deadline:
+        time.sleep(0.01)
     restorer.gate.set()
     server.wait_until(lambda h: h["running"] == 0, what="the big job to stop")
+    assert job.state == "cancelled"
     assert restorer.passes == 3 and restorer.completed == []  # stopped at the next tile
 
     # the next user's job runs at once
