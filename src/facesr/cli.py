@@ -229,15 +229,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sr-title", default="SR (facesr)", help="column title of the SR panels")
     p.set_defaults(func=_lazy("compare", "run_compare"))
 
-    p = sub.add_parser("serve", help="a local web page: upload a blurry face, see it restored x4 next to bicubic")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    p.add_argument("--checkpoint", help="weights (facesr, MMagic, BasicSR); omitted = shipped model")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--max-pixels", type=int, default=1024 * 1024, metavar="N",
-                   help="refuse inputs with more than N pixels (default 1048576 = 1024x1024)")
-    p.set_defaults(func=_lazy("serve", "run_serve"))
-
     import importlib
     from .commands import COMMANDS
     for name in COMMANDS:

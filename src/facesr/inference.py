@@ -372,7 +372,7 @@ class Restorer:
             return self.tile if (h > self.tile or w > self.tile) else 0
         return self.AUTO_TILE if h * w > self.AUTO_TILE_PIXELS else 0
 
-    def _restore_tiled(self, img: np.ndarray, tile: int) -> np.ndarray:
+    def _restore_tiled(self, img: np.ndarray, tile: int, step=None) -> np.ndarray:
         h, w = img.shape[:2]
         s = self.scale
         out = np.empty((h * s, w * s, 3), np.uint8)
@@ -387,12 +387,17 @@ class Restorer:
                     oy, ox = (core[0] - ctx[0]) * s, (core[2] - ctx[2]) * s
                     ch, cw = (core[1] - core[0]) * s, (core[3] - core[2]) * s
                     out[core[0] * s:core[1] * s, core[2] * s:core[3] * s] = r[oy:oy + ch, ox:ox + cw]
+                if step:
+                    step(len(chunk))
         return out
 
-    def restore_rgb(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def restore_rgb(self, images: Sequence[np.ndarray], progress=None) -> list[np.ndarray]:
         """uint8 RGB HxWx3 arrays (0-255) -> uint8 RGB x``scale`` arrays, same order.
 
-        Same-size images are batched (``batch_size``); big ones are tiled.
+        Same-size images are batched (``batch_size``); big ones are tiled.  ``progress``, if
+        given, is called as ``progress(done, total)`` before the first forward pass and after
+        each one, counting tiles of tiled images and whole untiled images; an exception it
+        raises (e.g. to cancel) stops the work before the next pass and propagates.
         """
         results: list[np.ndarray | None] = [None] * len(images)
         by_shape: dict[tuple[int, int], list[int]] = {}
@@ -402,35 +407,51 @@ class Restorer:
             if min(img.shape[:2]) < 1:
                 raise ImageError(f"restore() got an empty image of shape {tuple(img.shape)}")
             by_shape.setdefault(img.shape[:2], []).append(i)
+        step = None
+        if progress is not None:
+            counts = [0, 0]  # done, total
+            for (h, w), idx in by_shape.items():
+                tile = self._tile_size(h, w)
+                counts[1] += len(idx) * (len(tile_boxes(h, w, tile, 0)) if tile else 1)
+
+            def step(n: int) -> None:
+                counts[0] += n
+                progress(counts[0], counts[1])
+
+            step(0)
         for (h, w), idx in by_shape.items():
             tile = self._tile_size(h, w)
             if tile:
                 for i in idx:
-                    results[i] = self._restore_tiled(images[i], tile)
+                    results[i] = self._restore_tiled(images[i], tile, step)
                 continue
             for chunk in self._batches(idx, h * w):
                 res = self.run_batch(np.stack([images[i] for i in chunk]))
                 for i, r in zip(chunk, res):
                     results[i] = r
+                if step:
+                    step(len(chunk))
         return results  # type: ignore[return-value]
 
     # --------------------------------------------------------------- public
 
-    def restore(self, image):
+    def restore(self, image, progress=None):
         """Restore one image; returns the same kind at x``scale`` size.
 
         ``image``: numpy uint8 (0-255) HxWx3 RGB, HxW gray, or HxWx4 RGBA; or a PIL image
         (any mode).  numpy in -> numpy uint8 out, PIL in -> PIL out.  Gray comes back as
         RGB; RGBA comes back as RGBA with the alpha plane upscaled bicubically
         (cv2.INTER_CUBIC).  In-memory PIL images are used as stored (no EXIF rotation;
-        :func:`facesr.imageio.read_any` applies it when reading files).
+        :func:`facesr.imageio.read_any` applies it when reading files).  ``progress(done, total)``
+        is called per tile (or once for an untiled image) and may raise to cancel (see
+        :meth:`restore_rgb`).
         """
-        return self.restore_batch([image])[0]
+        return self.restore_batch([image], progress=progress)[0]
 
-    def restore_batch(self, images: Sequence) -> list:
+    def restore_batch(self, images: Sequence, progress=None) -> list:
         """Restore a list of images (any kinds :meth:`restore` accepts); same-size ones share batches."""
         prepared = [_as_rgb_alpha(im) for im in images]
-        outs = self.restore_rgb([p[0] for p in prepared])
+        outs = self.restore_rgb([p[0] for p in prepared], progress=progress)
         return [_finish(o, alpha, kind, self.scale) for o, (_, alpha, kind) in zip(outs, prepared)]
 
     __call__ = restore

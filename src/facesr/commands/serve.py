@@ -1,0 +1,117 @@
+"""``facesr serve``: a local web page (and HTTP API) that restores one face photo at a time.
+
+The app itself is :mod:`facesr.web.app` (FastAPI, run by uvicorn); it needs the
+``web`` extra (``pip install -e ".[web]"``).  The model is loaded once, before the
+server starts listening.  The server binds to 127.0.0.1 unless told otherwise; it
+has no authentication, so only bind to another address on a network you trust.
+"""
+from __future__ import annotations
+
+import sys
+
+DEFAULT_MAX_PIXELS = 1024 * 1024
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="a local web page: upload a blurry face, compare it restored x4 "
+                                            "with bicubic (also an HTTP API)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    p.add_argument("--checkpoint", help="weights (facesr, MMagic, BasicSR); omitted = shipped model")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse inputs with more than N pixels (default 1048576 = 1024x1024); "
+                        "the request body is capped at 8 bytes per pixel + 1 MiB")
+    p.add_argument("--max-queue", type=int, default=8, metavar="N",
+                   help="most requests waiting behind the running one; more get HTTP 503 (default 8)")
+    p.add_argument("--upload-timeout", type=float, default=20.0, metavar="SECONDS",
+                   help="HTTP 408 when an upload sends nothing for this long (default 20)")
+    p.add_argument("--quiet", action="store_true", help="do not log each job on stderr")
+    p.set_defaults(func=run)
+
+
+def _check(args) -> None:
+    from ..errors import FacesrError
+
+    if args.max_pixels < 1:
+        raise FacesrError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+    if args.max_queue < 0:
+        raise FacesrError(f"--max-queue must be at least 0, got {args.max_queue}")
+    if not args.upload_timeout > 0:
+        raise FacesrError(f"--upload-timeout must be more than 0 seconds, got {args.upload_timeout:g}")
+    if not 0 <= args.port <= 65535:
+        raise FacesrError(f"--port must be 0 to 65535, got {args.port}")
+
+
+def _bind(host: str, port: int):
+    """A listening socket on (host, port); FacesrError in one line when that is impossible."""
+    import socket
+
+    from ..errors import FacesrError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+        sock.set_inheritable(True)
+    except OSError as exc:
+        raise FacesrError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return sock
+
+
+def run(args) -> int:
+    """Load the model, bind the socket, serve until Ctrl-C.  Returns the exit status."""
+    from ..errors import FacesrError, MissingExtraError
+
+    _check(args)
+    try:
+        import fastapi  # noqa: F401
+        import multipart  # noqa: F401  (python-multipart)
+        import uvicorn
+    except ImportError:
+        raise MissingExtraError("web", "facesr serve") from None
+    import logging
+
+    from ..inference import Restorer, resolve_device
+    from ..web.app import create_app
+
+    try:
+        device = resolve_device(args.device)
+        restorer = Restorer.from_checkpoint(args.checkpoint, device=device)
+    except FacesrError:
+        raise
+    except ValueError as exc:  # unknown device or architecture
+        raise FacesrError(str(exc)) from None
+    model = args.checkpoint or "the shipped model"
+    app = create_app(restorer, max_pixels=args.max_pixels, max_queued=args.max_queue,
+                     upload_timeout_s=args.upload_timeout, model_name=model, warmup=True)
+    sock = _bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+    log = logging.getLogger("facesr.web")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("facesr serve: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            limit_concurrency=64, timeout_keep_alive=5, timeout_graceful_shutdown=3)
+    server = uvicorn.Server(config)
+    print(f"facesr serve: {model} on {restorer.device}; open {url} in a browser (Ctrl-C stops)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"facesr serve: warning: listening on {args.host}, so other machines can reach this page "
+              f"(it has no password)", file=sys.stderr)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    print("facesr serve: stopped", file=sys.stderr)
+    return 0

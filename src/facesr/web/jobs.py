@@ -1,0 +1,324 @@
+"""A job queue with honest state: one job runs at a time per model, the rest wait in order.
+
+* :meth:`JobQueue.submit` refuses a job (:class:`QueueFull`) when ``max_queued``
+  jobs are already waiting; the one running does not count.
+* :meth:`JobQueue.cancel` drops a waiting job at once (it never runs and no
+  longer counts towards the cap or anyone's position); a running job is told to
+  stop and does so at its next progress call (the model runner calls it per
+  tile), ending in state ``cancelled``.
+* Each job records its position (jobs ahead of it), tiles done / total, its
+  start and end time, and an estimate of the seconds left.
+* Finished jobs (and their results) are kept for ``keep_seconds`` (and at most
+  ``keep_finished`` of them), so a client can fetch the result after the job
+  told it that it is done.
+
+Nothing here knows about HTTP; :mod:`facesr.web.app` maps it onto routes.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+import traceback
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import FacesrError, one_line
+
+log = logging.getLogger("facesr.web")
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINAL_STATES = (DONE, FAILED, CANCELLED)
+
+
+class QueueFull(FacesrError):
+    """``max_queued`` jobs are already waiting (HTTP 503)."""
+
+
+class Cancelled(Exception):
+    """Raised inside a running job's progress callback once the job has been cancelled."""
+
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(eq=False)
+class Job:
+    """One restoration.  ``image`` is the decoded input (uint8 HxWx3 or HxWx4, 0-255).
+
+    Times are :func:`time.monotonic` seconds.  ``done`` / ``total`` count tiles (an
+    image small enough to run in one pass is one tile); ``total`` is 0 until the
+    job starts.  ``result`` is whatever the queue's run function returned.
+    """
+
+    image: np.ndarray
+    name: str = "image"
+    mode: str = "face"
+    id: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    state: str = QUEUED
+    created: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    finished: float | None = None
+    done: int = 0
+    total: int = 0
+    result: Any = None
+    error: str | None = None
+    cancel_reason: str | None = None
+    note: str | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _end: threading.Event = field(default_factory=threading.Event, repr=False)
+    _callbacks: list = field(default_factory=list, repr=False)
+    _cb_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def pixels(self) -> int:
+        return int(self.image.shape[0] * self.image.shape[1])
+
+    @property
+    def is_finished(self) -> bool:
+        return self._end.is_set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once :meth:`JobQueue.cancel` was called for this job (it may still be stopping)."""
+        return self._cancel.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job is finished (done, failed or cancelled); False on timeout (seconds)."""
+        return self._end.wait(timeout)
+
+    def add_done_callback(self, fn: Callable[["Job"], None]) -> None:
+        """Call ``fn(job)`` once the job is finished (at once, in this thread, if it already is)."""
+        with self._cb_lock:
+            if not self._end.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+
+class JobQueue:
+    """Run jobs one at a time in a worker thread, in submission order.
+
+    Args:
+        run: ``run(job, progress) -> result``, called in the worker thread.  It must call
+            ``progress(done, total)`` now and then (the :class:`~facesr.inference.Restorer`
+            does, per tile); that call raises :class:`Cancelled` once the job is cancelled.
+            Any other exception fails the job; its one-line message goes to ``job.error``
+            only if it is a :class:`~facesr.errors.FacesrError`, otherwise a generic line does
+            and the traceback goes to the log.
+        max_queued: most jobs waiting (not counting the running one); more raise :class:`QueueFull`.
+        keep_finished: most finished jobs kept for lookup (oldest dropped first).
+        keep_seconds: finished jobs are dropped this many seconds after they end.
+    """
+
+    def __init__(self, run: Callable[[Job, Progress], Any], max_queued: int = 8, keep_finished: int = 16,
+                 keep_seconds: float = 600.0):
+        if int(max_queued) < 0:
+            raise ValueError(f"max_queued must be >= 0, got {max_queued}")
+        self._run = run
+        self.max_queued = int(max_queued)
+        self.keep_finished, self.keep_seconds = int(keep_finished), float(keep_seconds)
+        self._cond = threading.Condition()
+        self._waiting: deque[Job] = deque()
+        self._running: Job | None = None
+        self._finished: OrderedDict[str, Job] = OrderedDict()
+        self._closed = False
+        self._seconds_per_pixel: float | None = None  # running estimate for time-left, from finished jobs
+        self._thread = threading.Thread(target=self._worker, name="facesr-jobs", daemon=True)
+        self._thread.start()
+
+    # --------------------------------------------------------------- public
+
+    def check_room(self) -> None:
+        """Raise :class:`QueueFull` if a job submitted now would be refused (so callers can refuse early)."""
+        with self._cond:
+            if self._closed:
+                raise QueueFull("The server is shutting down. Try again in a moment.")
+            if len(self._waiting) >= self.max_queued:
+                raise QueueFull(f"The server is busy: {len(self._waiting)} pictures are already waiting. "
+                                f"Try again in a minute.")
+
+    def submit(self, job: Job) -> Job:
+        """Queue ``job``; raises :class:`QueueFull` when ``max_queued`` jobs already wait."""
+        with self._cond:
+            self.check_room()
+            self._waiting.append(job)
+            self._cond.notify_all()
+        return job
+
+    def cancel(self, job: Job, reason: str = "cancelled") -> bool:
+        """Cancel ``job``: a waiting one is dropped now, a running one stops at its next tile.
+
+        Returns True if the job was still waiting or running.  ``reason`` goes to the log.
+        """
+        with self._cond:
+            if job.is_finished:
+                return False
+            job.cancel_reason = job.cancel_reason or reason
+            job._cancel.set()
+            if job.state == QUEUED:
+                try:
+                    self._waiting.remove(job)
+                except ValueError:  # the worker has just taken it; it will see the flag
+                    return True
+                self._finish(job, CANCELLED)
+                log.info("job %s cancelled while waiting (%s)", job.id, reason)
+            return True
+
+    def get(self, job_id: str) -> Job | None:
+        """A waiting, running or recently finished job by id, else None."""
+        with self._cond:
+            self._expire()
+            if self._running is not None and self._running.id == job_id:
+                return self._running
+            for j in self._waiting:
+                if j.id == job_id:
+                    return j
+            return self._finished.get(job_id)
+
+    @property
+    def running(self) -> Job | None:
+        """The job the worker is running now, if any."""
+        with self._cond:
+            return self._running
+
+    def position(self, job: Job) -> int:
+        """How many jobs will run before ``job``: 0 when it runs (or ended) or is next with nothing running."""
+        with self._cond:
+            if job.state != QUEUED:
+                return 0
+            try:
+                ahead = self._waiting.index(job)
+            except ValueError:
+                return 0
+            return ahead + (1 if self._running is not None else 0)
+
+    def snapshot(self, job: Job) -> dict:
+        """The job's state as plain data (JSON-ready); see :mod:`facesr.web.app` for the fields."""
+        now = time.monotonic()
+        with self._cond:
+            position = self.position(job)
+            elapsed = None
+            if job.started is not None:
+                elapsed = (job.finished or now) - job.started
+            eta = self._eta(job, now) if job.state == RUNNING else None
+            h, w = job.image.shape[:2]
+            return {
+                "id": job.id, "state": job.state, "position": position, "done": job.done, "total": job.total,
+                "elapsed_s": None if elapsed is None else round(elapsed, 2),
+                "waited_s": round((job.started or job.finished or now) - job.created, 2),
+                "eta_s": None if eta is None else round(eta, 1),
+                "input_size": [w, h], "name": job.name, "mode": job.mode, "note": job.note,
+                "error": job.error if job.state == FAILED else None,
+            }
+
+    def note_speed(self, seconds: float, pixels: int) -> None:
+        """Record that ``pixels`` input pixels took ``seconds`` (e.g. a warm-up run), for time-left estimates."""
+        if seconds > 0 and pixels > 0:
+            with self._cond:
+                self._seconds_per_pixel = seconds / pixels
+
+    def stats(self) -> dict:
+        """``{"running": 0 or 1, "queued": n, "max_queued": cap}``."""
+        with self._cond:
+            return {"running": int(self._running is not None), "queued": len(self._waiting),
+                    "max_queued": self.max_queued}
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel everything, stop the worker (waits up to ``timeout`` seconds for it)."""
+        with self._cond:
+            self._closed = True
+            jobs = list(self._waiting) + ([self._running] if self._running else [])
+        for j in jobs:
+            self.cancel(j, "server stopping")
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    # --------------------------------------------------------------- internals
+
+    def _eta(self, job: Job, now: float) -> float | None:
+        elapsed = now - (job.started or now)
+        if job.total > 1 and job.done > 0:
+            return elapsed / job.done * (job.total - job.done)
+        if self._seconds_per_pixel is not None:
+            return max(0.0, self._seconds_per_pixel * job.pixels - elapsed)
+        return None
+
+    def _finish(self, job: Job, state: str) -> None:  # under the lock
+        job.state = state
+        job.finished = time.monotonic()
+        if state != DONE:
+            job.result = None
+        self._finished[job.id] = job
+        while len(self._finished) > self.keep_finished:
+            self._finished.popitem(last=False)
+        with job._cb_lock:
+            job._end.set()
+            callbacks, job._callbacks = job._callbacks, []
+        self._cond.notify_all()
+        for fn in callbacks:
+            try:
+                fn(job)
+            except Exception:  # a callback's failure must not stop the worker
+                log.exception("job %s: done-callback failed", job.id)
+
+    def _expire(self) -> None:  # under the lock
+        cutoff = time.monotonic() - self.keep_seconds
+        while self._finished:
+            first = next(iter(self._finished.values()))
+            if first.finished is None or first.finished >= cutoff:
+                break
+            self._finished.popitem(last=False)
+
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._closed:
+                    self._cond.wait()
+                if self._closed and not self._waiting:
+                    return
+                job = self._waiting.popleft()
+                self._running = job
+                job.state = RUNNING
+                job.started = time.monotonic()
+
+            def progress(done: int, total: int, job=job) -> None:
+                job.done, job.total = int(done), int(total)
+                if job._cancel.is_set():
+                    raise Cancelled()
+
+            state, result = DONE, None
+            try:
+                progress(0, 0)  # cancelled between being taken and starting: do no work at all
+                result = self._run(job, progress)
+                if job._cancel.is_set():  # asked to stop after the last tile: honour it
+                    raise Cancelled()
+            except Cancelled:
+                state = CANCELLED
+            except FacesrError as exc:
+                state, job.error = FAILED, one_line(exc)
+            except Exception as exc:
+                state = FAILED
+                job.error = "Restoring this picture failed on the server. The server's log has the details."
+                log.error("job %s failed: %s\n%s", job.id, one_line(exc), traceback.format_exc())
+            with self._cond:
+                self._running = None
+                job.result = result
+                self._finish(job, state)
+                if state == DONE and job.pixels > 0 and job.finished is not None:
+                    spp = (job.finished - (job.started or job.finished)) / job.pixels
+                    old = self._seconds_per_pixel
+                    self._seconds_per_pixel = spp if old is None else 0.5 * old + 0.5 * spp
+            dt = (job.finished or 0) - (job.started or 0)
+            h, w = job.image.shape[:2]
+            if state == CANCELLED:
+                log.info("job %s: %dx%d cancelled after %d of %d tiles (%s)", job.id, w, h, job.done, job.total,
+                         job.cancel_reason)
+            elif state == DONE:
+                log.info("job %s: %dx%d restored in %.2f s (%d tile%s)", job.id, w, h, dt, job.total,
+                         "" if job.total == 1 else "s")
