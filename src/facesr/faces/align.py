@@ -146,12 +146,16 @@ def warp_affine(src: np.ndarray, m: np.ndarray, dsize: tuple[int, int], interpol
                           borderValue=border_value)
 
 
-def crop_face(photo: np.ndarray, affine_512: np.ndarray, size: int) -> np.ndarray:
-    """Cut the aligned face out of ``photo``: uint8 ``size`` x ``size`` crop (same channels as ``photo``).
+def crop_face(photo: np.ndarray, affine_512: np.ndarray, size: int, margin: int = 0) -> np.ndarray:
+    """Cut the aligned face out of ``photo``: a uint8 crop (same channels as ``photo``).
 
     ``affine_512`` maps photo pixel coordinates to the 512x512 aligned face (as from
-    :func:`estimate_alignment`); ``size`` 128 gives the x4 model's input.  Parts of the crop
-    outside the photo are filled by mirroring the photo at its edge.
+    :func:`estimate_alignment`); ``size`` 128 gives the x4 model's input.  With ``margin`` the
+    crop is ``size + 2 * margin`` pixels wide and the aligned square sits at
+    ``[margin, margin + size)`` in both directions (extra context for the model).  Parts of the
+    crop outside the photo are filled by mirroring the photo at its edge.
     """
     m = compose(grid_scale(size / TEMPLATE_SIZE), affine_512)
-    return warp_affine(photo, m, (size, size))
+    m[:, 2] += margin
+    n = size + 2 * margin
+    return warp_affine(photo, m, (n, n))

@@ -5,8 +5,8 @@ Pipeline of :func:`restore_photo` for a photo of ``W`` x ``H`` pixels and ``upsc
 1. detect faces and their 5 landmarks (:mod:`facesr.faces.detect`);
 2. per face, fit the similarity transform to the FFHQ template (:mod:`facesr.faces.align`) and
    cut the aligned crop at the model's input size (128 x 128 for the x4 model), area-resampled
-   where the face is larger than the crop;
-3. restore all crops with the model (batched) to 512 x 512;
+   where the face is larger than the crop, plus ``context`` pixels of surroundings;
+3. restore all crops with the model (batched) and keep the central 512 x 512;
 4. upscale the whole photo to ``u*W`` x ``u*H`` (bicubic, Lanczos or the model itself) and
    paste each restored face back through the inverse transform with a feathered mask
    (:mod:`facesr.faces.paste`), smallest face first.
@@ -34,6 +34,8 @@ from .paste import paste_face, paste_order
 BACKGROUNDS = ("bicubic", "lanczos", "model")
 UPSCALES = (1, 2, 4)
 DEFAULT_MIN_FACE = 32
+#: Extra model-input pixels of photo context around each aligned crop (cropped off the output).
+DEFAULT_CONTEXT = 16
 #: Largest input photo (pixels) read by default: 48 MP, e.g. 8000 x 6000.
 DEFAULT_MAX_PIXELS = 48_000_000
 #: Largest output image (pixels): 4000 x 3000 at upscale 4 (192 MP, 576 MB as uint8 RGB) fits.
@@ -133,7 +135,7 @@ def _split_input(image):
 
 def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] | None = None,
                   upscale: int = 2, background: str = "bicubic", min_face: float = DEFAULT_MIN_FACE,
-                  keep_crops: bool = False, max_output_pixels: int = MAX_OUTPUT_PIXELS,
+                  keep_crops: bool = False, context: int = DEFAULT_CONTEXT, max_output_pixels: int = MAX_OUTPUT_PIXELS,
                   progress: Callable[[int, int], None] | None = None) -> PhotoResult:
     """Restore every face of a whole photo and return it upscaled (see the module docstring).
 
@@ -148,6 +150,9 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
         background: how the rest of the photo is upscaled: ``"bicubic"``, ``"lanczos"`` or ``"model"``.
         min_face: faces whose box is narrower than this many *input* pixels are not restored.
         keep_crops: also return the aligned inputs and restored faces (:attr:`PhotoResult.crops`).
+        context: model-input pixels of real photo around each aligned crop: the model sees a
+            ``(128 + 2 * context)``-pixel square and only the central 512 x 512 of its output is kept,
+            so the zero padding of its convolutions never reaches the pasted face (default 16).
         max_output_pixels: refuse (ImageError) when the output would have more pixels.
         progress: called as ``progress(done, total)`` after each batch of restored faces.
     """
@@ -155,6 +160,8 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
         raise ValueError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, got {upscale!r}")
     if background not in BACKGROUNDS:
         raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
+    if context < 0:
+        raise ValueError(f"context must be >= 0, got {context}")
     if min_face < 0:
         raise ValueError(f"min_face must be >= 0, got {min_face}")
     rgb, alpha, kind = _split_input(image)
@@ -172,7 +179,8 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
     faces = [f for f in found if f.size >= min_face]
     skipped = [f for f in found if f.size < min_face]
 
-    lq_size = TEMPLATE_SIZE // restorer.scale
+    s = restorer.scale
+    lq_size = TEMPLATE_SIZE // s
     crops, kept = [], []
     for f in faces:
         try:
@@ -181,15 +189,19 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
             skipped.append(f)
             continue
         kept.append(f)
-        crops.append(crop_face(rgb, f.affine, lq_size))
+        crops.append(crop_face(rgb, f.affine, lq_size, margin=context))
     faces = kept
 
     restored: list[np.ndarray] = []
     step = max(1, restorer.batch_size)
     for i in range(0, len(crops), step):
-        restored.extend(restorer.restore_rgb(crops[i:i + step]))
+        for sr in restorer.restore_rgb(crops[i:i + step]):
+            restored.append(np.ascontiguousarray(sr[context * s:context * s + TEMPLATE_SIZE,
+                                                    context * s:context * s + TEMPLATE_SIZE]))
         if progress is not None:
             progress(len(restored), len(crops))
+    if context:
+        crops = [np.ascontiguousarray(c[context:context + lq_size, context:context + lq_size]) for c in crops]
 
     out = upscale_background(rgb, upscale, background, restorer)
     for i in paste_order([f.size for f in faces]):
