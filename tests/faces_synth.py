@@ -20,8 +20,8 @@ LQ = 128  # the x4 model's input size
 
 
 def similarity(scale: float, angle_deg: float, centre_xy: tuple[float, float], size: int) -> np.ndarray:
-    """2x3 map from a ``size`` x ``size`` aligned crop to a photo: rotate by ``angle_deg`` (counter-clockwise
-    on screen), scale, and put the crop's centre at ``centre_xy``."""
+    """2x3 map from a ``size`` x ``size`` aligned crop to a photo: rotate by ``angle_deg``, scale by
+    ``scale`` and put the crop's centre at ``centre_xy`` (photo pixels)."""
     c = (size - 1) / 2.0
     a = math.radians(angle_deg)
     r = scale * np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
@@ -55,6 +55,13 @@ def lq_face(seed: int = 0) -> np.ndarray:
     return lq
 
 
+def degrade_face(hq: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A 512x512 face degraded to 128x128 by the course pipeline."""
+    from facesr.data.datasets import degrade_offline
+    from facesr.data.degradations import DegradationCfg
+    return degrade_offline(hq, DegradationCfg(), seed, "sample_face")[0]
+
+
 def paste_square(photo: np.ndarray, face: np.ndarray, crop_to_photo: np.ndarray) -> None:
     """Paste the square ``face`` into ``photo`` (in place) through the 2x3 map ``crop_to_photo``, with a
     soft round-cornered edge so the photo has no hard square."""
@@ -76,22 +83,26 @@ def face_box(to_photo_512: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def make_photo(placements: list[tuple[float, float, tuple[float, float]]], h: int = 240, w: int = 320,
-               upscale: int = 4, seed: int = 0):
+               upscale: int = 4, seed: int = 0, hq: np.ndarray | None = None):
     """A low-quality photo with degraded aligned faces, and its clean ``upscale`` x version.
 
     ``placements``: per face ``(scale, angle_deg, centre_xy)`` of the 128x128 LQ crop in the photo.
+    ``hq``: the 512x512 aligned face to use (default: the sample face); its LQ is made with the
+    course degradation at ``seed``.
     Returns ``(lq_photo, gt_photo, faces)``: uint8 RGB ``h`` x ``w`` and ``upscale*h`` x ``upscale*w``,
     and the exact :class:`Face` records (landmarks = the template mapped into the photo; ``affine``
     unset), as a perfect detector would report them.
     """
     lq = background(h, w)
     gt = background(h, w, upscale)
+    hq_img = hq_face() if hq is None else hq
+    lq_img = lq_face(seed) if hq is None else degrade_face(hq, seed)
     faces = []
     for scale, angle, centre in placements:
         t_lq = similarity(scale, angle, centre, LQ)  # 128 crop -> LQ photo
-        paste_square(lq, lq_face(seed), t_lq)
+        paste_square(lq, lq_img, t_lq)
         t_512 = compose(t_lq, grid_scale(LQ / 512))  # 512 aligned face -> LQ photo
-        paste_square(gt, hq_face(), compose(grid_scale(upscale), t_512))
+        paste_square(gt, hq_img, compose(grid_scale(upscale), t_512))
         faces.append(Face(box=face_box(t_512), landmarks=apply(t_512, template(512)), score=1.0))
     return lq, gt, faces
 

@@ -68,7 +68,11 @@ def photo_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels; ImageError if unreadable."""
     from PIL import Image
     path = Path(path)
+    limit = Image.MAX_IMAGE_PIXELS
     try:
+        # Only the header is read here, so PIL's decompression-bomb guard (which would refuse giant
+        # headers with its own message) is lifted for the call; read_photo applies max_pixels instead.
+        Image.MAX_IMAGE_PIXELS = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
@@ -78,6 +82,8 @@ def photo_size(path: str | os.PathLike) -> tuple[int, int]:
     except Exception as exc:  # PIL raises many types for foreign or broken files
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ImageError(f"{path}: not a readable image ({msg})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def read_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray | None]:
