@@ -21,7 +21,7 @@ its points on FFHQ-aligned 512x512 faces: both corners of each eye and the
 base of the nose.  It was measured by ``benchmarks/measure_template.py`` on the
 10 genuine FFHQ faces of ``../shared/data/dev-val-hq`` (mean of the dlib points,
 then made left-right symmetric about x = 255.5).  Its eye centres,
-(192.7, 245.6) and (318.3, 245.6), lie within 6 pixels of the eye centres of
+(192.4, 245.2) and (318.6, 245.2), lie within 6 pixels of the eye centres of
 the 5-point FFHQ template that GFPGAN and facexlib use at 512
 ((193.0, 239.9) and (318.9, 240.2)); the 6-pixel vertical offset is the
 difference between eye corners and pupils.
@@ -37,11 +37,11 @@ import numpy as np
 #: image-right eye outer corner, image-right eye inner corner, image-left eye outer corner,
 #: image-left eye inner corner, base of the nose.  (The image-right eye is the subject's left eye.)
 FFHQ_TEMPLATE_512 = np.array([
-    [343.95, 243.3],
-    [292.6, 247.8],
-    [167.05, 243.3],
-    [218.4, 247.8],
-    [255.5, 338.0],
+    [344.24, 242.99],
+    [293.03, 247.47],
+    [166.76, 242.99],
+    [217.97, 247.47],
+    [255.5, 337.79],
 ], dtype=np.float64)
 
 #: Side, in pixels, of the aligned face that the template describes.

@@ -158,7 +158,7 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
         keep_crops: also return the aligned inputs and restored faces (:attr:`PhotoResult.crops`).
         context: model-input pixels of real photo around each aligned crop: the model sees a
             ``(128 + 2 * context)``-pixel square and only the central 512 x 512 of its output is kept,
-            so the zero padding of its convolutions never reaches the pasted face (default 16).
+            so the zero padding of its convolutions stays away from the pasted face (default 16).
         max_output_pixels: refuse (ImageError) when the output would have more pixels.
         progress: called as ``progress(done, total)`` after each batch of restored faces.
     """
