@@ -454,6 +454,12 @@ class Restorer:
         outs = self.restore_rgb([p[0] for p in prepared], progress=progress)
         return [_finish(o, alpha, kind, self.scale) for o, (_, alpha, kind) in zip(outs, prepared)]
 
+    def restore_photo(self, image, **kwargs):
+        """Restore every face of a whole photo; returns a :class:`facesr.faces.PhotoResult`
+        (``.image`` upscaled x``upscale``, ``.faces`` the detections).  See :func:`facesr.faces.restore_photo`."""
+        from .faces import restore_photo
+        return restore_photo(self, image, **kwargs)
+
     __call__ = restore
 
     def __repr__(self) -> str:

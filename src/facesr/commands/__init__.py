@@ -8,4 +8,4 @@ registers the modules listed in :data:`COMMANDS` and turns
 """
 
 #: Command modules under ``facesr.commands``, in the order ``facesr --help`` lists them.
-COMMANDS: list[str] = ["serve"]
+COMMANDS: list[str] = ["restore", "serve"]

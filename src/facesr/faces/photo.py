@@ -1,0 +1,219 @@
+"""Restore the faces of a whole photo: detect, align, restore, paste back over an upscaled background.
+
+Pipeline of :func:`restore_photo` for a photo of ``W`` x ``H`` pixels and ``upscale`` u:
+
+1. detect faces and their 5 landmarks (:mod:`facesr.faces.detect`);
+2. per face, fit the similarity transform to the FFHQ template (:mod:`facesr.faces.align`) and
+   cut the aligned crop at the model's input size (128 x 128 for the x4 model), area-resampled
+   where the face is larger than the crop, plus ``context`` pixels of surroundings;
+3. restore all crops with the model (batched) and keep the central 512 x 512;
+4. upscale the whole photo to ``u*W`` x ``u*H`` (bicubic, Lanczos or the model itself) and
+   paste each restored face back through the inverse transform with a feathered mask
+   (:mod:`facesr.faces.paste`), smallest face first.
+
+Faces whose box is narrower than ``min_face`` photo pixels are left as background and
+reported in :attr:`PhotoResult.skipped`.  Memory: the photo, the background and the output
+are uint8; float32 is used only inside one face's region at a time.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from ..errors import ImageError
+from .align import TEMPLATE_SIZE, crop_face, estimate_alignment
+from .detect import Face
+from .paste import paste_face, paste_order
+
+BACKGROUNDS = ("bicubic", "lanczos", "model")
+UPSCALES = (1, 2, 4)
+DEFAULT_MIN_FACE = 32
+#: Extra model-input pixels of photo context around each aligned crop (cropped off the output).
+DEFAULT_CONTEXT = 16
+#: Largest input photo (pixels) read by default: 48 MP, e.g. 8000 x 6000.
+DEFAULT_MAX_PIXELS = 48_000_000
+#: Largest output image (pixels): 4000 x 3000 at upscale 4 (192 MP, 576 MB as uint8 RGB) fits.
+MAX_OUTPUT_PIXELS = 256_000_000
+
+
+@dataclass
+class PhotoResult:
+    """What :func:`restore_photo` returns.
+
+    Attributes:
+        image: the restored photo, ``upscale`` times the input size: numpy uint8 (0-255) RGB
+            HxWx3, or RGBA HxWx4 when the input had alpha (alpha upscaled bicubically); a PIL
+            image when the input was one.
+        faces: the restored faces (detection order), each with its ``affine`` set.
+        skipped: faces found but smaller than ``min_face`` (left as background).
+        upscale: output pixels per input pixel.
+        crops: with ``keep_crops``, per restored face the aligned model input (uint8 RGB,
+            128 x 128 for the x4 model) and its restoration (512 x 512); else empty.
+    """
+
+    image: object
+    faces: list[Face]
+    skipped: list[Face]
+    upscale: int
+    crops: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def photo_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels; ImageError if unreadable."""
+    from PIL import Image
+    path = Path(path)
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        # Only the header is read here, so PIL's decompression-bomb guard (which would refuse giant
+        # headers with its own message) is lifted for the call; read_photo applies max_pixels instead.
+        Image.MAX_IMAGE_PIXELS = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return int(im.size[0]), int(im.size[1])
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except Exception as exc:  # PIL raises many types for foreign or broken files
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImageError(f"{path}: not a readable image ({msg})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def read_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a photo as (uint8 RGB HxWx3, uint8 alpha HxW or None), 0-255, as ``facesr predict`` does.
+
+    EXIF rotation is applied, grayscale becomes RGB, 16-bit is scaled to 8-bit.  The pixel count is
+    checked from the header first: more than ``max_pixels`` raises ImageError before decoding.
+    """
+    from PIL import Image
+
+    from ..imageio import ImageError as ReadError
+    from ..imageio import read_any
+    w, h = photo_size(path)
+    if w * h > max_pixels:
+        raise ImageError(f"{path}: {w}x{h} is {w * h / 1e6:.1f} megapixels, above the limit of "
+                         f"{max_pixels / 1e6:.1f} (max_pixels)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            rgb, alpha = read_any(path)
+    except ReadError as exc:
+        raise ImageError(str(exc)) from None
+    except (Image.DecompressionBombError, MemoryError) as exc:
+        raise ImageError(f"{path}: too large to decode ({type(exc).__name__})") from None
+    return rgb, alpha
+
+
+def upscale_background(rgb: np.ndarray, upscale: int, method: str = "bicubic", restorer=None) -> np.ndarray:
+    """The whole photo upscaled: uint8 RGB (0-255), ``upscale`` times the size of ``rgb``.
+
+    ``method``: ``"bicubic"`` (cv2.INTER_CUBIC), ``"lanczos"`` (cv2.INTER_LANCZOS4) or ``"model"``
+    (the restorer on the whole photo, tiled, then area-resized when ``upscale`` is below the
+    model's scale; slow on a CPU).  ``upscale`` 1 returns a copy for the classical methods.
+    """
+    h, w = rgb.shape[:2]
+    if method == "model":
+        if restorer is None:
+            raise ValueError("background method 'model' needs a restorer")
+        up = restorer.restore_rgb([rgb])[0]
+        if up.shape[:2] != (h * upscale, w * upscale):
+            up = cv2.resize(up, (w * upscale, h * upscale), interpolation=cv2.INTER_AREA)
+        return up
+    if method not in BACKGROUNDS:
+        raise ValueError(f"background method must be one of {', '.join(BACKGROUNDS)}, got {method!r}")
+    if upscale == 1:
+        return rgb.copy()
+    interp = cv2.INTER_CUBIC if method == "bicubic" else cv2.INTER_LANCZOS4
+    return cv2.resize(rgb, (w * upscale, h * upscale), interpolation=interp)
+
+
+def _split_input(image):
+    from ..inference import _as_rgb_alpha
+    return _as_rgb_alpha(image)
+
+
+def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] | None = None,
+                  upscale: int = 2, background: str = "bicubic", min_face: float = DEFAULT_MIN_FACE,
+                  keep_crops: bool = False, context: int = DEFAULT_CONTEXT, max_output_pixels: int = MAX_OUTPUT_PIXELS,
+                  progress: Callable[[int, int], None] | None = None) -> PhotoResult:
+    """Restore every face of a whole photo and return it upscaled (see the module docstring).
+
+    Args:
+        restorer: a :class:`facesr.inference.Restorer` (its model maps an ``s``-times smaller
+            aligned crop to 512 x 512; ``s`` = 4 for the shipped model).
+        image: numpy uint8 (0-255) HxW, HxWx3 RGB or HxWx4 RGBA, or a PIL image (used as
+            stored: EXIF rotation is applied when reading files, by :func:`read_photo`).
+        detector: callable uint8 RGB -> list of :class:`Face` (default: dlib HOG, which needs the
+            ``faces`` extra).
+        upscale: output pixels per input pixel, 1, 2 or 4.
+        background: how the rest of the photo is upscaled: ``"bicubic"``, ``"lanczos"`` or ``"model"``.
+        min_face: faces whose box is narrower than this many *input* pixels are not restored.
+        keep_crops: also return the aligned inputs and restored faces (:attr:`PhotoResult.crops`).
+        context: model-input pixels of real photo around each aligned crop: the model sees a
+            ``(128 + 2 * context)``-pixel square and only the central 512 x 512 of its output is kept,
+            so the zero padding of its convolutions stays away from the pasted face (default 16).
+        max_output_pixels: refuse (ImageError) when the output would have more pixels.
+        progress: called as ``progress(done, total)`` after each batch of restored faces.
+    """
+    if upscale not in UPSCALES:
+        raise ValueError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, got {upscale!r}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
+    if context < 0:
+        raise ValueError(f"context must be >= 0, got {context}")
+    if min_face < 0:
+        raise ValueError(f"min_face must be >= 0, got {min_face}")
+    rgb, alpha, kind = _split_input(image)
+    h, w = rgb.shape[:2]
+    if min(h, w) < 1:
+        raise ImageError(f"restore_photo() got an empty image of shape {tuple(rgb.shape)}")
+    if h * w * upscale * upscale > max_output_pixels:
+        raise ImageError(f"a {w}x{h} photo at upscale {upscale} would be {w * upscale}x{h * upscale} = "
+                         f"{h * w * upscale * upscale / 1e6:.0f} megapixels, above {max_output_pixels / 1e6:.0f} "
+                         f"(max_output_pixels); use a smaller upscale")
+    if detector is None:
+        from .detect import load_detector
+        detector = load_detector()
+    found = list(detector(rgb))
+    faces = [f for f in found if f.size >= min_face]
+    skipped = [f for f in found if f.size < min_face]
+
+    s = restorer.scale
+    lq_size = TEMPLATE_SIZE // s
+    crops, kept = [], []
+    for f in faces:
+        try:
+            f.affine = estimate_alignment(f.landmarks, TEMPLATE_SIZE)
+        except ValueError:
+            skipped.append(f)
+            continue
+        kept.append(f)
+        crops.append(crop_face(rgb, f.affine, lq_size, margin=context))
+    faces = kept
+
+    restored: list[np.ndarray] = []
+    step = max(1, restorer.batch_size)
+    for i in range(0, len(crops), step):
+        for sr in restorer.restore_rgb(crops[i:i + step]):
+            restored.append(np.ascontiguousarray(sr[context * s:context * s + TEMPLATE_SIZE,
+                                                    context * s:context * s + TEMPLATE_SIZE]))
+        if progress is not None:
+            progress(len(restored), len(crops))
+    if context:
+        crops = [np.ascontiguousarray(c[context:context + lq_size, context:context + lq_size]) for c in crops]
+
+    out = upscale_background(rgb, upscale, background, restorer)
+    for i in paste_order([f.size for f in faces]):
+        paste_face(out, restored[i], faces[i].affine, upscale)
+
+    from ..inference import _finish
+    result_image = _finish(out, alpha, kind, upscale)
+    return PhotoResult(image=result_image, faces=faces, skipped=skipped, upscale=upscale,
+                       crops=list(zip(crops, restored)) if keep_crops else [])
