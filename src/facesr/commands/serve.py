@@ -64,7 +64,7 @@ def _bind(host: str, port: int):
 
 def run(args) -> int:
     """Load the model, bind the socket, serve until Ctrl-C.  Returns the exit status."""
-    from ..errors import FacesrError, MissingExtraError
+    from ..errors import MissingExtraError
 
     _check(args)
     try:
@@ -75,16 +75,10 @@ def run(args) -> int:
         raise MissingExtraError("web", "facesr serve") from None
     import logging
 
-    from ..inference import Restorer, resolve_device
     from ..web.app import create_app
+    from . import load_restorer
 
-    try:
-        device = resolve_device(args.device)
-        restorer = Restorer.from_checkpoint(args.checkpoint, device=device)
-    except FacesrError:
-        raise
-    except ValueError as exc:  # unknown device or architecture
-        raise FacesrError(str(exc)) from None
+    restorer = load_restorer(args)
     model = args.checkpoint or "the shipped model"
     app = create_app(restorer, max_pixels=args.max_pixels, max_queued=args.max_queue,
                      upload_timeout_s=args.upload_timeout, model_name=model, warmup=True)
