@@ -120,7 +120,10 @@ class Restorer:
         if tile < 0:
             raise BadValueError(f"tile size must be >= 0, got {tile}")
         if tile_overlap is None:  # auto: the receptive field, so tiles match an untiled run
-            tile_overlap = int(model.receptive_field())
+            rf = getattr(model, "receptive_field", None)
+            if not callable(rf):
+                raise BadValueError(f"{type(model).__name__} has no receptive_field(); give the tile overlap")
+            tile_overlap = int(rf())
         if tile_overlap < 0:
             raise BadValueError(f"tile overlap must be >= 0, got {tile_overlap}")
         if batch_size < 1:

@@ -67,6 +67,10 @@ class LQResNet(nn.Module):
     """
 
     Cfg = LQResNetCfg
+    #: Documented configurations (``model:`` fields); all under the course cap of 2,276,356 parameters.
+    PRESETS = {"deep": {"mid_channels": 64, "num_blocks": 29}, "wide": {"mid_channels": 96, "num_blocks": 12}}
+    #: A small configuration for quick tests (tests/test_registry.py).
+    TINY = {"mid_channels": 8, "num_blocks": 2}
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, mid_channels: int = 64, num_blocks: int = 29,
                  upscale_factor: int = 4):

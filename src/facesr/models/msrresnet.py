@@ -102,6 +102,10 @@ class MSRResNet(nn.Module):
     """
 
     Cfg = MSRResNetCfg
+    #: Documented configurations (``model:`` fields); all under the course cap of 2,276,356 parameters.
+    PRESETS = {"baseline": {"num_blocks": 16}, "best": {"num_blocks": 24}, "largest": {"num_blocks": 26}}
+    #: A small configuration for quick tests (tests/test_registry.py).
+    TINY = {"mid_channels": 8, "num_blocks": 2}
 
     def __init__(
         self,
