@@ -22,6 +22,16 @@ def add_set(p) -> None:
                    help="override config keys, e.g. --set train.max_iters=1000 data.num_workers=4 (repeatable)")
 
 
+def add_model_options(p, ema: bool = True, amp: bool = True) -> None:
+    """``--checkpoint``, ``--device`` and (optionally) ``--ema``/``--amp``: which model runs, and where."""
+    p.add_argument("--checkpoint", help="weights (facesr, MMagic, BasicSR); omitted = shipped model")
+    if ema:
+        p.add_argument("--ema", action="store_true", help="use the EMA weights of the checkpoint")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    if amp:
+        p.add_argument("--amp", action="store_true", help="bf16 autocast (faster on bf16 hardware)")
+
+
 def report_skipped(command: str, what: str, messages: list[str]) -> int:
     """List skipped inputs on stderr; return the exit status (1 if any were skipped, else 0)."""
     if not messages:

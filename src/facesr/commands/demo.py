@@ -4,15 +4,16 @@ from __future__ import annotations
 import sys
 import time
 
+from . import add_model_options
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="degrade the bundled sample face, restore it, write a side-by-side picture")
     p.add_argument("--out", default="facesr_demo.png", help="PNG to write (default facesr_demo.png)")
     p.add_argument("--image", help="use this 512x512 HQ face instead of the bundled one")
-    p.add_argument("--checkpoint", help="model to use (default: the shipped model)")
     p.add_argument("--seed", type=int, default=0, help="first degradation seed (default 0)")
     p.add_argument("--rows", type=int, default=3, help="how many degradations (seeds seed..seed+rows-1)")
-    p.add_argument("--device", default="auto")
+    add_model_options(p, ema=False, amp=False)
     p.set_defaults(func=run)
 
 

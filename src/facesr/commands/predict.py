@@ -12,22 +12,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import check_outputs, load_restorer, report_skipped
+from . import add_model_options, check_outputs, load_restorer, report_skipped
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("predict", help="restore images (x4); default model is the shipped one")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--checkpoint", help="weights (facesr, MMagic, BasicSR); omitted = shipped model")
-    p.add_argument("--ema", action="store_true", help="use the EMA weights of the checkpoint")
+    add_model_options(p)
     p.add_argument("--zip", help="also write a flat zip of the outputs (challenge layout)")
     p.add_argument("--tile", type=int, default=0, help="LQ tile size for big images (0 = auto / no tiling)")
     p.add_argument("--tile-overlap", type=int, default=None,
                    help="LQ context pixels around each tile (default: the model's receptive field, exact)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast (faster on bf16 hardware)")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
     p.add_argument("--onnx", help="with --backend onnxruntime: the .onnx file (default: export the model on the fly)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")

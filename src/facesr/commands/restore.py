@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import check_outputs, load_restorer, report_skipped
+from . import add_model_options, check_outputs, load_restorer, report_skipped
 
 NAME = "restore"
 
@@ -46,10 +46,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--save-faces", action="store_true",
                    help="also write <stem>_faces/: aligned model inputs, restored faces and faces.json "
                         "(boxes, landmarks, scores, transforms)")
-    p.add_argument("--checkpoint", help="weights (facesr, MMagic, BasicSR); omitted = shipped model")
-    p.add_argument("--ema", action="store_true", help="use the EMA weights of the checkpoint")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast (faster on bf16 hardware)")
+    add_model_options(p)
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
                    help="skip photos with more than N pixels, checked before decoding (default 48000000)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")

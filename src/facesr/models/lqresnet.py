@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .msrresnet import ResidualBlockNoBN, _kaiming_scaled_
+from .msrresnet import ResidualBlockNoBN, _kaiming_scaled_, check_resnet_cfg
 
 
 @dataclass
@@ -48,15 +48,7 @@ class LQResNetCfg:
 
     def check(self) -> list[tuple[str, str]]:
         """Range problems as ``(field, message)`` pairs; empty when valid."""
-        bad = []
-        if self.upscale_factor not in (2, 3, 4):
-            bad.append(("upscale_factor", "must be 2, 3 or 4"))
-        for k in ("in_channels", "out_channels", "mid_channels"):
-            if not 0 < getattr(self, k) <= 1024:
-                bad.append((k, "must be in 1..1024"))
-        if not 0 <= self.num_blocks <= 1000:
-            bad.append(("num_blocks", "must be in 0..1000"))
-        return bad
+        return check_resnet_cfg(self)
 
 
 class LQResNet(nn.Module):
