@@ -64,15 +64,15 @@ class PixelShufflePack(nn.Module):
 
 def check_resnet_cfg(cfg) -> list[tuple[str, str]]:
     """Range checks shared by residual-network Cfgs (channels, num_blocks, upscale_factor)."""
-        bad = []
-        if cfg.upscale_factor not in (2, 3, 4):
-            bad.append(("upscale_factor", "must be 2, 3 or 4"))
-        for k in ("in_channels", "out_channels", "mid_channels"):
-            if not 0 < getattr(cfg, k) <= 1024:
-                bad.append((k, "must be in 1..1024"))
-        if not 0 <= cfg.num_blocks <= 1000:
-            bad.append(("num_blocks", "must be in 0..1000"))
-        return bad
+    bad = []
+    if cfg.upscale_factor not in (2, 3, 4):
+        bad.append(("upscale_factor", "must be 2, 3 or 4"))
+    for k in ("in_channels", "out_channels", "mid_channels"):
+        if not 0 < getattr(cfg, k) <= 1024:
+            bad.append((k, "must be in 1..1024"))
+    if not 0 <= cfg.num_blocks <= 1000:
+        bad.append(("num_blocks", "must be in 0..1000"))
+    return bad
 
 
 @dataclass
