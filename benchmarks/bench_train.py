@@ -12,7 +12,7 @@ rate is iterations per CPU-second of the measuring thread (robust to other jobs)
 On CUDA: batch 16 at the full 128x128 LQ, wall clock with synchronisation.
 
 Mode 2, ``--config configs/X.yaml --iters N``: runs the real trainer
-(:func:`facesr.engine.trainer.train`) for N iterations into a temporary folder
+(:func:`facesr.training.trainer.train`) for N iterations into a temporary folder
 and reports it/s and the data-wait fraction from its ``log.jsonl`` (the first
 log window, which holds the worker start-up, is reported separately).
 Validation is switched off unless ``--keep-val``; ``--synthetic`` trains on a
@@ -143,7 +143,7 @@ def run_config(config: str | None, iters: int, overrides: list[str] | None = Non
                keep_val: bool = False, work_dir: str | None = None) -> dict:
     """Train ``iters`` iterations with the real loop; returns it/s and data-wait figures from log.jsonl."""
     from facesr.config import load_config
-    from facesr.engine.trainer import train
+    from facesr.training.trainer import train
 
     tmp = tempfile.mkdtemp(prefix="facesr-bench-train-")
     try:
@@ -185,7 +185,7 @@ def real_loop_row(quick: bool = False) -> Row:
     with single_thread():
         r = run_config(str(cfg) if cfg.is_file() else None, iters, synthetic=True,
                        overrides=["data.crop_size=16", "train.batch_size=4", "data.num_workers=1"])
-    return Row("train (real loop)", "facesr.engine.trainer.train", r["it_per_s"], "it/s (wall)", baseline=True,
+    return Row("train (real loop)", "facesr.training.trainer.train", r["it_per_s"], "it/s (wall)", baseline=True,
                note=(f"data-wait {r['data_wait']:.0%} after warm-up (first window {r['first_window_data_wait']:.0%}); "
                      f"cpu_ship.yaml with batch {r['batch_size']}, crop {r['crop_size']}, workers {r['num_workers']}, "
                      f"amp {r['amp']}, 1 torch thread, synthetic faces"))

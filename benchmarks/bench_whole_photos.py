@@ -36,7 +36,7 @@ def main() -> int:
     cv2.setNumThreads(a.threads)
     import facesr
     from facesr.faces import load_detector, read_photo
-    from facesr.imageio import IMAGE_EXTS, write_png
+    from facesr.io import IMAGE_EXTS, write_png
 
     out = Path(a.out)
     (out / "boxes").mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facesr.imageio import list_images, read_rgb
+from facesr.io import list_images, read_rgb
 
 # Challenge validation set (400 pairs), as documented with the development data.
 REFERENCE = {

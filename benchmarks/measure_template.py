@@ -19,7 +19,7 @@ def main() -> int:
     ap.add_argument("--prefix", default="ffhq_")
     a = ap.parse_args()
     from facesr.faces import load_detector
-    from facesr.imageio import read_rgb
+    from facesr.io.images import read_rgb
     det = load_detector("hog", upsample=0)
     pts = []
     for f in sorted(Path(a.folder).glob(f"{a.prefix}*.png")):

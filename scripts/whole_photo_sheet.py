@@ -26,7 +26,7 @@ PANEL = 380
 
 def main(src: str, restored: str, out: str) -> int:
     from facesr.faces import read_photo
-    from facesr.imageio import write_png
+    from facesr.io.images import write_png
     rows = []
     for stem, (x0, y0, x1, y1) in CROPS.items():
         path = next(p for p in Path(src).iterdir() if p.stem == stem)

@@ -14,7 +14,7 @@ import numpy as np
 from facesr.assets import sample_face_path
 from facesr.faces.align import apply, compose, grid_scale, template
 from facesr.faces.detect import Face
-from facesr.imageio import read_rgb
+from facesr.io.images import read_rgb
 
 LQ = 128  # the x4 model's input size
 

@@ -13,7 +13,7 @@ import pytest
 from facesr.cli import main
 from facesr.data.datasets import degrade_offline
 from facesr.data.degradations import DegradationCfg
-from facesr.imageio import read_rgb
+from facesr.io.images import read_rgb
 from facesr.models import MSRResNet, save_weights
 
 
@@ -239,7 +239,7 @@ def test_eval_crop_and_y_options(capsys, tmp_path, face):
     js = tmp_path / "r.json"
     assert run(capsys, "eval", pred_dir, gt_dir, "--crop-border", 4, "--y", "--json", js)[0] == 0
     r = json.loads(js.read_text())["per_image"]["00000"]
-    from facesr import metrics
+    from facesr.evaluation import metrics
     assert r["psnr"] == pytest.approx(metrics.psnr(preds["00000"], gts["00000"], 4, True), abs=1e-9)
     assert r["psnr_challenge"] == pytest.approx(_psnr64(preds["00000"], gts["00000"]), abs=1e-6)
 
@@ -308,13 +308,11 @@ def test_eval_checkpoint_size_mismatch(capsys, tmp_path, face):
 
 
 def test_eval_default_model_is_the_shipped_one(capsys, tmp_path, face, monkeypatch):
-    inference = pytest.importorskip("facesr.inference")
-    if not hasattr(inference, "shipped_checkpoint"):
-        pytest.skip("facesr.inference has no shipped_checkpoint()")
+    import facesr.assets as assets
     gt_dir, lq_dir, _, _, _ = _bicubic_pairs(tmp_path, face, n=1)
     ckpt = tmp_path / "shipped.safetensors"
     save_weights(ckpt, MSRResNet(num_blocks=1, mid_channels=8))
-    monkeypatch.setattr(inference, "shipped_checkpoint", lambda: ckpt)
+    monkeypatch.setattr(assets, "shipped_checkpoint", lambda: ckpt)
     rc, out, err = run(capsys, "eval", "--lq", lq_dir, "--gt", gt_dir)
     assert rc == 0, err
     assert "shipped model shipped.safetensors" in out

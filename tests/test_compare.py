@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from facesr.cli import main
-from facesr.compare import compare_grid
-from facesr.imageio import read_any
+from facesr.viz.compare import compare_grid
+from facesr.io.images import read_any
 
 
 def _face(size=64, seed=0):

@@ -154,3 +154,60 @@ def test_presets_load(path):
     model = build_model(cfg.model.arch, **cfg.model.arch_kwargs())
     if cfg.model.max_params is not None:
         assert count_params(model) <= cfg.model.max_params
+
+
+# ----------------------------------------------------------------------------- seed presets pin the recipe
+
+#: The fully resolved configs of the four seed presets as they were when each restated every default
+#: (49 lines); the presets now list only what differs, so the built-in defaults must still give these.
+SEED_RESOLVED = REPO / "tests" / "data" / "seed_presets_resolved.json"
+
+
+def _normalise(d: dict) -> dict:
+    """``sched.restart_weights: null`` means 1.0 for every period (what the old presets spelled out)."""
+    s = d["sched"]
+    if s["restart_weights"] is None:
+        s["restart_weights"] = [1.0] * len(s["periods"])
+    return d
+
+
+@pytest.mark.parametrize("name", ["seed_baseline.yaml", "seed_b24_l1.yaml", "seed_b24_psnr_240k.yaml",
+                                  "seed_best.yaml"])
+def test_seed_presets_resolve_to_the_course_recipe(name):
+    import json
+    expected = json.loads(SEED_RESOLVED.read_text())[name]
+    got = _normalise(load_config(REPO / "configs" / name).to_dict())
+    assert got == _normalise(expected)
+    assert len((REPO / "configs" / name).read_text().splitlines()) < 20  # only the differences are listed
+
+
+# ----------------------------------------------------------------------------- fixed choices and cross-field rules
+
+@pytest.mark.parametrize("item,key", [
+    ("degradation.rng=numpy", "degradation.rng"),
+    ("degradation.jpeg.color_order=bgr", "degradation.jpeg.color_order"),
+    ("degradation.blur.kernel_list=[iso, box]", "degradation.blur.kernel_list[1]"),
+    ("degradation.down.resize_opt=[area, cubic]", "degradation.down.resize_opt[1]"),
+    ("degradation.final.resize_opt=[nearest]", "degradation.final.resize_opt[0]"),
+])
+def test_fixed_choices_are_checked_by_type(item, key):
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, [item])
+    assert str(exc.value).split(":")[0] == key and "is not one of" in str(exc.value)
+
+
+@pytest.mark.parametrize("overrides,ok", [
+    (["train.best_metric=psnr_challenge"], True),
+    (["train.best_metric=ssim_ema"], True),
+    (["train.best_metric=psnr_challenge_ema", "train.val_weights=ema"], True),
+    (["train.best_metric=psnr", "train.val_weights=ema"], False),  # ema validates only the EMA weights
+    (["train.best_metric=psnr_ema", "train.val_weights=raw"], False),
+    (["train.best_metric=psnr_ema", "train.ema_momentum=null"], False),  # no EMA, no _ema metrics
+    (["train.best_metric=pnsr"], False),  # a typo is caught at load time, not at the first validation
+])
+def test_best_metric_is_checked_at_load_time(overrides, ok):
+    if ok:
+        load_config(None, overrides)
+    else:
+        with pytest.raises(ConfigError, match=r"^train\.best_metric: .*choose from"):
+            load_config(None, overrides)

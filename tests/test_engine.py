@@ -16,11 +16,11 @@ import torch
 
 from facesr.cli import main
 from facesr.config import load_config
-from facesr.engine import trainer as trainer_mod
-from facesr.engine.schedules import cosine_restart_lr
-from facesr.engine.state import load_checkpoint
-from facesr.engine.trainer import TrainingError, train
-from facesr.imageio import write_png
+from facesr.training import trainer as trainer_mod
+from facesr.training.schedules import cosine_restart_lr
+from facesr.training.state import load_checkpoint
+from facesr.training.trainer import TrainingError, train
+from facesr.io.images import write_png
 
 REPO = Path(__file__).resolve().parents[1]
 

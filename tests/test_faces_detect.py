@@ -105,7 +105,7 @@ def test_cnn_detector_finds_the_face():
 def test_restore_photo_with_the_real_detector(tmp_path):
     import torch
     from facesr.cli import main
-    from facesr.imageio import read_rgb
+    from facesr.io.images import read_rgb
     from facesr.models import MSRResNet, save_weights
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny.safetensors"

@@ -177,7 +177,7 @@ def test_trainer_runs_with_gpu_degradation_and_crop(tmp_path):
 
     from facesr.config import load_config
     from facesr.data.datasets import HQDegradeDataset
-    from facesr.engine.trainer import train
+    from facesr.training.trainer import train
 
     hq = tmp_path / "hq"
     hq.mkdir()

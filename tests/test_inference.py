@@ -6,7 +6,6 @@ import pytest
 import torch
 from PIL import Image
 
-from facesr.evaluation import predict_float
 from facesr.inference import Restorer, tile_boxes
 from facesr.models import CheckpointError, MSRResNet, save_weights
 
@@ -77,9 +76,14 @@ def test_auto_tiling_of_big_images(model, monkeypatch):
 
 def test_restore_matches_evaluation_rounding(model):
     img = _img(20, 24, seed=3)
-    ref = np.clip(np.rint(predict_float(model, img[None], torch.device("cpu"))[0]), 0, 255).astype(np.uint8)
+    pred = Restorer(model, device="cpu", channels_last=False).predict_float(img[None])
+    assert pred.dtype == np.float32 and pred.min() >= 0 and pred.max() <= 255
+    ref = np.clip(np.rint(pred[0]), 0, 255).astype(np.uint8)
     for cl in (False, True):
-        assert _max_diff(Restorer(model, device="cpu", channels_last=cl).restore(img), ref) <= 1
+        r = Restorer(model, device="cpu", channels_last=cl)
+        assert _max_diff(r.restore(img), ref) <= 1
+        # run_batch is rint(predict_float) by construction (same forward pass, rounded half to even)
+        np.testing.assert_array_equal(r.run_batch(img[None]), np.rint(r.predict_float(img[None])).astype(np.uint8))
 
 
 def test_numpy_kinds(model):
@@ -136,17 +140,17 @@ def test_from_checkpoint(tmp_path):
 
 
 def test_missing_shipped_model_is_a_clear_error(monkeypatch):
-    import facesr.inference as inf
-    monkeypatch.setattr(inf, "SHIPPED_RELPATH", ("weights", "does_not_exist.safetensors"))
-    with pytest.raises(CheckpointError, match="no shipped model.*--checkpoint"):
+    import facesr.assets as assets
+    monkeypatch.setattr(assets, "SHIPPED_RELPATH", ("weights", "does_not_exist.safetensors"))
+    with pytest.raises(CheckpointError, match="no shipped model.*checkpoint"):
         Restorer.from_checkpoint(None)
 
 
 def test_bad_options():
     m = MSRResNet(mid_channels=8, num_blocks=1)
-    with pytest.raises(ValueError, match="--tile"):
+    with pytest.raises(ValueError, match="tile size"):
         Restorer(m, tile=-1)
-    with pytest.raises(ValueError, match="--batch-size"):
+    with pytest.raises(ValueError, match="batch size"):
         Restorer(m, batch_size=0)
-    with pytest.raises(ValueError, match="--device"):
+    with pytest.raises(ValueError, match="device"):
         Restorer(m, device="nonsense")

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from facesr import metrics
+from facesr.evaluation import metrics
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from facesr.cli import main
-from facesr.imageio import read_rgb
+from facesr.io.images import read_rgb
 
 
 def _cv_version() -> tuple[int, int]:

@@ -10,7 +10,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from facesr.cli import main  # noqa: E402
-from facesr.imageio import read_any  # noqa: E402
+from facesr.io.images import read_any  # noqa: E402
 from facesr.inference import OnnxModel, Restorer, export_onnx  # noqa: E402
 from facesr.models import MSRResNet, save_weights  # noqa: E402
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from facesr.cli import main
-from facesr.imageio import read_any
+from facesr.io.images import read_any
 from facesr.models import MSRResNet, save_weights
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 import faces_synth as S
 from facesr.cli import main
-from facesr.imageio import read_any
+from facesr.io.images import read_any
 
 
 @pytest.fixture()

@@ -165,7 +165,7 @@ def test_healthz_info_and_examples(client):
     from facesr.assets import sample_face_path
     from facesr.data.datasets import degrade_offline, prepare_hq
     from facesr.data.degradations import DegradationCfg
-    from facesr.imageio import read_rgb
+    from facesr.io.images import read_rgb
     hq = prepare_hq(read_rgb(sample_face_path()), 512, "area", "face")
     examples = info["examples"]
     assert len(examples) >= 3
@@ -221,7 +221,7 @@ def test_download_name():
 def test_decode_matches_read_any(tmp_path):
     from PIL import Image
 
-    from facesr.imageio import read_any
+    from facesr.io.images import read_any
     rng = np.random.default_rng(7)
     files = []
     p = tmp_path / "rgb16.png"
@@ -469,9 +469,9 @@ def test_stalled_upload_is_408_not_a_server_fault(live):
 # ----------------------------------------------------------------------------- CLI
 
 def test_cli_fails_at_start_without_shipped_model(monkeypatch, capsys):
-    import facesr.inference as inference
+    import facesr.assets as assets
     import uvicorn
-    monkeypatch.setattr(inference, "SHIPPED_RELPATH", ("weights", "no_such_model.safetensors"))
+    monkeypatch.setattr(assets, "SHIPPED_RELPATH", ("weights", "no_such_model.safetensors"))
     monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("server started without a model"))
     assert cli.main(["serve", "--port", "0"]) == 2
     err = capsys.readouterr().err

@@ -81,7 +81,7 @@ def face_png(size: int = 32, seed: int = 0, channels: int = 3) -> tuple[np.ndarr
     import cv2
 
     from facesr.assets import sample_face_path
-    from facesr.imageio import read_rgb
+    from facesr.io.images import read_rgb
 
     face = read_rgb(sample_face_path())
     rng = np.random.default_rng(seed)

@@ -9,13 +9,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .imageio import read_rgb, write_png
+from .errors import CheckpointError
 
-DEFAULT_WEIGHTS = "facesr_default.safetensors"
+SHIPPED_PACKAGE = "facesr"
+SHIPPED_RELPATH = ("weights", "facesr_default.safetensors")
 
 
 def _pkg_file(*parts: str) -> Path:
-    return Path(str(resources.files("facesr").joinpath(*parts)))
+    # An editable or plain install keeps package data as real files.
+    return Path(str(resources.files(SHIPPED_PACKAGE).joinpath(*parts)))
 
 
 def sample_face_path() -> Path:
@@ -23,8 +25,13 @@ def sample_face_path() -> Path:
     return _pkg_file("assets", "astronaut_face.png")
 
 
-def default_weights_path() -> Path:
-    return _pkg_file("weights", DEFAULT_WEIGHTS)
+def shipped_checkpoint() -> Path:
+    """Path of the default model shipped inside the package; CheckpointError if none is installed."""
+    path = _pkg_file(*SHIPPED_RELPATH)
+    if not path.is_file():
+        raise CheckpointError(f"no shipped model is installed ({'/'.join((SHIPPED_PACKAGE, *SHIPPED_RELPATH))} "
+                              f"is missing); give a checkpoint file")
+    return path
 
 
 def builtin_faces_dir() -> Path:
@@ -33,6 +40,8 @@ def builtin_faces_dir() -> Path:
     It is the fallback training/validation data of ``configs/quickstart.yaml``
     when ``../shared/data`` is absent.  Created once under the user cache dir.
     """
+    from .io.images import read_rgb, write_png
+
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facesr" / "builtin_faces_v1"
     if (root / "done").exists():
         return root

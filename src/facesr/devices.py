@@ -1,15 +1,16 @@
-"""Device names -> ``torch.device``, with one-line errors naming the option."""
+"""Device names -> ``torch.device``, with one-line :class:`~facesr.errors.DeviceError` messages."""
 from __future__ import annotations
 
 import torch
 
-
-class DeviceError(ValueError):
-    """The requested device does not exist here; the message names the option."""
+from .errors import DeviceError
 
 
-def resolve_device(spec: str | torch.device | None = "auto", option: str = "--device") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` as given."""
+def resolve_device(spec: str | torch.device | None = "auto", option: str = "device") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` as given.
+
+    ``option`` names the setting in messages ("device", "train.device"; a command passes its flag).
+    """
     if isinstance(spec, torch.device):
         return spec
     spec = (spec or "auto").strip().lower()

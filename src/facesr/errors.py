@@ -16,6 +16,10 @@ class FacesrError(Exception):
     """Base class of every user-fixable facesr error; its message is one readable line."""
 
 
+class BadValueError(FacesrError, ValueError):
+    """An argument has a value outside its allowed range; the message names the value, not a flag."""
+
+
 class ConfigError(FacesrError, ValueError):
     """Bad configuration; the message names the dotted key and what is wrong."""
 

@@ -23,6 +23,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import add_model_options, check_outputs, load_restorer, report_skipped
+
 NAME = "restore"
 
 
@@ -44,60 +46,32 @@ def add_parser(subparsers) -> None:
     p.add_argument("--save-faces", action="store_true",
                    help="also write <stem>_faces/: aligned model inputs, restored faces and faces.json "
                         "(boxes, landmarks, scores, transforms)")
-    p.add_argument("--checkpoint", help="weights (facesr, MMagic, BasicSR); omitted = shipped model")
-    p.add_argument("--ema", action="store_true", help="use the EMA weights of the checkpoint")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast (faster on bf16 hardware)")
+    add_model_options(p)
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
                    help="skip photos with more than N pixels, checked before decoding (default 48000000)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=run)
 
 
-def _input_helpers():
-    """``expand_inputs`` and ``check_outputs`` shared with ``facesr predict`` (wherever predict lives)."""
-    try:
-        from .predict import check_outputs, expand_inputs
-    except ImportError:
-        from ..predict_cmd import check_outputs, expand_inputs
-    return expand_inputs, check_outputs
-
-
-def _report_skipped(messages: list[str]) -> int:
-    if not messages:
-        return 0
-    print(f"facesr {NAME}: skipped {len(messages)} photo(s):", file=sys.stderr)
-    for m in messages:
-        print(f"  {m}", file=sys.stderr)
-    return 1
-
-
 def run(a) -> int:
     """Run ``facesr restore`` with parsed arguments ``a``; exit status 0, or 1 if photos were skipped."""
+    import numpy as np
     from tqdm import tqdm
 
-    from ..errors import FacesrError
+    from ..errors import FacesrError, one_line
     from ..faces.detect import load_detector
     from ..faces.photo import DEFAULT_MAX_PIXELS, read_photo, restore_photo
-    from ..imageio import ImageError as ReadError
-    from ..imageio import atomic_write_bytes, encode_png
+    from ..io.files import atomic_write_bytes, expand_inputs
+    from ..io.images import encode_png
 
-    expand_inputs, check_outputs = _input_helpers()
     if a.min_face < 0:
         raise FacesrError(f"--min-face must be >= 0, got {a.min_face}")
     max_pixels = DEFAULT_MAX_PIXELS if a.max_pixels is None else a.max_pixels
     if max_pixels < 1:
         raise FacesrError(f"--max-pixels must be >= 1, got {max_pixels}")
     out = Path(a.out)
-    try:
-        files = expand_inputs(a.inputs)
-        mapping = check_outputs(files, a.inputs, out, None, a.overwrite)
-    except FacesrError:
-        raise
-    except Exception as exc:  # predict's UserError: re-raise as the one error base every entry point catches
-        if type(exc).__name__ != "UserError":
-            raise
-        raise FacesrError(str(exc)) from None
+    files = expand_inputs(a.inputs)
+    mapping = check_outputs(a, files, out)
     face_dirs = {f: out / f"{f.stem}_faces" for f in files} if a.save_faces else {}
     if not a.overwrite:
         clashes = [str(d) for d in face_dirs.values() if d.exists()]
@@ -106,7 +80,7 @@ def run(a) -> int:
                               f"{', '.join(clashes[:5])}")
 
     detector = load_detector(a.detector)  # fails fast, in one line, without the 'faces' extra
-    restorer = _load_restorer(a)
+    restorer = load_restorer(a)
     out.mkdir(parents=True, exist_ok=True)
 
     skipped: list[str] = []
@@ -117,11 +91,11 @@ def run(a) -> int:
         for f in files:
             try:
                 rgb, alpha = read_photo(f, max_pixels=max_pixels)
-                img = rgb if alpha is None else _rgba(rgb, alpha)
+                img = rgb if alpha is None else np.dstack([rgb, alpha])
                 res = restore_photo(restorer, img, detector=detector, upscale=a.upscale, background=a.bg,
                                     min_face=a.min_face, keep_crops=a.save_faces)
-            except (FacesrError, ReadError) as exc:
-                skipped.append(str(exc).strip().splitlines()[0])
+            except FacesrError as exc:
+                skipped.append(one_line(exc))
                 bar.update(1)
                 continue
             atomic_write_bytes(mapping[f], encode_png(res.image))
@@ -144,22 +118,7 @@ def run(a) -> int:
     if no_face:
         msg += f", {len(no_face)} photo(s) without a face (plain upscale)"
     print(msg)
-    return _report_skipped(skipped)
-
-
-def _load_restorer(a):
-    from ..errors import FacesrError
-    from ..inference import Restorer, resolve_device
-    try:
-        device = resolve_device(a.device)
-    except ValueError as exc:
-        raise FacesrError(str(exc)) from None
-    return Restorer.from_checkpoint(a.checkpoint, device=device, ema=a.ema, amp=a.amp)
-
-
-def _rgba(rgb, alpha):
-    import numpy as np
-    return np.concatenate([rgb, alpha[..., None]], axis=2)
+    return report_skipped(NAME, "photo(s)", skipped)
 
 
 def _save_faces(folder: Path, photo: Path, shape, res, a, atomic_write_bytes, encode_png) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from . import add_model_options
+
 DEFAULT_MAX_PIXELS = 1024 * 1024
 
 
@@ -17,8 +19,7 @@ def add_parser(subparsers) -> None:
                                             "with bicubic (also an HTTP API)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    p.add_argument("--checkpoint", help="weights (facesr, MMagic, BasicSR); omitted = shipped model")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_model_options(p, ema=False, amp=False)
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse inputs with more than N pixels (default 1048576 = 1024x1024); "
                         "the request body is capped at 8 bytes per pixel + 1 MiB")
@@ -64,7 +65,7 @@ def _bind(host: str, port: int):
 
 def run(args) -> int:
     """Load the model, bind the socket, serve until Ctrl-C.  Returns the exit status."""
-    from ..errors import FacesrError, MissingExtraError
+    from ..errors import MissingExtraError
 
     _check(args)
     try:
@@ -75,16 +76,10 @@ def run(args) -> int:
         raise MissingExtraError("web", "facesr serve") from None
     import logging
 
-    from ..inference import Restorer, resolve_device
     from ..web.app import create_app
+    from . import load_restorer
 
-    try:
-        device = resolve_device(args.device)
-        restorer = Restorer.from_checkpoint(args.checkpoint, device=device)
-    except FacesrError:
-        raise
-    except ValueError as exc:  # unknown device or architecture
-        raise FacesrError(str(exc)) from None
+    restorer = load_restorer(args)
     model = args.checkpoint or "the shipped model"
     app = create_app(restorer, max_pixels=args.max_pixels, max_queued=args.max_queue,
                      upload_timeout_s=args.upload_timeout, model_name=model, warmup=True)

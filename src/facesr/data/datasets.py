@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..imageio import ImageError, list_images, read_rgb
+from ..errors import ImageError
+from ..io.files import list_images
+from ..io.images import read_rgb
 from .degradations import DegradationCfg, DegradationParams, degrade
 from .seeding import offline_rng, train_sample_rng
 
@@ -138,21 +140,6 @@ class InfiniteSampler(Sampler):
         return 2 ** 62
 
 
-def pair_files(lq_dir: str, gt_dir: str, lq_what: str = "LQ folder", gt_what: str = "GT folder") -> list[tuple[Path, Path]]:
-    """Match LQ and GT images by file stem; refuse unmatched files with a list of them."""
-    lq = {p.stem: p for p in list_images(lq_dir, lq_what)}
-    gt = {p.stem: p for p in list_images(gt_dir, gt_what)}
-    only_lq, only_gt = sorted(set(lq) - set(gt)), sorted(set(gt) - set(lq))
-    if only_lq or only_gt:
-        parts = []
-        if only_lq:
-            parts.append(f"{len(only_lq)} in {lq_dir} without a partner: {', '.join(only_lq[:5])}{' ...' if len(only_lq) > 5 else ''}")
-        if only_gt:
-            parts.append(f"{len(only_gt)} in {gt_dir} without a partner: {', '.join(only_gt[:5])}{' ...' if len(only_gt) > 5 else ''}")
-        raise ImageError("unmatched pairs: " + "; ".join(parts))
-    return [(lq[s], gt[s]) for s in sorted(lq)]
-
-
 def load_val_pairs(data_cfg, deg: DegradationCfg, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Validation pairs as ``(stem, lq uint8 HxWx3, gt uint8 HxWx3)``, loaded once into memory.
 
@@ -162,16 +149,8 @@ def load_val_pairs(data_cfg, deg: DegradationCfg, scale: int) -> list[tuple[str,
     if data_cfg.val_lq_dir or data_cfg.val_gt_dir:
         if not (data_cfg.val_lq_dir and data_cfg.val_gt_dir):
             raise ImageError("data.val_lq_dir and data.val_gt_dir must be given together")
-        out = []
-        bad = []
-        for lq_p, gt_p in pair_files(data_cfg.val_lq_dir, data_cfg.val_gt_dir, "data.val_lq_dir", "data.val_gt_dir"):
-            lq, gt = read_rgb(lq_p), read_rgb(gt_p)
-            if (lq.shape[0] * scale, lq.shape[1] * scale) != gt.shape[:2]:
-                bad.append(f"{lq_p.stem} ({lq.shape[1]}x{lq.shape[0]} vs {gt.shape[1]}x{gt.shape[0]})")
-            out.append((lq_p.stem, lq, gt))
-        if bad:
-            raise ImageError(f"validation pairs whose GT is not x{scale} the LQ: {', '.join(bad[:5])}")
-        return out
+        from ..evaluation.evaluate import load_pairs
+        return load_pairs(data_cfg.val_lq_dir, data_cfg.val_gt_dir, scale, "data.val_lq_dir", "data.val_gt_dir")
     if data_cfg.val_hq_dir:
         out = []
         for p in list_images(data_cfg.val_hq_dir, "data.val_hq_dir"):

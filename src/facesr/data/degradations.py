@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Literal, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -116,7 +116,7 @@ def make_rng(mode: str, seed) -> Rng:
 class BlurCfg:
     prob: float = 1.0
     kernel_size: list[int] = field(default_factory=lambda: [41])
-    kernel_list: list[str] = field(default_factory=lambda: ["iso", "aniso"])
+    kernel_list: list[Literal["iso", "aniso"]] = field(default_factory=lambda: ["iso", "aniso"])
     kernel_prob: list[float] = field(default_factory=lambda: [0.5, 0.5])
     sigma_x: list[float] = field(default_factory=lambda: [0.2, 5.0])
     sigma_y: list[float] = field(default_factory=lambda: [0.2, 5.0])
@@ -131,7 +131,7 @@ class DownCfg:
     prob: float = 1.0
     resize_mode_prob: list[float] = field(default_factory=lambda: [0.0, 1.0, 0.0])  # up, down, keep
     resize_scale: list[float] = field(default_factory=lambda: [0.0625, 1.0])
-    resize_opt: list[str] = field(default_factory=lambda: ["bilinear", "area", "bicubic"])
+    resize_opt: list[Literal["bilinear", "bicubic", "area", "lanczos"]] = field(default_factory=lambda: ["bilinear", "area", "bicubic"])
     resize_prob: list[float] = field(default_factory=lambda: [1 / 3.0, 1 / 3.0, 1 / 3.0])
 
 
@@ -146,14 +146,14 @@ class NoiseCfg:
 class JpegCfg:
     prob: float = 1.0
     quality: list[float] = field(default_factory=lambda: [50, 95])
-    color_order: str = "mmagic"  # "mmagic": encode RGB as if BGR (reference quirk); "rgb": correct order
+    color_order: Literal["mmagic", "rgb"] = "mmagic"  # "mmagic": encode RGB as if BGR (reference quirk); "rgb": correct order
 
 
 @dataclass
 class TargetResizeCfg:
     prob: float = 1.0
     size: int = 512
-    resize_opt: list[str] = field(default_factory=lambda: ["bilinear", "area", "bicubic"])
+    resize_opt: list[Literal["bilinear", "bicubic", "area", "lanczos"]] = field(default_factory=lambda: ["bilinear", "area", "bicubic"])
     resize_prob: list[float] = field(default_factory=lambda: [1 / 3.0, 1 / 3.0, 1 / 3.0])
 
 
@@ -167,7 +167,7 @@ class DegradationCfg:
     jpeg: JpegCfg = field(default_factory=JpegCfg)
     up: TargetResizeCfg = field(default_factory=TargetResizeCfg)
     final: TargetResizeCfg = field(default_factory=lambda: TargetResizeCfg(size=128, resize_opt=["area"], resize_prob=[1.0]))
-    rng: str = "facesr"  # "facesr" or "mmagic"
+    rng: Literal["facesr", "mmagic"] = "facesr"  # "facesr" or "mmagic"
 
 
 # ----------------------------------------------------------------------------- params record

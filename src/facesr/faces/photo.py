@@ -26,7 +26,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..errors import ImageError
+from ..errors import ImageError, one_line
+from ..io.images import upscale_classical
 from .align import TEMPLATE_SIZE, crop_face, estimate_alignment
 from .detect import Face
 from .paste import paste_face, paste_order
@@ -80,8 +81,7 @@ def photo_size(path: str | os.PathLike) -> tuple[int, int]:
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except Exception as exc:  # PIL raises many types for foreign or broken files
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ImageError(f"{path}: not a readable image ({msg})") from None
+        raise ImageError(f"{path}: not a readable image ({one_line(exc)})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
 
@@ -94,8 +94,7 @@ def read_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     """
     from PIL import Image
 
-    from ..imageio import ImageError as ReadError
-    from ..imageio import read_any
+    from ..io.images import read_any
     w, h = photo_size(path)
     if w * h > max_pixels:
         raise ImageError(f"{path}: {w}x{h} is {w * h / 1e6:.1f} megapixels, above the limit of "
@@ -104,8 +103,6 @@ def read_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             rgb, alpha = read_any(path)
-    except ReadError as exc:
-        raise ImageError(str(exc)) from None
     except (Image.DecompressionBombError, MemoryError) as exc:
         raise ImageError(f"{path}: too large to decode ({type(exc).__name__})") from None
     return rgb, alpha
@@ -130,13 +127,12 @@ def upscale_background(rgb: np.ndarray, upscale: int, method: str = "bicubic", r
         raise ValueError(f"background method must be one of {', '.join(BACKGROUNDS)}, got {method!r}")
     if upscale == 1:
         return rgb.copy()
-    interp = cv2.INTER_CUBIC if method == "bicubic" else cv2.INTER_LANCZOS4
-    return cv2.resize(rgb, (w * upscale, h * upscale), interpolation=interp)
+    return upscale_classical(rgb, upscale, method)
 
 
 def _split_input(image):
-    from ..inference import _as_rgb_alpha
-    return _as_rgb_alpha(image)
+    from ..inference import split_alpha
+    return split_alpha(image)
 
 
 def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] | None = None,
@@ -213,7 +209,7 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
     for i in paste_order([f.size for f in faces]):
         paste_face(out, restored[i], faces[i].affine, upscale)
 
-    from ..inference import _finish
-    result_image = _finish(out, alpha, kind, upscale)
+    from ..inference import join_alpha
+    result_image = join_alpha(out, alpha, kind, upscale)
     return PhotoResult(image=result_image, faces=faces, skipped=skipped, upscale=upscale,
                        crops=list(zip(crops, restored)) if keep_crops else [])

@@ -18,6 +18,20 @@ from torch.utils._python_dispatch import TorchDispatchMode
 _aten = torch.ops.aten
 
 
+class FlopCount(int):
+    """A multiply-add count (an ``int``) that also carries the ``output_shape`` (C, H, W) of the counted pass."""
+
+    output_shape: tuple[int, ...]
+
+    def __new__(cls, macs: int, output_shape: tuple[int, ...]):
+        obj = super().__new__(cls, macs)
+        obj.output_shape = tuple(int(d) for d in output_shape)
+        return obj
+
+    def __repr__(self) -> str:
+        return f"FlopCount({int(self)}, output_shape={self.output_shape})"
+
+
 class _FlopCounter(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
@@ -40,8 +54,11 @@ class _FlopCounter(TorchDispatchMode):
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, shape: tuple[int, int, int] = (3, 128, 128)) -> int:
-    """Multiply-add count of one forward pass on a ``(1, *shape)`` input, as get_flops counts."""
+def count_flops(model: nn.Module, shape: tuple[int, int, int] = (3, 128, 128)) -> FlopCount:
+    """Multiply-add count of one forward pass on a ``(1, *shape)`` input, as get_flops counts.
+
+    Returns a :class:`FlopCount`: the count as an ``int``, with the output's (C, H, W) in ``.output_shape``.
+    """
     param = next(model.parameters())
     x = torch.zeros((1, *shape), dtype=param.dtype, device=param.device)
     counter = _FlopCounter()
@@ -56,8 +73,7 @@ def count_flops(model: nn.Module, shape: tuple[int, int, int] = (3, 128, 128)) -
     finally:
         model.train(was_training)
         torch.use_deterministic_algorithms(det, warn_only=det_warn)
-    count_flops.last_output_shape = tuple(out.shape[1:])  # type: ignore[attr-defined]
-    return counter.total
+    return FlopCount(counter.total, tuple(out.shape[1:]))
 
 
 def count_params(model: nn.Module) -> int:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .msrresnet import ResidualBlockNoBN, _kaiming_scaled_
+from .msrresnet import ResidualBlockNoBN, _kaiming_scaled_, check_resnet_cfg
 
 
 @dataclass
@@ -48,15 +48,7 @@ class LQResNetCfg:
 
     def check(self) -> list[tuple[str, str]]:
         """Range problems as ``(field, message)`` pairs; empty when valid."""
-        bad = []
-        if self.upscale_factor not in (2, 3, 4):
-            bad.append(("upscale_factor", "must be 2, 3 or 4"))
-        for k in ("in_channels", "out_channels", "mid_channels"):
-            if not 0 < getattr(self, k) <= 1024:
-                bad.append((k, "must be in 1..1024"))
-        if not 0 <= self.num_blocks <= 1000:
-            bad.append(("num_blocks", "must be in 0..1000"))
-        return bad
+        return check_resnet_cfg(self)
 
 
 class LQResNet(nn.Module):
@@ -67,6 +59,10 @@ class LQResNet(nn.Module):
     """
 
     Cfg = LQResNetCfg
+    #: Documented configurations (``model:`` fields); all under the course cap of 2,276,356 parameters.
+    PRESETS = {"deep": {"mid_channels": 64, "num_blocks": 29}, "wide": {"mid_channels": 96, "num_blocks": 12}}
+    #: A small configuration for quick tests (tests/test_registry.py).
+    TINY = {"mid_channels": 8, "num_blocks": 2}
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, mid_channels: int = 64, num_blocks: int = 29,
                  upscale_factor: int = 4):

@@ -62,6 +62,19 @@ class PixelShufflePack(nn.Module):
         return F.pixel_shuffle(self.upsample_conv(x), self.scale)
 
 
+def check_resnet_cfg(cfg) -> list[tuple[str, str]]:
+    """Range checks shared by residual-network Cfgs (channels, num_blocks, upscale_factor)."""
+    bad = []
+    if cfg.upscale_factor not in (2, 3, 4):
+        bad.append(("upscale_factor", "must be 2, 3 or 4"))
+    for k in ("in_channels", "out_channels", "mid_channels"):
+        if not 0 < getattr(cfg, k) <= 1024:
+            bad.append((k, "must be in 1..1024"))
+    if not 0 <= cfg.num_blocks <= 1000:
+        bad.append(("num_blocks", "must be in 0..1000"))
+    return bad
+
+
 @dataclass
 class MSRResNetCfg:
     """Constructor arguments of :class:`MSRResNet` (the ``model:`` section of a config)."""
@@ -74,15 +87,7 @@ class MSRResNetCfg:
 
     def check(self) -> list[tuple[str, str]]:
         """Range problems as ``(field, message)`` pairs; empty when valid."""
-        bad = []
-        if self.upscale_factor not in (2, 3, 4):
-            bad.append(("upscale_factor", "must be 2, 3 or 4"))
-        for k in ("in_channels", "out_channels", "mid_channels"):
-            if not 0 < getattr(self, k) <= 1024:
-                bad.append((k, "must be in 1..1024"))
-        if not 0 <= self.num_blocks <= 1000:
-            bad.append(("num_blocks", "must be in 0..1000"))
-        return bad
+        return check_resnet_cfg(self)
 
 
 class MSRResNet(nn.Module):
@@ -102,6 +107,10 @@ class MSRResNet(nn.Module):
     """
 
     Cfg = MSRResNetCfg
+    #: Documented configurations (``model:`` fields); all under the course cap of 2,276,356 parameters.
+    PRESETS = {"baseline": {"num_blocks": 16}, "best": {"num_blocks": 24}, "largest": {"num_blocks": 26}}
+    #: A small configuration for quick tests (tests/test_registry.py).
+    TINY = {"mid_channels": 8, "num_blocks": 2}
 
     def __init__(
         self,

@@ -8,7 +8,10 @@ An architecture is one file that defines an ``nn.Module`` subclass with:
   (the tile overlap that makes tiled inference exact);
 * ``arch_config() -> dict``: the keyword arguments that rebuild it (stored in
   checkpoints, so checkpoints describe themselves);
-* an ``upscale_factor`` attribute.
+* an ``upscale_factor`` attribute;
+* optionally ``PRESETS`` (``{name: Cfg fields}``, its documented configurations, which the
+  registry test holds under the parameter cap) and ``TINY`` (Cfg fields of a small instance
+  for quick tests).
 
 plus one ``register(name, Class)`` line below.  A config's ``model:`` section is
 ``{arch: NAME, max_params: N, **Cfg fields}`` and goes straight to the class;

@@ -15,6 +15,11 @@ Formats (detected from the file, not the name):
 * **BasicSR** (``.pth``): ``params`` / ``params_ema`` with BasicSR names
   (``body.N.conv1``, ``upconv1``...).  Loaded into the BasicSR variant.
 
+Foreign formats (MMagic, BasicSR, bare state dicts) are read as **MSRResNet only**:
+their files do not say which architecture they hold, so the shapes are read off
+MSRResNet's tensor names.  Other registered architectures (e.g. LQResNet) are
+read from facesr files, which store ``arch`` and ``arch_config``.
+
 All loaders return ``(model, info)`` where ``info`` says what was loaded.
 """
 from __future__ import annotations
@@ -30,12 +35,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..errors import CheckpointError
 from .registry import build_model
 from .safe_pickle import restricted_torch_load
-
-
-class CheckpointError(ValueError):
-    """A checkpoint could not be read or does not fit the model; the message says why."""
 
 
 @dataclass
@@ -114,7 +116,8 @@ def infer_msrresnet_config(sd: dict, variant: str = "mmagic") -> dict:
         w_last = sd["conv_last.weight"]
         w_up1 = sd["upsample1.upsample_conv.weight"]
     except KeyError as exc:
-        raise CheckpointError(f"not an MSRResNet state dict: missing key {exc.args[0]!r}") from None
+        raise CheckpointError(f"not an MSRResNet state dict (foreign formats are read as MSRResNet only): "
+                              f"missing key {exc.args[0]!r}") from None
     mid = int(w_first.shape[0])
     blocks = {int(m.group(1)) for k in sd if (m := re.match(r"trunk_net\.(\d+)\.", k))}
     num_blocks = max(blocks) + 1 if blocks else 0
@@ -161,7 +164,7 @@ def _read_safetensors(path: Path, ema: bool) -> LoadedWeights:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     has_ema = any(k.startswith("ema.") for k in tensors)
     if ema and not has_ema:
-        raise CheckpointError(f"{path}: --ema asked for, but the file holds no EMA weights")
+        raise CheckpointError(f"{path}: EMA weights asked for, but the file holds no EMA weights")
     sd = _strip(tensors, "ema.") if ema else {k: v for k, v in tensors.items() if not k.startswith("ema.")}
     arch = meta.get("arch", "msrresnet")
     if "arch_config" in meta:
@@ -175,7 +178,7 @@ def _from_torch_dict(path: Path, obj: dict, ema: bool) -> LoadedWeights:
     if obj.get("format") == "facesr-train":
         key = "ema" if ema else "model"
         if obj.get(key) is None:
-            raise CheckpointError(f"{path}: --ema asked for, but the checkpoint holds no EMA weights")
+            raise CheckpointError(f"{path}: EMA weights asked for, but the checkpoint holds no EMA weights")
         return LoadedWeights(dict(obj[key]), obj.get("arch", "msrresnet"), dict(obj["arch_config"]),
                              "facesr-train", ema, {"iter": obj.get("iter")})
     if "params" in obj or "params_ema" in obj:  # BasicSR
@@ -199,9 +202,10 @@ def _from_torch_dict(path: Path, obj: dict, ema: bool) -> LoadedWeights:
         return LoadedWeights(sd, "msrresnet", infer_msrresnet_config(sd, "basicsr"), "basicsr", ema)
     if "conv_first.weight" in sd:
         if ema:
-            raise CheckpointError(f"{path}: --ema asked for, but the file is a bare state dict without EMA weights")
+            raise CheckpointError(f"{path}: EMA weights asked for, but the file is a bare state dict without EMA weights")
         return LoadedWeights(sd, "msrresnet", infer_msrresnet_config(sd), "state_dict", False)
-    raise CheckpointError(f"{path}: no model weights found (top-level keys: {', '.join(map(str, list(obj)[:8]))})")
+    raise CheckpointError(f"{path}: no model weights found (top-level keys: {', '.join(map(str, list(obj)[:8]))}; "
+                          f"MMagic, BasicSR and bare state dicts are read as MSRResNet only)")
 
 
 def _tensor_items(d: dict) -> dict:

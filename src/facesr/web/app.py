@@ -61,8 +61,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 
-from ..imageio import encode_png
-from .images import (DEFAULT_MAX_PIXELS, FACE_NOTE_PIXELS, FACE_NOTE_TEMPLATE, FORMAT_NAMES, InputError, bicubic,
+from ..io.images import encode_png, upscale_classical
+from .images import (DEFAULT_MAX_PIXELS, FACE_NOTE_PIXELS, FACE_NOTE_TEMPLATE, FORMAT_NAMES, InputError,
                      body_limit, decode_image, example_faces, face_note, too_many_bytes)
 from .jobs import DONE, FAILED, Job, JobQueue, QueueFull
 
@@ -474,7 +474,7 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
     @app.get("/jobs/{job_id}/bicubic.png")
     async def job_bicubic(job_id: str):
         job = finished_job(job_id)
-        png = await asyncio.to_thread(lambda: encode_png(bicubic(job.image, scale)))
+        png = await asyncio.to_thread(lambda: encode_png(upscale_classical(job.image, scale)))
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
 
     @app.get("/jobs/{job_id}/input.png")

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import FacesrError
-from ..imageio import _pil_to_rgb
+from ..io.images import pil_to_rgb, upscale_classical
 
 #: Default cap on input pixels (width x height): 1024 x 1024.  The x4 output is then at most 4096 x 4096.
 DEFAULT_MAX_PIXELS = 1024 * 1024
@@ -91,7 +91,7 @@ def _formats() -> list[str]:
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode uploaded bytes to uint8 RGB HxWx3 (or RGBA HxWx4 when the image has transparency), 0-255.
 
-    Follows :func:`facesr.imageio.read_any`: EXIF rotation applied, gray expanded to RGB,
+    Follows :func:`facesr.io.read_any`: EXIF rotation applied, gray expanded to RGB,
     16-bit scaled to 8-bit (``round(v / 257)``), first frame of an animation.  The pixel
     count (width x height, at most ``max_pixels``) is read from the file header and
     checked before any pixel is decoded.  Raises :class:`InputError` (400 unreadable,
@@ -133,18 +133,12 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
         with im:
             im.load()
             im = ImageOps.exif_transpose(im)
-            rgb, alpha = _pil_to_rgb(im)
+            rgb, alpha = pil_to_rgb(im)
     except (OSError, SyntaxError, ValueError, EOFError):
         raise InputError(damaged) from None
     if alpha is None:
         return rgb
     return np.ascontiguousarray(np.concatenate([rgb, alpha[..., None]], axis=2))
-
-
-def bicubic(img: np.ndarray, scale: int) -> np.ndarray:
-    """Plain x``scale`` bicubic upscale (cv2.INTER_CUBIC, as ``facesr compare`` draws it) of uint8 HxWxC."""
-    h, w = img.shape[:2]
-    return cv2.resize(img, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
 
 
 def example_faces(size: int = TRAINED_SIDE) -> list[dict]:
@@ -158,7 +152,7 @@ def example_faces(size: int = TRAINED_SIDE) -> list[dict]:
     from ..assets import sample_face_path
     from ..data.datasets import degrade_offline, prepare_hq
     from ..data.degradations import DegradationCfg
-    from ..imageio import read_rgb
+    from ..io.images import read_rgb
 
     hq = prepare_hq(read_rgb(sample_face_path()), 4 * size, "area", "sample face")
     out = [{"id": "downscaled", "title": "Downscaled only",

@@ -1,4 +1,4 @@
-"""Image reading and atomic writing.  Everything returned is uint8 RGB, 0-255, HxWx3.
+"""Image decoding, encoding and classical resizing.  Everything returned is uint8 RGB, 0-255, HxWx3.
 
 * :func:`read_rgb` is the fast path for training/eval data (OpenCV decode, EXIF
   orientation ignored, as MMagic's ``LoadImageFromFile`` does).
@@ -7,6 +7,9 @@
   split off and returned separately.
 * :func:`write_png` writes through a temporary file and ``os.replace``, so a
   crash never leaves a half-written PNG under the final name.
+* :func:`upscale_classical` is the one bicubic (or Lanczos, nearest, area) x``scale``
+  resize that evaluation baselines, comparison sheets, the web app and whole-photo
+  backgrounds share.
 """
 from __future__ import annotations
 
@@ -17,11 +20,12 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+from ..errors import ImageError, one_line
+from .files import IMAGE_EXTS, atomic_write_bytes  # noqa: F401  (IMAGE_EXTS re-exported)
 
-
-class ImageError(ValueError):
-    """An image could not be read or written; the message names the file."""
+#: OpenCV interpolation of each :func:`upscale_classical` method.
+CLASSICAL = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4, "nearest": cv2.INTER_NEAREST,
+             "area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -43,15 +47,15 @@ def _read_pil(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
         with Image.open(path) as im:
             im.load()
             im = ImageOps.exif_transpose(im)
-            return _pil_to_rgb(im)
+            return pil_to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise ImageError(f"{path}: file not found") from None
-        msg = str(exc).split("\n")[0] or type(exc).__name__
-        raise ImageError(f"{path}: not a readable image ({msg})") from None
+        raise ImageError(f"{path}: not a readable image ({one_line(exc)})") from None
 
 
-def _pil_to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+def pil_to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """A PIL image of any mode -> (uint8 RGB HxWx3, uint8 alpha HxW or None); 16-bit scaled to 8-bit."""
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im).astype(np.float64)
@@ -86,27 +90,6 @@ def read_any(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     return _read_pil(path)
 
 
-def list_images(folder: str | os.PathLike, what: str = "folder") -> list[Path]:
-    """Sorted image files in ``folder``; a clear error if it is missing or has none."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise ImageError(f"{folder}: {what} not found")
-    if not folder.is_dir():
-        raise ImageError(f"{folder}: {what} is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise ImageError(f"{folder}: {what} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
-    return files
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def encode_png(img: np.ndarray) -> bytes:
     """PNG bytes of a uint8 RGB (HxWx3), RGBA (HxWx4) or gray (HxW) array."""
     if img.dtype != np.uint8:
@@ -124,3 +107,14 @@ def encode_png(img: np.ndarray) -> bytes:
 def write_png(path: str | os.PathLike, img: np.ndarray) -> None:
     """Atomically write a uint8 RGB/RGBA/gray array as PNG."""
     atomic_write_bytes(path, encode_png(img))
+
+
+def upscale_classical(img: np.ndarray, scale: int, method: str = "bicubic") -> np.ndarray:
+    """x``scale`` resize of a uint8 HxW or HxWxC image with OpenCV (``bicubic`` = cv2.INTER_CUBIC, saturated).
+
+    ``method``: one of :data:`CLASSICAL` (bicubic, lanczos, nearest, area, bilinear).
+    """
+    if method not in CLASSICAL:
+        raise ValueError(f"upscale method must be one of {', '.join(CLASSICAL)}, got {method!r}")
+    h, w = img.shape[:2]
+    return cv2.resize(img, (w * int(scale), h * int(scale)), interpolation=CLASSICAL[method])

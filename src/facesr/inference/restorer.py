@@ -1,13 +1,17 @@
-"""Restore images with a trained model: :class:`Restorer`, tiling, and ONNX export/run.
+"""Run a model on images: :class:`Restorer`, the one forward path of facesr.
 
 Pixel conventions
 -----------------
 * Inputs and outputs of :meth:`Restorer.restore` are **uint8, 0-255** (numpy
   arrays) or PIL images.  RGB is HxWx3, gray HxW (or HxWx1), RGBA HxWx4.
 * The network sees float32 NCHW on the **0-1 scale** (``uint8 / 255``), exactly
-  as in training and :func:`facesr.evaluation.predict_float`; its output is
-  clamped to [0, 1], multiplied by 255 and rounded half-to-even to uint8.  So
-  ``restore`` equals ``np.rint(predict_float(...))`` of the evaluation code.
+  as in training.  :meth:`Restorer.predict_float` returns its output clamped to
+  [0, 1] and multiplied by 255, **unrounded** (what evaluation scores);
+  :meth:`Restorer.run_batch` rounds that half-to-even to uint8, so ``restore``
+  equals ``np.rint(predict_float(...))`` by construction.  Preprocessing,
+  channels-last, autocast, the forward pass and clamping live in one method,
+  :meth:`Restorer._forward`; evaluation, the trainer's validation, predict,
+  serve, demo and whole-photo restoration all go through it.
 
 Tiling and memory
 -----------------
@@ -35,74 +39,30 @@ memory grows with the LQ pixels per pass times ``mid_channels`` (see
 from __future__ import annotations
 
 import contextlib
-import copy
-import io
-import math
 import os
-import warnings
-from importlib import resources
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from .devices import resolve_device  # noqa: F401  (re-exported)
-from .imageio import ImageError, _pil_to_rgb
-from .models.weights import CheckpointError, load_model
-
-MIN_OPSET = 11  # first opset whose Resize matches PyTorch's bilinear (align_corners=False)
-SHIPPED_PACKAGE = "facesr"
-SHIPPED_RELPATH = ("weights", "facesr_default.safetensors")
+from .. import assets
+from ..devices import resolve_device
+from ..errors import BadValueError, ImageError
+from ..io.images import pil_to_rgb, upscale_classical
+from ..models.weights import load_model
+from .onnx import OnnxModel, export_onnx
+from .tiling import tile_boxes
 
 
 # ----------------------------------------------------------------------------- helpers
 
-def shipped_checkpoint() -> Path:
-    """Path of the default model shipped inside the package; CheckpointError if none is installed."""
-    ref = resources.files(SHIPPED_PACKAGE).joinpath(*SHIPPED_RELPATH)
-    if not ref.is_file():
-        raise CheckpointError(f"no shipped model is installed ({'/'.join((SHIPPED_PACKAGE, *SHIPPED_RELPATH))} "
-                              f"is missing); pass --checkpoint")
-    # An editable or plain install keeps package data as real files.
-    return Path(str(ref))
-
-
-def _split(length: int, tile: int) -> list[tuple[int, int]]:
-    """Split ``[0, length)`` into ``ceil(length / tile)`` near-equal consecutive ranges."""
-    n = max(1, math.ceil(length / tile))
-    edges = [round(k * length / n) for k in range(n + 1)]
-    return [(edges[k], edges[k + 1]) for k in range(n)]
-
-
-def tile_boxes(h: int, w: int, tile: int, overlap: int) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
-    """Tiles of an ``h`` x ``w`` LQ image, in LQ pixels.
-
-    Returns ``[(core, ctx), ...]`` with boxes ``(y0, y1, x0, x1)``: ``core`` cells
-    partition the image (each at most ``tile`` wide/high), ``ctx`` is the core
-    grown by ``overlap`` on each side, clipped to the image.
-    """
-    out = []
-    for y0, y1 in _split(h, tile):
-        for x0, x1 in _split(w, tile):
-            ctx = (max(0, y0 - overlap), min(h, y1 + overlap), max(0, x0 - overlap), min(w, x1 + overlap))
-            out.append(((y0, y1, x0, x1), ctx))
-    return out
-
-
-def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
-    """Bicubic (cv2.INTER_CUBIC) x``scale`` resize of a uint8 HxW alpha plane (0-255, saturated)."""
-    h, w = alpha.shape[:2]
-    return cv2.resize(alpha, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
-
-
-def _as_rgb_alpha(image) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Normalise one input to (uint8 RGB HxWx3, uint8 alpha HxW or None, kind)."""
+def split_alpha(image) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Normalise one input (numpy uint8 or PIL) to (uint8 RGB HxWx3, uint8 alpha HxW or None, kind)."""
     if isinstance(image, Image.Image):
-        rgb, alpha = _pil_to_rgb(image)
+        rgb, alpha = pil_to_rgb(image)
         return rgb, alpha, "pil"
     if not isinstance(image, np.ndarray):
         raise TypeError(f"restore() takes a numpy uint8 array or a PIL image, got {type(image).__name__}")
@@ -119,133 +79,12 @@ def _as_rgb_alpha(image) -> tuple[np.ndarray, np.ndarray | None, str]:
     raise ImageError(f"restore() takes HxW, HxWx3 or HxWx4 images, got shape {tuple(image.shape)}")
 
 
-def _finish(rgb: np.ndarray, alpha: np.ndarray | None, kind: str, scale: int):
+def join_alpha(rgb: np.ndarray, alpha: np.ndarray | None, kind: str, scale: int):
+    """Undo :func:`split_alpha` on an x``scale`` result: alpha upscaled bicubically, PIL back to PIL."""
     if alpha is not None:
-        out = np.concatenate([rgb, upscale_alpha(alpha, scale)[..., None]], axis=2)
+        out = np.concatenate([rgb, upscale_classical(alpha, scale)[..., None]], axis=2)
         return Image.fromarray(out, "RGBA") if kind == "pil" else out
     return Image.fromarray(rgb, "RGB") if kind == "pil" else rgb
-
-
-# ----------------------------------------------------------------------------- ONNX
-
-class OnnxModel:
-    """An onnxruntime session that maps float32 NCHW (0-1) to float32 NCHW (nominally 0-1, unclamped).
-
-    Args:
-        source: path of an ``.onnx`` file, or its bytes.
-        threads: intra-op threads (None = onnxruntime's default).
-        providers: onnxruntime execution providers (default: CPU).
-    """
-
-    def __init__(self, source: str | os.PathLike | bytes, threads: int | None = None,
-                 providers: Sequence[str] | None = None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ValueError("--backend onnxruntime needs the onnxruntime package "
-                             "(pip install 'facesr[onnx]')") from None
-        name = "<in-memory model>" if isinstance(source, bytes) else str(source)
-        if not isinstance(source, bytes):
-            p = Path(source)
-            if not p.is_file():
-                raise CheckpointError(f"{p}: ONNX file not found")
-            source = p.read_bytes()
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(source, sess_options=opts,
-                                                providers=list(providers or ["CPUExecutionProvider"]))
-        except Exception as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{name}: not a loadable ONNX model ({msg})") from None
-        self.name = name
-        self.input_name = self.session.get_inputs()[0].name
-        meta = self.session.get_modelmeta().custom_metadata_map or {}
-        if "facesr.upscale_factor" in meta:
-            self.scale = int(meta["facesr.upscale_factor"])
-        else:  # not exported by facesr: measure it
-            y = self(np.zeros((1, 3, 8, 8), np.float32))
-            self.scale = int(y.shape[2] // 8)
-        if self.scale < 1:
-            raise CheckpointError(f"{name}: model does not upscale (output smaller than input)")
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-
-def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, opset: int = 17,
-                check: bool = True) -> bytes:
-    """Export ``model`` to ONNX with dynamic batch, height and width; return the bytes.
-
-    Input ``lq``: float32 (N, 3, h, w), 0-1.  Output ``sr``: float32 (N, 3, s*h, s*w),
-    unclamped.  Uses PyTorch's TorchScript-based exporter (``dynamo=False``), which
-    works offline without ``onnxscript``.  The upscale factor and architecture are
-    stored as metadata.  When ``path`` is given the file is written atomically.
-    With ``check`` the export is run once in onnxruntime (if installed) and compared
-    with PyTorch on a small random input.
-    """
-    from .imageio import atomic_write_bytes
-
-    try:
-        from torch.onnx import _constants
-        max_opset = int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
-    except ImportError:
-        max_opset = 20
-    if not MIN_OPSET <= int(opset) <= max_opset:
-        # Below 11, ONNX Resize cannot express PyTorch's bilinear (half-pixel) sampling.
-        raise ValueError(f"--opset {opset} is not supported: use {MIN_OPSET} to {max_opset} "
-                         f"(this PyTorch's TorchScript exporter)")
-    src = getattr(model, "module", model)
-    src = getattr(src, "_orig_mod", src)
-    m = copy.deepcopy(src).to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
-    scale = int(getattr(m, "upscale_factor", 4))
-    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(m, (x,), buf, dynamo=False, opset_version=int(opset), input_names=["lq"],
-                              output_names=["sr"], do_constant_folding=True,
-                              dynamic_axes={"lq": {0: "batch", 2: "height", 3: "width"},
-                                            "sr": {0: "batch", 2: "out_height", 3: "out_width"}})
-        except Exception as exc:  # e.g. an unsupported opset
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"ONNX export failed (--opset {opset}): {msg}") from None
-    data = buf.getvalue()
-    try:
-        import onnx
-    except ImportError:
-        onnx = None
-    if onnx is not None:
-        proto = onnx.load_from_string(data)
-        meta = {"facesr.upscale_factor": str(scale), "facesr.input": "float32 NCHW RGB 0-1",
-                "facesr.output": "float32 NCHW RGB, clamp to 0-1 then x255"}
-        if hasattr(m, "arch_config"):
-            import json
-            meta["facesr.arch_config"] = json.dumps(m.arch_config())
-        for k, v in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        proto.producer_name = "facesr"
-        data = proto.SerializeToString()
-    if check:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            x2 = torch.rand(2, 3, 20, 28, generator=torch.Generator().manual_seed(1))
-            with torch.inference_mode():
-                ref = m(x2).numpy()
-            got = OnnxModel(data)(x2.numpy())
-            if got.shape != ref.shape or float(np.abs(got - ref).max()) > 1e-3:
-                raise ValueError(f"ONNX export does not reproduce PyTorch (shape {got.shape} vs {ref.shape}, "
-                                 f"max diff {float(np.abs(got - ref).max()) if got.shape == ref.shape else 'n/a'})")
-    if path is not None:
-        atomic_write_bytes(path, data)
-    return data
 
 
 # ----------------------------------------------------------------------------- Restorer
@@ -259,13 +98,13 @@ class Restorer:
             moved to ``device`` (in place).
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ...
             (torch backend only).
-        amp: run under bf16 autocast (torch backend); default fp32.
+        amp: autocast dtype (torch backend): ``True``/``"bf16"``, ``"fp16"``, or ``False``/``"none"`` (fp32).
         channels_last: use the channels-last memory format (torch backend).
         tile: LQ core tile size in pixels; 0 = no tiling, except automatic tiling of
             images above :attr:`AUTO_TILE_PIXELS` LQ pixels (see the module docstring).
         tile_overlap: LQ pixels of context around each tile (cropped from the output); None = the
-            model's receptive field (``2 * num_blocks + 4`` for MSRResNet), which makes tiled output
-            equal untiled output up to float rounding.
+            model's ``receptive_field()`` (``2 * num_blocks + 4`` for MSRResNet; read from the metadata
+            of a facesr ONNX file), which makes tiled output equal untiled output up to float rounding.
         batch_size: most images (or tiles) per forward pass; several images (or tiles) share
             a pass only while their LQ pixels total at most :attr:`MAX_BATCH_PIXELS` (256 x 256,
             i.e. four 128 x 128 faces).
@@ -274,26 +113,33 @@ class Restorer:
     AUTO_TILE_PIXELS = 512 * 512
     AUTO_TILE = 256
     MAX_BATCH_PIXELS = 256 * 256
-    DEFAULT_OVERLAP = 40  # ONNX models carry no block count: covers MSRResNet up to 18 blocks
+    AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    def __init__(self, model: nn.Module | OnnxModel, device: str | torch.device = "auto", amp: bool = False,
+    def __init__(self, model: nn.Module | OnnxModel, device: str | torch.device = "auto", amp: bool | str = False,
                  channels_last: bool = True, tile: int = 0, tile_overlap: int | None = None, batch_size: int = 4):
         if tile < 0:
-            raise ValueError(f"--tile must be >= 0, got {tile}")
+            raise BadValueError(f"tile size must be >= 0, got {tile}")
         if tile_overlap is None:  # auto: the receptive field, so tiles match an untiled run
             rf = getattr(model, "receptive_field", None)
-            tile_overlap = int(rf()) if callable(rf) else int(getattr(model, "receptive_field_px", self.DEFAULT_OVERLAP))
+            if not callable(rf):
+                raise BadValueError(f"{type(model).__name__} has no receptive_field(); give the tile overlap")
+            tile_overlap = int(rf())
         if tile_overlap < 0:
-            raise ValueError(f"--tile-overlap must be >= 0, got {tile_overlap}")
+            raise BadValueError(f"tile overlap must be >= 0, got {tile_overlap}")
         if batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+            raise BadValueError(f"batch size must be >= 1, got {batch_size}")
+        amp = {True: "bf16", False: "none"}.get(amp, amp) if isinstance(amp, bool) else amp
+        if amp not in self.AMP:
+            raise BadValueError(f"amp must be one of {', '.join(self.AMP)}, got {amp!r}")
         self.tile, self.tile_overlap, self.batch_size = int(tile), int(tile_overlap), int(batch_size)
-        self.amp = bool(amp)
+        self.amp = amp != "none"
+        self.amp_dtype = self.AMP[amp]
         if isinstance(model, OnnxModel):
             self.backend = "onnxruntime"
             self.model = model
             self.device = torch.device("cpu")
             self.channels_last = False
+            self.amp, self.amp_dtype = False, None
             self.scale = model.scale
         else:
             self.backend = "torch"
@@ -316,7 +162,7 @@ class Restorer:
         ``backend="onnxruntime"`` exports the loaded model to ONNX in memory and runs it there
         (``device``/``amp``/``channels_last`` then do not apply).  ``kw`` go to :class:`Restorer`.
         """
-        path = shipped_checkpoint() if checkpoint is None else Path(checkpoint)
+        path = assets.shipped_checkpoint() if checkpoint is None else Path(checkpoint)
         model, _ = load_model(path, ema=ema)
         if backend == "torch":
             return cls(model, device=device, **kw)
@@ -324,7 +170,7 @@ class Restorer:
             for k in ("amp", "channels_last"):
                 kw.pop(k, None)
             return cls(OnnxModel(export_onnx(model, opset=opset, check=False), threads=threads), **kw)
-        raise ValueError(f"--backend must be torch or onnxruntime, got {backend!r}")
+        raise BadValueError(f"backend must be torch or onnxruntime, got {backend!r}")
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike | bytes, threads: int | None = None,
@@ -334,33 +180,55 @@ class Restorer:
             kw.pop(k, None)
         return cls(OnnxModel(path, threads=threads, providers=providers), **kw)
 
-    # --------------------------------------------------------------- core
+    # --------------------------------------------------------------- core: the one forward path
 
     def _probe_scale(self) -> int:
         x = torch.zeros(1, 3, 8, 8, device=self.device)
         with torch.inference_mode():
             return int(self.model(x).shape[2] // 8)
 
-    def _autocast(self):
-        if self.amp and self.backend == "torch":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def _forward(self, batch: np.ndarray):
+        """uint8 (N, h, w, 3) 0-255 -> (N, s*h, s*w, 3) float32 0-255, clamped, unrounded.
 
-    def run_batch(self, batch: np.ndarray) -> np.ndarray:
-        """One forward pass, no tiling: uint8 (N, h, w, 3) 0-255 -> uint8 (N, s*h, s*w, 3) 0-255."""
+        A torch tensor on the device (torch backend) or a numpy array (onnxruntime).  Call it
+        under ``torch.inference_mode()``.
+        """
+        if batch.ndim != 4 or batch.shape[3] != 3 or batch.dtype != np.uint8:
+            raise ImageError(f"the model takes uint8 (N, h, w, 3) batches, got {batch.dtype} {tuple(batch.shape)}")
         if self.backend == "onnxruntime":
             x = batch.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+            y = np.clip(self.model(x), 0.0, 1.0) * np.float32(255.0)
+            return y.transpose(0, 2, 3, 1)
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp = (torch.autocast(device_type=self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+               else contextlib.nullcontext())
+        with amp:
             y = self.model(x)
-            y = np.rint(np.clip(y, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
-            return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+        return y.float().clamp_(0, 1).mul_(255.0).permute(0, 2, 3, 1)
+
+    def predict_float(self, batch: np.ndarray) -> np.ndarray:
+        """One forward pass, no tiling: uint8 (N, h, w, 3) 0-255 -> float32 (N, s*h, s*w, 3) 0-255,
+        clamped, **not rounded** (the reference evaluation convention)."""
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                y = self.model(x)
-            y = y.float().clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1)
-            return np.ascontiguousarray(y.cpu().numpy())
+            y = self._forward(batch)
+            y = y if isinstance(y, np.ndarray) else y.cpu().numpy()
+        return np.ascontiguousarray(y, dtype=np.float32)
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """One forward pass, no tiling: uint8 (N, h, w, 3) 0-255 -> uint8 (N, s*h, s*w, 3) 0-255.
+
+        Equals ``np.rint(predict_float(batch))`` (half to even); rounded on the device, so only
+        uint8 crosses back to the host.
+        """
+        with torch.inference_mode():
+            y = self._forward(batch)
+            if isinstance(y, np.ndarray):
+                y = np.rint(y).astype(np.uint8)
+            else:
+                y = y.round_().to(torch.uint8).cpu().numpy()
+        return np.ascontiguousarray(y)
 
     def _batches(self, items: list, pixels_each: int) -> Iterator[list]:
         cap = max(1, min(self.batch_size, self.MAX_BATCH_PIXELS // max(1, pixels_each)))
@@ -442,7 +310,7 @@ class Restorer:
         (any mode).  numpy in -> numpy uint8 out, PIL in -> PIL out.  Gray comes back as
         RGB; RGBA comes back as RGBA with the alpha plane upscaled bicubically
         (cv2.INTER_CUBIC).  In-memory PIL images are used as stored (no EXIF rotation;
-        :func:`facesr.imageio.read_any` applies it when reading files).  ``progress(done, total)``
+        :func:`facesr.io.read_any` applies it when reading files).  ``progress(done, total)``
         is called per tile (or once for an untiled image) and may raise to cancel (see
         :meth:`restore_rgb`).
         """
@@ -450,14 +318,14 @@ class Restorer:
 
     def restore_batch(self, images: Sequence, progress=None) -> list:
         """Restore a list of images (any kinds :meth:`restore` accepts); same-size ones share batches."""
-        prepared = [_as_rgb_alpha(im) for im in images]
+        prepared = [split_alpha(im) for im in images]
         outs = self.restore_rgb([p[0] for p in prepared], progress=progress)
-        return [_finish(o, alpha, kind, self.scale) for o, (_, alpha, kind) in zip(outs, prepared)]
+        return [join_alpha(o, alpha, kind, self.scale) for o, (_, alpha, kind) in zip(outs, prepared)]
 
     def restore_photo(self, image, **kwargs):
         """Restore every face of a whole photo; returns a :class:`facesr.faces.PhotoResult`
         (``.image`` upscaled x``upscale``, ``.faces`` the detections).  See :func:`facesr.faces.restore_photo`."""
-        from .faces import restore_photo
+        from ..faces import restore_photo
         return restore_photo(self, image, **kwargs)
 
     __call__ = restore

@@ -1,13 +1,13 @@
 """Side-by-side comparison sheets: LQ | bicubic | SR | GT, one row per image.
 
 :func:`compare_grid` draws in-memory uint8 RGB arrays (0-255); ``facesr compare``
-(:func:`run_compare`) matches images by stem across LQ, SR and optional GT folders.
+(:mod:`facesr.commands.compare`) matches images by stem across LQ, SR and optional GT folders.
 
 Panels are shown at their native pixel size (no resampling of the SR output, so
 what you see is what the model produced); the LQ panel is the input upscaled
 with nearest neighbour so its pixels stay visible, the bicubic panel is
 ``cv2.INTER_CUBIC`` to the SR size.  With GT, each panel is captioned with its
-PSNR against GT (:func:`facesr.metrics.psnr` on uint8), the best of the row is
+PSNR against GT (:func:`facesr.evaluation.metrics.psnr` on uint8), the best of the row is
 highlighted and the SR caption shows its gain over bicubic.  ``zoom`` adds a
 magnified crop (by default the eye region of an aligned face) under each panel.
 """
@@ -23,8 +23,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .imageio import ImageError, atomic_write_bytes, encode_png, list_images, read_any
-from .metrics import psnr
+from ..errors import ImageError
+from ..evaluation.metrics import psnr
+from ..io.files import atomic_write_bytes
+from ..io.images import encode_png
 
 BG = (250, 250, 250)
 INK = (30, 30, 30)
@@ -85,7 +87,7 @@ def compare_grid(rows: Sequence[dict], out_path: str | os.PathLike | None = None
     magnified crop of ``zoom_box`` = (y0, y1, x0, x1), fractions of the panel, below each panel.
     """
     if not rows:
-        raise ValueError("compare_grid: no rows to draw")
+        raise ImageError("compare_grid: no rows to draw")
     has_gt = any(r.get("gt") is not None for r in rows)
     factor = None
     prepared = []
@@ -183,61 +185,3 @@ def compare_grid(rows: Sequence[dict], out_path: str | os.PathLike | None = None
     if out_path is not None:
         atomic_write_bytes(out_path, encode_png(out))
     return out
-
-
-# ----------------------------------------------------------------------------- CLI
-
-def _by_stem(folder: str, what: str) -> dict[str, Path]:
-    files = list_images(folder, what)
-    out: dict[str, Path] = {}
-    for f in files:
-        if f.stem in out:
-            raise ImageError(f"{folder}: two images share the stem {f.stem!r} ({out[f.stem].name}, {f.name})")
-        out[f.stem] = f
-    return out
-
-
-def run_compare(a) -> int:
-    """``facesr compare LQ_DIR SR_DIR [GT_DIR] --out FILE.png [--names ...] [--max N] [--zoom]``."""
-    from .cli import UserError
-
-    if a.max < 1:
-        raise UserError(f"--max must be at least 1, got {a.max}")
-    lq = _by_stem(a.lq_dir, "LQ folder")
-    sr = _by_stem(a.sr_dir, "SR folder")
-    gt = _by_stem(a.gt_dir, "GT folder") if a.gt_dir else None
-    folders = [("LQ", lq), ("SR", sr)] + ([("GT", gt)] if gt is not None else [])
-    if a.names:
-        missing = [f"{n} (not in {', '.join(w for w, d in folders if n not in d)})"
-                   for n in a.names if any(n not in d for _, d in folders)]
-        if missing:
-            raise UserError(f"--names: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
-        stems = list(dict.fromkeys(a.names))
-    else:
-        common = sorted(set(sr).intersection(lq, *([gt] if gt is not None else [])))
-        if not common:
-            raise UserError(f"no image stem is present in all of {', '.join(f'{w} ({len(d)})' for w, d in folders)}")
-        stems = common[:a.max]
-    out = Path(a.out)
-    used = {p.resolve() for _, d in folders for s in stems for p in [d[s]]}
-    if out.resolve() in used:
-        raise UserError(f"--out {out} is one of the input images")
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a .png file name")
-    if not out.parent.is_dir():
-        raise UserError(f"--out {out}: folder {out.parent} does not exist")
-    rows = []
-    for s in stems:
-        lq_img = read_any(lq[s])[0]
-        sr_img = read_any(sr[s])[0]
-        row = {"name": s, "lq": lq_img, "sr": sr_img}
-        if gt is not None:
-            g = read_any(gt[s])[0]
-            if g.shape != sr_img.shape:
-                raise ImageError(f"{gt[s]}: GT {g.shape[1]}x{g.shape[0]} does not match SR {sr[s]} "
-                                 f"{sr_img.shape[1]}x{sr_img.shape[0]}")
-            row["gt"] = g
-        rows.append(row)
-    sheet = compare_grid(rows, out, sr_title=a.sr_title, title=a.title, zoom=a.zoom)
-    print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]}, {len(rows)} image(s))")
-    return 0

@@ -11,7 +11,8 @@ import io
 import json
 from pathlib import Path
 
-from .imageio import ImageError, atomic_write_bytes
+from ..errors import ImageError
+from ..io.files import atomic_write_bytes
 
 METRICS = {"psnr": ("val", "Validation PSNR (dB)", True), "ssim": ("val", "Validation SSIM", True),
            "loss": ("train", "Training loss", False), "lr": ("train", "Learning rate", False)}
@@ -42,9 +43,9 @@ def plot_runs(run_dirs: list[str], out: str | Path, metric: str = "psnr", labels
     import matplotlib.pyplot as plt
 
     if metric not in METRICS:
-        raise ImageError(f"--metric: {metric!r} is not one of {', '.join(METRICS)}")
+        raise ImageError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
     if labels and len(labels) != len(run_dirs):
-        raise ImageError(f"--labels: got {len(labels)} labels for {len(run_dirs)} runs")
+        raise ImageError(f"got {len(labels)} labels for {len(run_dirs)} runs")
     kind, ylabel, higher = METRICS[metric]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=130)
     bests = {}

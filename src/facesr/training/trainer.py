@@ -20,16 +20,18 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import Config
+from ..config import Config, val_weights_used
 from ..errors import ConfigError, TrainingError
 from ..devices import resolve_device
-from ..evaluation import autocast_ctx, evaluate_pairs
-from ..losses import get_loss
+from ..errors import CheckpointError
+from ..evaluation import evaluate_pairs
+from ..inference import Restorer
 from ..models import build_model, count_params, save_weights
-from ..models.weights import CheckpointError, load_into, read_weights
+from ..models.weights import load_into, read_weights
 from ..data.datasets import HQDegradeDataset, InfiniteSampler, load_val_pairs
 from . import distributed as D
 from .ema import EMA
+from .losses import get_loss
 from .schedules import lr_at
 from .state import FORMAT, latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state
 
@@ -132,7 +134,7 @@ def _init_weights(model, path: str | Path, ema: bool, arch: str) -> list:
     lw = read_weights(path, ema=ema)
     if lw.arch != arch or lw.arch_config != model.arch_config():
         diff = {k: (lw.arch_config.get(k), v) for k, v in model.arch_config().items() if lw.arch_config.get(k) != v}
-        raise CheckpointError(f"{path}: --init-from weights are {lw.arch} {lw.arch_config}, the config builds {arch} "
+        raise CheckpointError(f"{path}: the initial weights are {lw.arch} {lw.arch_config}, the config builds {arch} "
                               f"(differs in: {', '.join(f'{k} {a} vs {b}' for k, (a, b) in diff.items()) or 'arch'})")
     load_into(model, lw.state_dict, str(path))
     h = hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -182,6 +184,9 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
     optimizer = make_optimizer(cfg, model.parameters(), device)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16")
     loss_fn = get_loss(cfg.train.loss)
+    amp_dtype = Restorer.AMP[cfg.train.amp]  # the training step's own autocast (validation: the Restorer's)
+    which = val_weights_used(cfg.train)
+    val_models = ([("", model)] if which in ("raw", "both") else []) + ([("_ema", ema.module)] if which != "raw" else [])
 
     # ---- data (validated before anything slow) ---------------------------------------------------
     _apply_builtin_fallback(cfg, main)
@@ -202,7 +207,7 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
     if resume:
         path = latest_checkpoint(ckpt_dir) if resume is True else Path(resume)
         if path is None:
-            raise CheckpointError(f"{ckpt_dir}: --resume given but no checkpoint found there")
+            raise CheckpointError(f"{ckpt_dir}: resuming asked for, but no checkpoint found there")
         state = load_checkpoint(path)
         if state["arch_config"] != model.arch_config():
             raise CheckpointError(f"{path}: checkpoint architecture {state['arch_config']} does not match the config "
@@ -270,15 +275,19 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
         prune_checkpoints(ckpt_dir, cfg.train.keep_last)
         return path
 
+    def score(m) -> dict:
+        """Mean validation scores of module ``m`` through the one forward path (Restorer); train mode restored."""
+        was_training = m.training
+        try:
+            restorer = Restorer(m, device=device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
+            return evaluate_pairs(restorer, val_pairs)["mean"]
+        finally:
+            m.train(was_training)
+
     def validate(it: int) -> dict:
         rec: dict = {"iter": it, "kind": "val"}
-        which = cfg.train.val_weights if ema is not None else "raw"
-        if which in ("raw", "both"):
-            r = evaluate_pairs(model, val_pairs, device, cfg.train.amp, channels_last=cfg.train.channels_last)["mean"]
-            rec.update(psnr=r["psnr"], ssim=r["ssim"], psnr_challenge=r["psnr_challenge"])
-        if which in ("ema", "both"):
-            r = evaluate_pairs(ema.module, val_pairs, device, cfg.train.amp, channels_last=cfg.train.channels_last)["mean"]
-            rec.update(psnr_ema=r["psnr"], ssim_ema=r["ssim"], psnr_challenge_ema=r["psnr_challenge"])
+        for suffix, m in val_models:
+            rec.update({k + suffix: v for k, v in score(m).items()})
         return rec
 
     if lineage and start_iter == 0:
@@ -339,7 +348,7 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
                 if cfg.train.channels_last:
                     lq = lq.contiguous(memory_format=torch.channels_last)
                     gt = gt.contiguous(memory_format=torch.channels_last)
-                with autocast_ctx(device, cfg.train.amp):
+                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     out = train_model(lq)
                 loss = loss_fn(out.float(), gt)
                 optimizer.zero_grad(set_to_none=True)
@@ -395,12 +404,8 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
                 if do_val:
                     rec = validate(it)
                     log(rec)
-                    metric = cfg.train.best_metric
-                    if metric not in rec:
-                        raise ConfigError(f"train.best_metric: {metric!r} is not a validation metric "
-                                          f"(have: {', '.join(k for k in rec if k not in ('iter', 'kind'))})")
-                    higher_better = True
-                    if best is None or (rec[metric] > best["value"] if higher_better else rec[metric] < best["value"]):
+                    metric = cfg.train.best_metric  # one of rec's keys: checked when the config was loaded
+                    if best is None or rec[metric] > best["value"]:  # every validation metric: higher is better
                         best = {"metric": metric, "value": rec[metric], "iter": it}
                         save_weights(work_dir / "best.safetensors", model, arch=cfg.model.arch,
                                      ema=ema.module if ema else None,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.weights import CheckpointError
+from ..errors import CheckpointError, one_line
 
 FORMAT = "facesr-train"
 
@@ -64,10 +64,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a facesr training checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path}: not a facesr training checkpoint ({type(exc).__name__}: {one_line(exc, 200)})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a facesr training checkpoint (weights-only files cannot be resumed; "
-                              "use them with --checkpoint for predict/eval)")
+                              "predict and eval read them as they are)")
     return obj
 
 

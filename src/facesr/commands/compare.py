@@ -1,0 +1,71 @@
+"""``facesr compare``: a side-by-side sheet LQ | bicubic | SR | GT, images matched by stem across folders.
+
+The drawing is :func:`facesr.viz.compare.compare_grid`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("compare", help="side-by-side sheet LQ | bicubic | SR | GT with PSNR captions")
+    p.add_argument("lq_dir", metavar="LQ_DIR")
+    p.add_argument("sr_dir", metavar="SR_DIR")
+    p.add_argument("gt_dir", nargs="?", metavar="GT_DIR", help="ground truth; adds a GT column and PSNR captions")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--names", nargs="+", metavar="STEM",
+                   help="image stems to show (default: the first --max in all folders)")
+    p.add_argument("--max", type=int, default=6, help="rows when --names is not given (default 6)")
+    p.add_argument("--zoom", action="store_true", help="add a magnified crop of the eye region under each panel")
+    p.add_argument("--title", help="title line at the top")
+    p.add_argument("--sr-title", default="SR (facesr)", help="column title of the SR panels")
+    p.set_defaults(func=run)
+
+
+def run(a) -> int:
+    """``facesr compare LQ_DIR SR_DIR [GT_DIR] --out FILE.png [--names ...] [--max N] [--zoom]``."""
+    from ..errors import FacesrError, ImageError
+    from ..io.files import images_by_stem
+    from ..io.images import read_any
+    from ..viz.compare import compare_grid
+
+    if a.max < 1:
+        raise FacesrError(f"--max must be at least 1, got {a.max}")
+    lq = images_by_stem(a.lq_dir, "LQ folder")
+    sr = images_by_stem(a.sr_dir, "SR folder")
+    gt = images_by_stem(a.gt_dir, "GT folder") if a.gt_dir else None
+    folders = [("LQ", lq), ("SR", sr)] + ([("GT", gt)] if gt is not None else [])
+    if a.names:
+        missing = [f"{n} (not in {', '.join(w for w, d in folders if n not in d)})"
+                   for n in a.names if any(n not in d for _, d in folders)]
+        if missing:
+            raise FacesrError(f"--names: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+        stems = list(dict.fromkeys(a.names))
+    else:
+        common = sorted(set(sr).intersection(lq, *([gt] if gt is not None else [])))
+        if not common:
+            raise FacesrError(f"no image stem is present in all of {', '.join(f'{w} ({len(d)})' for w, d in folders)}")
+        stems = common[:a.max]
+    out = Path(a.out)
+    used = {d[s].resolve() for _, d in folders for s in stems}
+    if out.resolve() in used:
+        raise FacesrError(f"--out {out} is one of the input images")
+    if out.is_dir():
+        raise FacesrError(f"--out {out} is a folder; give a .png file name")
+    if not out.parent.is_dir():
+        raise FacesrError(f"--out {out}: folder {out.parent} does not exist")
+    rows = []
+    for s in stems:
+        lq_img = read_any(lq[s])[0]
+        sr_img = read_any(sr[s])[0]
+        row = {"name": s, "lq": lq_img, "sr": sr_img}
+        if gt is not None:
+            g = read_any(gt[s])[0]
+            if g.shape != sr_img.shape:
+                raise ImageError(f"{gt[s]}: GT {g.shape[1]}x{g.shape[0]} does not match SR {sr[s]} "
+                                 f"{sr_img.shape[1]}x{sr_img.shape[0]}")
+            row["gt"] = g
+        rows.append(row)
+    sheet = compare_grid(rows, out, sr_title=a.sr_title, title=a.title, zoom=a.zoom)
+    print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]}, {len(rows)} image(s))")
+    return 0

@@ -1,0 +1,25 @@
+"""``facesr plot``: training curves of one or more runs (see :mod:`facesr.viz.plotting`)."""
+from __future__ import annotations
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("plot", help="training curves of one or more runs (validation PSNR vs iterations)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--metric", default="psnr", choices=["psnr", "ssim", "loss", "lr"])
+    p.add_argument("--labels", nargs="+", help="one legend label per run")
+    p.add_argument("--title")
+    p.set_defaults(func=run)
+
+
+def run(a) -> int:
+    from ..errors import FacesrError
+    from ..viz.plotting import plot_runs
+
+    if a.labels and len(a.labels) != len(a.run_dirs):
+        raise FacesrError(f"--labels: got {len(a.labels)} labels for {len(a.run_dirs)} runs")
+    bests = plot_runs(a.run_dirs, a.out, a.metric, a.labels, a.title)
+    for label, b in bests.items():
+        print(f"{label}: best {a.metric} {b['value']:.4f} at iter {b['iter']}")
+    print(f"wrote {a.out}")
+    return 0

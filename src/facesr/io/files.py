@@ -1,0 +1,160 @@
+"""Files and folders: listing images, expanding command-line inputs, checking output paths, atomic writes, zips.
+
+Messages speak of paths and values ("output folder out/ is the input folder in/");
+command modules add the names of their options where they help.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import zipfile
+from pathlib import Path
+
+from ..errors import FacesrError, ImageError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+_GLOB_CHARS = set("*?[")
+
+
+class OutputsExistError(FacesrError):
+    """Outputs are already there and overwriting was not allowed; ``paths`` lists them."""
+
+    def __init__(self, message: str, paths: list[str]):
+        super().__init__(message)
+        self.paths = paths
+
+
+def same_dir(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name the same folder (the same inode when both exist, else the same resolved path)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def first(items: list[str], n: int = 5) -> str:
+    """The first ``n`` items joined by commas, with a count when there are more."""
+    return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def list_images(folder: str | os.PathLike, what: str = "folder") -> list[Path]:
+    """Sorted image files in ``folder``; a clear error if it is missing or has none."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ImageError(f"{folder}: {what} not found")
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: {what} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise ImageError(f"{folder}: {what} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+    return files
+
+
+def images_by_stem(folder: str | os.PathLike, what: str = "folder") -> dict[str, Path]:
+    """``{stem: path}`` of the images in ``folder``; ImageError when two share a stem."""
+    out: dict[str, Path] = {}
+    for f in list_images(folder, what):
+        if f.stem in out:
+            raise ImageError(f"{folder}: two images share the stem {f.stem!r} ({out[f.stem].name}, {f.name})")
+        out[f.stem] = f
+    return out
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files as given, folders -> their image files (sorted), globs -> matching image files (sorted).
+
+    Duplicates (same resolved path) are dropped; order is kept.  A name that is neither
+    an existing path nor a pattern with matches raises :class:`FacesrError`.
+    """
+    files: list[Path] = []
+    for spec in inputs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
+            if not found:
+                raise FacesrError(f"{spec}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        elif _GLOB_CHARS & set(spec):
+            found = sorted(Path(q) for q in glob.glob(spec)
+                           if os.path.isfile(q) and Path(q).suffix.lower() in IMAGE_EXTS)
+            if not found:
+                raise FacesrError(f"{spec}: pattern matches no image files")
+            files.extend(found)
+        else:
+            raise FacesrError(f"{spec}: no such file or folder")
+    seen, unique = set(), []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def check_outputs(files: list[Path], inputs: list[str], out: Path, zip_path: Path | None,
+                  overwrite: bool) -> dict[Path, Path]:
+    """Map each input file to ``out/<stem>.png``, refusing unsafe layouts (:class:`FacesrError`, one line).
+
+    Refuses: two inputs with the same stem; ``out`` equal to an input folder or holding an
+    input file; ``zip_path`` equal to an input, a folder or in a missing folder; existing
+    outputs without ``overwrite`` (:class:`OutputsExistError`).
+    """
+    by_stem: dict[str, list[Path]] = {}
+    for f in files:
+        by_stem.setdefault(f.stem, []).append(f)
+    dup = [f"{s} ({', '.join(p.name for p in ps)})" for s, ps in by_stem.items() if len(ps) > 1]
+    if dup:
+        raise FacesrError(f"inputs share a stem, so their outputs would collide: {first(dup, 3)}")
+    for spec in inputs:
+        if Path(spec).is_dir() and same_dir(spec, out):
+            raise FacesrError(f"output folder {out} is the input folder {spec}; choose another folder")
+    out_r = out.resolve()
+    inside = [str(f) for f in files if f.resolve().parent == out_r]
+    if inside:
+        raise FacesrError(f"output folder {out} holds input file(s) {first(inside, 3)}; choose another folder")
+    if out.exists() and not out.is_dir():
+        raise FacesrError(f"output folder {out} exists and is not a folder")
+    mapping = {f: out / f"{f.stem}.png" for f in files}
+    clashes = []
+    if zip_path is not None:
+        if zip_path.resolve() in {f.resolve() for f in files}:
+            raise FacesrError(f"zip file {zip_path} is one of the inputs")
+        if zip_path.is_dir():
+            raise FacesrError(f"zip file {zip_path} is a folder; give a file name")
+        if not zip_path.parent.is_dir():
+            raise FacesrError(f"zip file {zip_path}: folder {zip_path.parent} does not exist")
+        if zip_path.exists() and not overwrite:
+            clashes.append(str(zip_path))
+    if not overwrite:
+        clashes += [str(o) for o in mapping.values() if o.exists()]
+        if clashes:
+            raise OutputsExistError(f"{len(clashes)} output(s) exist: {first(clashes)}", clashes)
+    return mapping
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def write_zip(zip_path: Path, members: list[Path]) -> None:
+    """Atomically write a flat zip holding ``members`` under their bare file names (PNG: stored)."""
+    zip_path = Path(zip_path)
+    tmp = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for m in members:
+                zf.write(m, arcname=m.name)
+        os.replace(tmp, zip_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
