@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import facesr
-from facesr.imageio import list_images, read_rgb
+from facesr.io import list_images, read_rgb
 
 
 def main() -> None:
