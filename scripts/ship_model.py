@@ -3,9 +3,11 @@
     python scripts/ship_model.py work_dirs/cpu_ship
 
 Takes RUN/best.safetensors, keeps the better of its raw and EMA weights by the
-validation PSNR logged at that iteration, stores them in fp16, checks that fp16
-outputs equal fp32 outputs within one 8-bit level on the run's validation
-pairs, and copies the run's config.yaml and log.jsonl next to the weights.
+validation PSNR logged at that iteration, stores them in fp32 (so that
+``facesr train --init-from`` continues from exactly these weights; ``--fp16``
+halves the file after checking that outputs stay within one 8-bit level on the
+run's validation pairs), and copies the run's config.yaml and log.jsonl next to
+the weights.  The lineage recorded by ``--init-from`` stays in the metadata.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from facesr.models.weights import load_into
 DEST = Path(__file__).resolve().parents[1] / "src" / "facesr" / "weights"
 
 
-def main(run: str) -> None:
+def main(run: str, fp16: bool = False) -> None:
     run_dir = Path(run)
     best = json.loads((run_dir / "best.json").read_text())
     val = best["val"]
@@ -38,8 +40,15 @@ def main(run: str) -> None:
     out = DEST / "facesr_default.safetensors"
     meta = {"source_run": run_dir.name, "iter": best["iter"], "weights": "ema" if use_ema else "raw",
             "val_psnr": val["psnr_ema" if use_ema else "psnr"], "val_ssim": val["ssim_ema" if use_ema else "ssim"],
-            "storage": "float16"}
-    save_weights(out, model, arch=lw.arch, metadata=meta, dtype=torch.float16)
+            "storage": "float16" if fp16 else "float32"}
+    if "lineage" in lw.metadata:
+        meta["lineage"] = lw.metadata["lineage"]
+    save_weights(out, model, arch=lw.arch, metadata=meta, dtype=torch.float16 if fp16 else None)
+    if not fp16:
+        shutil.copy(run_dir / "config.yaml", DEST / "facesr_default_config.yaml")
+        shutil.copy(run_dir / "log.jsonl", DEST / "facesr_default_log.jsonl")
+        print(json.dumps({**meta, "bytes": out.stat().st_size}))
+        return
 
     cfg = load_config(run_dir / "config.yaml")
     pairs = load_val_pairs(cfg.data, cfg.degradation, cfg.model.upscale_factor)
@@ -54,4 +63,4 @@ def main(run: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], fp16="--fp16" in sys.argv[2:])

@@ -152,7 +152,8 @@ def test_sigint_saves_resumable_checkpoint(tmp_path):
 def test_ddp_gloo_two_processes_matches_single_process(tmp_path):
     hq = _faces(tmp_path / "hq")
     common = TINY + [f"data.train_hq_dir={hq}", "train.max_iters=4", "train.ckpt_interval=4", "train.val_interval=100",
-                     "train.ema_momentum=null", "data.flip=false"]
+                     "train.ema_momentum=null", "data.flip=false",
+                     "train.device=cpu"]  # gloo on CPU, also on a 1-GPU machine (2 ranks cannot share cuda:1)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # Two ranks x batch 2 = effective batch 4 ...
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv-endpoint=localhost:0",

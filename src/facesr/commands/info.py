@@ -8,8 +8,8 @@ from . import add_set
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("info", help="parameter count, FLOPs and output shape of a model")
-    p.add_argument("--config")
-    p.add_argument("--checkpoint")
+    p.add_argument("--config", help="YAML preset: count the model it builds")
+    p.add_argument("--checkpoint", help="weights file: count the model it holds (neither: the shipped model)")
     p.add_argument("--ema", action="store_true", help="with --checkpoint: read the EMA weights")
     p.add_argument("--shape", type=int, nargs="+", default=[3, 128, 128], metavar="N",
                    help="input C H W (default 3 128 128)")
@@ -24,8 +24,8 @@ def run(a) -> int:
     from ..errors import FacesrError
     from ..models import build_model, count_flops, count_params, format_size, load_model
 
-    if bool(a.config) == bool(a.checkpoint):
-        raise FacesrError("give exactly one of --config or --checkpoint")
+    if a.config and a.checkpoint:
+        raise FacesrError("give one of --config or --checkpoint, not both (neither: the shipped model)")
     if a.checkpoint and a.overrides:
         raise FacesrError("--set applies to --config, not --checkpoint")
     shape = tuple(a.shape)
@@ -37,9 +37,13 @@ def run(a) -> int:
         cap = a.max_params if a.max_params is not None else cfg.model.max_params
         arch = {"arch": cfg.model.arch, **model.arch_config()}
     else:
-        model, lw = load_model(a.checkpoint, ema=a.ema)
+        from ..assets import shipped_checkpoint
+        path = a.checkpoint or shipped_checkpoint()
+        model, lw = load_model(path, ema=a.ema)
         cap = a.max_params
         arch = {"arch": lw.arch, **lw.arch_config, "source_format": lw.source_format}
+        if not a.checkpoint:
+            arch["checkpoint"] = "shipped"
     params = count_params(model)
     flops = count_flops(model, shape)
     out_shape = list(flops.output_shape)

@@ -54,6 +54,14 @@ def arch_class(name: str) -> type[nn.Module]:
     return _REGISTRY[name.lower()]
 
 
+def arch_name(model: nn.Module) -> str:
+    """The registry name of ``model``'s class (for self-describing checkpoints)."""
+    for name, cls in _REGISTRY.items():
+        if type(model) is cls:
+            return name
+    raise ValueError(f"{type(model).__name__} is not a registered architecture (see facesr.models.registry)")
+
+
 def arch_cfg(name: str, kwargs: dict, prefix: str = "model"):
     """Validate ``kwargs`` against architecture ``name``'s ``Cfg`` (types and ranges); return the Cfg."""
     from ..config import from_dict

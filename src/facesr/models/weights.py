@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import CheckpointError
-from .registry import build_model
+from .registry import arch_name, build_model
 from .safe_pickle import restricted_torch_load
 
 
@@ -52,14 +52,17 @@ class LoadedWeights:
 
 # ----------------------------------------------------------------------------- saving
 
-def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str = "msrresnet",
+def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str | None = None,
                  ema: nn.Module | None = None, metadata: dict | None = None,
                  dtype: torch.dtype | None = None) -> None:
     """Write ``model`` (and optionally its EMA copy) as facesr safetensors, atomically.
 
+    ``arch`` defaults to the name ``model``'s class is registered under.
     ``dtype`` (e.g. ``torch.float16``) stores the tensors in that precision;
     loading casts back to float32.
     """
+    if arch is None:
+        arch = arch_name(_unwrap(model))
     def prep(sd, prefix=""):
         out = {}
         for k, v in sd.items():

@@ -1,0 +1,84 @@
+"""Training that accumulates: --init-from (weights only, lineage) and the wall-clock budget planner."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from facesr.cli import main
+from facesr.errors import CheckpointError
+from facesr.models import build_model, read_weights, save_weights
+from facesr.training import trainer as trainer_mod
+from facesr.training.trainer import train
+
+from test_engine import read_log, tiny_cfg
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_init_from_loads_weights_only_and_records_lineage(tmp_path):
+    cfg = tiny_cfg(tmp_path, "train.max_iters=2", "train.val_interval=2")
+    train(cfg, tmp_path / "a", quiet=True)
+    a_best = tmp_path / "a" / "best.safetensors"
+    a_weights = read_weights(a_best).state_dict
+
+    # Stage B starts from A's weights: a 0-lr run keeps them exactly (the optimiser is fresh).
+    cfg_b = tiny_cfg(tmp_path, "train.max_iters=2", "train.val_interval=2", "optim.lr=1e-30", "sched.type=constant",
+                     "train.ema_momentum=null")
+    train(cfg_b, tmp_path / "b", quiet=True, init_from=a_best)
+    b = read_weights(tmp_path / "b" / "best.safetensors")
+    for k, v in a_weights.items():
+        torch.testing.assert_close(b.state_dict[k], v, rtol=0, atol=1e-6)
+    init = [r for r in read_log(tmp_path / "b") if r["kind"] == "init"]
+    assert len(init) == 1 and init[0]["init_from"] == str(a_best) and len(init[0]["sha256"]) == 64
+    lineage = json.loads(b.metadata["lineage"])
+    assert [e["init_from"] for e in lineage] == [str(a_best)]
+
+    # Stage C from B: the lineage grows, oldest first.
+    train(cfg_b, tmp_path / "c", quiet=True, init_from=tmp_path / "b" / "best.safetensors")
+    lineage_c = json.loads(read_weights(tmp_path / "c" / "best.safetensors").metadata["lineage"])
+    assert [e["init_from"] for e in lineage_c] == [str(a_best), str(tmp_path / "b" / "best.safetensors")]
+
+
+def test_init_from_mismatched_architecture_is_one_line(tmp_path, capsys):
+    w = tmp_path / "w.safetensors"
+    save_weights(w, build_model("msrresnet", mid_channels=8, num_blocks=2))  # the config builds 1 block
+    cfg = tiny_cfg(tmp_path, "train.max_iters=1")
+    with pytest.raises(CheckpointError, match="num_blocks 2 vs 1"):
+        train(cfg, tmp_path / "x", quiet=True, init_from=w)
+    lq = tmp_path / "lq.safetensors"
+    save_weights(lq, build_model("lqresnet", mid_channels=8, num_blocks=1))
+    with pytest.raises(CheckpointError, match="lqresnet"):
+        train(cfg, tmp_path / "y", quiet=True, init_from=lq)
+
+
+def test_init_from_and_resume_together_refused(tmp_path, capsys):
+    rc = main(["train", "--work-dir", str(tmp_path / "w"), "--resume", "--init-from", str(tmp_path / "w.safetensors")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--init-from" in err and len(err.strip().splitlines()) == 1
+
+
+def test_time_budget_plans_one_cosine_sized_to_the_run(tmp_path, monkeypatch):
+    clock = {"t": 0.0}
+
+    def fake_perf_counter():  # every call advances 0.25 s: the planner sees a steady speed
+        clock["t"] += 0.25
+        return clock["t"]
+    monkeypatch.setattr(trainer_mod.time, "perf_counter", fake_perf_counter)
+    cfg = tiny_cfg(tmp_path, "train.max_iters=100000", "sched.periods=[100000]", "train.time_budget_min=1",
+                   "train.val_interval=100000", "train.ckpt_interval=100000", "train.log_interval=1000")
+    summary = train(cfg, tmp_path / "t", quiet=True)
+    log = read_log(tmp_path / "t")
+    plans = [r for r in log if r["kind"] == "plan"]
+    assert len(plans) == 1
+    total = plans[0]["max_iters"]
+    assert 30 < total < 100000 and plans[0]["sched_periods"] == [total]
+    assert summary["iter"] == total  # ended where planned, with a final validation
+    assert [r["iter"] for r in log if r["kind"] == "val"] == [total]
+    lrs = [r["lr"] for r in log if r["kind"] == "train"]
+    assert lrs[-1] < 1e-6  # the resized cosine annealed to eta_min by the end
+    stored = (tmp_path / "t" / "config.yaml").read_text()
+    assert f"max_iters: {total}" in stored
