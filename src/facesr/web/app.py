@@ -501,7 +501,8 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
     async def job_bicubic(job_id: str):
         job = finished_job(job_id)
         ow, oh = job.result["size"]  # the plain enlargement to the restored image's size, for the slider
-        png = await asyncio.to_thread(lambda: encode_png(cv2.resize(job.image, (ow, oh), interpolation=cv2.INTER_CUBIC)))
+        png = await asyncio.to_thread(
+            lambda: encode_png(cv2.resize(job.image, (ow, oh), interpolation=cv2.INTER_CUBIC)))
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
 
     @app.get("/jobs/{job_id}/input.png")

@@ -52,7 +52,8 @@ class Job:
 
     Times are :func:`time.monotonic` seconds.  ``done`` / ``total`` count units (``unit``): tiles (an
     image small enough to run in one pass is one tile) or, in whole-photo mode, faces;
-    ``total`` is 0 until the job starts (and, for a photo, until its faces are found).  ``result`` is whatever the queue's run function returned.
+    ``total`` is 0 until the job starts (and, for a photo, until its faces are found).
+    ``result`` is whatever the queue's run function returned.
     """
 
     image: np.ndarray

@@ -22,12 +22,14 @@
     facesToggle: $("faces-toggle"), showFaces: $("show-faces"), boxes: $("boxes"),
     go: $("go"), cancel: $("cancel"), progress: $("progress"), bar: $("bar"), progressText: $("progress-text"),
     status: $("status"), result: $("result"), viewer: $("viewer"), before: $("img-before"), after: $("img-after"),
-    afterLayer: $("after-layer"), tagBefore: $("tag-before"), tagAfter: $("tag-after"), handle: $("handle"), split: $("split"),
+    afterLayer: $("after-layer"), tagBefore: $("tag-before"), tagAfter: $("tag-after"), handle: $("handle"),
+    split: $("split"),
     placeholder: $("placeholder"), hint: $("hint"), sizes: $("sizes"), download: $("download"),
     examples: $("examples"), limits: $("limits")
   };
 
   var PLACEHOLDER = els.placeholder.textContent;
+  var OR_PHOTO = " Or choose Whole photo to find and restore each face in it.";
   var info = { scale: 4, max_upload_bytes: Infinity, face_note_pixels: 65536, photo_mode: false, photo_scale: 2,
                photo_suggest_side: 256, examples: [] };
   var picked = null;     // {file, name, url}: the file chosen now
@@ -115,7 +117,7 @@
                "cropped close, choose Face crop." : "");
     } else if (w * h > info.face_note_pixels && info.face_note) {
       showNote(info.face_note.replace("{w}", w).replace("{h}", h) +
-               (info.photo_mode ? " Or choose Whole photo to find and restore each face in it." : ""));
+               (info.photo_mode ? OR_PHOTO : ""));
     } else {
       showNote("");
     }
@@ -212,7 +214,7 @@
     job.id = s.id;
     job.phase = s.state;
     if (s.state === "running" && job.runT0 === null) job.runT0 = performance.now() - 1000 * (s.elapsed_s || 0);
-    if (s.note) showNote(s.note + (info.photo_mode ? " Or choose Whole photo to find and restore each face in it." : ""));
+    if (s.note) showNote(s.note + (info.photo_mode ? OR_PHOTO : ""));
     if (s.state === "done") { job.ended = true; finish(job, s); return; }
     if (s.state === "failed") { fail(job, s.error || "Restoring failed on the server."); return; }
     if (s.state === "cancelled") { fail(job, "The server cancelled this restoration. Try again."); return; }
@@ -560,7 +562,9 @@
   fetch("/api/info").then(function (r) { return r.json(); }).then(function (d) {
     info = d;
     els.photoMode.hidden = !d.photo_mode;
-    if (d.photo_mode) document.querySelector(".h1-sub").textContent = "restore blurry faces, cropped or in whole photos";
+    if (d.photo_mode) {
+      document.querySelector(".h1-sub").textContent = "restore blurry faces, cropped or in whole photos";
+    }
     setMode("face", false);
     els.limits.textContent = "Takes pictures up to " + dims(d.max_side, d.max_side) + " pixels and files up to " +
       kb(d.max_upload_bytes) + "; best with a face cropped to about 128 × 128. ";
