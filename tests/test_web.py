@@ -29,8 +29,9 @@ from facesr.inference import Restorer  # noqa: E402
 from facesr.web import app as webapp  # noqa: E402
 from facesr.web.images import body_limit, decode_image  # noqa: E402
 from facesr.web.jobs import CANCELLED, DONE, Job, JobQueue, QueueFull  # noqa: E402
-from web_support import (GatedRestorer, LiveServer, decode_png, face_png, multipart, png_bytes, raw_post,  # noqa: E402
-                         thread_results)
+from web_support import (GatedRestorer, LiveServer, aligned_face, decode_png, face_png, group_photo,  # noqa: E402
+                         has_face_detector, multipart, png_bytes, raw_post, thread_results)
+import faces_synth as S  # noqa: E402
 
 MAX_PIXELS = 96 * 96
 
@@ -161,7 +162,7 @@ def test_healthz_info_and_examples(client):
     assert h["status"] == "ok" and h["scale"] == 4 and h["max_queued"] == 4 and h["queued"] == 0
     info = client.get("/api/info").json()
     assert info["max_pixels"] == MAX_PIXELS and info["max_upload_bytes"] == body_limit(MAX_PIXELS)
-    assert info["photo_mode"] is callable(getattr(Restorer, "restore_photo", None)) and "{w}" in info["face_note"]
+    assert info["photo_mode"] is has_face_detector() and "{w}" in info["face_note"]
     from facesr.assets import sample_face_path
     from facesr.data.datasets import degrade_offline, prepare_hq
     from facesr.data.degradations import DegradationCfg
@@ -198,15 +199,131 @@ def test_whole_photo_mode_is_feature_detected(client, restorer):
             return np.full((image.shape[0] * 4, image.shape[1] * 4, 3), 7, np.uint8)
 
     pr = PhotoRestorer()
-    with TestClient(webapp.create_app(pr, examples=False)) as c:
+    with TestClient(webapp.create_app(pr, examples=False, detector=S.FakeDetector([]))) as c:
         assert c.get("/api/info").json()["photo_mode"] is True
-        body, ctype = multipart({"image": ("p.png", face_png(16)[1])})
-        body = body.replace(b"--facesrTestBoundary7MA4YWxk--", b"--facesrTestBoundary7MA4YWxk\r\nContent-Disposition: "
-                            b"form-data; name=\"mode\"\r\n\r\nphoto\r\n--facesrTestBoundary7MA4YWxk--")
+        body, ctype = multipart({"image": ("p.png", face_png(16)[1]), "mode": "photo"})
         res = c.post("/restore", content=body, headers={"content-type": ctype})
         assert res.status_code == 200 and (decode_png(res.content) == 7).all()
+        assert "x-facesr-faces" not in res.headers  # an image, not a PhotoResult: no detections to report
         assert pr.calls == []  # the face path was not used
         assert _post(c, face_png(16)[1]).status_code == 200 and len(pr.calls) == 1
+
+
+def _photo_job(client, data: bytes, name: str = "group.png") -> list[dict]:
+    body, ctype = multipart({"image": (name, data), "mode": "photo"})
+    res = client.post("/jobs", content=body, headers={"content-type": ctype})
+    assert res.status_code == 200, res.text
+    return [json.loads(ln) for ln in res.text.splitlines() if ln.strip()]
+
+
+def _expected_boxes(faces, up):
+    return [[round((v + 0.5) * up, 1) for v in f.box] for f in faces]
+
+
+def test_whole_photo_job_restores_each_face_and_reports_boxes(restorer):
+    """Always runs: the real restore_photo pipeline on the tiny model, with a perfect stand-in detector."""
+    lq, faces = group_photo()
+    restorer.reset()
+    detector = S.FakeDetector(faces)
+    app = webapp.create_app(restorer, max_pixels=400 * 300, examples=False, detector=detector)
+    with TestClient(app) as c:
+        info = c.get("/api/info").json()
+        assert info["photo_mode"] is True and info["photo_scale"] == 2 and info["photo_suggest_side"] == 256
+        lines = _photo_job(c, png_bytes(lq))
+        final = lines[-1]
+        assert final["state"] == "done" and final["mode"] == "photo" and final["unit"] == "face", final
+        assert (final["done"], final["total"]) == (2, 2)  # the 22-pixel face is not counted
+        assert final["scale"] == 2 and final["output_size"] == [640, 480] and final["input_size"] == [320, 240]
+        assert final["download_name"] == "group_facesr_x2.png" and final["note"] is None
+        assert (final["faces_restored"], final["faces_skipped"]) == (2, 1)
+        got = final["faces"]
+        assert [f["restored"] for f in got] == [True, True, False] and got[2]["skipped"] == "small"
+        assert [f["box"] for f in got] == _expected_boxes(faces, 2)  # output pixels, from the top-left corner
+        assert all(len(f["landmarks"]) == 5 for f in got)
+        want = Restorer.restore_photo(restorer, lq, detector=S.FakeDetector(faces), upscale=2).image
+        np.testing.assert_array_equal(decode_png(c.get(final["result"]).content), want)
+        np.testing.assert_array_equal(decode_png(c.get(final["bicubic"]).content),
+                                      cv2.resize(lq, (640, 480), interpolation=cv2.INTER_CUBIC))
+        np.testing.assert_array_equal(decode_png(c.get(final["input"]).content), lq)
+        assert restorer.calls == []  # faces go through restore_rgb, never the whole picture through restore
+        # the one-shot route says how many faces it restored
+        body, ctype = multipart({"image": ("group.png", png_bytes(lq)), "mode": "photo"})
+        res = c.post("/restore", content=body, headers={"content-type": ctype})
+        assert res.status_code == 200 and res.headers["x-facesr-output-size"] == "640x480"
+        assert (res.headers["x-facesr-faces"], res.headers["x-facesr-faces-skipped"]) == ("2", "1")
+        assert "group_facesr_x2.png" in res.headers["content-disposition"]
+        # a photo without faces is simply enlarged
+        detector.faces = []
+        lines = _photo_job(c, png_bytes(S.background(60, 80)))
+        assert lines[-1]["state"] == "done" and lines[-1]["faces"] == [] and lines[-1]["faces_restored"] == 0
+
+
+def test_whole_photo_progress_is_per_face_and_cancels():
+    from facesr.web.jobs import Cancelled
+    from facesr.web.photo import call_restore_photo
+    lq, faces = group_photo()
+    one_by_one = GatedRestorer(batch_size=1)
+    seen = []
+    out, found, skipped, up = call_restore_photo(one_by_one.restore_photo, lq, lambda d, t: seen.append((d, t)),
+                                                 detector=S.FakeDetector(faces))
+    assert seen == [(0, 0), (0, 2), (1, 2), (2, 2)] and (len(found), len(skipped), up) == (2, 1, 2)
+    assert out.shape == (480, 640, 3)
+
+    # cancelled while the detector runs: no face is restored
+    held, release = __import__("threading").Event(), __import__("threading").Event()
+
+    class SlowDetector(S.FakeDetector):
+        def __call__(self, rgb):
+            held.set()
+            assert release.wait(10)
+            return super().__call__(rgb)
+
+    restored = []
+    one_by_one.restore_rgb = lambda crops, progress=None: restored.append(len(crops)) or \
+        Restorer.restore_rgb(one_by_one, crops, progress)
+    app = webapp.create_app(one_by_one, examples=False, detector=SlowDetector(faces))
+    with TestClient(app):
+        queue = app.state.queue
+        job = queue.submit(Job(image=lq, mode="photo", unit="face"))
+        assert held.wait(10)
+        queue.cancel(job, "test")
+        release.set()
+        assert job.wait(10) and job.state == CANCELLED and restored == []
+        # cancelled after the first face: the second is never restored
+        job = Job(image=lq, mode="photo", unit="face")
+        one_by_one.restore_rgb = lambda crops, progress=None: (restored.append(len(crops)), queue.cancel(job))[0] \
+            or Restorer.restore_rgb(one_by_one, crops, progress)
+        queue.submit(job)
+        assert job.wait(10) and job.state == CANCELLED and restored == [1] and (job.done, job.total) == (1, 2)
+
+
+def test_whole_photo_mode_without_the_face_detector(restorer, monkeypatch):
+    monkeypatch.setattr(webapp, "default_detector_missing",
+                        lambda: "face detection needs the 'faces' extra: pip install \"facesr[faces]\"")
+    with TestClient(webapp.create_app(restorer, examples=False)) as c:
+        assert c.get("/api/info").json()["photo_mode"] is False
+        body, ctype = multipart({"image": ("group.png", face_png(16)[1]), "mode": "photo"})
+        text = _assert_plain_error(c.post("/jobs", content=body, headers={"content-type": ctype}), 503,
+                                   "face detector is not installed", "Crop the picture to one face")
+        assert 'pip install "facesr[faces]"' in text  # a hint for whoever runs the server
+        assert _post(c, face_png(16)[1]).status_code == 200  # face crops still work
+
+
+@pytest.mark.skipif(not has_face_detector(), reason="the faces extra (dlib) is not installed")
+def test_whole_photo_with_the_real_detector(restorer):
+    lq, _ = group_photo(aligned_face())
+    restorer.reset()
+    app = webapp.create_app(restorer, max_pixels=400 * 300, examples=False)
+    with TestClient(app) as c:
+        assert c.get("/api/info").json()["photo_mode"] is True
+        final = _photo_job(c, png_bytes(lq))[-1]
+        assert final["state"] == "done" and (final["faces_restored"], final["faces_skipped"]) == (2, 0), final
+        detector = app.state.detector.get()  # dlib's HOG detector, loaded by the job
+        found = detector(lq)
+        assert len(found) == 2  # the 22-pixel face is below what the detector sees
+        assert [f["box"] for f in final["faces"]] == _expected_boxes(found, 2)
+        want = Restorer.restore_photo(restorer, lq, detector=detector, upscale=2).image
+        np.testing.assert_array_equal(decode_png(c.get(final["result"]).content), want)
 
 
 def test_download_name():

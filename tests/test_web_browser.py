@@ -49,7 +49,9 @@ if CHROMIUM is None:
 
 from facesr.web.app import create_app  # noqa: E402
 from facesr.web.images import body_limit  # noqa: E402
-from web_support import GatedRestorer, LiveServer, decode_png, face_png, png_bytes  # noqa: E402
+import faces_synth as S  # noqa: E402
+from web_support import (GatedRestorer, LiveServer, aligned_face, decode_png, face_png, group_photo,  # noqa: E402
+                         has_face_detector, png_bytes)
 
 expect = sync_api.expect
 expect.set_options(timeout=10_000)
@@ -231,6 +233,10 @@ def test_large_input_shows_progress_and_cancel(page, restorer, server):
     restorer.gate_at_tile = 3
     restorer.gate.clear()
     _choose(page, "group photo.png", png_bytes(big))
+    if page.locator("#photo-mode").is_visible():  # whole-photo mode is suggested for a picture this large...
+        expect(page.locator("#mode-photo")).to_be_checked()
+        page.click("label:has(#mode-face)")  # ...but the user wants it restored as one face
+        expect(page.locator("#note")).to_contain_text("Or choose Whole photo")
     expect(page.locator("#note")).to_contain_text("512 × 384 pixels")
     expect(page.locator("#note")).to_contain_text("crop to the face")
     page.click("#go")
@@ -315,3 +321,122 @@ def test_phone_layout_scrolls_result_into_view(browser, server, restorer):
     finally:
         restorer.gate.set()
         ctx.close()
+
+
+# ----------------------------------------------------------------------------- whole photos
+
+def _check_boxes(page, server, n_restored: int, labels: list[str]) -> None:
+    """Toggle the face outlines on, check they sit on the detections at two zooms, toggle them off."""
+    toggle = page.locator("#show-faces")
+    expect(page.locator("#faces-toggle")).to_be_visible()
+    expect(page.locator("#boxes")).to_be_hidden()
+    toggle.check()
+    expect(page.locator("#boxes")).to_be_visible()
+    boxes = page.locator("#boxes .facebox")
+    expect(boxes).to_have_count(len(labels))
+    assert [boxes.nth(i).text_content() for i in range(len(labels))] == labels
+    job = page.get_attribute("#download", "data-job")
+    faces = server.get_json(f"/jobs/{job}")["faces"]
+    assert sum(f["restored"] for f in faces) == n_restored
+    for zoom in ("fit", "2"):
+        page.click(f"[data-zoom='{zoom}']")
+        img = page.locator("#img-after").bounding_box()
+        k = img["width"] / page.eval_on_selector("#img-after", "e => e.naturalWidth")
+        for i, f in enumerate(faces):
+            if not boxes.nth(i).is_visible():  # scrolled out of view at 2:1
+                continue
+            b = boxes.nth(i).bounding_box()
+            assert abs(b["x"] - (img["x"] + f["box"][0] * k)) <= 1.5, (zoom, i, b, f["box"])
+            assert abs(b["y"] - (img["y"] + f["box"][1] * k)) <= 1.5, (zoom, i, b, f["box"])
+            assert abs(b["width"] - (f["box"][2] - f["box"][0]) * k) <= 1.5, (zoom, i, b, f["box"])
+    page.click("[data-zoom='fit']")
+    toggle.uncheck()
+    expect(page.locator("#boxes")).to_be_hidden()
+
+
+@pytest.fixture(scope="module")
+def photo_setup():
+    """A server whose whole-photo mode uses a stand-in detector (no dlib needed) that a test can hold."""
+    import threading
+    lq, faces = group_photo()
+
+    class HeldDetector(S.FakeDetector):
+        release = threading.Event()
+        entered = threading.Event()
+
+        def __call__(self, rgb):
+            self.entered.set()
+            assert self.release.wait(20)
+            return super().__call__(rgb)
+
+    det = HeldDetector(faces)
+    det.release.set()
+    restorer = GatedRestorer(seed=0)
+    with LiveServer(create_app(restorer, max_pixels=MAX_PIXELS, examples=False, detector=det)) as srv:
+        yield srv, det, lq
+        det.release.set()
+
+
+def test_whole_photo_progress_cancel_and_faces_with_a_stand_in_detector(browser, photo_setup):
+    server, det, lq = photo_setup
+    ctx, page = _open(browser, server, viewport={"width": 1280, "height": 800})
+    try:
+        expect(page.locator("#photo-mode")).to_be_visible()
+        _choose(page, "family.png", png_bytes(lq))
+        expect(page.locator("#mode-photo")).to_be_checked()  # 320 × 240: more than a face, so suggested
+        expect(page.locator("#note")).to_contain_text("Whole photo is chosen")
+        det.release.clear()
+        det.entered.clear()
+        page.click("#go")
+        assert det.entered.wait(10)
+        expect(page.locator("#progress-text")).to_contain_text("Finding faces")
+        page.click("#cancel")
+        expect(page.locator("#status")).to_contain_text("Cancelled")
+        job = server.app.state.queue.running
+        deadline = time.monotonic() + 10
+        while job is not None and not job.cancel_requested and time.monotonic() < deadline:
+            time.sleep(0.01)
+        det.release.set()
+        server.wait_until(lambda h: h["running"] == 0, what="the photo job to stop")
+        assert job is None or job.state == "cancelled"
+
+        page.click("#go")
+        status = page.locator("#status")
+        expect(status).to_contain_text("Done: 320 × 240 → 640 × 480 pixels")
+        expect(status).to_contain_text("2 faces restored, 1 too small.")
+        _plain(status.text_content())
+        expect(page.locator("#tag-after")).to_have_text("facesr ×2")
+        expect(page.locator("#tag-before")).to_have_text("Bicubic ×2")
+        assert page.eval_on_selector("#img-before", "e => [e.naturalWidth, e.naturalHeight]") == [640, 480]
+        expect(page.locator("#download")).to_have_text("Download family_facesr_x2.png")
+        _check_boxes(page, server, 2, ["1", "2", "too small"])
+        # a small face crop afterwards goes back to face mode and shows no face toggle
+        _choose(page, "face.png", face_png(32)[1])
+        expect(page.locator("#mode-face")).to_be_checked()
+        page.click("#go")
+        expect(status).to_contain_text("Done: 32 × 32 → 128 × 128")
+        expect(page.locator("#faces-toggle")).to_be_hidden()
+        assert page.errors == []
+    finally:
+        det.release.set()
+        ctx.close()
+
+
+@pytest.mark.skipif(not has_face_detector(), reason="the faces extra (dlib) is not installed")
+def test_whole_photo_with_the_real_detector(page, server):
+    lq, _ = group_photo(aligned_face())
+    _choose(page, "group.png", png_bytes(lq))
+    expect(page.locator("#mode-photo")).to_be_checked()
+    page.click("#go")
+    status = page.locator("#status")
+    expect(status).to_contain_text("Done: 320 × 240 → 640 × 480 pixels", timeout=30_000)
+    expect(status).to_contain_text("2 faces restored.")
+    expect(page.locator("#sizes")).to_contain_text("2 faces restored")
+    assert page.eval_on_selector("#img-after", "e => [e.naturalWidth, e.naturalHeight]") == [640, 480]
+    # the slider works on photos as on faces
+    box = page.locator("#viewer").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
+    assert abs(float(page.eval_on_selector("#handle", "e => parseFloat(e.style.left)")) - box["width"] * 0.3) <= 2
+    _check_boxes(page, server, 2, ["1", "2"])
+    page.locator("#show-faces").check()
+    _shot(page, "desktop_photo")

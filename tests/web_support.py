@@ -93,6 +93,38 @@ def face_png(size: int = 32, seed: int = 0, channels: int = 3) -> tuple[np.ndarr
     return img, png_bytes(img)
 
 
+def aligned_face() -> np.ndarray:
+    """The bundled portrait warped onto the FFHQ template by dlib's own landmarks (512 x 512; needs dlib).
+
+    dlib's HOG detector finds faces made from it reliably, as in tests/test_faces_detect.py."""
+    global _ALIGNED
+    if _ALIGNED is None:
+        import faces_synth as S
+        from facesr.faces import align, load_detector
+        (f,) = load_detector("hog", upsample=0)(S.hq_face())  # a 300-pixel face: no need to search at 2x
+        _ALIGNED = align.crop_face(S.hq_face(), align.estimate_alignment(f.landmarks), 512)
+    return _ALIGNED
+
+
+_ALIGNED = None
+
+
+def has_face_detector() -> bool:
+    """True when the ``faces`` extra (dlib and its landmark model) is installed."""
+    from facesr.web.photo import default_detector_missing
+    return default_detector_missing() is None
+
+
+def group_photo(hq: np.ndarray | None = None):
+    """A synthetic 320 x 240 group photo (uint8 RGB) of the bundled face: two faces the detector can find
+    and restore, and one too small to restore (narrower than 32 pixels); and the exact faces, as
+    ``faces_synth.make_photo`` gives them (see tests/faces_synth.py)."""
+    import faces_synth as S
+    lq, _, faces = S.make_photo([(1.0, 5.0, (90.0, 130.0)), (0.9, -6.0, (230.0, 110.0)), (0.3, 0.0, (290.0, 205.0))],
+                                hq=hq)
+    return lq, faces
+
+
 def png_bytes(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, "PNG")
@@ -105,10 +137,15 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(im).copy()
 
 
-def multipart(fields: dict[str, tuple[str, bytes]], boundary: str = "facesrTestBoundary7MA4YWxk") -> tuple[bytes, str]:
-    """A multipart/form-data body: {field: (filename, content)}; returns (body, content type)."""
+def multipart(fields: dict[str, tuple[str, bytes] | str], boundary: str = "facesrTestBoundary7MA4YWxk"
+              ) -> tuple[bytes, str]:
+    """A multipart/form-data body: {field: (filename, content) or plain text}; returns (body, content type)."""
     out = b""
-    for name, (filename, data) in fields.items():
+    for name, value in fields.items():
+        if isinstance(value, str):
+            out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").encode()
+            continue
+        filename, data = value
         out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n"
                 f"Content-Type: image/png\r\n\r\n").encode() + data + b"\r\n"
     out += f"--{boundary}--\r\n".encode()

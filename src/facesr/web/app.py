@@ -12,18 +12,24 @@ HTTP API
     the queue), ``X-Facesr-Note`` (only for inputs much larger than a face crop).
     A client that disconnects before its answer cancels its job (dropped if
     still waiting, stopped at the next tile if running).
+    Whole-photo mode (``mode=photo`` as a form field or query parameter, offered when
+    ``/api/info`` says ``photo_mode``): the faces are found, restored one by one and pasted
+    back over the photo enlarged x2 (bicubic); headers ``X-Facesr-Faces`` (faces restored)
+    and ``X-Facesr-Faces-Skipped`` (found but too small) are added.
 ``POST /jobs``
     Same input; answers at once with a stream of JSON lines
     (``application/x-ndjson``), one per change of the job and at least one a
     second: ``{"id", "state": queued|running|done|failed|cancelled, "position":
-    jobs ahead, "done"/"total": tiles, "elapsed_s", "eta_s", "input_size": [w, h],
-    "download_name", "note", "error"}``; the last one (state done) adds
-    ``"result"``, ``"bicubic"``, ``"input"`` (URLs of the PNGs) and
-    ``"output_size"``.  Closing the stream cancels the job.  This is what the page uses.
+    jobs ahead, "done"/"total": tiles or faces, "unit": "tile"|"face", "elapsed_s", "eta_s",
+    "input_size": [w, h], "mode", "download_name", "note", "error"}``; the last one (state done)
+    adds ``"result"``, ``"bicubic"``, ``"input"`` (URLs of the PNGs), ``"output_size"`` and
+    ``"scale"`` (output pixels per input pixel), and in whole-photo mode ``"faces"`` (see
+    :func:`facesr.web.photo.face_boxes`: boxes in output pixels), ``"faces_restored"`` and
+    ``"faces_skipped"``.  Closing the stream cancels the job.  This is what the page uses.
 ``GET /jobs/{id}``, ``DELETE /jobs/{id}`` (or ``POST /jobs/{id}/cancel``)
     The job's state as one JSON object; DELETE cancels it.
 ``GET /jobs/{id}/result.png``, ``/bicubic.png``, ``/input.png``
-    A finished job's restored image, its bicubic x4 upscale (cv2.INTER_CUBIC) and
+    A finished job's restored image, its bicubic upscale to the same size (cv2.INTER_CUBIC) and
     the decoded input, kept for 10 minutes (the last 8 jobs).
 ``GET /healthz``
     ``{"status": "ok", "model", "device", "scale", "running", "queued", "max_queued"}``.
@@ -34,14 +40,14 @@ Errors are ``text/plain``, one line in plain words: 400 bad input (not an image,
 empty, no ``image`` field), 413 too large (body over the byte cap, or more than
 ``max_pixels`` pixels, read from the header before decoding), 408 the upload
 stalled (no data for ``upload_timeout_s`` seconds), 503 queue full (``max_queued``
-jobs already waiting; ``Retry-After`` set), 404/405 wrong address or method, 500
+jobs already waiting; ``Retry-After`` set) or whole-photo mode asked of a server
+without the face detector, 404/405 wrong address or method, 500
 an unexpected failure (details only in the server log).
 """
 from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import json
 import logging
 import math
@@ -52,6 +58,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+import cv2
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -61,10 +68,12 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 
-from ..io.images import encode_png, upscale_classical
+from ..io.images import encode_png
 from .images import (DEFAULT_MAX_PIXELS, FACE_NOTE_PIXELS, FACE_NOTE_TEMPLATE, FORMAT_NAMES, InputError,
                      body_limit, decode_image, example_faces, face_note, too_many_bytes)
 from .jobs import DONE, FAILED, Job, JobQueue, QueueFull
+from .photo import (NO_DETECTOR, NO_PHOTO_MODE, PHOTO_SUGGEST_SIDE, PHOTO_UPSCALE, SharedDetector, call_restore_photo,
+                    default_detector_missing, face_boxes)
 
 log = logging.getLogger("facesr.web")
 
@@ -110,20 +119,6 @@ def _example_pngs() -> tuple[tuple[str, str, bytes, int, int], ...]:
                  for e in example_faces())
 
 
-def _call_photo(fn, image: np.ndarray, progress):
-    """Call a whole-photo restorer, passing ``progress`` only if it takes one."""
-    try:
-        takes = "progress" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        takes = False
-    if takes:
-        return fn(image, progress=progress)
-    progress(0, 1)
-    out = fn(image)
-    progress(1, 1)
-    return out
-
-
 class _SecurityHeaders:
     """Pure ASGI middleware adding nosniff / no-referrer to every response (and CSP to HTML)."""
 
@@ -152,13 +147,15 @@ class _SecurityHeaders:
 
 def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: int = 8,
                upload_timeout_s: float = 20.0, model_name: str = "the shipped model", examples: bool = True,
-               keep_finished: int = 8, keep_seconds: float = 600.0, warmup: bool = False) -> FastAPI:
+               keep_finished: int = 8, keep_seconds: float = 600.0, warmup: bool = False, detector=None,
+               photo_upscale: int = PHOTO_UPSCALE) -> FastAPI:
     """Build the FastAPI app around one model.
 
     Args:
         restorer: a :class:`facesr.inference.Restorer` (anything with ``scale`` and
-            ``restore(image, progress=None)``).  If it has ``restore_photo``, jobs may ask
-            for ``mode=photo`` (whole-photo restoration); otherwise that mode is refused.
+            ``restore(image, progress=None)``).  If it has ``restore_photo`` and a face detector
+            is at hand, jobs may ask for ``mode=photo`` (whole-photo restoration); otherwise that
+            mode is refused in plain words (and ``/api/info`` says ``"photo_mode": false``).
         max_pixels: most input pixels (width x height) accepted; the request body may be at
             most :func:`~facesr.web.images.body_limit` ``(max_pixels)`` bytes.
         max_queued: most jobs waiting behind the running one; more get HTTP 503.
@@ -169,6 +166,10 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
         keep_finished, keep_seconds: how many finished jobs (with their results) are kept, and how long.
         warmup: restore one 64 x 64 gray image now, so the first user does not pay the model's start-up
             cost and the page can estimate the time left from the first job on.
+        detector: the face detector of whole-photo mode (callable ``rgb -> list[facesr.faces.Face]``);
+            None = dlib's HOG detector from the ``faces`` extra, loaded at the first whole-photo job
+            (whole-photo mode is off when that extra is missing).
+        photo_upscale: output pixels per input pixel in whole-photo mode (1, 2 or 4).
     """
     if int(max_pixels) < 1:
         raise ValueError(f"max_pixels must be at least 1, got {max_pixels}")
@@ -177,15 +178,32 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
     max_pixels = int(max_pixels)
     scale = int(restorer.scale)
     max_body = body_limit(max_pixels)
-    photo_mode = callable(getattr(restorer, "restore_photo", None))
+    photo_refusal = None  # why whole-photo mode is off (shown to users who ask for it), None when on
+    if not callable(getattr(restorer, "restore_photo", None)):
+        photo_refusal = (NO_PHOTO_MODE, 400)
+    elif detector is None:
+        missing = default_detector_missing()
+        if missing:
+            log.warning("whole-photo mode is off: %s", missing)
+            photo_refusal = (NO_DETECTOR, 503)
+    photo_mode = photo_refusal is None
+    faces_detector = SharedDetector(detector)
 
     def run(job: Job, progress):
         if job.mode == "photo":
-            out = _call_photo(restorer.restore_photo, job.image, progress)
+            out, faces, skipped, up = call_restore_photo(restorer.restore_photo, job.image, progress,
+                                                         detector=faces_detector, upscale=photo_upscale)
+            result = {"scale": up}
+            if faces is not None:
+                result.update(faces=face_boxes(faces, skipped, up), faces_restored=len(faces),
+                              faces_skipped=len(skipped))
         else:
-            out = restorer.restore(job.image, progress=progress)
-        out = np.asarray(out)
-        return {"png": encode_png(out), "size": (int(out.shape[1]), int(out.shape[0]))}
+            out = np.asarray(restorer.restore(job.image, progress=progress))
+            result = {"scale": scale}
+        return {**result, "png": encode_png(out), "size": (int(out.shape[1]), int(out.shape[0]))}
+
+    def job_scale(job: Job) -> int:
+        return int(job.result["scale"]) if job.result else (photo_upscale if job.mode == "photo" else scale)
 
     queue = JobQueue(run, max_queued=max_queued, keep_finished=keep_finished, keep_seconds=keep_seconds)
     if warmup:
@@ -203,6 +221,7 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
     app = FastAPI(title="facesr", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.queue = queue
     app.state.restorer = restorer
+    app.state.detector = faces_detector  # whole-photo mode's detector (loaded at its first job)
     app.add_middleware(_SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -307,9 +326,8 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
                              f"as the raw request body with an image Content-Type, not {main}.")
         if mode not in MODES:
             raise InputError("The mode must be 'face' or 'photo'.")
-        if mode == "photo" and not photo_mode:
-            raise InputError("Whole-photo restoration is not available in this version of facesr. "
-                             "Crop the picture to the face and restore that.")
+        if mode == "photo" and photo_refusal:
+            raise InputError(*photo_refusal)
         if not data:
             raise InputError("No picture arrived: the upload was empty. Choose an image file and try again.")
         return data, name, mode
@@ -319,14 +337,19 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
         queue.check_room()  # refuse before spending time on decoding
         image = await asyncio.to_thread(decode_image, data, max_pixels)
         h, w = image.shape[:2]
-        job = Job(image=image, name=name, mode=mode, note=face_note(w, h) if mode == "face" else None)
+        job = Job(image=image, name=name, mode=mode, unit="face" if mode == "photo" else "tile",
+                  note=face_note(w, h) if mode == "face" else None)
         return queue.submit(job)
 
     def job_json(job: Job) -> dict:
         snap = queue.snapshot(job)
-        snap["download_name"] = download_name(job.name, scale)
+        snap["download_name"] = download_name(job.name, job_scale(job))
         if job.state == DONE and job.result is not None:
             snap["output_size"] = list(job.result["size"])
+            snap["scale"] = job_scale(job)
+            for k in ("faces", "faces_restored", "faces_skipped"):
+                if k in job.result:
+                    snap[k] = job.result[k]
             for k, f in (("result", "result"), ("bicubic", "bicubic"), ("input", "input")):
                 snap[k] = f"/jobs/{job.id}/{f}.png"
         return snap
@@ -385,7 +408,7 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
               for i, t, _, w, h in (_example_pngs() if examples else ())]
         return {"scale": scale, "max_pixels": max_pixels, "max_side": side, "max_upload_bytes": max_body,
                 "max_queued": queue.max_queued, "face_note_pixels": FACE_NOTE_PIXELS, "face_note": FACE_NOTE_TEMPLATE,
-                "photo_mode": photo_mode,
+                "photo_mode": photo_mode, "photo_scale": photo_upscale, "photo_suggest_side": PHOTO_SUGGEST_SIDE,
                 "formats": FORMAT_NAMES, "examples": ex}
 
     @app.get("/examples/{example_id}.png")
@@ -408,12 +431,15 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
         ow, oh = job.result["size"]
         headers = {
             "Cache-Control": "no-store",
-            "Content-Disposition": _content_disposition("inline", download_name(job.name, scale)),
+            "Content-Disposition": _content_disposition("inline", download_name(job.name, job_scale(job))),
             "X-Facesr-Input-Size": f"{w}x{h}", "X-Facesr-Output-Size": f"{ow}x{oh}",
             "X-Facesr-Seconds": f"{(job.finished or 0) - (job.started or 0):.3f}",
             "X-Facesr-Waited": f"{(job.started or 0) - job.created:.3f}",
             "X-Facesr-Job": job.id,
         }
+        if "faces_restored" in job.result:
+            headers["X-Facesr-Faces"] = str(job.result["faces_restored"])
+            headers["X-Facesr-Faces-Skipped"] = str(job.result["faces_skipped"])
         if job.note:
             headers["X-Facesr-Note"] = job.note.replace("×", "x").encode("ascii", "ignore").decode()
         return Response(job.result["png"], media_type="image/png", headers=headers)
@@ -469,12 +495,14 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
         kind = "attachment" if request.query_params.get("download") else "inline"
         return Response(job.result["png"], media_type="image/png", headers={
             "Cache-Control": "private, max-age=600",
-            "Content-Disposition": _content_disposition(kind, download_name(job.name, scale))})
+            "Content-Disposition": _content_disposition(kind, download_name(job.name, job_scale(job)))})
 
     @app.get("/jobs/{job_id}/bicubic.png")
     async def job_bicubic(job_id: str):
         job = finished_job(job_id)
-        png = await asyncio.to_thread(lambda: encode_png(upscale_classical(job.image, scale)))
+        ow, oh = job.result["size"]  # the plain enlargement to the restored image's size, for the slider
+        png = await asyncio.to_thread(
+            lambda: encode_png(cv2.resize(job.image, (ow, oh), interpolation=cv2.INTER_CUBIC)))
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
 
     @app.get("/jobs/{job_id}/input.png")

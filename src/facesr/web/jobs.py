@@ -50,9 +50,10 @@ Progress = Callable[[int, int], None]
 class Job:
     """One restoration.  ``image`` is the decoded input (uint8 HxWx3 or HxWx4, 0-255).
 
-    Times are :func:`time.monotonic` seconds.  ``done`` / ``total`` count tiles (an
-    image small enough to run in one pass is one tile); ``total`` is 0 until the
-    job starts.  ``result`` is whatever the queue's run function returned.
+    Times are :func:`time.monotonic` seconds.  ``done`` / ``total`` count units (``unit``): tiles (an
+    image small enough to run in one pass is one tile) or, in whole-photo mode, faces;
+    ``total`` is 0 until the job starts (and, for a photo, until its faces are found).
+    ``result`` is whatever the queue's run function returned.
     """
 
     image: np.ndarray
@@ -69,6 +70,7 @@ class Job:
     error: str | None = None
     cancel_reason: str | None = None
     note: str | None = None
+    unit: str = "tile"
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _end: threading.Event = field(default_factory=threading.Event, repr=False)
     _callbacks: list = field(default_factory=list, repr=False)
@@ -209,7 +211,7 @@ class JobQueue:
             h, w = job.image.shape[:2]
             return {
                 "id": job.id, "state": job.state, "position": position, "done": job.done, "total": job.total,
-                "elapsed_s": None if elapsed is None else round(elapsed, 2),
+                "unit": job.unit, "elapsed_s": None if elapsed is None else round(elapsed, 2),
                 "waited_s": round((job.started or job.finished or now) - job.created, 2),
                 "eta_s": None if eta is None else round(eta, 1),
                 "input_size": [w, h], "name": job.name, "mode": job.mode, "note": job.note,
@@ -317,8 +319,8 @@ class JobQueue:
             dt = (job.finished or 0) - (job.started or 0)
             h, w = job.image.shape[:2]
             if state == CANCELLED:
-                log.info("job %s: %dx%d cancelled after %d of %d tiles (%s)", job.id, w, h, job.done, job.total,
-                         job.cancel_reason)
+                log.info("job %s: %dx%d cancelled after %d of %d %ss (%s)", job.id, w, h, job.done, job.total,
+                         job.unit, job.cancel_reason)
             elif state == DONE:
-                log.info("job %s: %dx%d restored in %.2f s (%d tile%s)", job.id, w, h, dt, job.total,
+                log.info("job %s: %dx%d restored in %.2f s (%d %s%s)", job.id, w, h, dt, job.total, job.unit,
                          "" if job.total == 1 else "s")

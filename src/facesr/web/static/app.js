@@ -6,6 +6,10 @@
  * Every callback checks that its job is still the current one, so a result can never be
  * shown or downloaded under another file's name.  Closing the tab, picking another file or
  * pressing Cancel closes the stream, which cancels the job on the server.
+ *
+ * Whole-photo mode (when the server has a face detector): the server finds the faces, restores
+ * each one and pastes them back over the photo enlarged ×2; progress counts faces, and the
+ * detections come back with the result (boxes in output pixels), drawn over the picture on request.
  */
 (function () {
   "use strict";
@@ -13,21 +17,27 @@
   var $ = function (id) { return document.getElementById(id); };
   var els = {
     form: $("form"), input: $("file"), drop: $("drop"), thumb: $("thumb"), thumbEmpty: $("thumb-empty"),
-    dropTitle: $("drop-title"), fname: $("fname"), note: $("note"), photo: $("photo"), photoMode: $("photo-mode"),
+    dropTitle: $("drop-title"), fname: $("fname"), note: $("note"), photoMode: $("photo-mode"),
+    modeFace: $("mode-face"), modePhoto: $("mode-photo"), modeHelp: $("mode-help"),
+    facesToggle: $("faces-toggle"), showFaces: $("show-faces"), boxes: $("boxes"),
     go: $("go"), cancel: $("cancel"), progress: $("progress"), bar: $("bar"), progressText: $("progress-text"),
     status: $("status"), result: $("result"), viewer: $("viewer"), before: $("img-before"), after: $("img-after"),
-    afterLayer: $("after-layer"), tagBefore: $("tag-before"), handle: $("handle"), split: $("split"),
+    afterLayer: $("after-layer"), tagBefore: $("tag-before"), tagAfter: $("tag-after"), handle: $("handle"),
+    split: $("split"),
     placeholder: $("placeholder"), hint: $("hint"), sizes: $("sizes"), download: $("download"),
     examples: $("examples"), limits: $("limits")
   };
 
   var PLACEHOLDER = els.placeholder.textContent;
-  var info = { scale: 4, max_upload_bytes: Infinity, face_note_pixels: 65536, photo_mode: false, examples: [] };
+  var OR_PHOTO = " Or choose Whole photo to find and restore each face in it.";
+  var info = { scale: 4, max_upload_bytes: Infinity, face_note_pixels: 65536, photo_mode: false, photo_scale: 2,
+               photo_suggest_side: 256, examples: [] };
   var picked = null;     // {file, name, url}: the file chosen now
   var current = null;    // the job whose progress and result the page shows
   var shown = [];        // object URLs in the viewer and the download link
   var timer = null;
-  var view = { W: 0, H: 0, zoom: "fit", z: 1, tx: 0, ty: 0, split: 0.5, before: "bicubic", urls: null };
+  var view = { W: 0, H: 0, zoom: "fit", z: 1, tx: 0, ty: 0, split: 0.5, before: "bicubic", urls: null, scale: 4,
+               faces: null };
 
   // ------------------------------------------------------------------ words
 
@@ -39,6 +49,7 @@
   }
   function kb(n) { return n >= 1e6 ? (n / 1e6).toFixed(1) + NB + "MB" : Math.max(1, Math.round(n / 1e3)) + NB + "KB"; }
   function dims(w, h) { return w + NB + "×" + NB + h; }
+  function plural(n, one, many) { return n + " " + (n === 1 ? one : many); }
   function say(msg, isError) {
     els.status.textContent = msg || "";
     els.status.className = "status" + (isError ? " err" : "");
@@ -64,9 +75,11 @@
       els.thumb.hidden = false;
       els.thumbEmpty.hidden = true;
       els.fname.textContent = dims(w, h) + " pixels · " + kb(f.size);
-      if (w * h > info.face_note_pixels && info.face_note) {
-        showNote(info.face_note.replace("{w}", w).replace("{h}", h));
-      }
+      mine.w = w;
+      mine.h = h;
+      // a picture much larger than a face is probably a photo with faces in it: suggest whole-photo mode
+      if (info.photo_mode) setMode(Math.max(w, h) > info.photo_suggest_side ? "photo" : "face", true);
+      updateNote();
     };
     els.thumb.onerror = function () {
       if (picked !== mine) return;
@@ -79,9 +92,40 @@
   }
 
   function showNote(text) {
-    els.note.textContent = text;
+    els.note.textContent = text || "";
     els.note.hidden = !text;
   }
+
+  function mode() { return info.photo_mode && els.modePhoto.checked ? "photo" : "face"; }
+
+  function setMode(m, suggested) {
+    els.modePhoto.checked = m === "photo";
+    els.modeFace.checked = m !== "photo";
+    if (picked) picked.suggested = !!suggested;
+    els.modeHelp.textContent = m === "photo" ?
+      "Finds each face, restores it and enlarges the rest of the photo ×" + info.photo_scale + "." :
+      "One face, cropped close: restored ×" + info.scale + ".";
+  }
+
+  // the note under the picture: what the chosen mode will do with a picture of this size
+  function updateNote() {
+    if (!picked || !picked.w) { showNote(""); return; }
+    var w = picked.w, h = picked.h;
+    if (mode() === "photo") {
+      showNote(picked.suggested ? "This picture is " + dims(w, h) + " pixels, larger than a face crop, so " +
+               "Whole photo is chosen: facesr finds the faces and restores each one. For one face " +
+               "cropped close, choose Face crop." : "");
+    } else if (w * h > info.face_note_pixels && info.face_note) {
+      showNote(info.face_note.replace("{w}", w).replace("{h}", h) +
+               (info.photo_mode ? OR_PHOTO : ""));
+    } else {
+      showNote("");
+    }
+  }
+
+  [els.modeFace, els.modePhoto].forEach(function (r) {
+    r.addEventListener("change", function () { setMode(mode(), false); updateNote(); });
+  });
 
   els.input.addEventListener("change", function () { pick(els.input.files[0]); });
   ["dragenter", "dragover"].forEach(function (t) {
@@ -131,7 +175,8 @@
     render(job);
     var fd = new FormData();
     fd.append("image", picked.file, picked.name);
-    if (info.photo_mode && els.photo.checked) fd.append("mode", "photo");
+    job.mode = mode();
+    fd.append("mode", job.mode);
     var xhr = new XMLHttpRequest();
     job.xhr = xhr;
     xhr.open("POST", "/jobs");
@@ -169,7 +214,7 @@
     job.id = s.id;
     job.phase = s.state;
     if (s.state === "running" && job.runT0 === null) job.runT0 = performance.now() - 1000 * (s.elapsed_s || 0);
-    if (s.note) showNote(s.note);
+    if (s.note) showNote(s.note + (info.photo_mode ? OR_PHOTO : ""));
     if (s.state === "done") { job.ended = true; finish(job, s); return; }
     if (s.state === "failed") { fail(job, s.error || "Restoring failed on the server."); return; }
     if (s.state === "cancelled") { fail(job, "The server cancelled this restoration. Try again."); return; }
@@ -191,9 +236,16 @@
         s.position === 1 ? "Waiting for the picture ahead of yours to finish." : "Starting…";
     } else {
       var t = (performance.now() - job.runT0) / 1000, left = null;
-      if (s.total > 1) {
+      if (s.unit === "face" && s.total === 0) {
+        bar.removeAttribute("value");
+        text = "Finding faces… · " + secs(t);
+      } else if (s.unit === "face" && s.done >= s.total) {
+        bar.max = 1; bar.value = 1;
+        text = "Putting the photo back together… · " + secs(t);
+      } else if (s.total > 1 || s.unit === "face") {
         bar.max = s.total; bar.value = s.done;
-        text = "Restoring: tile " + Math.min(s.done + 1, s.total) + " of " + s.total + " · " + secs(t);
+        text = "Restoring: " + (s.unit === "face" ? "face " : "tile ") + Math.min(s.done + 1, s.total) + " of " +
+          s.total + " · " + secs(t);
         if (s.done > 0) left = t / s.done * (s.total - s.done);
       } else {
         text = "Restoring · " + secs(t);
@@ -247,11 +299,26 @@
       setBusy(false);
       showResult({ result: urls[0], bicubic: urls[1], input: urls[2] }, s);
       say("Done: " + dims(s.input_size[0], s.input_size[1]) + " → " + dims(s.output_size[0], s.output_size[1]) +
-          " pixels in " + secs((performance.now() - job.t0) / 1000) + ".");
+          " pixels in " + secs((performance.now() - job.t0) / 1000) + "." + (s.faces ? " " + faceWords(s) : ""));
     }).catch(function (e) {
       job.ended = false;
       fail(job, "The restored picture could not be fetched (" + e.message + "). Try again.");
     });
+  }
+
+  // "3 faces restored, 1 too small." in words
+  function faceWords(s) {
+    var small = 0, other = 0;
+    s.faces.forEach(function (f) {
+      if (f.restored) return;
+      if (f.skipped === "small") small++; else other++;
+    });
+    var extra = [];
+    if (small) extra.push(small + " too small");
+    if (other) extra.push(other + " could not be lined up");
+    if (!s.faces.length) return "No face found, so the photo is only enlarged.";
+    if (!s.faces_restored) return "No face was restored (" + extra.join(", ") + "), so the photo is only enlarged.";
+    return [plural(s.faces_restored, "face", "faces") + " restored"].concat(extra).join(", ") + ".";
   }
 
   els.form.addEventListener("submit", function (e) { e.preventDefault(); start(); });
@@ -279,6 +346,10 @@
     els.sizes.textContent = "";
     els.hint.hidden = true;
     els.viewer.style.height = "";
+    els.facesToggle.hidden = true;
+    els.boxes.hidden = true;
+    els.boxes.textContent = "";
+    view.faces = null;
     view.urls = null;
     shown.forEach(function (u) { URL.revokeObjectURL(u); });
     shown = [];
@@ -292,6 +363,10 @@
     view.H = s.output_size[1];
     view.w = s.input_size[0];
     view.h = s.input_size[1];
+    view.scale = s.scale || info.scale;
+    view.faces = s.faces || null;
+    els.tagAfter.textContent = "facesr ×" + view.scale;
+    drawBoxes();
     view.zoom = "fit";
     view.split = 0.5;
     els.split.value = 500;
@@ -313,7 +388,8 @@
     els.download.setAttribute("data-job", s.id);
     els.download.textContent = "Download " + s.download_name;
     els.download.hidden = false;
-    els.sizes.textContent = "Input " + dims(view.w, view.h) + " → facesr " + dims(view.W, view.H) + " pixels";
+    els.sizes.textContent = "Input " + dims(view.w, view.h) + " → facesr " + dims(view.W, view.H) + " pixels" +
+      (view.faces ? " · " + plural(s.faces_restored, "face", "faces") + " restored" : "");
     pressed("zoom", "fit");
   }
 
@@ -332,10 +408,41 @@
     var wasLoaded = els.before.getAttribute("src");
     els.before.classList.toggle("pixelated", which === "input");
     els.before.alt = which === "input" ? "Before: the input, enlarged by pixel repetition" : "Before: bicubic enlargement";
-    els.tagBefore.textContent = which === "input" ? "Input" : "Bicubic ×" + info.scale;
+    els.tagBefore.textContent = which === "input" ? "Input" : "Bicubic ×" + view.scale;
     els.before.src = which === "input" ? view.urls.input : view.urls.bicubic;
     if (wasLoaded) layout(false);
   }
+
+  // one outline per detected face, in output pixels; apply() places them at the current zoom and pan
+  function drawBoxes() {
+    els.boxes.textContent = "";
+    var faces = view.faces || [];
+    els.facesToggle.hidden = !faces.length;
+    faces.forEach(function (f, i) {
+      var d = document.createElement("div");
+      d.className = "facebox" + (f.restored ? "" : " skipped");
+      var label = document.createElement("span");
+      label.textContent = f.restored ? String(i + 1) : (f.skipped === "small" ? "too small" : "not restored");
+      d.appendChild(label);
+      els.boxes.appendChild(d);
+    });
+    els.boxes.hidden = !faces.length || !els.showFaces.checked;
+  }
+
+  function placeBoxes() {
+    var faces = view.faces || [], nodes = els.boxes.children;
+    for (var i = 0; i < faces.length && i < nodes.length; i++) {
+      var b = faces[i].box, st = nodes[i].style;
+      st.left = (view.tx + b[0] * view.z) + "px";
+      st.top = (view.ty + b[1] * view.z) + "px";
+      st.width = Math.max(2, (b[2] - b[0]) * view.z) + "px";
+      st.height = Math.max(2, (b[3] - b[1]) * view.z) + "px";
+    }
+  }
+
+  els.showFaces.addEventListener("change", function () {
+    els.boxes.hidden = !(view.faces && view.faces.length) || !els.showFaces.checked;
+  });
 
   function pressed(kind, value) {
     document.querySelectorAll("[data-" + kind + "]").forEach(function (b) {
@@ -389,6 +496,7 @@
     });
     var x = Math.round(view.split * view.vw);
     els.afterLayer.style.clipPath = "inset(0 0 0 " + x + "px)";
+    placeBoxes();
     els.handle.style.left = x + "px";
   }
 
@@ -454,10 +562,15 @@
   fetch("/api/info").then(function (r) { return r.json(); }).then(function (d) {
     info = d;
     els.photoMode.hidden = !d.photo_mode;
+    if (d.photo_mode) {
+      document.querySelector(".h1-sub").textContent = "restore blurry faces, cropped or in whole photos";
+    }
+    setMode("face", false);
     els.limits.textContent = "Takes pictures up to " + dims(d.max_side, d.max_side) + " pixels and files up to " +
       kb(d.max_upload_bytes) + "; best with a face cropped to about 128 × 128. ";
     els.tagBefore.textContent = "Bicubic ×" + d.scale;
-    $("tag-after").textContent = "facesr ×" + d.scale;
+    els.tagAfter.textContent = "facesr ×" + d.scale;
+    view.scale = d.scale;
     (d.examples || []).forEach(function (ex) {
       var b = document.createElement("button");
       b.type = "button";
