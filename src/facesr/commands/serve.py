@@ -1,4 +1,4 @@
-"""``facesr serve``: a local web page (and HTTP API) that restores one face photo at a time.
+"""``facesr serve``: a local web page (and HTTP API) that restores face crops and, with the faces extra, whole photos.
 
 The app itself is :mod:`facesr.web.app` (FastAPI, run by uvicorn); it needs the
 ``web`` extra (``pip install -e ".[web]"``).  The model is loaded once, before the
