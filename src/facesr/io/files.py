@@ -10,7 +10,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from ..errors import FacesrError, ImageError
+from ..errors import FacesrError, ImageError, OutputError, describe_os_error
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 _GLOB_CHARS = set("*?[")
@@ -40,6 +40,22 @@ def first(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
 
 
+def _image_entries(folder: Path) -> list[Path]:
+    """Image files in ``folder``, sorted; symlinks that lead nowhere (dangling, loops) are included so that
+    reading them fails and they are listed as unreadable rather than silently dropped."""
+    out = []
+    for p in folder.iterdir():
+        if p.suffix.lower() not in IMAGE_EXTS:
+            continue
+        try:
+            ok = p.is_file() or (p.is_symlink() and not p.exists())
+        except OSError:  # symlink loop on some Pythons
+            ok = True
+        if ok:
+            out.append(p)
+    return sorted(out)
+
+
 def list_images(folder: str | os.PathLike, what: str = "folder") -> list[Path]:
     """Sorted image files in ``folder``; a clear error if it is missing or has none."""
     folder = Path(folder)
@@ -47,7 +63,7 @@ def list_images(folder: str | os.PathLike, what: str = "folder") -> list[Path]:
         raise ImageError(f"{folder}: {what} not found")
     if not folder.is_dir():
         raise ImageError(f"{folder}: {what} is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    files = _image_entries(folder)
     if not files:
         raise ImageError(f"{folder}: {what} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
     return files
@@ -73,7 +89,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     for spec in inputs:
         p = Path(spec)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
+            found = _image_entries(p)
             if not found:
                 raise FacesrError(f"{spec}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
             files.extend(found)
@@ -124,6 +140,8 @@ def check_outputs(files: list[Path], inputs: list[str], out: Path, zip_path: Pat
     if zip_path is not None:
         if zip_path.resolve() in {f.resolve() for f in files}:
             raise FacesrError(f"zip file {zip_path} is one of the inputs")
+        if zip_path.resolve() in {o.resolve() for o in mapping.values()}:
+            raise FacesrError(f"zip file {zip_path} is one of the output images; give another name")
         if zip_path.is_dir():
             raise FacesrError(f"zip file {zip_path} is a folder; give a file name")
         if not zip_path.parent.is_dir():
@@ -137,13 +155,57 @@ def check_outputs(files: list[Path], inputs: list[str], out: Path, zip_path: Pat
     return mapping
 
 
+def check_output_file(path: str | os.PathLike, protected: list, overwrite: bool, what: str = "output file") -> Path:
+    """Check one output file before any work: never one of ``protected`` (inputs, GT, other outputs; refused even
+    with ``overwrite``), not a folder, its folder present, and not existing unless ``overwrite``
+    (:class:`OutputsExistError`)."""
+    path = Path(path)
+    resolved = path.resolve()
+    for p in protected:
+        if Path(p).resolve() == resolved:
+            raise FacesrError(f"{what} {path} is {p}, which it must not replace")
+    if path.is_dir():
+        raise FacesrError(f"{what} {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise FacesrError(f"{what} {path}: folder {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise OutputsExistError(f"{what} {path} exists", [str(path)])
+    return path
+
+
+def _write_error(path: Path, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write {path}: {exc.strerror or type(exc).__name__}")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (never half-written).
+
+    A failed write (read-only folder, full disk) raises :class:`OutputError` (one line) and leaves
+    no temporary file behind.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    finally:
+        _unlink_quietly(tmp)
+
+
+def _unlink_quietly(p: Path) -> None:
+    try:
+        if p.exists():
+            p.unlink()
+    except OSError:
+        pass
+
+
+def zip_name(p: Path) -> str:
+    """A member name for file ``p``: its name, with bytes that are not UTF-8 written as ``\\xNN``."""
+    return os.fsencode(p.name).decode("utf-8", "backslashreplace")
 
 
 def write_zip(zip_path: Path, members: list[Path]) -> None:
@@ -153,8 +215,9 @@ def write_zip(zip_path: Path, members: list[Path]) -> None:
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for m in members:
-                zf.write(m, arcname=m.name)
+                zf.write(m, arcname=zip_name(m))
         os.replace(tmp, zip_path)
+    except OSError as exc:
+        raise _write_error(zip_path, exc) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _unlink_quietly(tmp)

@@ -35,7 +35,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OutputError, one_line
 from .registry import build_model
 from .safe_pickle import restricted_torch_load
 
@@ -78,8 +78,15 @@ def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str = "msrr
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # safetensors reports a failed write as an OSError or a Rust error
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc, 120)
+        raise OutputError(f"cannot write {path}: {why}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink(missing_ok=True)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
