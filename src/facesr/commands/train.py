@@ -56,8 +56,8 @@ def _resume_config(a, work_dir: Path):
         skip = set(MUTABLE_KEYS) | run_derived_keys(stored)
         diffs = {k: v for k, v in config_differences(base, given).items() if k not in skip}
         if diffs:
-            raise FacesrError(f"--resume continues the run with its stored {source}, but {a.config} differs: "
-                              f"{format_differences(diffs)} (omit the config file to resume)")
+            raise FacesrError(f"{a.config} differs from the resumed run's own config ({Path(source).name}): "
+                              f"{format_differences(diffs, 3)}; omit the config file to resume")
     import copy
     from ..config import validate, from_dict, Config
     cfg = validate(from_dict(Config, apply_overrides(copy.deepcopy(stored), a.overrides)))
@@ -94,8 +94,8 @@ def run(a) -> int:
         summary = train(cfg, work_dir, resume=resume, init_from=a.init_from, init_ema=a.init_ema,
                         overwrite=a.overwrite)
     except WorkDirInUseError as exc:
-        raise FacesrError(f"{exc}: continue it with `{_continue_command(work_dir)}`, or pass --overwrite to move it "
-                          f"to {work_dir}.old-<timestamp> and start over") from None
+        raise FacesrError(f"work dir {work_dir} already holds a run; continue it with --resume, or start over "
+                          f"with --overwrite (the old run is moved to {work_dir.name}.old-<timestamp>)") from None
     best = summary["best"]
     if summary.get("stopped_by_signal"):
         print(f"interrupted at iteration {summary['iter']}; resumable checkpoint {summary['last_checkpoint']} "

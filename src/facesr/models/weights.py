@@ -37,7 +37,7 @@ from torch import nn
 
 from ..errors import CheckpointError, OutputError, one_line
 from .registry import build_model
-from .safe_pickle import restricted_torch_load
+from .safe_pickle import load_failure_reason, restricted_torch_load
 
 
 @dataclass
@@ -156,7 +156,7 @@ def read_weights(path: str | os.PathLike, ema: bool = False) -> LoadedWeights:
     try:
         obj = restricted_torch_load(path)
     except Exception as exc:  # corrupt zip, truncated pickle, ...
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({load_failure_reason(exc)})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
     return _from_torch_dict(path, obj, ema)

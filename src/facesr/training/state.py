@@ -73,7 +73,7 @@ def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) ->
     if last_good is not None and Path(last_good).is_file():
         need = max(need, Path(last_good).stat().st_size)
     need = int(need * 1.05) + (1 << 20)
-    keep = f"last good checkpoint {last_good} kept" if last_good else "no checkpoint written yet"
+    keep = f"last good checkpoint {Path(last_good).name} kept" if last_good else "no checkpoint written yet"
     try:
         free = shutil.disk_usage(path.parent).free
     except OSError:
@@ -94,8 +94,8 @@ def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) ->
             raise
         tmp.unlink(missing_ok=True)
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "write failed"
-        raise TrainingError(f"cannot write checkpoint {path} ({why}): {path.parent} needs about {_mb(need)} free; "
-                            f"{keep}. Free some space and resume.") from None
+        raise TrainingError(f"cannot write checkpoint {path.name} ({why}): {path.parent} needs about {_mb(need)} "
+                            f"free; {keep}. Free some space and resume.") from None
     finally:
         if tmp.exists():
             tmp.unlink(missing_ok=True)
@@ -106,10 +106,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint to resume from not found")
+    import warnings
+    from ..models.safe_pickle import load_failure_reason
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a facesr training checkpoint ({type(exc).__name__}: {one_line(exc, 200)})") from None
+        raise CheckpointError(f"{path}: not a facesr training checkpoint ({load_failure_reason(exc)})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a facesr training checkpoint (weights-only files cannot be resumed; "
                               "predict and eval read them as they are)")

@@ -92,11 +92,10 @@ def _worker_init(_worker_id: int, parent_pid: int | None = None) -> None:
 
 def _worker_message(exc: BaseException) -> str:
     """The original one-line message of an error re-raised from a DataLoader worker (else the message)."""
+    import re
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     if len(lines) > 1 and lines[0].startswith("Caught "):
-        last = lines[-1]
-        name = type(exc).__name__ + ": "
-        return last[len(name):] if last.startswith(name) else last
+        return re.sub(r"^[\w.]*(Error|Exception): ", "", lines[-1])
     return lines[0] if lines else type(exc).__name__
 
 
@@ -208,10 +207,11 @@ def _resume_state(work_dir: Path, resume: str | bool) -> tuple[Path, dict]:
     try:
         return path, load_checkpoint(path)
     except CheckpointError as exc:
-        earlier = [str(p) for _, p in list_checkpoints(ckpt_dir) if p != path][::-1]
+        earlier = [p for _, p in list_checkpoints(ckpt_dir) if p != path][::-1]
         if resume is True and earlier:
-            raise CheckpointError(f"{exc} -- the earlier checkpoint {earlier[0]} may be intact: resume from it "
-                                  f"by path") from None
+            reason = str(exc).split("(", 1)[-1].rstrip(")")[:100]
+            raise CheckpointError(f"{path} is unreadable ({reason}); the earlier checkpoint {earlier[0].name} may be "
+                                  f"intact: resume from it by its path") from None
         raise
 
 

@@ -92,7 +92,10 @@ def run_derived_keys(stored: dict) -> set[str]:
 
 
 def format_differences(diffs: dict[str, tuple], limit: int = 4) -> str:
-    items = [f"{k} {a!r} -> {b!r}" for k, (a, b) in diffs.items()]
+    def short(v) -> str:
+        r = repr(v)
+        return r if len(r) <= 40 else "..." + r[-37:]
+    items = [f"{k} {short(a)} -> {short(b)}" for k, (a, b) in diffs.items()]
     return "; ".join(items[:limit]) + (f" ... ({len(items)} in all)" if len(items) > limit else "")
 
 
@@ -109,8 +112,8 @@ def resumed_config(stored: dict, cfg, source: str):
     derived = run_derived_keys(stored)
     refused = {k: v for k, v in diffs.items() if k not in MUTABLE_KEYS and k not in derived}
     if refused:
-        raise ConfigError(f"a resumed run keeps the configuration in {source}; only {', '.join(MUTABLE_KEYS)} may "
-                          f"change, but these differ: {format_differences(refused)}")
+        raise ConfigError(f"a resumed run keeps its configuration ({Path(source).name}), but these differ: "
+                          f"{format_differences(refused, 3)} (a resume may change only {', '.join(MUTABLE_KEYS)})")
     for k in MUTABLE_KEYS:
         if k in diffs:
             sec, name = k.split(".")
