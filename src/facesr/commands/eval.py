@@ -49,12 +49,12 @@ def _check_outputs(args, pairs, save_dir: Path | None = None) -> None:
     """Before any work: --json/--csv/--save never replace an input or GT file (nor each other), and replace
     existing files only with --overwrite."""
     from ..errors import FacesrError
-    from ..io.files import OutputsExistError, check_output_file, first
+    from ..io.files import OutputsExistError, check_output_file, first, real
     protected = [p for pair in pairs for p in pair]
     outs: list[Path] = []
     if save_dir is not None:
         outs = [save_dir / f"{lq.stem}.png" for lq, _ in pairs]
-        bad = [str(o) for o in outs if o.resolve() in {p.resolve() for p in protected}]
+        bad = [str(o) for o in outs if real(o) in {real(p) for p in protected}]
         if bad:
             raise FacesrError(f"--save would replace input or GT file(s): {first(bad, 3)}")
         there = [str(o) for o in outs if o.exists()]

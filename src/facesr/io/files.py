@@ -24,6 +24,11 @@ class OutputsExistError(FacesrError):
         self.paths = paths
 
 
+def real(p: str | os.PathLike) -> Path:
+    """The resolved path; unlike ``Path.resolve`` never raises on a symlink loop."""
+    return Path(os.path.realpath(p))
+
+
 def same_dir(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """True when ``a`` and ``b`` name the same folder (the same inode when both exist, else the same resolved path)."""
     a, b = Path(a), Path(b)
@@ -32,7 +37,7 @@ def same_dir(a: str | os.PathLike, b: str | os.PathLike) -> bool:
             return os.path.samefile(a, b)
     except OSError:
         pass
-    return a.resolve() == b.resolve()
+    return real(a) == real(b)
 
 
 def first(items: list[str], n: int = 5) -> str:
@@ -105,7 +110,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             raise FacesrError(f"{spec}: no such file or folder")
     seen, unique = set(), []
     for f in files:
-        key = f.resolve()
+        key = real(f)
         if key not in seen:
             seen.add(key)
             unique.append(f)
@@ -129,8 +134,8 @@ def check_outputs(files: list[Path], inputs: list[str], out: Path, zip_path: Pat
     for spec in inputs:
         if Path(spec).is_dir() and same_dir(spec, out):
             raise FacesrError(f"output folder {out} is the input folder {spec}; choose another folder")
-    out_r = out.resolve()
-    inside = [str(f) for f in files if f.resolve().parent == out_r]
+    out_r = real(out)
+    inside = [str(f) for f in files if real(f).parent == out_r]
     if inside:
         raise FacesrError(f"output folder {out} holds input file(s) {first(inside, 3)}; choose another folder")
     if out.exists() and not out.is_dir():
@@ -138,9 +143,9 @@ def check_outputs(files: list[Path], inputs: list[str], out: Path, zip_path: Pat
     mapping = {f: out / f"{f.stem}.png" for f in files}
     clashes = []
     if zip_path is not None:
-        if zip_path.resolve() in {f.resolve() for f in files}:
+        if real(zip_path) in {real(f) for f in files}:
             raise FacesrError(f"zip file {zip_path} is one of the inputs")
-        if zip_path.resolve() in {o.resolve() for o in mapping.values()}:
+        if real(zip_path) in {real(o) for o in mapping.values()}:
             raise FacesrError(f"zip file {zip_path} is one of the output images; give another name")
         if zip_path.is_dir():
             raise FacesrError(f"zip file {zip_path} is a folder; give a file name")
@@ -160,9 +165,9 @@ def check_output_file(path: str | os.PathLike, protected: list, overwrite: bool,
     with ``overwrite``), not a folder, its folder present, and not existing unless ``overwrite``
     (:class:`OutputsExistError`)."""
     path = Path(path)
-    resolved = path.resolve()
+    resolved = real(path)
     for p in protected:
-        if Path(p).resolve() == resolved:
+        if real(p) == resolved:
             raise FacesrError(f"{what} {path} is {p}, which it must not replace")
     if path.is_dir():
         raise FacesrError(f"{what} {path} is a folder; give a file name")

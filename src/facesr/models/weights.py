@@ -278,6 +278,21 @@ def load_model(path: str | os.PathLike, ema: bool = False, map_location="cpu") -
     return model.to(map_location).eval(), lw
 
 
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """In-place ops on meta tensors (weight init: ``normal_``, ``uniform_``, ``mul_``...) do nothing.
+
+    Building a shape-only model then costs no import of meta decompositions.  Torch function modes are
+    thread-local, so other threads are unaffected.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if (name.endswith("_") and not name.startswith("_") and args and isinstance(args[0], torch.Tensor)
+                and args[0].is_meta):
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
 def build_checked(lw: LoadedWeights, source: str) -> nn.Module:
     """Build the model ``lw`` describes, after checking its metadata against the weights' shapes.
 
@@ -286,7 +301,7 @@ def build_checked(lw: LoadedWeights, source: str) -> nn.Module:
     """
     from ..errors import ConfigError
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _SkipInit():
             shell = build_model(lw.arch, **lw.arch_config)
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{source}: metadata does not describe a model facesr builds ({one_line(exc, 150)})") \
