@@ -302,3 +302,16 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ")[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def test_resume_keeps_a_time_budget_plan_unless_max_iters_is_set(tmp_path):
+    from facesr.config import load_config
+    from facesr.training.workdir import resumed_config
+    stored = load_config(None, ["train.time_budget_min=5", "train.max_iters=777", "sched.periods=[777]"]).to_dict()
+    preset = load_config(None, ["train.time_budget_min=5", "train.max_iters=100000", "sched.periods=[100000]"])
+    preset.user_set = set()
+    cfg = resumed_config(stored, preset, "config.yaml")
+    assert cfg.train.max_iters == 777 and cfg.sched.periods == [777]
+    longer = load_config(None, ["train.time_budget_min=5", "train.max_iters=900", "sched.periods=[777]"])
+    longer.user_set = {"train.max_iters"}
+    assert resumed_config(stored, longer, "config.yaml").train.max_iters == 900

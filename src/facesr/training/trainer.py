@@ -238,7 +238,7 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
         user_set = getattr(cfg, "user_set", set())
         cfg = resumed_config(stored, cfg, source)
         cfg.user_set = user_set
-    else:
+    elif int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 owns the work dir (others may start late)
         check_new_run(work_dir, overwrite)
     device = resolve_device(cfg.train.device, option="train.device")
     dist_info = D.init_distributed(device.type)

@@ -114,8 +114,9 @@ def resumed_config(stored: dict, cfg, source: str):
     if refused:
         raise ConfigError(f"a resumed run keeps its configuration ({Path(source).name}), but these differ: "
                           f"{format_differences(refused, 3)} (a resume may change only {', '.join(MUTABLE_KEYS)})")
+    user_set = getattr(cfg, "user_set", set())
     for k in MUTABLE_KEYS:
-        if k in diffs:
+        if k in diffs and (k not in derived or k in user_set):  # a plan's max_iters stays unless set explicitly
             sec, name = k.split(".")
             setattr(getattr(stored_cfg, sec), name, getattr(getattr(cfg, sec), name))
     return stored_cfg
