@@ -230,13 +230,22 @@ def test_plot_renders_multiple_real_runs(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "run_a"), "--out", str(tmp_path / "lr.png"), "--metric", "lr"]) == 0
 
 
-def test_quickstart_falls_back_to_builtin_faces(tmp_path, capsys):
-    cfg = load_config(REPO / "configs" / "quickstart.yaml", [
-        f"data.train_hq_dir={tmp_path / 'absent_train'}", f"data.val_hq_dir={tmp_path / 'absent_val'}",
-        "model.mid_channels=4", "model.num_blocks=0", "train.batch_size=1", "train.max_iters=2", "data.num_workers=0",
-        "train.val_interval=2", "train.amp=none", "train.channels_last=false"])
+def test_quickstart_falls_back_to_builtin_faces(tmp_path, capsys, monkeypatch):
+    # The preset's own ../shared paths are missing relative to tmp_path: the built-in faces stand in.
+    monkeypatch.chdir(tmp_path)
+    small = ["model.mid_channels=4", "model.num_blocks=0", "train.batch_size=1", "train.max_iters=2",
+             "data.num_workers=0", "train.val_interval=2", "train.amp=none", "train.channels_last=false"]
+    cfg = load_config(REPO / "configs" / "quickstart.yaml", small)
     summary = train(cfg, tmp_path / "wd", quiet=True)
     assert "built-in sample faces" in capsys.readouterr().err
     assert summary["iter"] == 2 and summary["best"] is not None  # validated on the built-in faces
     written = load_config(tmp_path / "wd" / "config.yaml")
     assert "builtin_faces" in written.data.train_hq_dir
+
+
+def test_explicit_missing_data_folder_is_an_error_not_a_fallback(tmp_path, capsys):
+    code = main(["train", str(REPO / "configs" / "quickstart.yaml"), "--work-dir", str(tmp_path / "wd"),
+                 "--set", f"data.train_hq_dir={tmp_path / 'typo'}", "train.max_iters=2", "train.amp=none"])
+    err = capsys.readouterr().err
+    assert code == 2 and "typo" in err and "not found" in err and "built-in" not in err
+    assert not (tmp_path / "wd").exists()

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import FacesrError, one_line
+    from .errors import FacesrError, describe_os_error, one_line
 
     ap = build_parser()
     a = ap.parse_args(argv)
@@ -36,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(a.func(a) or 0)
     except (FacesrError, FileNotFoundError) as exc:  # FileNotFoundError: a path that vanished mid-run
         print(f"facesr {a.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unwritable or full output folder, a file that vanished: one line, no traceback
+        print(f"facesr {a.command}: error: {one_line(describe_os_error(exc))}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"facesr {a.command}: error: out of memory (try smaller inputs, --tile, or a smaller batch)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"facesr {a.command}: interrupted", file=sys.stderr)

@@ -20,6 +20,68 @@ import yaml
 from .data.degradations import DegradationCfg
 from .errors import ConfigError, one_line
 
+#: Largest YAML file (config preset or a resumed run's config.yaml) read, in bytes.
+MAX_YAML_BYTES = 1 << 20
+#: Deepest nesting of YAML collections accepted (a config is 3-4 levels deep).
+MAX_YAML_DEPTH = 50
+
+
+class _SafeConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*ref``: the "billion laughs" expansion) and deep nesting."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"YAML aliases (*{event.anchor}) are not accepted in configs; write the value out "
+                              f"(line {event.start_mark.line + 1})")
+        if self.check_event(yaml.MappingStartEvent, yaml.SequenceStartEvent):
+            self._depth += 1
+            if self._depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"YAML nested deeper than {MAX_YAML_DEPTH} levels "
+                                  f"(line {self.peek_event().start_mark.line + 1})")
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+        return super().compose_node(parent, index)
+
+
+def safe_yaml_load(text: str):
+    """Parse YAML text with :class:`_SafeConfigLoader` (no aliases, bounded depth); YAML errors propagate."""
+    loader = _SafeConfigLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: str | Path) -> Any:
+    """A YAML file's data: refuses missing, oversized, non-UTF-8, aliased, too deep or invalid files (ConfigError)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    size = p.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(f"{p}: {size:,} bytes, over the {MAX_YAML_BYTES:,}-byte limit for a config file")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
+    try:
+        return safe_yaml_load(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({one_line(exc, 150)})") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: YAML nested too deeply") from None
+
 
 @dataclass
 class ModelCfg:
@@ -223,9 +285,13 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override {item!r}: empty key")
+    if len(raw) > 10_000:
+        raise ConfigError(f"override {key}: value is {len(raw):,} characters long (at most 10,000)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else None
-    except yaml.YAMLError:
+        value = safe_yaml_load(raw) if raw.strip() != "" else None
+    except ConfigError as exc:
+        raise ConfigError(f"override {key}: {exc}") from None
+    except (yaml.YAMLError, RecursionError):
         value = raw
     return key.split("."), value
 
@@ -267,6 +333,16 @@ def validate(cfg: Config) -> Config:
         if not cond:
             raise ConfigError(f"{key}: {msg}")
 
+    def nonfinite(d, prefix=""):
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else k
+            vals = v if isinstance(v, list) else [v]
+            if isinstance(v, dict):
+                nonfinite(v, key)
+            elif any(isinstance(x, float) and not math.isfinite(x) for x in vals):
+                raise ConfigError(f"{key}: must be a finite number, got {v!r}")
+    nonfinite(cfg.to_dict())
+
     metrics = validation_metrics(cfg.train)
     need(cfg.train.best_metric in metrics, "train.best_metric",
          f"{cfg.train.best_metric!r} is not a metric that validation of the {val_weights_used(cfg.train)} weights "
@@ -304,8 +380,34 @@ def validate(cfg: Config) -> Config:
         s = getattr(cfg.degradation, sec)
         need(len(getattr(s, lst)) == len(getattr(s, probs)), f"degradation.{sec}.{probs}", f"needs one probability per entry of {lst}")
         need(abs(sum(getattr(s, probs)) - 1) < 1e-6, f"degradation.{sec}.{probs}", "must sum to 1")
-    for k in cfg.degradation.blur.kernel_size:
-        need(k % 2 == 1 and k > 0, "degradation.blur.kernel_size", f"kernel sizes must be odd, got {k}")
+    deg = cfg.degradation
+    need(len(deg.blur.kernel_size) > 0, "degradation.blur.kernel_size", "must be a non-empty list")
+    for k in deg.blur.kernel_size:
+        need(k % 2 == 1 and 0 < k <= 201, "degradation.blur.kernel_size", f"kernel sizes must be odd, 1..201, got {k}")
+
+    def pair(key: str, v: list, lo: float, hi: float, lo_open: bool = False):
+        ok = len(v) == 2 and v[0] <= v[1] and (v[0] > lo if lo_open else v[0] >= lo) and v[1] <= hi
+        need(ok, key, f"must be two numbers [low, high] within {'(' if lo_open else '['}{lo}, {hi}], got {v}")
+    pair("degradation.blur.sigma_x", deg.blur.sigma_x, 0, 100, lo_open=True)
+    pair("degradation.blur.sigma_y", deg.blur.sigma_y, 0, 100, lo_open=True)
+    pair("degradation.blur.rotate_angle", deg.blur.rotate_angle, -2 * math.pi, 2 * math.pi)
+    rs = deg.down.resize_scale
+    up_p = deg.down.resize_mode_prob[0] if deg.down.resize_mode_prob else 0
+    need(len(rs) == 2 and 0 < rs[0] <= 1 and rs[0] <= rs[1] <= (4 if up_p > 0 else 1), "degradation.down.resize_scale",
+         f"must be [low, high] with low in (0, 1] and high in [low, {4 if up_p > 0 else 1}], got {rs}")
+    need(len(deg.down.resize_mode_prob) == 3 and all(p >= 0 for p in deg.down.resize_mode_prob)
+         and abs(sum(deg.down.resize_mode_prob) - 1) < 1e-6, "degradation.down.resize_mode_prob",
+         "must be three probabilities (up, down, keep) summing to 1")
+    pair("degradation.noise.gaussian_sigma", deg.noise.gaussian_sigma, 0, 255)
+    need(0 <= deg.noise.gaussian_gray_noise_prob <= 1, "degradation.noise.gaussian_gray_noise_prob", "must be in [0, 1]")
+    pair("degradation.jpeg.quality", deg.jpeg.quality, 1, 100)
+    for sec in ("up", "final"):
+        need(0 < getattr(deg, sec).size <= 4096, f"degradation.{sec}.size", "must be in 1..4096")
+    need(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    need(cfg.train.grad_clip is None or cfg.train.grad_clip > 0, "train.grad_clip", "must be positive or null")
+    need(cfg.data.prefetch_factor > 0, "data.prefetch_factor", "must be positive")
+    need(cfg.sched.restart_weights is None or all(w >= 0 for w in cfg.sched.restart_weights), "sched.restart_weights",
+         "must be >= 0")
     return cfg
 
 
@@ -314,16 +416,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({one_line(exc)})") from None
+        data = read_yaml_file(p) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping of sections")
     data = apply_overrides(data, overrides)
-    return validate(from_dict(Config, data))
+    cfg = validate(from_dict(Config, data))
+    # Keys the user set on the command line (the built-in data fallback never replaces those).
+    cfg.user_set = {".".join(_parse_override(item)[0]) for item in overrides or []}
+    return cfg
 
 
 def config_from_dict(data: dict) -> Config:

@@ -40,12 +40,25 @@ class TrainingError(FacesrError, RuntimeError):
     """Training stopped for a reason the user must see."""
 
 
+class OutputError(FacesrError, OSError):
+    """An output could not be written (read-only folder, full disk); nothing half-written is left behind."""
+
+
 class MissingExtraError(FacesrError, ImportError):
     """An optional dependency group (a pip extra) is not installed."""
 
     def __init__(self, extra: str, what: str):
         super().__init__(f"{what} needs the '{extra}' extra: pip install \"facesr[{extra}]\"")
         self.extra = extra
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``path: reason`` of an OSError (``strerror`` without the ``[Errno N]`` prefix)."""
+    why = exc.strerror or type(exc).__name__
+    where = exc.filename if exc.filename is not None else ""
+    if isinstance(where, bytes):
+        where = where.decode("utf-8", "backslashreplace")
+    return f"{where}: {why}" if where != "" else why
 
 
 def one_line(exc: BaseException, limit: int = MAX_MESSAGE_CHARS) -> str:

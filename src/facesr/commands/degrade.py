@@ -103,9 +103,9 @@ def run(args) -> int:
                     collect(r)
     finally:
         pbar.close()
-
-    lines = [json.dumps(rec) for r in results for rec in r["records"]]
-    atomic_write_bytes(out_dir / "params.jsonl", ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8"))
+        # Written even when the run stops early, so every LQ file on disk has its record.
+        lines = [json.dumps(rec) for r in results for rec in r["records"]]
+        atomic_write_bytes(out_dir / "params.jsonl", ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8"))
     skipped = [r for r in results if r["error"] is not None]
     n_out = len(lines)
     n_resized = sum(1 for r in results if r["resized"] is not None and r["error"] is None)

@@ -41,7 +41,31 @@ def add_parser(subparsers) -> None:
     p.add_argument("--y", action="store_true", help="score the BT.601 Y channel only")
     p.add_argument("--csv", help="write per-image rows to this CSV")
     p.add_argument("--json", help="write {mean, per_image} to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files and --save images")
     p.set_defaults(func=run)
+
+
+def _check_outputs(args, pairs, save_dir: Path | None = None) -> None:
+    """Before any work: --json/--csv/--save never replace an input or GT file (nor each other), and replace
+    existing files only with --overwrite."""
+    from ..errors import FacesrError
+    from ..io.files import OutputsExistError, check_output_file, first, real
+    protected = [p for pair in pairs for p in pair]
+    outs: list[Path] = []
+    if save_dir is not None:
+        outs = [save_dir / f"{lq.stem}.png" for lq, _ in pairs]
+        bad = [str(o) for o in outs if real(o) in {real(p) for p in protected}]
+        if bad:
+            raise FacesrError(f"--save would replace input or GT file(s): {first(bad, 3)}")
+        there = [str(o) for o in outs if o.exists()]
+        if there and not args.overwrite:
+            raise FacesrError(f"--save: {len(there)} image(s) exist: {first(there, 3)} (use --overwrite to replace)")
+    for flag, val in (("--json", args.json), ("--csv", args.csv)):
+        if val:
+            try:
+                outs.append(check_output_file(val, [*protected, *outs], args.overwrite, flag))
+            except OutputsExistError as exc:
+                raise FacesrError(f"{exc} (use --overwrite to replace)") from None
 
 
 # ----------------------------------------------------------------------------- output
@@ -130,7 +154,8 @@ def eval_checkpoint(args) -> int:
                 raise FacesrError(f"{save_dir}: --save must not be the {what} folder (it would overwrite inputs)")
         if save_dir.exists() and not save_dir.is_dir():
             raise FacesrError(f"{save_dir}: --save exists and is not a folder")
-    pair_files(lq_dir, gt_dir, "LQ folder", "GT folder")  # unmatched files fail before the model loads
+    pairs = pair_files(lq_dir, gt_dir, "LQ folder", "GT folder")  # unmatched files fail before the model loads
+    _check_outputs(args, pairs, save_dir)
 
     restorer, desc = _load(args)
     loaded = load_pairs(lq_dir, gt_dir, restorer.scale, "LQ folder", "GT folder", args.crop_border)
@@ -186,7 +211,9 @@ def run(args) -> int:
     for flag, val in (("--save", args.save), ("--ema", args.ema), ("--amp", args.amp)):
         if val:
             raise FacesrError(f"{flag} applies to model evaluation (--lq/--gt), not to PRED_DIR GT_DIR")
-    with _progress(len(pair_files(args.pred_dir, args.gt_dir, "prediction folder", "GT folder"))) as pbar:
+    pairs = pair_files(args.pred_dir, args.gt_dir, "prediction folder", "GT folder")
+    _check_outputs(args, pairs)
+    with _progress(len(pairs)) as pbar:
         res = eval_folders(args.pred_dir, args.gt_dir, args.crop_border, args.y, progress=pbar)
     _print_table(res)
     if args.json:

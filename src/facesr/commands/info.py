@@ -31,6 +31,8 @@ def run(a) -> int:
     shape = tuple(a.shape)
     if len(shape) != 3 or min(shape) <= 0:
         raise FacesrError(f"--shape needs three positive integers C H W, got {' '.join(map(str, a.shape))}")
+    if shape[0] > 64 or max(shape[1:]) > 65536:
+        raise FacesrError(f"--shape {' '.join(map(str, shape))}: at most 64 channels and 65536 pixels a side")
     if a.config:
         cfg = load_config(a.config, a.overrides)
         model = build_model(cfg.model.arch, **cfg.model.arch_kwargs())
@@ -45,7 +47,16 @@ def run(a) -> int:
         if not a.checkpoint:
             arch["checkpoint"] = "shipped"
     params = count_params(model)
-    flops = count_flops(model, shape)
+    in_ch = getattr(model, "arch_config", lambda: {})().get("in_channels")
+    if in_ch is not None and shape[0] != in_ch:
+        raise FacesrError(f"--shape: the model takes {in_ch} input channels, got C={shape[0]}")
+    # Counted on the meta device: shapes only, no memory, so any --shape up to the cap is instant.
+    import copy
+    try:
+        flops = count_flops(copy.deepcopy(model).to("meta"), shape)
+    except RuntimeError as exc:
+        raise FacesrError(f"--shape {' '.join(map(str, shape))}: the model cannot take this input "
+                          f"({str(exc).splitlines()[0][:120]})") from None
     out_shape = list(flops.output_shape)
     fits = None if cap is None else params <= cap
     if a.json:

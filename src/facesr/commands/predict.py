@@ -28,6 +28,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
     p.add_argument("--onnx", help="with --backend onnxruntime: the .onnx file (default: export the model on the fly)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--max-pixels", type=float, default=64, metavar="MPX",
+                   help="skip inputs whose header announces more than MPX megapixels (default 64; 0 = no cap)")
     p.set_defaults(func=run)
 
 
@@ -37,6 +39,8 @@ def _check_args(a) -> None:
         raise FacesrError(f"--tile must be >= 0, got {a.tile}")
     if a.tile_overlap is not None and a.tile_overlap < 0:
         raise FacesrError(f"--tile-overlap must be >= 0, got {a.tile_overlap}")
+    if not a.max_pixels >= 0:
+        raise FacesrError(f"--max-pixels must be >= 0, got {a.max_pixels}")
     if a.batch_size < 1:
         raise FacesrError(f"--batch-size must be >= 1, got {a.batch_size}")
     if a.backend == "onnxruntime":
@@ -69,7 +73,7 @@ def run(a) -> int:
 
     from ..errors import ImageError, one_line
     from ..io.files import atomic_write_bytes, expand_inputs, write_zip
-    from ..io.images import encode_png, read_any
+    from ..io.images import encode_png, read_any, warn_large_input
 
     _check_args(a)
     files = expand_inputs(a.inputs)
@@ -98,11 +102,12 @@ def run(a) -> int:
               dynamic_ncols=True) as bar:
         for f in files:
             try:
-                rgb, alpha = read_any(f)
+                rgb, alpha = read_any(f, max_pixels=int(a.max_pixels * 1e6))
             except ImageError as exc:
                 skipped.append(one_line(exc))
                 bar.update(1)
                 continue
+            warn_large_input(f, rgb.shape, "predict")
             img = rgb if alpha is None else np.dstack([rgb, alpha])
             if pending and (pending[0][1].shape[:2] != img.shape[:2] or len(pending) >= a.batch_size):
                 flush()

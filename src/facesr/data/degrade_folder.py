@@ -55,8 +55,8 @@ def degrade_file(task: tuple) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the main process warns once for the whole run
             hq = prepare_hq(img, hq_size, hq_resize, str(path))
-    except ImageError as exc:
-        result["error"] = one_line(exc)
+    except (ImageError, ValueError, MemoryError) as exc:
+        result["error"] = one_line(exc) if isinstance(exc, ImageError) else f"{path}: {one_line(exc)}"
         return result
     for k in range(copies):
         lq, params = degrade_offline(hq, deg, seed, path.stem, k, copies)

@@ -10,7 +10,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from ..errors import FacesrError, ImageError
+from ..errors import FacesrError, ImageError, OutputError, describe_os_error
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 _GLOB_CHARS = set("*?[")
@@ -24,6 +24,11 @@ class OutputsExistError(FacesrError):
         self.paths = paths
 
 
+def real(p: str | os.PathLike) -> Path:
+    """The resolved path; unlike ``Path.resolve`` never raises on a symlink loop."""
+    return Path(os.path.realpath(p))
+
+
 def same_dir(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """True when ``a`` and ``b`` name the same folder (the same inode when both exist, else the same resolved path)."""
     a, b = Path(a), Path(b)
@@ -32,12 +37,28 @@ def same_dir(a: str | os.PathLike, b: str | os.PathLike) -> bool:
             return os.path.samefile(a, b)
     except OSError:
         pass
-    return a.resolve() == b.resolve()
+    return real(a) == real(b)
 
 
 def first(items: list[str], n: int = 5) -> str:
     """The first ``n`` items joined by commas, with a count when there are more."""
     return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def _image_entries(folder: Path) -> list[Path]:
+    """Image files in ``folder``, sorted; symlinks that lead nowhere (dangling, loops) are included so that
+    reading them fails and they are listed as unreadable rather than silently dropped."""
+    out = []
+    for p in folder.iterdir():
+        if p.suffix.lower() not in IMAGE_EXTS:
+            continue
+        try:
+            ok = p.is_file() or (p.is_symlink() and not p.exists())
+        except OSError:  # symlink loop on some Pythons
+            ok = True
+        if ok:
+            out.append(p)
+    return sorted(out)
 
 
 def list_images(folder: str | os.PathLike, what: str = "folder") -> list[Path]:
@@ -47,7 +68,7 @@ def list_images(folder: str | os.PathLike, what: str = "folder") -> list[Path]:
         raise ImageError(f"{folder}: {what} not found")
     if not folder.is_dir():
         raise ImageError(f"{folder}: {what} is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    files = _image_entries(folder)
     if not files:
         raise ImageError(f"{folder}: {what} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
     return files
@@ -73,7 +94,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     for spec in inputs:
         p = Path(spec)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
+            found = _image_entries(p)
             if not found:
                 raise FacesrError(f"{spec}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
             files.extend(found)
@@ -89,7 +110,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             raise FacesrError(f"{spec}: no such file or folder")
     seen, unique = set(), []
     for f in files:
-        key = f.resolve()
+        key = real(f)
         if key not in seen:
             seen.add(key)
             unique.append(f)
@@ -113,8 +134,8 @@ def check_outputs(files: list[Path], inputs: list[str], out: Path, zip_path: Pat
     for spec in inputs:
         if Path(spec).is_dir() and same_dir(spec, out):
             raise FacesrError(f"output folder {out} is the input folder {spec}; choose another folder")
-    out_r = out.resolve()
-    inside = [str(f) for f in files if f.resolve().parent == out_r]
+    out_r = real(out)
+    inside = [str(f) for f in files if real(f).parent == out_r]
     if inside:
         raise FacesrError(f"output folder {out} holds input file(s) {first(inside, 3)}; choose another folder")
     if out.exists() and not out.is_dir():
@@ -122,8 +143,10 @@ def check_outputs(files: list[Path], inputs: list[str], out: Path, zip_path: Pat
     mapping = {f: out / f"{f.stem}.png" for f in files}
     clashes = []
     if zip_path is not None:
-        if zip_path.resolve() in {f.resolve() for f in files}:
+        if real(zip_path) in {real(f) for f in files}:
             raise FacesrError(f"zip file {zip_path} is one of the inputs")
+        if real(zip_path) in {real(o) for o in mapping.values()}:
+            raise FacesrError(f"zip file {zip_path} is one of the output images; give another name")
         if zip_path.is_dir():
             raise FacesrError(f"zip file {zip_path} is a folder; give a file name")
         if not zip_path.parent.is_dir():
@@ -137,13 +160,57 @@ def check_outputs(files: list[Path], inputs: list[str], out: Path, zip_path: Pat
     return mapping
 
 
+def check_output_file(path: str | os.PathLike, protected: list, overwrite: bool, what: str = "output file") -> Path:
+    """Check one output file before any work: never one of ``protected`` (inputs, GT, other outputs; refused even
+    with ``overwrite``), not a folder, its folder present, and not existing unless ``overwrite``
+    (:class:`OutputsExistError`)."""
+    path = Path(path)
+    resolved = real(path)
+    for p in protected:
+        if real(p) == resolved:
+            raise FacesrError(f"{what} {path} is {p}, which it must not replace")
+    if path.is_dir():
+        raise FacesrError(f"{what} {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise FacesrError(f"{what} {path}: folder {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise OutputsExistError(f"{what} {path} exists", [str(path)])
+    return path
+
+
+def _write_error(path: Path, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write {path}: {exc.strerror or type(exc).__name__}")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (never half-written).
+
+    A failed write (read-only folder, full disk) raises :class:`OutputError` (one line) and leaves
+    no temporary file behind.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    finally:
+        _unlink_quietly(tmp)
+
+
+def _unlink_quietly(p: Path) -> None:
+    try:
+        if p.exists():
+            p.unlink()
+    except OSError:
+        pass
+
+
+def zip_name(p: Path) -> str:
+    """A member name for file ``p``: its name, with bytes that are not UTF-8 written as ``\\xNN``."""
+    return os.fsencode(p.name).decode("utf-8", "backslashreplace")
 
 
 def write_zip(zip_path: Path, members: list[Path]) -> None:
@@ -153,8 +220,9 @@ def write_zip(zip_path: Path, members: list[Path]) -> None:
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for m in members:
-                zf.write(m, arcname=m.name)
+                zf.write(m, arcname=zip_name(m))
         os.replace(tmp, zip_path)
+    except OSError as exc:
+        raise _write_error(zip_path, exc) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _unlink_quietly(tmp)

@@ -14,6 +14,9 @@
 from __future__ import annotations
 
 import os
+import re
+import struct
+import warnings
 from pathlib import Path
 
 import cv2
@@ -28,9 +31,63 @@ CLASSICAL = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4, "nearest
              "area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decode an 8-bit image as uint8 RGB HxWx3 (grayscale expanded, alpha dropped)."""
+#: Default cap on the pixels of an image file that facesr decodes (width x height, read from the header first).
+MAX_PIXELS = 64_000_000
+_BOMB_RE = re.compile(r"\((\d+) pixels\)")
+
+
+def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(width, height)`` from the file's header (nothing is decoded), or None when Pillow cannot tell.
+
+    A header so large that Pillow calls it a decompression bomb gives ``(pixels, 1)``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return int(im.size[0]), int(im.size[1])
+    except Image.DecompressionBombError as exc:
+        m = _BOMB_RE.search(str(exc))
+        return (int(m.group(1)) if m else 2 ** 40), 1
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error):
+        return None
+
+
+def check_pixels(path: str | os.PathLike, max_pixels: int | None = None) -> None:
+    """:class:`ImageError` when the header of ``path`` announces more than ``max_pixels`` (default :data:`MAX_PIXELS`)."""
+    cap = MAX_PIXELS if max_pixels is None else max_pixels
+    if cap <= 0:
+        return
+    size = header_size(path)
+    if size is not None and size[0] * size[1] > cap:
+        w, h = size
+        dims = f"{w}x{h} ({w * h / 1e6:,.0f} Mpx)" if h > 1 else f"{w / 1e6:,.0f} Mpx"
+        raise ImageError(f"{path}: image is {dims}, over the cap of {cap / 1e6:g} Mpx")
+
+
+_warned_large = False
+
+
+def warn_large_input(path, shape, command: str, limit: int = 256) -> None:
+    """Warn once per process that an input is larger than the small face crops the model expects."""
+    global _warned_large
+    if _warned_large or max(shape[:2]) <= limit:
+        return
+    _warned_large = True
+    import sys
+    print(f"facesr {command}: warning: {path} is {shape[1]}x{shape[0]}; the model expects small aligned face crops "
+          f"(~128 px) and upscales everything x4. For whole photos use `facesr restore` (warned once)",
+          file=sys.stderr)
+
+
+def read_rgb(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an 8-bit image as uint8 RGB HxWx3 (grayscale expanded, alpha dropped).
+
+    Images whose header announces more than ``max_pixels`` (default :data:`MAX_PIXELS`) are
+    refused before decoding (:class:`ImageError`).
+    """
     path = Path(path)
+    check_pixels(path, max_pixels)
     try:
         buf = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
@@ -43,6 +100,11 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 
 def _read_pil(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     path = Path(path)
+    try:
+        if path.is_symlink() and not path.exists():
+            raise ImageError(f"{path}: symbolic link leads nowhere (dangling or a loop)")
+    except OSError:
+        raise ImageError(f"{path}: symbolic link leads nowhere (a loop)") from None
     try:
         with Image.open(path) as im:
             im.load()
@@ -59,7 +121,15 @@ def pil_to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im).astype(np.float64)
-        scale = 257.0 if mode.startswith("I;16") or a.max() > 255 else 1.0
+        if mode == "F":  # float images: scaled by their range
+            if not np.isfinite(a).all():
+                raise ImageError("float image holds NaN or infinite values")
+            lo, hi = float(a.min()), float(a.max())
+            if lo < 0 or hi > 65535:
+                raise ImageError(f"float image values span {lo:g}..{hi:g}; expected 0..1, 0..255 or 0..65535")
+            scale = 1 / 255.0 if hi <= 1.0 else (1.0 if hi <= 255 else 257.0)
+        else:
+            scale = 257.0 if mode.startswith("I;16") or a.max() > 255 else 1.0
         g = np.clip(np.rint(a / scale), 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2), None
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
@@ -71,12 +141,15 @@ def pil_to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.ascontiguousarray(np.asarray(im)), None
 
 
-def read_any(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+def read_any(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Read any common image for restoration: returns (uint8 RGB HxWx3, uint8 alpha HxW or None).
 
-    16-bit PNGs (which PIL would truncate) are decoded by OpenCV and scaled to 8-bit.
+    16-bit PNGs (which PIL would truncate) are decoded by OpenCV and scaled to 8-bit; float images
+    are scaled by their range (0..1, 0..255 or 0..65535).  Images whose header announces more than
+    ``max_pixels`` (default :data:`MAX_PIXELS`; 0 = no cap) are refused before decoding.
     """
     path = Path(path)
+    check_pixels(path, max_pixels)
     if path.suffix.lower() == ".png":
         buf = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else np.zeros(0, np.uint8)
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None

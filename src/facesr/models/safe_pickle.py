@@ -75,8 +75,27 @@ restricted_pickle_module = types.SimpleNamespace(
 def restricted_torch_load(path, map_location="cpu"):
     """``torch.load`` that first tries ``weights_only=True`` and falls back to
     the restricted unpickler (never ``weights_only=False`` semantics)."""
+    import warnings
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "looks like a TorchScript archive": reported as an error instead
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         pass
     return torch.load(path, map_location=map_location, weights_only=False, pickle_module=restricted_pickle_module)
+
+
+def load_failure_reason(exc: BaseException) -> str:
+    """A short, safe reason for a failed ``torch.load``.
+
+    Never repeats PyTorch's advice to retry with ``weights_only=False`` (that would run code named by the file).
+    """
+    msg = " ".join(str(exc).split())
+    if "TorchScript" in msg:
+        return "a TorchScript archive, not a file of weights (save the model's state_dict instead)"
+    if "weights_only" in msg or "Weights only load failed" in msg:
+        return "it holds Python objects other than tensors, which facesr refuses to load"
+    first = msg.split(". ")[0]
+    if len(first) > 120:
+        first = first[:117] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -35,9 +35,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OutputError, one_line
 from .registry import arch_name, build_model
-from .safe_pickle import restricted_torch_load
+from .safe_pickle import load_failure_reason, restricted_torch_load
 
 
 @dataclass
@@ -81,8 +81,15 @@ def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str | None 
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # safetensors reports a failed write as an OSError or a Rust error
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc, 120)
+        raise OutputError(f"cannot write {path}: {why}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink(missing_ok=True)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -152,7 +159,7 @@ def read_weights(path: str | os.PathLike, ema: bool = False) -> LoadedWeights:
     try:
         obj = restricted_torch_load(path)
     except Exception as exc:  # corrupt zip, truncated pickle, ...
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({load_failure_reason(exc)})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
     return _from_torch_dict(path, obj, ema)
@@ -171,19 +178,41 @@ def _read_safetensors(path: Path, ema: bool) -> LoadedWeights:
     sd = _strip(tensors, "ema.") if ema else {k: v for k, v in tensors.items() if not k.startswith("ema.")}
     arch = meta.get("arch", "msrresnet")
     if "arch_config" in meta:
-        arch_config = json.loads(meta["arch_config"])
+        try:
+            arch_config = json.loads(meta["arch_config"])
+        except (ValueError, RecursionError):
+            raise CheckpointError(f"{path}: metadata arch_config is not valid JSON") from None
     else:
         arch_config = infer_msrresnet_config(sd)
+    _check_meta(path, arch, arch_config)
     return LoadedWeights(sd, arch, arch_config, "facesr", ema, meta)
+
+
+def _check_meta(path: Path, arch, arch_config) -> None:
+    """Types of a facesr file's self-description (the values are checked by the architecture's Cfg)."""
+    if not isinstance(arch, str):
+        raise CheckpointError(f"{path}: metadata arch must be a string, got {type(arch).__name__}")
+    if not isinstance(arch_config, dict) or not all(isinstance(k, str) for k in arch_config):
+        raise CheckpointError(f"{path}: metadata arch_config must be a mapping of names to values, "
+                              f"got {type(arch_config).__name__}")
 
 
 def _from_torch_dict(path: Path, obj: dict, ema: bool) -> LoadedWeights:
     if obj.get("format") == "facesr-train":
         key = "ema" if ema else "model"
         if obj.get(key) is None:
-            raise CheckpointError(f"{path}: EMA weights asked for, but the checkpoint holds no EMA weights")
-        return LoadedWeights(dict(obj[key]), obj.get("arch", "msrresnet"), dict(obj["arch_config"]),
-                             "facesr-train", ema, {"iter": obj.get("iter")})
+            if ema:
+                raise CheckpointError(f"{path}: EMA weights asked for, but the checkpoint holds no EMA weights")
+            raise CheckpointError(f"{path}: facesr training checkpoint without model weights")
+        weights, arch, arch_config = obj[key], obj.get("arch", "msrresnet"), obj.get("arch_config")
+        if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+            raise CheckpointError(f"{path}: the {key!r} entry is not a dict of tensors ({type(weights).__name__})")
+        if arch_config is None:
+            raise CheckpointError(f"{path}: facesr training checkpoint without arch_config")
+        _check_meta(path, arch, arch_config)
+        it = obj.get("iter")
+        return LoadedWeights({str(k): v for k, v in weights.items()}, arch, dict(arch_config), "facesr-train", ema,
+                             {"iter": it if isinstance(it, int) else None})
     if "params" in obj or "params_ema" in obj:  # BasicSR
         key = "params_ema" if ema else "params"
         if key not in obj:
@@ -218,6 +247,18 @@ def _tensor_items(d: dict) -> dict:
 def load_into(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
     """``load_state_dict(strict=True)`` with one clear error naming bad keys/shapes."""
     own = model.state_dict()
+    problems = _fit_problems(own, state_dict)
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit the model ({' | '.join(problems)})")
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{source}: weights hold NaN or infinite values ({', '.join(bad[:3])}"
+                              f"{' ...' if len(bad) > 3 else ''}); the model would output garbage")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()})
+
+
+def _fit_problems(own: dict, state_dict: dict) -> list[str]:
+    """What keeps ``state_dict`` from loading into a model whose state dict is ``own`` (empty: it fits)."""
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
@@ -229,14 +270,47 @@ def load_into(model: nn.Module, state_dict: dict, source: str = "checkpoint") ->
         problems.append("unexpected keys: " + ", ".join(unexpected[:6]) + (" ..." if len(unexpected) > 6 else ""))
     if shapes:
         problems.append("shape mismatch: " + "; ".join(shapes[:4]))
-    if problems:
-        raise CheckpointError(f"{source}: weights do not fit the model ({' | '.join(problems)})")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()})
+    return problems
 
 
 def load_model(path: str | os.PathLike, ema: bool = False, map_location="cpu") -> tuple[nn.Module, LoadedWeights]:
     """Build the architecture a checkpoint describes and load its weights (float32, eval mode)."""
     lw = read_weights(path, ema=ema)
-    model = build_model(lw.arch, **lw.arch_config)
+    model = build_checked(lw, str(path))
     load_into(model, lw.state_dict, str(path))
     return model.to(map_location).eval(), lw
+
+
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """In-place ops on meta tensors (weight init: ``normal_``, ``uniform_``, ``mul_``...) do nothing.
+
+    Building a shape-only model then costs no import of meta decompositions.  Torch function modes are
+    thread-local, so other threads are unaffected.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if (name.endswith("_") and not name.startswith("_") and args and isinstance(args[0], torch.Tensor)
+                and args[0].is_meta):
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def build_checked(lw: LoadedWeights, source: str) -> nn.Module:
+    """Build the model ``lw`` describes, after checking its metadata against the weights' shapes.
+
+    The model is first built on the ``meta`` device (no memory), so metadata claiming e.g. 200,000 blocks
+    over a 3 MB file is refused before anything is allocated.
+    """
+    from ..errors import ConfigError
+    try:
+        with torch.device("meta"), _SkipInit():
+            shell = build_model(lw.arch, **lw.arch_config)
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{source}: metadata does not describe a model facesr builds ({one_line(exc, 150)})") \
+            from None
+    problems = _fit_problems(shell.state_dict(), lw.state_dict)
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit the model ({' | '.join(problems)})")
+    del shell
+    return build_model(lw.arch, **lw.arch_config)

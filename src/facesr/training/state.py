@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, one_line
+from ..errors import CheckpointError, TrainingError, one_line
 
 FORMAT = "facesr-train"
 
@@ -45,15 +46,59 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """``torch.save`` to a temporary name, fsync, then ``os.replace`` (atomic on POSIX)."""
+def _payload_bytes(obj) -> int:
+    """Bytes of the tensors in a (nested) checkpoint payload: a lower bound of its file size."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_payload_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_payload_bytes(v) for v in obj)
+    return 0
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2 ** 20:,.1f} MB"
+
+
+def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) -> None:
+    """``torch.save`` to a temporary name, fsync, then ``os.replace`` (atomic on POSIX).
+
+    Free space is checked first against the size of the last checkpoint (or of the payload's
+    tensors); a full disk -- before or during the write -- raises :class:`TrainingError` naming the
+    folder and the space needed, with the partial file deleted and ``last_good`` untouched.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    need = _payload_bytes(payload)
+    if last_good is not None and Path(last_good).is_file():
+        need = max(need, Path(last_good).stat().st_size)
+    need = int(need * 1.05) + (1 << 20)
+    keep = f"last good checkpoint {Path(last_good).name} kept" if last_good else "no checkpoint written yet"
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < need:
+        raise TrainingError(f"not enough free space in {path.parent}: {_mb(free)} free, a checkpoint needs about "
+                            f"{_mb(need)}; {keep}. Free some space and resume.")
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        # torch reports a failed write as RuntimeError("[enforce fail at inline_container.cc] ... file write failed")
+        if isinstance(exc, RuntimeError) and "write" not in str(exc):
+            raise
+        tmp.unlink(missing_ok=True)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "write failed"
+        raise TrainingError(f"cannot write checkpoint {path.name} ({why}): {path.parent} needs about {_mb(need)} "
+                            f"free; {keep}. Free some space and resume.") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -61,10 +106,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint to resume from not found")
+    import warnings
+    from ..models.safe_pickle import load_failure_reason
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a facesr training checkpoint ({type(exc).__name__}: {one_line(exc, 200)})") from None
+        raise CheckpointError(f"{path}: not a facesr training checkpoint ({load_failure_reason(exc)})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a facesr training checkpoint (weights-only files cannot be resumed; "
                               "predict and eval read them as they are)")
@@ -86,6 +135,17 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return cks[-1][1] if cks else None
 
 
-def prune_checkpoints(ckpt_dir: Path, keep_last: int) -> None:
-    for _, p in list_checkpoints(ckpt_dir)[:-keep_last]:
-        p.unlink(missing_ok=True)
+def prune_checkpoints(ckpt_dir: Path, keep_last: int, protect: Path | None = None) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints up to ``protect`` (the one just written).
+
+    ``protect`` is never deleted, nor is any checkpoint of a later iteration (those are not this
+    run's to prune).
+    """
+    cks = list_checkpoints(ckpt_dir)
+    if protect is not None:
+        m = _ITER_RE.match(Path(protect).name)
+        if m:
+            cks = [(i, p) for i, p in cks if i <= int(m.group(1))]
+    for _, p in cks[:-keep_last] if keep_last > 0 else cks:
+        if protect is None or p.resolve() != Path(protect).resolve():
+            p.unlink(missing_ok=True)

@@ -11,7 +11,9 @@ reference closed form at n = it); log lines carry ``"iter": it + 1`` and that lr
 """
 from __future__ import annotations
 
+import functools
 import json
+import os
 import signal
 import sys
 import time
@@ -21,11 +23,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import Config, val_weights_used
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError, FacesrError, TrainingError
 from ..devices import resolve_device
 from ..errors import CheckpointError
 from ..evaluation import evaluate_pairs
 from ..inference import Restorer
+from ..io.files import atomic_write_bytes
 from ..models import build_model, count_params, save_weights
 from ..models.weights import load_into, read_weights
 from ..data.datasets import HQDegradeDataset, InfiniteSampler, load_val_pairs
@@ -33,7 +36,9 @@ from . import distributed as D
 from .ema import EMA
 from .losses import get_loss
 from .schedules import lr_at
-from .state import FORMAT, latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state
+from .state import (FORMAT, latest_checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints, rng_state,
+                    save_checkpoint, set_rng_state)
+from .workdir import check_new_run, move_aside, resumed_config, truncate_log
 
 
 def _read_log(path: Path) -> list[dict]:
@@ -48,11 +53,50 @@ def _read_log(path: Path) -> list[dict]:
     return out
 
 
-def _worker_init(_worker_id: int) -> None:
+def _exit_with_parent(parent_pid: int) -> None:
+    """Make this (DataLoader worker) process exit when ``parent_pid`` dies, even by ``kill -9``.
+
+    A forkserver worker's parent is the fork server, not the trainer, so PR_SET_PDEATHSIG alone
+    does not cover the trainer: a daemon thread also polls for the trainer once a second.
+    """
+    import os
+    import threading
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except Exception:  # pragma: no cover - no libc: the poll below still works
+            pass
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # pragma: no cover - the pid was reused by another user's process
+                os._exit(0)
+
+    threading.Thread(target=watch, name="facesr-parent-watch", daemon=True).start()
+
+
+def _worker_init(_worker_id: int, parent_pid: int | None = None) -> None:
     # Workers each run single-threaded OpenCV/torch: N workers must not oversubscribe the cores.
     import cv2
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
+
+
+def _worker_message(exc: BaseException) -> str:
+    """The original one-line message of an error re-raised from a DataLoader worker (else the message)."""
+    import re
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Caught "):
+        return re.sub(r"^[\w.]*(Error|Exception): ", "", lines[-1])
+    return lines[0] if lines else type(exc).__name__
 
 
 def make_optimizer(cfg: Config, params, device: torch.device) -> torch.optim.Optimizer:
@@ -98,8 +142,9 @@ def _apply_builtin_fallback(cfg: Config, main: bool) -> None:
     d = cfg.data
     if not d.fallback_to_builtin:
         return
+    user_set = getattr(cfg, "user_set", set())  # paths the user gave explicitly are never replaced
     missing = [k for k in ("train_hq_dir", "val_hq_dir")
-               if isinstance(getattr(d, k), str) and not Path(getattr(d, k)).is_dir()]
+               if isinstance(getattr(d, k), str) and not Path(getattr(d, k)).is_dir() and f"data.{k}" not in user_set]
     if not missing:
         return
     from ..assets import builtin_faces_dir
@@ -111,19 +156,24 @@ def _apply_builtin_fallback(cfg: Config, main: bool) -> None:
 
 
 def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, quiet: bool = False,
-          init_from: str | Path | None = None, init_ema: bool = False) -> dict:
+          init_from: str | Path | None = None, init_ema: bool = False, overwrite: bool = False) -> dict:
     """Train per ``cfg`` into ``work_dir``.  ``resume``: a checkpoint path, True (latest in work_dir) or None.
 
     ``init_from``: start from these weights only (any format :func:`facesr.models.read_weights`
     reads; its EMA copy with ``init_ema``), with a fresh optimiser and schedule.  The lineage (this
     file, its SHA-256 and its own lineage) is logged and stored in the weights this run writes.
 
+    A work dir belongs to one run (:mod:`facesr.training.workdir`): a new run refuses a non-empty
+    ``work_dir`` unless ``overwrite`` (the old run is moved to ``<work_dir>.old-<timestamp>``); a
+    resumed run keeps the configuration stored in the work dir (``cfg`` may change only
+    :data:`~facesr.training.workdir.MUTABLE_KEYS`) and cuts ``log.jsonl`` back to the checkpoint.
+
     Returns a summary dict (iterations, best metric, paths).  The process-wide
     deterministic-algorithms setting is restored afterwards.
     """
     prev = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
-        return _train(cfg, work_dir, resume, quiet, init_from, init_ema)
+        return _train(cfg, work_dir, resume, quiet, init_from, init_ema, overwrite)
     finally:
         torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
 
@@ -148,9 +198,48 @@ def _init_weights(model, path: str | Path, ema: bool, arch: str) -> list:
                        "source_iter": it}]
 
 
+def _resume_state(work_dir: Path, resume: str | bool) -> tuple[Path, dict]:
+    """The checkpoint to resume from and its contents; a broken latest one names the earlier ones."""
+    ckpt_dir = work_dir / "checkpoints"
+    path = latest_checkpoint(ckpt_dir) if resume is True else Path(resume)
+    if path is None:
+        raise CheckpointError(f"{ckpt_dir}: resuming asked for, but no checkpoint found there")
+    try:
+        return path, load_checkpoint(path)
+    except CheckpointError as exc:
+        earlier = [p for _, p in list_checkpoints(ckpt_dir) if p != path][::-1]
+        if resume is True and earlier:
+            reason = str(exc).split("(", 1)[-1].rstrip(")")[:100]
+            raise CheckpointError(f"{path} is unreadable ({reason}); the earlier checkpoint {earlier[0].name} may be "
+                                  f"intact: resume from it by its path") from None
+        raise
+
+
+def _stored_config(work_dir: Path, state: dict, path: Path) -> tuple[dict, str]:
+    """The run's configuration: the work dir's config.yaml, else the one inside the checkpoint."""
+    from ..config import read_yaml_file
+    f = work_dir / "config.yaml"
+    if f.is_file():
+        data = read_yaml_file(f)
+        if isinstance(data, dict):
+            return data, str(f)
+    if isinstance(state.get("config"), dict):
+        return state["config"], str(path)
+    raise CheckpointError(f"{path}: the run's configuration is missing ({f} and the checkpoint hold none)")
+
+
 def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: bool,
-           init_from: str | Path | None = None, init_ema: bool = False) -> dict:
+           init_from: str | Path | None = None, init_ema: bool = False, overwrite: bool = False) -> dict:
     work_dir = Path(work_dir)
+    state = resume_path = None
+    if resume:
+        resume_path, state = _resume_state(work_dir, resume)
+        stored, source = _stored_config(work_dir, state, resume_path)
+        user_set = getattr(cfg, "user_set", set())
+        cfg = resumed_config(stored, cfg, source)
+        cfg.user_set = user_set
+    elif int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 owns the work dir (others may start late)
+        check_new_run(work_dir, overwrite)
     device = resolve_device(cfg.train.device, option="train.device")
     dist_info = D.init_distributed(device.type)
     if device.type == "cuda" and dist_info.enabled:
@@ -189,7 +278,8 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
     val_models = ([("", model)] if which in ("raw", "both") else []) + ([("_ema", ema.module)] if which != "raw" else [])
 
     # ---- data (validated before anything slow) ---------------------------------------------------
-    _apply_builtin_fallback(cfg, main)
+    if not resume:  # a resumed run trains on the data stored in its config, never on a fallback
+        _apply_builtin_fallback(cfg, main)
     if not cfg.data.train_hq_dir:
         raise ConfigError("data.train_hq_dir: not set (a folder of HQ face images)")
     dataset = HQDegradeDataset(cfg.data.train_hq_dir, cfg.degradation, cfg.seed, cfg.data.hq_size, cfg.data.hq_resize,
@@ -204,11 +294,8 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
     # ---- resume --------------------------------------------------------------------------------------
     start_iter, best = 0, None
     ckpt_dir = work_dir / "checkpoints"
-    if resume:
-        path = latest_checkpoint(ckpt_dir) if resume is True else Path(resume)
-        if path is None:
-            raise CheckpointError(f"{ckpt_dir}: resuming asked for, but no checkpoint found there")
-        state = load_checkpoint(path)
+    if state is not None:
+        path = resume_path
         if state["arch_config"] != model.arch_config():
             raise CheckpointError(f"{path}: checkpoint architecture {state['arch_config']} does not match the config "
                                   f"{model.arch_config()}")
@@ -236,7 +323,8 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
     nw = cfg.data.num_workers
     loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=nw,
                         pin_memory=cfg.data.pin_memory and device.type == "cuda", drop_last=True,
-                        worker_init_fn=_worker_init if nw else None, persistent_workers=nw > 0,
+                        worker_init_fn=functools.partial(_worker_init, parent_pid=os.getpid()) if nw else None,
+                        persistent_workers=nw > 0,
                         prefetch_factor=cfg.data.prefetch_factor if nw else None,
                         # forkserver: a forked worker deadlocks in OpenCV once the parent has used its thread pool.
                         multiprocessing_context="forkserver" if nw and sys.platform != "win32" else None)
@@ -244,8 +332,14 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
     # ---- outputs (rank 0) ------------------------------------------------------------------------
     log_f = writer = None
     if main:
+        if not resume and overwrite:
+            moved = move_aside(work_dir)
+            if moved is not None:
+                print(f"moved the earlier run in {work_dir} to {moved}", file=sys.stderr)
         work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / "config.yaml").write_text(cfg.to_yaml())
+        atomic_write_bytes(work_dir / "config.yaml", cfg.to_yaml().encode("utf-8"))
+        if resume:
+            truncate_log(work_dir / "log.jsonl", start_iter)
         log_f = open(work_dir / "log.jsonl", "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -271,8 +365,8 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
 
     def save(it: int) -> Path:
         path = ckpt_dir / f"iter_{it}.pt"
-        save_checkpoint(path, checkpoint_payload(it))
-        prune_checkpoints(ckpt_dir, cfg.train.keep_last)
+        save_checkpoint(path, checkpoint_payload(it), last_good=last_saved)
+        prune_checkpoints(ckpt_dir, cfg.train.keep_last, protect=path)
         return path
 
     def score(m) -> dict:
@@ -303,7 +397,7 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
     loss_sum = torch.zeros((), device=device)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     n_in_window, wait_s, step_s = 0, 0.0, 0.0
-    last_saved = None
+    last_saved = resume_path  # the last good checkpoint (on resume: the one resumed from)
     data_iter = iter(loader)
     model.train()
     it = start_iter
@@ -329,12 +423,15 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
                     log({"iter": it, "kind": "plan", "max_iters": total, "sched_periods": cfg.sched.periods,
                          "it_per_s": rate, "time_budget_min": cfg.train.time_budget_min})
                     if main:
-                        (work_dir / "config.yaml").write_text(cfg.to_yaml())
+                        atomic_write_bytes(work_dir / "config.yaml", cfg.to_yaml().encode("utf-8"))
                     if pbar is not None:
                         pbar.total = total
                         pbar.refresh()
                 t0 = time.perf_counter()
-                lq, gt = next(data_iter)
+                try:
+                    lq, gt = next(data_iter)
+                except FacesrError as exc:  # from a DataLoader worker: its message is "Caught X in ... Traceback"
+                    raise type(exc)(_worker_message(exc)) from None
                 t1 = time.perf_counter()
                 lr = lr_at(it, cfg.sched, cfg.optim.lr)
                 for g in optimizer.param_groups:

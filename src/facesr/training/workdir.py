@@ -1,0 +1,145 @@
+"""A work dir belongs to one run: claiming it, resuming it, truncating its log.
+
+* A new run refuses a non-empty work dir (:class:`WorkDirInUseError`) unless asked to move
+  the old run aside (to ``<dir>.old-<timestamp>``; nothing is ever deleted).
+* A resumed run takes its configuration from the work dir's ``config.yaml`` (or, without
+  one, from the checkpoint); only the keys in :data:`MUTABLE_KEYS` may change mid-run.
+* ``log.jsonl`` is cut back to the resumed iteration (records from after the checkpoint
+  were written by the interrupted process and are written again); the cut lines are
+  appended to ``log.discarded.jsonl``, not lost.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from ..errors import ConfigError, FacesrError
+
+#: Keys a resumed run may change (everything else is the run's identity).
+MUTABLE_KEYS = ("train.max_iters", "train.val_interval", "train.ckpt_interval", "train.log_interval",
+                "data.num_workers")
+
+
+class WorkDirInUseError(FacesrError):
+    """A new run was started in a work dir that already holds files; ``work_dir`` names it."""
+
+    def __init__(self, message: str, work_dir: Path):
+        super().__init__(message)
+        self.work_dir = work_dir
+
+
+def dir_is_empty(work_dir: Path) -> bool:
+    return not work_dir.exists() or (work_dir.is_dir() and not any(work_dir.iterdir()))
+
+
+def check_new_run(work_dir: Path, overwrite: bool) -> None:
+    """Refuse to start a new run in a work dir holding anything, unless ``overwrite`` (then it is moved aside later)."""
+    if work_dir.exists() and not work_dir.is_dir():
+        raise FacesrError(f"work dir {work_dir} exists and is not a folder")
+    if overwrite or dir_is_empty(work_dir):
+        return
+    held = sorted(p.name + ("/" if p.is_dir() else "") for p in work_dir.iterdir())
+    shown = ", ".join(held[:4]) + (" ..." if len(held) > 4 else "")
+    raise WorkDirInUseError(f"work dir {work_dir} already holds a run ({shown}); resume it, or move it aside "
+                            "to start over", work_dir)
+
+
+def move_aside(work_dir: Path) -> Path | None:
+    """Rename a non-empty ``work_dir`` to ``<dir>.old-<timestamp>`` (unique); return the new name."""
+    if dir_is_empty(work_dir):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = work_dir.with_name(f"{work_dir.name}.old-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = work_dir.with_name(f"{work_dir.name}.old-{stamp}-{n}")
+    os.rename(work_dir, target)
+    return target
+
+
+def _flatten(d, prefix: str = "") -> dict:
+    out = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict) and v:
+                out.update(_flatten(v, key))
+            else:
+                out[key] = v
+    return out
+
+
+def config_differences(old: dict, new: dict) -> dict[str, tuple]:
+    """``{dotted key: (old value, new value)}`` for every leaf that differs."""
+    a, b = _flatten(old), _flatten(new)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def run_derived_keys(stored: dict) -> set[str]:
+    """Keys the run itself rewrote in its config.yaml (a time-budget plan; the built-in data fallback)."""
+    keys = set()
+    if (stored.get("train") or {}).get("time_budget_min"):
+        keys |= {"train.max_iters", "sched.periods"}
+    data = stored.get("data") or {}
+    if data.get("fallback_to_builtin"):
+        from ..assets import builtin_faces_dir
+        folder = str(builtin_faces_dir())
+        keys |= {f"data.{k}" for k in ("train_hq_dir", "val_hq_dir") if data.get(k) == folder}
+    return keys
+
+
+def format_differences(diffs: dict[str, tuple], limit: int = 4) -> str:
+    def short(v) -> str:
+        r = repr(v)
+        return r if len(r) <= 40 else "..." + r[-37:]
+    items = [f"{k} {short(a)} -> {short(b)}" for k, (a, b) in diffs.items()]
+    return "; ".join(items[:limit]) + (f" ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def resumed_config(stored: dict, cfg, source: str):
+    """The config a resumed run uses: ``stored`` with ``cfg``'s values for :data:`MUTABLE_KEYS`.
+
+    Keys the run rewrote itself (see :func:`run_derived_keys`) keep their stored value unless the
+    new value is a :data:`MUTABLE_KEYS` change; any other difference is refused with the list.
+    """
+    from ..config import config_from_dict
+    new = cfg.to_dict()
+    stored_cfg = config_from_dict(stored)
+    diffs = config_differences(stored_cfg.to_dict(), new)
+    derived = run_derived_keys(stored)
+    refused = {k: v for k, v in diffs.items() if k not in MUTABLE_KEYS and k not in derived}
+    if refused:
+        raise ConfigError(f"a resumed run keeps its configuration ({Path(source).name}), but these differ: "
+                          f"{format_differences(refused, 3)} (a resume may change only {', '.join(MUTABLE_KEYS)})")
+    user_set = getattr(cfg, "user_set", set())
+    for k in MUTABLE_KEYS:
+        if k in diffs and (k not in derived or k in user_set):  # a plan's max_iters stays unless set explicitly
+            sec, name = k.split(".")
+            setattr(getattr(stored_cfg, sec), name, getattr(getattr(cfg, sec), name))
+    return stored_cfg
+
+
+def truncate_log(path: Path, start_iter: int) -> int:
+    """Cut ``log.jsonl`` back to records with ``iter <= start_iter`` (``plan`` records are kept: the plan is
+    in config.yaml); move the cut lines to ``log.discarded.jsonl``.  Returns how many lines were cut."""
+    if not path.is_file():
+        return 0
+    keep, cut = [], []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            it = int(rec.get("iter", 0))
+            is_plan = rec.get("kind") == "plan"
+        except (ValueError, TypeError, AttributeError):
+            cut.append(line)  # a half-written last line of a killed process
+            continue
+        (keep if it <= start_iter or is_plan else cut).append(line)
+    if cut:
+        with open(path.with_name("log.discarded.jsonl"), "a", encoding="utf-8") as f:
+            f.write("\n".join(cut) + "\n")
+        from ..io.files import atomic_write_bytes
+        atomic_write_bytes(path, ("\n".join(keep) + ("\n" if keep else "")).encode("utf-8"))
+    return len(cut)
