@@ -1,0 +1,55 @@
+"""Inference cost of each registered architecture preset on this CPU, interleaved in one run.
+
+    python -m benchmarks.bench_archs [--rounds 5] [--precision fp32,bf16]
+
+Restores one 128x128 face (``Restorer.restore``, the path every command uses) with MSRResNet-16
+(the reference and the model shipped in facesr 0.1) and with the LQResNet presets, alternating the
+models every round so that machine load affects all alike.  Reports per-image CPU time of the
+measuring thread with torch on one thread (a per-core figure, robust to other jobs) and the ratio
+to MSRResNet-16.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from facesr.inference import Restorer
+from facesr.models import build_model
+
+from .common import hardware_line
+
+MODELS = {"msrresnet16 (0.1 shipped)": ("msrresnet", {"num_blocks": 16}),
+          "lqresnet 96x12 (0.2 shipped)": ("lqresnet", {"mid_channels": 96, "num_blocks": 12}),
+          "lqresnet 64x29": ("lqresnet", {"mid_channels": 64, "num_blocks": 29})}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    img = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    print(hardware_line())
+    for prec in a.precision.split(","):
+        rest = {name: Restorer(build_model(arch, **kw).eval(), device="cpu", amp=prec == "bf16")
+                for name, (arch, kw) in MODELS.items()}
+        times = {name: [] for name in rest}
+        for r in rest.values():
+            r.restore(img)  # warm-up
+        for _ in range(a.rounds):
+            for name, r in rest.items():
+                t = time.thread_time()
+                r.restore(img)
+                times[name].append(time.thread_time() - t)
+        base = np.median(times[next(iter(times))])
+        for name, ts in times.items():
+            med = float(np.median(ts))
+            print(f"{prec:5s} {name:30s} {med * 1000:8.0f} ms CPU/image   {base / med:5.2f}x vs msrresnet16")
+
+
+if __name__ == "__main__":
+    main()
