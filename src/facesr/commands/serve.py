@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
                                             "with bicubic (also an HTTP API)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    add_model_options(p, ema=False, amp=False)
+    add_model_options(p, ema=False)
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse inputs with more than N pixels (default 1048576 = 1024x1024); "
                         "the request body is capped at 8 bytes per pixel + 1 MiB")
