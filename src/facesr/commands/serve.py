@@ -98,7 +98,8 @@ def run(args) -> int:
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             limit_concurrency=64, timeout_keep_alive=5, timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
-    print(f"facesr serve: {model} on {restorer.device}; open {url} in a browser (Ctrl-C stops)", flush=True)
+    print(f"facesr serve: {model} on {restorer.device} ({restorer.precision}); open {url} in a browser "
+          f"(Ctrl-C stops)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"facesr serve: warning: listening on {args.host}, so other machines can reach this page "
               f"(it has no password)", file=sys.stderr)
