@@ -104,7 +104,6 @@ def _gather(info, obj) -> list:
 def run(a) -> int:
     """Run ``facesr predict`` with parsed arguments ``a``; returns the exit status (0, or 1 if files were skipped)."""
     from ..io.files import expand_inputs
-
     from ..training.distributed import cleanup
 
     _check_args(a)
@@ -129,12 +128,14 @@ def _predict(a, files, out, zip_path, mapping, info, device) -> int:
     from ..io.images import encode_png, read_any
     from ..training.distributed import barrier
 
-    present: list[Path] = []  # outputs left as they are (--skip-existing)
+    if info.enabled:  # rank r restores inputs r, r+N, ... of the sorted list
+        files = sorted(files, key=str)[info.rank::info.world_size]
+    # --skip-existing: outputs already there are left as they are.  Checked after sharding, so the
+    # shards never depend on what other ranks have written meanwhile.
+    present: list[Path] = []
     if a.skip_existing:
         present = [mapping[f] for f in files if mapping[f].exists()]
         files = [f for f in files if not mapping[f].exists()]
-    if info.enabled:  # rank r restores inputs r, r+N, ... of the sorted list
-        files = sorted(files, key=str)[info.rank::info.world_size]
 
     restorer = _make_restorer(a, device=device)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,9 +171,10 @@ def _predict(a, files, out, zip_path, mapping, info, device) -> int:
         flush()
 
     barrier(info)  # every rank's outputs are on disk before the zip is made
-    per_rank = _gather(info, ([str(p) for p in written], skipped))
-    written = [Path(p) for w, _ in per_rank for p in w]
-    skipped = [m for _, s in per_rank for m in s]
+    per_rank = _gather(info, ([str(p) for p in written], [str(p) for p in present], skipped))
+    written = [Path(p) for w, _, _ in per_rank for p in w]
+    present = [Path(p) for _, e, _ in per_rank for p in e]
+    skipped = [m for _, _, s in per_rank for m in s]
     if not info.is_main:
         return 1 if skipped else 0
     members = written + present
