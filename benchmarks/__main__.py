@@ -2,7 +2,10 @@
 
 Runs the selected benchmarks in one process and prints one table of rates and
 ratios (every ratio compares rows measured side by side in this run), preceded
-by the hardware line.  ``inference`` also calls ``benchmarks/bench_inference.py``
+by the hardware line.  ``inference`` times the model (fp32, channels_last, bf16; the row
+facesr's ``--precision auto`` picks here is marked), then ``facesr.load().restore`` on a
+128x128 face with the default policy and with flip TTA against fp32 eager (interleaved),
+and also calls ``benchmarks/bench_inference.py``
 (the Restorer backends: eager, channels_last, bf16, onnxruntime) when present and
 prints its own table after ours.
 
@@ -75,6 +78,7 @@ def run_matmul(quick: bool = False) -> list[Row]:
 
 def run_inference(quick: bool = False) -> list[Row]:
     """MSRResNet-16 forward at 128x128 LQ: images/s and achieved GFLOP/s (fp32, channels_last, bf16)."""
+    from facesr.inference.precision import auto_precision
     from facesr.models import build_model, count_flops
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
@@ -86,6 +90,7 @@ def run_inference(quick: bool = False) -> list[Row]:
     unit = "images/s (GPU, wall)" if cuda else "images/CPU-s (1 thread)"
     rows, gf_rows = [], []
     x = torch.rand(batch, 3, 128, 128, device=dev)
+    auto = auto_precision(dev)[0]
     for i, (name, cl, bf16) in enumerate((("eager fp32", False, False), ("channels_last fp32", True, False),
                                            ("bf16 autocast + channels_last", True, True))):
         m = model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
@@ -100,12 +105,69 @@ def run_inference(quick: bool = False) -> list[Row]:
             cuda_sync()
             wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
         rate = n * batch / (wall if cuda else cpu)
+        default = (cl and bf16) if auto == "bf16" else (cl and not bf16 and auto == "fp32")
         rows.append(Row("inference", f"MSRResNet-16 128x128 {name}", rate, unit, baseline=i == 0,
-                        note=f"batch {batch}, {n * batch} images; {n * batch / wall:.3g} images/s wall"))
+                        note=f"batch {batch}, {n * batch} images; {n * batch / wall:.3g} images/s wall"
+                             + (f"; facesr's default here (precision auto -> {auto})" if default else "")))
         gf_rows.append(Row("GFLOP/s", f"MSRResNet-16 inference, {name}", 2 * macs * rate / 1e9, "GFLOP/s",
                            note=f"{macs / 1e9:.2f} G MACs/image x 2; ratio = fraction of the fp32 matmul rate"))
     model.to(memory_format=torch.contiguous_format)
     return rows + gf_rows
+
+
+def run_restore(quick: bool = False) -> list[Row]:
+    """``facesr.load().restore`` on one 128x128 face: fp32, the default (precision auto, channels-last) and
+    the default with flip TTA, against a plain fp32 eager forward (contiguous NCHW); calls interleaved."""
+    import numpy as np
+
+    import facesr
+    from facesr.assets import sample_face_path
+    from facesr.data.datasets import degrade_offline
+    from facesr.data.degradations import DegradationCfg
+    from facesr.io.images import read_rgb
+
+    from facesr.assets import shipped_checkpoint
+    from facesr.models import load_model
+
+    cuda = torch.cuda.is_available()
+    dev = torch.device("cuda" if cuda else "cpu")
+    face, _ = degrade_offline(read_rgb(sample_face_path()), DegradationCfg(), 0, "sample_face")
+    face = np.ascontiguousarray(face[:128, :128])
+
+    class Eager:
+        """The plain fp32 forward a user would write: contiguous NCHW float in, uint8 HWC out."""
+
+        def __init__(self):
+            self.model = load_model(shipped_checkpoint())[0].eval().to(dev)
+
+        def restore(self, img):
+            with torch.inference_mode():
+                x = torch.from_numpy(img).to(dev).permute(2, 0, 1)[None].float().div(255.0).contiguous()
+                y = self.model(x).clamp(0, 1).mul(255.0).round().to(torch.uint8)
+                return y[0].permute(1, 2, 0).cpu().numpy()
+
+    variants = {}
+    with single_thread() if not cuda else _Null():
+        variants["fp32 eager: the shipped model, contiguous NCHW"] = Eager()
+        variants["facesr.load(precision='fp32')"] = facesr.load(precision="fp32")
+        default = facesr.load()
+        variants[f"default: facesr.load() (precision auto -> {default.precision}, channels_last)"] = default
+        variants["default + flip TTA: facesr.load(tta='flip')"] = facesr.load(tta="flip")
+        for r in variants.values():
+            r.restore(face)  # warm-up
+        cpu = {k: 0.0 for k in variants}
+        wall = {k: 0.0 for k in variants}
+        rounds = 2 if quick else (20 if cuda else 8)
+        for i in range(rounds):  # interleaved, the order reversed every other round
+            for k, r in (list(variants.items()) if i % 2 == 0 else list(variants.items())[::-1]):
+                c0, w0 = time.thread_time(), time.perf_counter()
+                r.restore(face)  # numpy out: synchronised
+                cpu[k] += time.thread_time() - c0
+                wall[k] += time.perf_counter() - w0
+    unit = "images/s (GPU, wall)" if cuda else "images/CPU-s (1 thread)"
+    return [Row("restore() 128x128", k, rounds / (wall[k] if cuda else cpu[k]), unit, baseline=i == 0,
+                note=f"shipped model, {rounds} calls interleaved; {rounds / wall[k]:.3g} images/s wall")
+            for i, k in enumerate(variants)]
 
 
 def run_backend_table(quick: bool = False) -> str | None:
@@ -167,6 +229,7 @@ def main(argv=None) -> int:
                     rows.append(bench_train.real_loop_row())
             elif name == "inference":
                 rows += run_inference(a.quick)
+                rows += run_restore(a.quick)
                 txt = run_backend_table(a.quick)
                 if txt:
                     extra_text.append("== inference backends (benchmarks/bench_inference.py, 1 thread, wall clock)\n"

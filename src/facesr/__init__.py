@@ -9,10 +9,18 @@ Quick use::
 __version__ = "0.1.0"
 
 
-def load(checkpoint=None, device="auto", ema=False, **kwargs):
-    """Return a :class:`facesr.inference.Restorer` for ``checkpoint`` (default: the shipped model)."""
+def load(checkpoint=None, device="auto", ema=False, precision="auto", **kwargs):
+    """Return a :class:`facesr.inference.Restorer` for ``checkpoint`` (default: the shipped model).
+
+    ``precision="auto"`` (default) runs bf16 where the hardware does so natively (CPUs with
+    AVX512-BF16/AMX, CUDA devices with bf16), fp16 on older CUDA devices and fp32 elsewhere;
+    pass ``precision="fp32"`` for bit-reproducible output.  ``tta="flip"`` averages the output
+    with that of the mirrored input.  Other ``kwargs`` go to :class:`~facesr.inference.Restorer`.
+    """
     from .inference import Restorer
-    return Restorer.from_checkpoint(checkpoint, device=device, ema=ema, **kwargs)
+    if kwargs.get("amp") is not None and precision == "auto":  # the deprecated amp= spelling, given alone
+        precision = None
+    return Restorer.from_checkpoint(checkpoint, device=device, ema=ema, precision=precision, **kwargs)
 
 
 __all__ = ["load", "__version__"]

@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--image", help="use this 512x512 HQ face instead of the bundled one")
     p.add_argument("--seed", type=int, default=0, help="first degradation seed (default 0)")
     p.add_argument("--rows", type=int, default=3, help="how many degradations (seeds seed..seed+rows-1)")
-    add_model_options(p, ema=False, amp=False)
+    add_model_options(p, ema=False, precision=False)
     p.set_defaults(func=run)
 
 

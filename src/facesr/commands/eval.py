@@ -24,6 +24,8 @@ import math
 import sys
 from pathlib import Path
 
+from . import add_precision_options, precision_arg
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("eval", help="PSNR/SSIM of predictions (PRED_DIR GT_DIR) or of a checkpoint "
@@ -36,7 +38,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--save", help="also write the predictions (PNG) here")
     p.add_argument("--ema", action="store_true")
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast")
+    add_precision_options(p)
+    p.add_argument("--tta", choices=["none", "flip"], default="none",
+                   help="flip: average with the prediction of the mirrored input (2x the compute)")
     p.add_argument("--crop-border", type=int, default=0)
     p.add_argument("--y", action="store_true", help="score the BT.601 Y channel only")
     p.add_argument("--csv", help="write per-image rows to this CSV")
@@ -119,10 +123,11 @@ def _progress(total: int):
 # ----------------------------------------------------------------------------- checkpoint mode
 
 def _load(args):
-    """(Restorer, description) for ``--checkpoint`` or, without it, the shipped model."""
+    """(Restorer, description, precision in words) for ``--checkpoint`` or, without it, the shipped model."""
     from .. import assets
     from ..devices import resolve_device
     from ..inference import Restorer
+    from ..inference.precision import resolve_precision
     from ..models import load_model
 
     path = Path(args.checkpoint) if args.checkpoint else assets.shipped_checkpoint()
@@ -133,7 +138,10 @@ def _load(args):
     else:
         desc = f"shipped model {path.name} ({'EMA' if args.ema else 'raw'} weights)"
     device = resolve_device(args.device, option="--device")
-    return Restorer(model, device=device, amp=args.amp, channels_last=False), desc
+    precision, why = resolve_precision(precision_arg(args), device)
+    # fp32 runs as the trainer validates (contiguous); bf16/fp16 run fastest channels-last
+    restorer = Restorer(model, device=device, precision=precision, tta=args.tta, channels_last=precision != "fp32")
+    return restorer, desc, f"{precision} ({why})"
 
 
 def eval_checkpoint(args) -> int:
@@ -157,7 +165,7 @@ def eval_checkpoint(args) -> int:
     pairs = pair_files(lq_dir, gt_dir, "LQ folder", "GT folder")  # unmatched files fail before the model loads
     _check_outputs(args, pairs, save_dir)
 
-    restorer, desc = _load(args)
+    restorer, desc, precision = _load(args)
     loaded = load_pairs(lq_dir, gt_dir, restorer.scale, "LQ folder", "GT folder", args.crop_border)
 
     on_image = None
@@ -179,6 +187,7 @@ def eval_checkpoint(args) -> int:
     if args.y:
         opts.append("Y channel")
     print(f"model:  {desc}")
+    print(f"precision: {precision}{'; TTA ' + restorer.tta if restorer.tta != 'none' else ''}")
     print(f"pairs:  {len(loaded)} ({lq_dir} -> {gt_dir}){'; ' + ', '.join(opts) if opts else ''}")
     print(f"reference (MMagic, unrounded):  PSNR {_fmt(m['psnr'])} dB   SSIM {_fmt(m['ssim'])}")
     print(f"challenge (uint8 PNG):          PSNR {_fmt(m['psnr_challenge'])} dB   (RGB, no crop)")
@@ -187,7 +196,8 @@ def eval_checkpoint(args) -> int:
     if save_dir is not None:
         print(f"saved:  {len(loaded)} prediction(s) in {save_dir}")
     payload = {"mean": m, "per_image": res["per_image"], "bicubic": bic,
-               "model": desc, "crop_border": args.crop_border, "y_only": bool(args.y)}
+               "model": desc, "precision": restorer.precision, "tta": restorer.tta,
+               "crop_border": args.crop_border, "y_only": bool(args.y)}
     if args.json:
         _write_json(args.json, payload)
     if args.csv:
@@ -208,7 +218,8 @@ def run(args) -> int:
         return eval_checkpoint(args)
     if not (args.pred_dir and args.gt_dir):
         raise FacesrError("give PRED_DIR GT_DIR, or --lq DIR --gt DIR [--checkpoint P] to evaluate a model")
-    for flag, val in (("--save", args.save), ("--ema", args.ema), ("--amp", args.amp)):
+    for flag, val in (("--save", args.save), ("--ema", args.ema), ("--amp", args.amp),
+                      ("--precision", args.precision != "auto"), ("--tta", args.tta != "none")):
         if val:
             raise FacesrError(f"{flag} applies to model evaluation (--lq/--gt), not to PRED_DIR GT_DIR")
     pairs = pair_files(args.pred_dir, args.gt_dir, "prediction folder", "GT folder")

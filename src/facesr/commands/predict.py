@@ -6,6 +6,13 @@ with :func:`facesr.io.read_any` (EXIF rotation applied, 16-bit scaled to
 8-bit).  All checks that can fail (output inside an input folder, clashing
 stems, existing outputs) run before the model is loaded.  Unreadable files are
 skipped, listed on stderr at the end, and make the exit status 1.
+
+Under ``torchrun --nproc_per_node=N -m facesr.cli predict ...`` the sorted inputs
+are sharded by rank (rank r restores inputs r, r+N, ...) on ``cuda:LOCAL_RANK``
+(NCCL) or on CPU processes (gloo); every rank writes its own outputs, and after a
+barrier rank 0 writes the zip and reports the unreadable files of all ranks.
+``--skip-existing`` leaves outputs that are already there alone, so a preempted
+or interrupted run can be restarted and only does what is missing.
 """
 from __future__ import annotations
 
@@ -27,9 +34,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
     p.add_argument("--onnx", help="with --backend onnxruntime: the .onnx file (default: export the model on the fly)")
+    p.add_argument("--tta", choices=["none", "flip"], default="none",
+                   help="flip: average with the prediction of the mirrored input (2x the compute)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--max-pixels", type=float, default=64, metavar="MPX",
                    help="skip inputs whose header announces more than MPX megapixels (default 64; 0 = no cap)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="leave outputs that already exist and restore only the missing ones (restart a job)")
     p.set_defaults(func=run)
 
 
@@ -46,34 +57,58 @@ def _check_args(a) -> None:
     if a.backend == "onnxruntime":
         if a.onnx and a.checkpoint:
             raise FacesrError("give --checkpoint or --onnx, not both")
-        if a.amp:
-            raise FacesrError("--amp applies to --backend torch only")
+        if a.amp or a.precision in ("bf16", "fp16"):
+            raise FacesrError(f"--{'amp' if a.amp else 'precision ' + a.precision} applies to --backend torch only "
+                              f"(onnxruntime runs fp32)")
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             raise MissingExtraError("onnx", "--backend onnxruntime") from None
     elif a.onnx:
         raise FacesrError("--onnx needs --backend onnxruntime")
+    if a.overwrite and a.skip_existing:
+        raise FacesrError("give --overwrite or --skip-existing, not both")
 
 
-def _make_restorer(a):
+def _make_restorer(a, device=None):
     from ..inference import Restorer
-    kw = dict(tile=a.tile, tile_overlap=a.tile_overlap, batch_size=a.batch_size)
+    kw = dict(tile=a.tile, tile_overlap=a.tile_overlap, batch_size=a.batch_size, tta=a.tta)
     if a.backend == "torch":
-        return load_restorer(a, **kw)
+        return load_restorer(a, device=device, **kw)
     if a.onnx:
-        return Restorer.from_onnx(a.onnx, **kw)
-    return Restorer.from_checkpoint(a.checkpoint, ema=a.ema, backend="onnxruntime", **kw)
+        return Restorer.from_onnx(a.onnx, precision=a.precision, **kw)
+    return Restorer.from_checkpoint(a.checkpoint, ema=a.ema, backend="onnxruntime", precision=a.precision, **kw)
+
+
+def _distributed(a):
+    """(DistInfo, device or None): a process group under torchrun (one rank per GPU or CPU process)."""
+    import os
+
+    from ..devices import resolve_device
+    from ..training.distributed import DistInfo, init_distributed
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        return DistInfo(), None
+    dev_type = "cpu" if a.backend != "torch" else resolve_device(a.device, option="--device").type
+    if dev_type not in ("cpu", "cuda"):
+        dev_type = "cpu"
+    info = init_distributed(dev_type)
+    return info, (f"cuda:{info.local_rank}" if dev_type == "cuda" else None)
+
+
+def _gather(info, obj) -> list:
+    """``obj`` of every rank, in rank order (``[obj]`` without a process group)."""
+    if not info.enabled:
+        return [obj]
+    import torch.distributed as dist
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def run(a) -> int:
     """Run ``facesr predict`` with parsed arguments ``a``; returns the exit status (0, or 1 if files were skipped)."""
-    import numpy as np
-    from tqdm import tqdm
-
-    from ..errors import ImageError, one_line
-    from ..io.files import atomic_write_bytes, expand_inputs, write_zip
-    from ..io.images import encode_png, read_any, warn_large_input
+    from ..io.files import expand_inputs
+    from ..training.distributed import cleanup
 
     _check_args(a)
     files = expand_inputs(a.inputs)
@@ -81,7 +116,32 @@ def run(a) -> int:
     zip_path = Path(a.zip) if a.zip else None
     mapping = check_outputs(a, files, out, zip_path)
 
-    restorer = _make_restorer(a)
+    info, device = _distributed(a)
+    try:
+        return _predict(a, files, out, zip_path, mapping, info, device)
+    finally:
+        cleanup(info)
+
+
+def _predict(a, files, out, zip_path, mapping, info, device) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..errors import ImageError, one_line
+    from ..io.files import atomic_write_bytes, write_zip
+    from ..io.images import encode_png, read_any, warn_large_input
+    from ..training.distributed import barrier
+
+    if info.enabled:  # rank r restores inputs r, r+N, ... of the sorted list
+        files = sorted(files, key=str)[info.rank::info.world_size]
+    # --skip-existing: outputs already there are left as they are.  Checked after sharding, so the
+    # shards never depend on what other ranks have written meanwhile.
+    present: list[Path] = []
+    if a.skip_existing:
+        present = [mapping[f] for f in files if mapping[f].exists()]
+        files = [f for f in files if not mapping[f].exists()]
+
+    restorer = _make_restorer(a, device=device)
     out.mkdir(parents=True, exist_ok=True)
 
     skipped: list[str] = []
@@ -98,7 +158,8 @@ def run(a) -> int:
             bar.update(1)
         pending.clear()
 
-    with tqdm(total=len(files), unit="img", desc="facesr predict", file=sys.stderr, disable=None,
+    desc = f"facesr predict [rank {info.rank}/{info.world_size}]" if info.enabled else "facesr predict"
+    with tqdm(total=len(files), unit="img", desc=desc, file=sys.stderr, disable=None if info.is_main else True,
               dynamic_ncols=True) as bar:
         for f in files:
             try:
@@ -114,10 +175,22 @@ def run(a) -> int:
             pending.append((f, img))
         flush()
 
-    if zip_path is not None and written:
-        write_zip(zip_path, sorted(written, key=lambda p: p.name))
+    barrier(info)  # every rank's outputs are on disk before the zip is made
+    per_rank = _gather(info, ([str(p) for p in written], [str(p) for p in present], skipped))
+    written = [Path(p) for w, _, _ in per_rank for p in w]
+    present = [Path(p) for _, e, _ in per_rank for p in e]
+    skipped = [m for _, _, s in per_rank for m in s]
+    if not info.is_main:
+        return 1 if skipped else 0
+    members = written + present
+    if zip_path is not None and members:
+        write_zip(zip_path, sorted(members, key=lambda p: p.name))
     msg = f"wrote {len(written)} image(s) to {out}"
+    if info.enabled:
+        msg += f" ({info.world_size} processes)"
+    if present:
+        msg += f"; kept {len(present)} existing"
     if zip_path is not None:
-        msg += f" and {zip_path}" if written else f" (no zip written: nothing to put in {zip_path})"
+        msg += f" and {zip_path}" if members else f" (no zip written: nothing to put in {zip_path})"
     print(msg)
     return report_skipped("predict", "unreadable file(s)", skipped)

@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
                                             "with bicubic (also an HTTP API)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    add_model_options(p, ema=False, amp=False)
+    add_model_options(p, ema=False)
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse inputs with more than N pixels (default 1048576 = 1024x1024); "
                         "the request body is capped at 8 bytes per pixel + 1 MiB")
@@ -98,7 +98,8 @@ def run(args) -> int:
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             limit_concurrency=64, timeout_keep_alive=5, timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
-    print(f"facesr serve: {model} on {restorer.device}; open {url} in a browser (Ctrl-C stops)", flush=True)
+    print(f"facesr serve: {model} on {restorer.device} ({restorer.precision}); open {url} in a browser "
+          f"(Ctrl-C stops)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"facesr serve: warning: listening on {args.host}, so other machines can reach this page "
               f"(it has no password)", file=sys.stderr)

@@ -9,7 +9,8 @@ Pixel conventions
   [0, 1] and multiplied by 255, **unrounded** (what evaluation scores);
   :meth:`Restorer.run_batch` rounds that half-to-even to uint8, so ``restore``
   equals ``np.rint(predict_float(...))`` by construction.  Preprocessing,
-  channels-last, autocast, the forward pass and clamping live in one method,
+  channels-last, autocast (the precision policy, :mod:`.precision`), the forward
+  pass, flip test-time augmentation and clamping live in one method,
   :meth:`Restorer._forward`; evaluation, the trainer's validation, predict,
   serve, demo and whole-photo restoration all go through it.
 
@@ -54,6 +55,7 @@ from ..errors import BadValueError, ImageError
 from ..io.images import pil_to_rgb, upscale_classical
 from ..models.weights import load_model
 from .onnx import OnnxModel, export_onnx
+from .precision import DTYPES, resolve_precision
 from .tiling import tile_boxes
 
 
@@ -87,6 +89,20 @@ def join_alpha(rgb: np.ndarray, alpha: np.ndarray | None, kind: str, scale: int)
     return Image.fromarray(rgb, "RGB") if kind == "pil" else rgb
 
 
+def _merge_amp(amp, precision: str | None) -> str | None:
+    """The precision asked for by ``precision`` and the deprecated ``amp`` (None = neither: fp32)."""
+    if amp is None:
+        return precision
+    name = {True: "bf16", False: "fp32"}[amp] if isinstance(amp, bool) else {"none": "fp32"}.get(amp, amp)
+    if name not in ("fp32", "bf16", "fp16"):
+        raise BadValueError(f"amp must be one of {', '.join(Restorer.AMP)}, got {amp!r}")
+    if precision is None or name == "fp32":  # amp=False is the old default: it never overrides precision
+        return precision if precision is not None else name
+    if str(precision).lower() != name:
+        raise BadValueError(f"amp={amp!r} (precision {name}) contradicts precision={precision!r}; give precision only")
+    return name
+
+
 # ----------------------------------------------------------------------------- Restorer
 
 class Restorer:
@@ -98,8 +114,17 @@ class Restorer:
             moved to ``device`` (in place).
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ...
             (torch backend only).
-        amp: autocast dtype (torch backend): ``True``/``"bf16"``, ``"fp16"``, or ``False``/``"none"`` (fp32).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`facesr.inference.precision`):
+            ``auto`` picks bf16 on CPUs with native bf16 and on CUDA devices that support it, fp16 on
+            older CUDA devices, fp32 elsewhere and always for onnxruntime (the choice is logged once).
+            bf16/fp16 autocast the forward pass; clamping and rounding stay fp32.  None (the default
+            here) = fp32, unless ``amp`` says otherwise; :func:`facesr.load` defaults to ``"auto"``.
+        amp: deprecated spelling of ``precision``: ``True``/``"bf16"`` = bf16, ``"fp16"``,
+            ``False``/``"none"`` = fp32.
         channels_last: use the channels-last memory format (torch backend).
+        tta: test-time augmentation: None/``"none"``, or ``"flip"``: the model's float output on
+            the input and on its horizontal flip (flipped back) are averaged before clamping and
+            rounding (twice the compute).  Applies inside every forward pass, so tiling is unchanged.
         tile: LQ core tile size in pixels; 0 = no tiling, except automatic tiling of
             images above :attr:`AUTO_TILE_PIXELS` LQ pixels (see the module docstring).
         tile_overlap: LQ pixels of context around each tile (cropped from the output); None = the
@@ -114,9 +139,12 @@ class Restorer:
     AUTO_TILE = 256
     MAX_BATCH_PIXELS = 256 * 256
     AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    TTA = ("none", "flip")
 
-    def __init__(self, model: nn.Module | OnnxModel, device: str | torch.device = "auto", amp: bool | str = False,
-                 channels_last: bool = True, tile: int = 0, tile_overlap: int | None = None, batch_size: int = 4):
+    def __init__(self, model: nn.Module | OnnxModel, device: str | torch.device = "auto",
+                 amp: bool | str | None = None, channels_last: bool = True, tile: int = 0,
+                 tile_overlap: int | None = None, batch_size: int = 4, precision: str | None = None,
+                 tta: str | None = None):
         if tile < 0:
             raise BadValueError(f"tile size must be >= 0, got {tile}")
         if tile_overlap is None:  # auto: the receptive field, so tiles match an untiled run
@@ -128,28 +156,31 @@ class Restorer:
             raise BadValueError(f"tile overlap must be >= 0, got {tile_overlap}")
         if batch_size < 1:
             raise BadValueError(f"batch size must be >= 1, got {batch_size}")
-        amp = {True: "bf16", False: "none"}.get(amp, amp) if isinstance(amp, bool) else amp
-        if amp not in self.AMP:
-            raise BadValueError(f"amp must be one of {', '.join(self.AMP)}, got {amp!r}")
+        precision = _merge_amp(amp, precision)
+        tta = "none" if tta is None else str(tta).lower()
+        if tta not in self.TTA:
+            raise BadValueError(f"tta must be one of {', '.join(self.TTA)}, got {tta!r}")
+        self.tta = tta
         self.tile, self.tile_overlap, self.batch_size = int(tile), int(tile_overlap), int(batch_size)
-        self.amp = amp != "none"
-        self.amp_dtype = self.AMP[amp]
         if isinstance(model, OnnxModel):
             self.backend = "onnxruntime"
             self.model = model
             self.device = torch.device("cpu")
             self.channels_last = False
-            self.amp, self.amp_dtype = False, None
+            self.precision, self.precision_reason = resolve_precision(precision, self.device, self.backend)
             self.scale = model.scale
         else:
             self.backend = "torch"
             self.device = resolve_device(device)
+            self.precision, self.precision_reason = resolve_precision(precision, self.device, self.backend)
             self.channels_last = bool(channels_last)
             model = model.eval().to(self.device)
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             self.model = model
             self.scale = int(getattr(model, "upscale_factor", 0)) or self._probe_scale()
+        self.amp_dtype = DTYPES[self.precision]
+        self.amp = self.amp_dtype is not None
 
     # --------------------------------------------------------------- construction
 
@@ -160,14 +191,15 @@ class Restorer:
         """Load a checkpoint (any format :func:`facesr.models.load_model` reads; None = shipped model).
 
         ``backend="onnxruntime"`` exports the loaded model to ONNX in memory and runs it there
-        (``device``/``amp``/``channels_last`` then do not apply).  ``kw`` go to :class:`Restorer`.
+        (``device``/``amp``/``channels_last`` then do not apply; ``precision`` auto means fp32 there).
+        ``kw`` go to :class:`Restorer`.
         """
         path = assets.shipped_checkpoint() if checkpoint is None else Path(checkpoint)
         model, _ = load_model(path, ema=ema)
         if backend == "torch":
             return cls(model, device=device, **kw)
         if backend == "onnxruntime":
-            for k in ("amp", "channels_last"):
+            for k in ("amp", "channels_last"):  # precision stays: auto -> fp32, bf16/fp16 -> a clear error
                 kw.pop(k, None)
             return cls(OnnxModel(export_onnx(model, opset=opset, check=False), threads=threads), **kw)
         raise BadValueError(f"backend must be torch or onnxruntime, got {backend!r}")
@@ -197,16 +229,29 @@ class Restorer:
             raise ImageError(f"the model takes uint8 (N, h, w, 3) batches, got {batch.dtype} {tuple(batch.shape)}")
         if self.backend == "onnxruntime":
             x = batch.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
-            y = np.clip(self.model(x), 0.0, 1.0) * np.float32(255.0)
+            y = self.model(x)
+            if self.tta == "flip":
+                y = (y + self.model(np.ascontiguousarray(x[..., ::-1]))[..., ::-1]) * np.float32(0.5)
+            y = np.clip(y, 0.0, 1.0) * np.float32(255.0)
             return y.transpose(0, 2, 3, 1)
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        y = self._model_float(x)
+        if self.tta == "flip":  # average with the prediction of the mirrored input, mirrored back
+            xf = x.flip(3)
+            if self.channels_last:
+                xf = xf.contiguous(memory_format=torch.channels_last)
+            y = y.add_(self._model_float(xf).flip(3)).mul_(0.5)
+        return y.clamp_(0, 1).mul_(255.0).permute(0, 2, 3, 1)
+
+    def _model_float(self, x: torch.Tensor) -> torch.Tensor:
+        """The model on NCHW 0-1 ``x`` under this Restorer's precision; float32 output, unclamped."""
         amp = (torch.autocast(device_type=self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                else contextlib.nullcontext())
         with amp:
             y = self.model(x)
-        return y.float().clamp_(0, 1).mul_(255.0).permute(0, 2, 3, 1)
+        return y.float()
 
     def predict_float(self, batch: np.ndarray) -> np.ndarray:
         """One forward pass, no tiling: uint8 (N, h, w, 3) 0-255 -> float32 (N, s*h, s*w, 3) 0-255,
@@ -331,7 +376,7 @@ class Restorer:
     __call__ = restore
 
     def __repr__(self) -> str:
-        extra = f", device={self.device}, amp={self.amp}, channels_last={self.channels_last}" \
-            if self.backend == "torch" else ""
+        extra = f", device={self.device}, channels_last={self.channels_last}" if self.backend == "torch" else ""
+        extra = f", precision={self.precision}{extra}, tta={self.tta}"
         return (f"Restorer(backend={self.backend}{extra}, scale={self.scale}, tile={self.tile}, "
                 f"tile_overlap={self.tile_overlap}, batch_size={self.batch_size})")

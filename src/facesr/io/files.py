@@ -118,12 +118,13 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 def check_outputs(files: list[Path], inputs: list[str], out: Path, zip_path: Path | None,
-                  overwrite: bool) -> dict[Path, Path]:
+                  overwrite: bool, skip_existing: bool = False) -> dict[Path, Path]:
     """Map each input file to ``out/<stem>.png``, refusing unsafe layouts (:class:`FacesrError`, one line).
 
     Refuses: two inputs with the same stem; ``out`` equal to an input folder or holding an
     input file; ``zip_path`` equal to an input, a folder or in a missing folder; existing
-    outputs without ``overwrite`` (:class:`OutputsExistError`).
+    outputs without ``overwrite`` (:class:`OutputsExistError`), except image outputs with
+    ``skip_existing`` (the caller leaves those alone).
     """
     by_stem: dict[str, list[Path]] = {}
     for f in files:
@@ -154,7 +155,8 @@ def check_outputs(files: list[Path], inputs: list[str], out: Path, zip_path: Pat
         if zip_path.exists() and not overwrite:
             clashes.append(str(zip_path))
     if not overwrite:
-        clashes += [str(o) for o in mapping.values() if o.exists()]
+        if not skip_existing:
+            clashes += [str(o) for o in mapping.values() if o.exists()]
         if clashes:
             raise OutputsExistError(f"{len(clashes)} output(s) exist: {first(clashes)}", clashes)
     return mapping

@@ -1,0 +1,136 @@
+"""The inference precision policy: ``auto`` | ``fp32`` | ``bf16`` | ``fp16``.
+
+``auto`` picks, at run time, the fastest precision the hardware runs natively:
+
+* CUDA: bf16 where the device supports it natively (Ampere and newer,
+  ``torch.cuda.is_bf16_supported``), else fp16;
+* CPU: bf16 when the CPU has AVX512-BF16 or AMX-BF16 (read from ``/proc/cpuinfo``),
+  else fp32 (torch's bf16 on other CPUs runs through conversions, usually no faster);
+* anything else (MPS, ...) and the onnxruntime backend: fp32.
+
+bf16/fp16 mean autocast around the forward pass (the Restorer's
+``_forward``); the output is always clamped and rounded in fp32.  fp32 is
+bit-reproducible and what a challenge submission should use when it must be
+regenerated exactly.  The choice ``auto`` makes is logged once per process
+and device on stderr, e.g. ``facesr: precision auto -> bf16 (CPU has AVX512-BF16)``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from functools import lru_cache
+
+import torch
+
+from ..errors import BadValueError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+#: autocast dtype of each explicit precision (None = plain fp32)
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# x86 flags (Linux /proc/cpuinfo names) that mean native bf16 arithmetic in oneDNN's kernels;
+# aarch64 lists "bf16" (Armv8.6 BF16) under "Features".
+_BF16_FLAGS = {"avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16", "bf16": "Arm BF16"}
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """Feature flags of the first CPU in ``/proc/cpuinfo`` (``flags`` on x86, ``Features`` on Arm); empty if unknown."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in ("flags", "features"):
+            return set(value.split())
+    return set()
+
+
+@lru_cache(maxsize=1)
+def cpu_bf16_feature() -> str | None:
+    """The name of the CPU's native bf16 feature ("AVX512-BF16", "AMX-BF16", "Arm BF16"), or None.
+
+    Reads ``/proc/cpuinfo`` (Linux); cross-checked with ``torch.backends.cpu.get_cpu_capability()``
+    where that reports AVX512/AMX.  Cached: the CPU does not change while the process runs.
+    """
+    flags = cpu_flags()
+    for flag in ("amx_bf16", "avx512_bf16", "bf16"):
+        if flag in flags:
+            return _BF16_FLAGS[flag]
+    try:  # no /proc/cpuinfo (macOS, Windows): torch's own dispatch level says at least AMX
+        cap = str(torch.backends.cpu.get_cpu_capability()).upper()
+    except Exception:  # pragma: no cover - very old torch
+        cap = ""
+    return "AMX-BF16" if "AMX" in cap else None
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16, AMX-BF16 or Arm BF16)."""
+    return cpu_bf16_feature() is not None
+
+
+def cuda_supports_bf16(device: torch.device) -> bool:
+    """True when the CUDA ``device`` runs bf16 natively (compute capability 8.0+)."""
+    try:
+        with torch.cuda.device(device):
+            try:
+                return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+            except TypeError:  # older torch: no including_emulation argument
+                return bool(torch.cuda.is_bf16_supported())
+    except Exception:  # pragma: no cover - a broken driver: be conservative
+        return False
+
+
+def auto_precision(device: torch.device, backend: str = "torch") -> tuple[str, str]:
+    """(precision, reason) that ``auto`` resolves to for ``device`` and ``backend``."""
+    if backend != "torch":
+        return "fp32", f"the {backend} backend runs fp32"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if cuda_supports_bf16(device):
+            return "bf16", f"{name} supports bf16"
+        return "fp16", f"{name} has no native bf16"
+    if device.type == "cpu":
+        feature = cpu_bf16_feature()
+        if feature:
+            return "bf16", f"CPU has {feature}"
+        return "fp32", "CPU has no AVX512-BF16 or AMX-BF16"
+    return "fp32", f"no reduced-precision policy for {device.type}"
+
+
+_logged: set[tuple[str, str]] = set()
+
+
+def log_choice(choice: str, reason: str, device: torch.device) -> None:
+    """Print ``facesr: precision auto -> CHOICE (REASON)`` on stderr once per process and device.
+
+    Under ``torchrun`` only rank 0 prints.
+    """
+    key = (str(device), choice)
+    if key in _logged or os.environ.get("RANK", "0") != "0":
+        return
+    _logged.add(key)
+    print(f"facesr: precision auto -> {choice} ({reason})", file=sys.stderr, flush=True)
+
+
+def resolve_precision(precision: str | None, device: torch.device, backend: str = "torch",
+                      log: bool = True) -> tuple[str, str]:
+    """(fp32|bf16|fp16, reason) for a requested ``precision`` (None = fp32); ``auto`` is logged once.
+
+    Raises :class:`~facesr.errors.BadValueError` for an unknown name, and for bf16/fp16 on a
+    backend that only runs fp32.
+    """
+    precision = "fp32" if precision is None else str(precision).lower()
+    if precision not in PRECISIONS:
+        raise BadValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        choice, reason = auto_precision(device, backend)
+        if log:
+            log_choice(choice, reason, device)
+        return choice, f"auto: {reason}"
+    if backend != "torch" and precision != "fp32":
+        raise BadValueError(f"precision {precision} applies to the torch backend only; {backend} runs fp32")
+    return precision, "requested"

@@ -1,0 +1,140 @@
+"""The precision policy (``--precision auto|fp32|bf16|fp16``): what ``auto`` picks, that it equals
+the explicit choice, that it is logged once, and that bf16 costs no measurable PSNR."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import facesr
+from facesr.cli import main
+from facesr.data.datasets import degrade_offline
+from facesr.data.degradations import DegradationCfg
+from facesr.evaluation.metrics import psnr
+from facesr.inference import Restorer
+from facesr.inference import precision as P
+from facesr.io.images import read_rgb
+from facesr.models import MSRResNet, save_weights
+
+from conftest import make_face
+
+
+@pytest.fixture()
+def tiny():
+    torch.manual_seed(0)
+    return MSRResNet(mid_channels=8, num_blocks=1).eval()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log(monkeypatch):
+    monkeypatch.setattr(P, "_logged", set())
+
+
+def _img(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_cpu_flags_parsing():
+    text = "processor : 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n\nprocessor : 1\nflags : fpu\n"
+    assert {"avx512_bf16", "avx512f"} <= P.cpu_flags(text)
+    assert P.cpu_flags("Features\t: fp asimd bf16 sve\n") == {"fp", "asimd", "bf16", "sve"}
+    assert P.cpu_flags("nothing here") == set()
+
+
+@pytest.mark.parametrize("feature, expected", [("AVX512-BF16", "bf16"), ("AMX-BF16", "bf16"), (None, "fp32")])
+def test_auto_equals_the_explicit_choice_on_cpu(tiny, monkeypatch, capsys, feature, expected):
+    monkeypatch.setattr(P, "cpu_bf16_feature", lambda: feature)
+    auto = Restorer(tiny, device="cpu", precision="auto")
+    assert auto.precision == expected and auto.channels_last
+    explicit = Restorer(tiny, device="cpu", precision=expected)
+    img = _img(12, 10)
+    np.testing.assert_array_equal(auto.restore(img), explicit.restore(img))
+    Restorer(tiny, device="cpu", precision="auto")  # a second auto Restorer does not log again
+    err = capsys.readouterr().err.strip().splitlines()
+    why = f"CPU has {feature}" if feature else "CPU has no AVX512-BF16 or AMX-BF16"
+    assert err == [f"facesr: precision auto -> {expected} ({why})"]
+
+
+def test_auto_on_cuda_and_onnxruntime(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    cuda = torch.device("cuda:0")
+    monkeypatch.setattr(P, "cuda_supports_bf16", lambda d: True)
+    assert P.auto_precision(cuda) == ("bf16", "Fake GPU supports bf16")
+    monkeypatch.setattr(P, "cuda_supports_bf16", lambda d: False)
+    assert P.auto_precision(cuda) == ("fp16", "Fake GPU has no native bf16")
+    monkeypatch.setattr(P, "cpu_bf16_feature", lambda: "AMX-BF16")
+    assert P.auto_precision(torch.device("cpu"), backend="onnxruntime")[0] == "fp32"
+    assert P.auto_precision(torch.device("mps"))[0] == "fp32"
+
+
+def test_defaults_and_the_deprecated_amp(tiny, monkeypatch):
+    monkeypatch.setattr(P, "cpu_bf16_feature", lambda: "AVX512-BF16")
+    assert Restorer(tiny, device="cpu").precision == "fp32"  # the low-level class stays explicit
+    assert Restorer(tiny, device="cpu", amp=True).precision == "bf16"
+    assert Restorer(tiny, device="cpu", amp="none").precision == "fp32"
+    assert Restorer(tiny, device="cpu", amp=False, precision="bf16").precision == "bf16"
+    with pytest.raises(ValueError, match="contradicts"):
+        Restorer(tiny, device="cpu", amp=True, precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Restorer(tiny, device="cpu", precision="int8")
+    assert facesr.load(device="cpu").precision == "bf16"  # facesr.load defaults to auto
+    assert facesr.load(device="cpu", amp=False).precision == "fp32"
+    assert facesr.load(device="cpu", precision="fp32").precision == "fp32"
+
+
+def test_cli_precision_and_amp_alias(tmp_path, tiny, monkeypatch, capsys):
+    monkeypatch.setattr(P, "cpu_bf16_feature", lambda: None)
+    save_weights(tmp_path / "m.safetensors", tiny)
+    d = tmp_path / "in"
+    d.mkdir()
+    from PIL import Image
+    Image.fromarray(_img(12, 10)).save(d / "a.png")
+    base = ["predict", str(d), "--checkpoint", str(tmp_path / "m.safetensors"), "--device", "cpu"]
+    assert main(base + ["--out", str(tmp_path / "auto")]) == 0
+    assert "precision auto -> fp32" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "bf16"), "--precision", "bf16"]) == 0
+    assert main(base + ["--out", str(tmp_path / "amp"), "--amp"]) == 0
+    assert "--amp is deprecated" in capsys.readouterr().err
+    assert (tmp_path / "amp" / "a.png").read_bytes() == (tmp_path / "bf16" / "a.png").read_bytes()
+    assert main(base + ["--out", str(tmp_path / "x"), "--amp", "--precision", "fp32"]) == 2
+    assert "contradicts --precision fp32" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "x"), "--backend", "onnxruntime", "--precision", "bf16"]) == 2
+    assert "torch only" in capsys.readouterr().err
+
+
+def _bf16_gap(pairs) -> tuple[float, float]:
+    """(mean PSNR fp32, mean PSNR bf16) of the shipped model on (lq, gt) pairs (reference convention)."""
+    r32, r16 = facesr.load(device="cpu", precision="fp32"), facesr.load(device="cpu", precision="bf16")
+    a = [psnr(r32.predict_float(lq[None])[0], gt) for lq, gt in pairs]
+    b = [psnr(r16.predict_float(lq[None])[0], gt) for lq, gt in pairs]
+    return float(np.mean(a)), float(np.mean(b))
+
+
+def _center(lq, gt, n=48):
+    """The central n x n LQ crop and its GT (bf16 is slow on CPUs without native bf16: keep it small)."""
+    y, x = (lq.shape[0] - n) // 2, (lq.shape[1] - n) // 2
+    return np.ascontiguousarray(lq[y:y + n, x:x + n]), np.ascontiguousarray(gt[4 * y:4 * (y + n), 4 * x:4 * (x + n)])
+
+
+def test_bf16_matches_fp32_psnr_on_synthetic_faces():
+    pairs = []
+    for seed in range(2):
+        hq = make_face(seed)
+        lq, _ = degrade_offline(hq, DegradationCfg(), 0, f"synth{seed}")
+        pairs.append(_center(lq, hq, 40))
+    p32, p16 = _bf16_gap(pairs)
+    assert abs(p16 - p32) < 0.01, (p32, p16)
+
+
+@pytest.mark.slow
+def test_bf16_within_001_db_of_fp32_on_dev_val(shared_dir):
+    hq_dir = shared_dir / "data" / "dev-val-hq"
+    if not hq_dir.is_dir():
+        pytest.skip(f"{hq_dir} not present")
+    pairs = []
+    for f in sorted(hq_dir.glob("*.png"))[:4]:
+        hq = read_rgb(f)
+        lq, _ = degrade_offline(hq, DegradationCfg(), 0, f.stem)
+        pairs.append(_center(lq, hq, 48))
+    p32, p16 = _bf16_gap(pairs)
+    assert abs(p16 - p32) < 0.01, (p32, p16)
