@@ -16,6 +16,8 @@ import time
 import numpy as np
 import torch
 
+import facesr
+
 from facesr.inference import Restorer
 from facesr.models import build_model
 
@@ -45,6 +47,27 @@ def main() -> None:
                 t = time.thread_time()
                 r.restore(img)
                 times[name].append(time.thread_time() - t)
+        if prec == "fp32":
+            # The default a user gets, against a re-creation of MMagic's eager inference of its MSRResNet-16
+            # (fp32, contiguous NCHW, uint8 -> float / 255 -> forward -> clamp -> uint8; no channels_last).
+            mm = build_model("msrresnet", num_blocks=16).eval()
+            default = facesr.load()
+
+            def mmagic_eager():
+                with torch.inference_mode():
+                    x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255).contiguous()
+                    y = mm(x).clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).numpy()
+                return y
+            runs = {"MMagic-style eager MSRResNet-16": mmagic_eager, "facesr.load().restore (default)":
+                    lambda: default.restore(img)}
+            for f in runs.values():
+                f()
+            times.update({k: [] for k in runs})
+            for _ in range(a.rounds):
+                for name, f in runs.items():
+                    t = time.thread_time()
+                    f()
+                    times[name].append(time.thread_time() - t)
         base = np.median(times[next(iter(times))])
         for name, ts in times.items():
             med = float(np.median(ts))
