@@ -10,7 +10,7 @@ set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
-R=/tmp/facesr_runs; mkdir -p $R
+R=$(mktemp -d /tmp/facesr_runs.XXXXXX)  # fresh per session: never reuses an earlier run
 STUDY_MIN=${STUDY_MIN:-3.0}; STAGE_MIN=${STAGE_MIN:-3.0}
 T0=$(date +%s)
 say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/session.log"; }
@@ -33,7 +33,8 @@ train_one() {  # name, budget, extra overrides...
             data.num_workers=5 "$@" > $R/$name.retry.out 2>&1
     rc=$?
   fi
-  say "$name done rc=$rc: $(tail -c 200 $R/$name.out | tr '\r\n' '  ' | tail -c 200)"
+  local log=$R/$name.out; [ -f $R/$name.retry.out ] && log=$R/$name.retry.out
+  say "$name done rc=$rc: $(tail -c 200 $log | tr '\r\n' '  ' | tail -c 200)"
 }
 say "study: 3 runs x ${STUDY_MIN} min, concurrently"
 for n in msrresnet16 lq_deep lq_wide; do train_one $n $STUDY_MIN ${ARCH[$n]} & done
@@ -53,8 +54,8 @@ best = {}
 for n in ("msrresnet16", "lq_deep", "lq_wide"):
     vals = [json.loads(l) for l in pathlib.Path("$R/%s/log.jsonl" % n).read_text().splitlines()] if pathlib.Path("$R/%s/log.jsonl" % n).exists() else []
     v = [r for r in vals if r.get("kind") == "val"]
-    if v:
-        best[n] = max(max(r.get("psnr", 0), r.get("psnr_ema", 0)) for r in v)
+    if v:  # the stage continues from best.safetensors, whose raw weights are ranked by psnr (best_metric)
+        best[n] = max(r.get("psnr", 0) for r in v)
 print(max(best, key=best.get) if best else "none")
 PY
 )

@@ -5,7 +5,7 @@
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"; R=/tmp/facesr_runs; mkdir -p $R
+OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"; R=$(mktemp -d /tmp/facesr_runs.XXXXXX)
 INIT=$1; BUDGET=${BUDGET:-7.0}; MODEL=${MODEL:-"model.arch=lqresnet model.mid_channels=96 model.num_blocks=12"}
 T0=$(date +%s); say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/session.log"; }
 say "$(nvidia-smi --query-gpu=name --format=csv,noheader) | $(nproc) CPUs | init $INIT | $MODEL | $BUDGET min"

@@ -211,3 +211,13 @@ def test_best_metric_is_checked_at_load_time(overrides, ok):
     else:
         with pytest.raises(ConfigError, match=r"^train\.best_metric: .*choose from"):
             load_config(None, overrides)
+
+
+def test_model_fields_set_from_python_are_validated_and_kept():
+    from facesr.config import load_config
+    from facesr.errors import ConfigError
+    cfg = load_config(None)
+    cfg.model.num_blocks = 8
+    assert cfg.model.num_blocks == 8 and cfg.to_dict()["model"]["num_blocks"] == 8
+    with pytest.raises(ConfigError, match="model.num_blocks"):
+        cfg.model.num_blocks = 100000

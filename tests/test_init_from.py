@@ -37,6 +37,10 @@ def test_init_from_loads_weights_only_and_records_lineage(tmp_path):
     lineage = json.loads(b.metadata["lineage"])
     assert [e["init_from"] for e in lineage] == [str(a_best)]
 
+    # A training checkpoint (.pt) carries the lineage too, so --init-from one keeps the history.
+    ckpt = sorted((tmp_path / "b" / "checkpoints").glob("iter_*.pt"))[-1]
+    assert [e["init_from"] for e in read_weights(ckpt).metadata["lineage"]] == [str(a_best)]
+
     # Stage C from B: the lineage grows, oldest first.
     train(cfg_b, tmp_path / "c", quiet=True, init_from=tmp_path / "b" / "best.safetensors")
     lineage_c = json.loads(read_weights(tmp_path / "c" / "best.safetensors").metadata["lineage"])
@@ -82,3 +86,26 @@ def test_time_budget_plans_one_cosine_sized_to_the_run(tmp_path, monkeypatch):
     assert lrs[-1] < 1e-6  # the resized cosine annealed to eta_min by the end
     stored = (tmp_path / "t" / "config.yaml").read_text()
     assert f"max_iters: {total}" in stored
+
+
+@pytest.mark.slow
+def test_time_budget_under_torchrun_two_processes(tmp_path):
+    """Rank 0's clock decides at the same iterations on every rank: no collective mismatch, one plan."""
+    import os
+    import subprocess
+    import sys
+
+    from test_engine import TINY, _faces
+    hq = _faces(tmp_path / "hq")
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv-endpoint=localhost:0",
+            "--rdzv-backend=c10d", "-m", "facesr.cli", "train", "--work-dir", str(tmp_path / "ddp"), "--set",
+            *[o for o in TINY if not o.startswith(("train.deterministic", "train.log_interval"))],
+            f"data.train_hq_dir={hq}", "train.device=cpu", "train.max_iters=10000000", "sched.periods=[10000000]",
+            "train.time_budget_min=0.15", "train.log_interval=1000", "train.val_interval=100000",
+            "train.ckpt_interval=100000", "train.ema_momentum=null"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-1500:]
+    plans = [r for r in read_log(tmp_path / "ddp") if r["kind"] == "plan"]
+    assert len(plans) >= 1 and plans[0]["sched_periods"] == [plans[0]["max_iters"]]
+    final = plans[-1]["max_iters"]
+    assert f"done: {final} iterations" in r.stdout

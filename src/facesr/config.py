@@ -108,6 +108,13 @@ class ModelCfg:
             return kw[name]
         raise AttributeError(f"model.{name}: not a field of architecture {self.arch!r}")
 
+    def __setattr__(self, name: str, value) -> None:
+        if name in ("arch", "max_params", "kwargs"):
+            object.__setattr__(self, name, value)
+            return
+        from .models.registry import arch_cfg  # an architecture field: validated, then stored in kwargs
+        object.__setattr__(self, "kwargs", dataclasses.asdict(arch_cfg(self.arch, {**self.kwargs, name: value})))
+
     def to_dict(self) -> dict:
         return {"arch": self.arch, "max_params": self.max_params, **self.arch_kwargs()}
 
@@ -352,6 +359,8 @@ def validate(cfg: Config) -> Config:
     need(cfg.train.batch_size > 0, "train.batch_size", "must be positive")
     tb = cfg.train.time_budget_min
     need(tb is None or (math.isfinite(tb) and tb > 0), "train.time_budget_min", "must be a positive number of minutes or null")
+    need(tb is None or cfg.sched.type != "cosine_restart" or len(cfg.sched.periods) == 1, "train.time_budget_min",
+         "needs a one-period cosine (sched.periods: [N], resized to the budget) or sched.type: constant")
     dirs = cfg.data.train_hq_dir
     need(not isinstance(dirs, list) or len(dirs) > 0, "data.train_hq_dir", "must be a folder or a non-empty list of folders")
     need(cfg.train.max_iters > 0, "train.max_iters", "must be positive")

@@ -40,7 +40,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-pixels", type=float, default=64, metavar="MPX",
                    help="skip inputs whose header announces more than MPX megapixels (default 64; 0 = no cap)")
     p.add_argument("--skip-existing", action="store_true",
-                   help="leave outputs that already exist and restore only the missing ones (restart a job)")
+                   help="leave outputs that already exist and restore only the missing ones (restart a job); "
+                        "the zip is rebuilt from all outputs")
     p.set_defaults(func=run)
 
 

@@ -152,7 +152,7 @@ def check_outputs(files: list[Path], inputs: list[str], out: Path, zip_path: Pat
             raise FacesrError(f"zip file {zip_path} is a folder; give a file name")
         if not zip_path.parent.is_dir():
             raise FacesrError(f"zip file {zip_path}: folder {zip_path.parent} does not exist")
-        if zip_path.exists() and not overwrite:
+        if zip_path.exists() and not overwrite and not skip_existing:  # a restarted job rebuilds its zip
             clashes.append(str(zip_path))
     if not overwrite:
         if not skip_existing:

@@ -212,7 +212,9 @@ def _from_torch_dict(path: Path, obj: dict, ema: bool) -> LoadedWeights:
         _check_meta(path, arch, arch_config)
         it = obj.get("iter")
         return LoadedWeights({str(k): v for k, v in weights.items()}, arch, dict(arch_config), "facesr-train", ema,
-                             {"iter": it if isinstance(it, int) else None})
+                             {"iter": it if isinstance(it, int) else None,
+                              "lineage": [e for e in obj.get("lineage") or [] if isinstance(e, dict)]
+                              if isinstance(obj.get("lineage"), list) else []})
     if "params" in obj or "params_ema" in obj:  # BasicSR
         key = "params_ema" if ema else "params"
         if key not in obj:

@@ -41,6 +41,9 @@ from .state import (FORMAT, latest_checkpoint, list_checkpoints, load_checkpoint
 from .workdir import check_new_run, move_aside, resumed_config, truncate_log
 
 
+BUDGET_CHECK_EVERY = 10  # iterations between time-budget checks (the same on every rank)
+
+
 def _read_log(path: Path) -> list[dict]:
     """Records of a ``log.jsonl`` (missing file or bad lines give nothing)."""
     out = []
@@ -292,7 +295,7 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
         gpu_degrader = GpuDegrader(cfg.degradation, cfg.seed, device, cfg.data.crop_size)
 
     # ---- resume --------------------------------------------------------------------------------------
-    start_iter, best = 0, None
+    start_iter, best, prior_s = 0, None, 0.0
     ckpt_dir = work_dir / "checkpoints"
     if state is not None:
         path = resume_path
@@ -307,6 +310,7 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         start_iter, best = int(state["iter"]), state.get("best")
+        prior_s = float(state.get("elapsed_s") or 0.0)
         lineage = list(state.get("lineage") or [])
     if start_iter >= cfg.train.max_iters:
         raise TrainingError(f"nothing to do: checkpoint is at iteration {start_iter}, train.max_iters is {cfg.train.max_iters}")
@@ -361,7 +365,8 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
         return {"format": FORMAT, "arch": cfg.model.arch, "arch_config": model.arch_config(),
                 "model": model.state_dict(), "ema": ema.state_dict() if ema else None,
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "iter": it, "best": best, "rng": rng_state(), "config": cfg.to_dict(), "lineage": lineage}
+                "iter": it, "best": best, "rng": rng_state(), "config": cfg.to_dict(), "lineage": lineage,
+                "elapsed_s": prior_s + time.perf_counter() - t_start}
 
     def save(it: int) -> Path:
         path = ckpt_dir / f"iter_{it}.pt"
@@ -389,7 +394,9 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
 
     # ---- the loop --------------------------------------------------------------------------------------
     budget_s = cfg.train.time_budget_min * 60 if cfg.train.time_budget_min else None
-    planned = budget_s is None or any(r.get("kind") == "plan" for r in _read_log(work_dir / "log.jsonl"))
+    planned = budget_s is None or (main and any(r.get("kind") == "plan" for r in _read_log(work_dir / "log.jsonl")))
+    if budget_s is not None:  # every rank must agree (only rank 0 sees the log)
+        planned = bool(D.all_reduce_max_int(dist_info, int(planned)))
     pbar = None
     if main and not quiet:
         from tqdm import tqdm
@@ -402,31 +409,10 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
     model.train()
     it = start_iter
     stopped_by = None
-    t_start, warm = time.perf_counter(), None
+    t_start, warm = time.perf_counter(), None  # prior_s: training seconds of the run before a resume
     with _StopFlag() as stop:
         try:
             while it < cfg.train.max_iters:
-                if (not planned and warm is None and it - start_iter >= 10
-                        and time.perf_counter() - t_start >= 0.05 * budget_s):
-                    warm = (it, time.perf_counter())  # speed is measured from 5% to 15% of the budget
-                if (not planned and warm is not None and it - warm[0] >= 20
-                        and time.perf_counter() - t_start >= 0.15 * budget_s):
-                    # Fix the run's length from the measured speed; a one-period cosine is resized to it.
-                    now = time.perf_counter()
-                    rate = (it - warm[0]) / (now - warm[1])
-                    total = it + int(rate * max(0.0, budget_s - (now - t_start))) if main else 0
-                    total = max(D.all_reduce_max_int(dist_info, total), it + 1)
-                    cfg.train.max_iters = total
-                    if cfg.sched.type == "cosine_restart" and len(cfg.sched.periods) == 1:
-                        cfg.sched.periods = [total]
-                    planned = True
-                    log({"iter": it, "kind": "plan", "max_iters": total, "sched_periods": cfg.sched.periods,
-                         "it_per_s": rate, "time_budget_min": cfg.train.time_budget_min})
-                    if main:
-                        atomic_write_bytes(work_dir / "config.yaml", cfg.to_yaml().encode("utf-8"))
-                    if pbar is not None:
-                        pbar.total = total
-                        pbar.refresh()
                 t0 = time.perf_counter()
                 try:
                     lq, gt = next(data_iter)
@@ -469,9 +455,36 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
                 if pbar is not None:
                     pbar.update(1)
 
-                if budget_s is not None and it < cfg.train.max_iters and time.perf_counter() - t_start > 1.1 * budget_s:
-                    log({"iter": it, "kind": "plan", "max_iters": it, "reason": "over 110% of the time budget"})
-                    cfg.train.max_iters = it  # slower than planned: end here (validate, checkpoint)
+                if budget_s is not None and (it - start_iter) % BUDGET_CHECK_EVERY == 0:
+                    # Rank 0's clock decides, at the same iterations on every rank (collectives stay matched).
+                    total, over, rate = 0, False, None
+                    if main:
+                        now = time.perf_counter()
+                        elapsed = prior_s + now - t_start
+                        if not planned and warm is None and it - start_iter >= 10 and elapsed >= 0.05 * budget_s:
+                            warm = (it, now)  # the speed is measured from 5% to 15% of the budget
+                        elif not planned and warm is not None and elapsed >= 0.15 * budget_s:
+                            rate = (it - warm[0]) / (now - warm[1])
+                            total = max(it + 1, it + int(rate * max(0.0, budget_s - elapsed)))
+                        over = elapsed > 1.1 * budget_s and it < cfg.train.max_iters
+                    total = D.all_reduce_max_int(dist_info, total)
+                    over = D.all_reduce_max_flag(dist_info, over)
+                    if total and not over:
+                        # Fix the run's length from the measured speed; a one-period cosine is resized to it.
+                        cfg.train.max_iters = total
+                        if cfg.sched.type == "cosine_restart" and len(cfg.sched.periods) == 1:
+                            cfg.sched.periods = [total]
+                        planned = True
+                        log({"iter": it, "kind": "plan", "max_iters": total, "sched_periods": cfg.sched.periods,
+                             "it_per_s": rate, "time_budget_min": cfg.train.time_budget_min})
+                    if over:  # slower than planned: end here (validate, checkpoint)
+                        cfg.train.max_iters = it
+                        log({"iter": it, "kind": "plan", "max_iters": it, "reason": "over 110% of the time budget"})
+                    if (total or over) and main:
+                        atomic_write_bytes(work_dir / "config.yaml", cfg.to_yaml().encode("utf-8"))
+                    if (total or over) and pbar is not None:
+                        pbar.total = cfg.train.max_iters
+                        pbar.refresh()
                 at_end = it == cfg.train.max_iters
                 do_log = it % cfg.train.log_interval == 0 or at_end
                 do_val = (it % cfg.train.val_interval == 0 or at_end) and bool(val_pairs) and main
