@@ -121,3 +121,16 @@ def test_noise_and_jpeg_steps_match_plain_numpy(gray, order):
         for step in (p.up, p.final):
             img = D.resize(img, step["size"], step["interp"])
         assert np.array_equal(D.apply_params(hq, p), img)
+
+
+@pytest.mark.parametrize("mode", ["mmagic", "facesr"])
+def test_params_to_json_as_before(mode):
+    """to_json no longer deep-copies the noise field; the JSON is what asdict() minus it gave."""
+    from dataclasses import asdict
+    p = D.sample_params(D.DegradationCfg(rng=mode), (512, 512), D.make_rng(mode, 4), seed=[4, 1])
+    ref = asdict(p)
+    ref.pop("noise_field")
+    ref["in_size"] = list(p.in_size)
+    got = p.to_json()
+    assert list(got) == list(ref) and got == ref
+    assert D.DegradationParams.from_json(got).to_json() == got
