@@ -142,7 +142,8 @@ def run(quick: bool = False) -> list[Row]:
                         note=f"{torch.cuda.get_device_name(0)}; host CPU {t.cpu:.2f} s for {t.n} samples"))
     else:
         rows.append(skip(GROUP, "GpuDegrader on CUDA", "samples/s (GPU, wall)", "no CUDA device"))
-    return rows
+    from .bench_vs_mmagic import run as run_vs_mmagic
+    return rows + run_vs_mmagic(quick)
 
 
 def main(argv=None) -> None:

@@ -26,8 +26,9 @@ global ``RandomState`` and Python's ``random`` in MMagic's exact draw order, so
 """
 from __future__ import annotations
 
+import copy
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol, Sequence
 
 import cv2
@@ -53,6 +54,35 @@ class Rng(Protocol):
     def randn(self, shape: tuple[int, ...]) -> np.ndarray: ...
 
 
+_CDF_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def _cdf(p: Sequence[float], n: int) -> np.ndarray:
+    """The normalised cumulative distribution numpy's ``choice(a, p=p)`` builds (cached per ``p``).
+
+    Validates ``p`` as numpy does (length, non-negative, sums to 1 within sqrt(eps)).
+    """
+    key = (n, *map(float, p))
+    cdf = _CDF_CACHE.get(key)
+    if cdf is None:
+        pa = np.asarray(p, dtype=np.float64)
+        if pa.ndim != 1 or pa.size != n or n == 0:
+            raise ValueError(f"'a' and 'p' must have the same size, got {n} options and p={list(p)}")
+        if np.any(pa < 0) or abs(float(pa.sum()) - 1.0) > np.sqrt(np.finfo(np.float64).eps):
+            raise ValueError(f"probabilities must be non-negative and sum to 1, got {list(p)}")
+        cdf = pa.cumsum()
+        cdf /= cdf[-1]
+        cdf.setflags(write=False)
+        if len(_CDF_CACHE) < 256:
+            _CDF_CACHE[key] = cdf
+    return cdf
+
+
+def _pick(cdf: np.ndarray, u: float) -> int:
+    """``cdf.searchsorted(u, side="right")``: the index numpy's ``choice`` returns for the draw ``u``."""
+    return int(cdf.searchsorted(u, side="right"))
+
+
 class MMagicRng:
     """Draws from numpy's global RandomState and Python's global ``random``, as MMagic does."""
 
@@ -67,7 +97,9 @@ class MMagicRng:
         return np.random.uniform(lo, hi)
 
     def choice(self, options, p):
-        return np.random.choice(options, p=p)
+        # = np.random.choice(options, p=p) (one random_sample() draw, the same cdf and searchsorted),
+        # without its argument checks and array conversions (~70 us a call; 7 calls a sample).
+        return options[_pick(_cdf(p, len(options)), np.random.random_sample())]
 
     def py_choice(self, options):
         return random.choice(options)
@@ -90,7 +122,8 @@ class GeneratorRng:
         return float(self.gen.uniform(lo, hi))
 
     def choice(self, options, p):
-        return options[int(self.gen.choice(len(options), p=p))]
+        # = options[self.gen.choice(len(options), p=p)]: one random() draw, same cdf and searchsorted.
+        return options[_pick(_cdf(p, len(options)), self.gen.random())]
 
     def py_choice(self, options):
         return options[int(self.gen.integers(len(options)))]
@@ -193,8 +226,8 @@ class DegradationParams:
     noise_field: np.ndarray | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d.pop("noise_field")
+        # As asdict() minus noise_field, without deep-copying that (up to 3 MB) array first.
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "noise_field"}
         d["in_size"] = list(self.in_size)
         return d
 
@@ -289,10 +322,20 @@ def sample_params(cfg: DegradationCfg, in_size: tuple[int, int], rng: Rng, seed:
 
 # ----------------------------------------------------------------------------- applying
 
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """Round half to even and saturate to uint8, as OpenCV's ``convertTo(CV_8U)``."""
+def to_uint8(img: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """Round half to even and saturate to uint8, as OpenCV's ``convertTo(CV_8U)``.
+
+    ``overwrite=True`` lets a float32 ``img`` be used as scratch space (its contents
+    are then undefined); the default never modifies ``img``.
+    """
     if img.dtype == np.uint8:
         return img
+    if img.dtype == np.float32 and img.ndim in (2, 3) and img.size:
+        # Clamp the negatives, then cv2.convertScaleAbs (scale 1, shift 0): saturate_cast<uchar>,
+        # i.e. round half to even and saturate, in one pass; equal to clip(rint(x)) (checked in
+        # tests/test_perf_degradation.py) and 2-3x fewer passes over the image.
+        pos = np.maximum(img, 0, out=img if overwrite else None)
+        return cv2.convertScaleAbs(pos)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -326,13 +369,13 @@ def jpeg_roundtrip(img: np.ndarray, quality: int, color_order: str = "mmagic") -
     """
     img = to_uint8(img)
     if color_order == "rgb":
-        img = np.ascontiguousarray(img[..., ::-1])
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".jpg", img, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
     if not ok:
         raise RuntimeError("OpenCV failed to encode JPEG")
     out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if color_order == "rgb":
-        out = np.ascontiguousarray(out[..., ::-1])
+        out = cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
     return out
 
 
@@ -362,10 +405,15 @@ def apply_params(hq: np.ndarray, p: DegradationParams) -> np.ndarray:
         img = resize(img, p.down["size"], p.down["interp"])
     if p.noise is not None:
         field_ = noise_field(p, img.shape)
-        noise = field_ * p.noise["sigma"]  # float32, 0-255 units
         if p.noise["gray"]:
-            noise = noise[:, :, :1]
-        img = img + noise  # float32, unclipped, unrounded (as MMagic 1.x)
+            noise = field_ * p.noise["sigma"]  # float32, 0-255 units
+            img = img + noise[:, :, :1]  # float32, unclipped, unrounded (as MMagic 1.x)
+        else:
+            # = img + field * sigma (float32; the addition commutes exactly) in one buffer: a
+            # regenerated field is ours to overwrite, a stored one (mmagic records) is not.
+            buf = field_ if field_ is not p.noise_field else None
+            noise = np.multiply(field_, p.noise["sigma"], out=buf)
+            img = np.add(noise, img, out=noise)
     if p.jpeg is not None:
         img = jpeg_roundtrip(img, p.jpeg["quality"], p.jpeg.get("color_order", "mmagic"))
     for step in (p.up, p.final):
