@@ -247,5 +247,7 @@ def test_explicit_missing_data_folder_is_an_error_not_a_fallback(tmp_path, capsy
     code = main(["train", str(REPO / "configs" / "quickstart.yaml"), "--work-dir", str(tmp_path / "wd"),
                  "--set", f"data.train_hq_dir={tmp_path / 'typo'}", "train.max_iters=2", "train.amp=none"])
     err = capsys.readouterr().err
-    assert code == 2 and "typo" in err and "not found" in err and "built-in" not in err
+    assert code == 2 and "typo" in err and "not found" in err
+    # (without ../shared the preset's own val folder still falls back, as it should; the train folder must not)
+    assert not any(line.startswith("data.train_hq_dir") and "built-in" in line for line in err.splitlines())
     assert not (tmp_path / "wd").exists()
