@@ -6,7 +6,7 @@ Quick use::
     restorer = facesr.load()            # the shipped model; or facesr.load("best.safetensors")
     sr = restorer.restore(image)        # numpy uint8 RGB or PIL image in, same kind out (x4)
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def load(checkpoint=None, device="auto", ema=False, precision="auto", **kwargs):
