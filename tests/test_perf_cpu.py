@@ -1,11 +1,11 @@
-"""facesr.backends.cpu: native-bf16 detection from /proc/cpuinfo."""
+"""facesr.inference.precision: native-bf16 detection from /proc/cpuinfo (the --precision auto policy)."""
 from __future__ import annotations
 
 import platform
 
 import pytest
 
-from facesr.backends.cpu import cpu_flags, cpu_supports_bf16
+from facesr.inference.precision import bf16_feature_from_flags, cpu_flags, cpu_supports_bf16
 
 ZEN3 = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -21,7 +21,7 @@ ARM_OLD = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull\n"
 @pytest.mark.parametrize("text,expected", [(ZEN3, False), (SPR, True), (ZEN4, True), (ARM, True), (ARM_OLD, False),
                                            ("", False)])
 def test_cpu_supports_bf16_from_text(text, expected):
-    assert cpu_supports_bf16(text) is expected
+    assert (bf16_feature_from_flags(cpu_flags(text)) is not None) is expected
 
 
 def test_cpu_flags_parses_first_cpu():

@@ -1,1 +1,1 @@
-"""Optional inference backends and CPU capability checks (see docs/performance.md)."""
+"""Optional inference backends (see docs/performance.md)."""

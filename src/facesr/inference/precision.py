@@ -49,6 +49,14 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     return set()
 
 
+def bf16_feature_from_flags(flags: set[str]) -> str | None:
+    """The native bf16 feature named by a set of CPU flags (see :func:`cpu_flags`), or None."""
+    for flag in ("amx_bf16", "avx512_bf16", "bf16"):
+        if flag in flags:
+            return _BF16_FLAGS[flag]
+    return None
+
+
 @lru_cache(maxsize=1)
 def cpu_bf16_feature() -> str | None:
     """The name of the CPU's native bf16 feature ("AVX512-BF16", "AMX-BF16", "Arm BF16"), or None.
@@ -56,10 +64,9 @@ def cpu_bf16_feature() -> str | None:
     Reads ``/proc/cpuinfo`` (Linux); cross-checked with ``torch.backends.cpu.get_cpu_capability()``
     where that reports AVX512/AMX.  Cached: the CPU does not change while the process runs.
     """
-    flags = cpu_flags()
-    for flag in ("amx_bf16", "avx512_bf16", "bf16"):
-        if flag in flags:
-            return _BF16_FLAGS[flag]
+    feature = bf16_feature_from_flags(cpu_flags())
+    if feature is not None:
+        return feature
     try:  # no /proc/cpuinfo (macOS, Windows): torch's own dispatch level says at least AMX
         cap = str(torch.backends.cpu.get_cpu_capability()).upper()
     except Exception:  # pragma: no cover - very old torch
