@@ -113,3 +113,13 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} not present (development data is not part of the repository)")
     return SHARED
+
+
+@pytest.fixture()
+def ckpt(tmp_path) -> str:
+    """Path of a tiny MSRResNet (8 channels, 1 block) saved as facesr safetensors, for fast CLI tests."""
+    from facesr.models import MSRResNet, save_weights
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.safetensors"
+    save_weights(path, MSRResNet(mid_channels=8, num_blocks=1))
+    return str(path)

@@ -11,16 +11,6 @@ from PIL import Image
 
 from facesr.cli import main
 from facesr.io.images import read_any
-from facesr.models import MSRResNet, save_weights
-
-
-@pytest.fixture()
-def ckpt(tmp_path):
-    import torch
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.safetensors"
-    save_weights(path, MSRResNet(mid_channels=8, num_blocks=1))
-    return str(path)
 
 
 def _rng_img(h, w, seed):

@@ -21,16 +21,6 @@ from facesr.io.images import read_any
 
 
 @pytest.fixture()
-def ckpt(tmp_path):
-    import torch
-    from facesr.models import MSRResNet, save_weights
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.safetensors"
-    save_weights(path, MSRResNet(mid_channels=8, num_blocks=1))
-    return str(path)
-
-
-@pytest.fixture()
 def fake_detector(monkeypatch):
     """Every photo 'contains' one face at a fixed place (or none, for photos smaller than it)."""
     from facesr.faces import detect

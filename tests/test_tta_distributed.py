@@ -15,18 +15,10 @@ from PIL import Image
 import facesr
 from facesr.cli import main
 from facesr.inference import Restorer
-from facesr.models import MSRResNet, build_model, save_weights
+from facesr.models import build_model, save_weights
 
 
-def _strong_model(mid=16, blocks=2, seed=0):
-    """A random MSRResNet whose convolutions matter (so seams and flips would show)."""
-    torch.manual_seed(seed)
-    m = MSRResNet(mid_channels=mid, num_blocks=blocks)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(mod.weight)
-            torch.nn.init.normal_(mod.bias, std=0.05)
-    return m.eval()
+from test_inference import _strong_model  # noqa: E402  (a random MSRResNet whose convolutions matter)
 
 
 def _img(h, w, seed=0):
