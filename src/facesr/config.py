@@ -95,15 +95,18 @@ class ModelCfg:
     max_params: Optional[int] = None  # refuse to build/train a model with more trainable parameters
     kwargs: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        from .models.registry import arch_cfg  # validated once, defaults filled in
+        object.__setattr__(self, "kwargs", dataclasses.asdict(arch_cfg(self.arch, self.kwargs)))
+
     def arch_kwargs(self) -> dict:
         """All constructor arguments of the architecture (defaults filled in)."""
-        from .models.registry import arch_cfg
-        return dataclasses.asdict(arch_cfg(self.arch, self.kwargs))
+        return dict(self.kwargs)
 
-    def __getattr__(self, name: str):
-        if name.startswith("__") or name in ("arch", "max_params", "kwargs"):
+    def __getattr__(self, name: str):  # only called for names that are not real attributes
+        kw = self.__dict__.get("kwargs")
+        if name.startswith("__") or kw is None:
             raise AttributeError(name)
-        kw = self.arch_kwargs()
         if name in kw:
             return kw[name]
         raise AttributeError(f"model.{name}: not a field of architecture {self.arch!r}")
@@ -122,14 +125,12 @@ class ModelCfg:
 def _model_cfg(value: Any, key: str) -> ModelCfg:
     if not isinstance(value, dict):
         raise ConfigError(f"{key}: expected a mapping (arch, max_params and the architecture's fields), got {value!r}")
-    from .models.registry import arch_cfg
     rest = dict(value)
     arch = rest.pop("arch", "msrresnet")
     if not isinstance(arch, str):
         raise ConfigError(f"{key}.arch: expected a string, got {arch!r}")
     max_params = _convert(rest.pop("max_params", None), Optional[int], f"{key}.max_params")
-    kwargs = dataclasses.asdict(arch_cfg(arch, rest, key))
-    return ModelCfg(arch=arch.lower(), max_params=max_params, kwargs=kwargs)
+    return ModelCfg(arch=arch.lower(), max_params=max_params, kwargs=rest)
 
 
 @dataclass
