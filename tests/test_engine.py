@@ -251,3 +251,44 @@ def test_explicit_missing_data_folder_is_an_error_not_a_fallback(tmp_path, capsy
     # (without ../shared the preset's own val folder still falls back, as it should; the train folder must not)
     assert not any(line.startswith("data.train_hq_dir") and "built-in" in line for line in err.splitlines())
     assert not (tmp_path / "wd").exists()
+
+
+def test_crop_schedule_grows_patches_and_resumes_at_the_right_size(tmp_path, monkeypatch):
+    """data.crop_schedule: progressive LQ patches (e.g. 48 -> 96 -> 128), by iteration; a resumed run
+    picks the size of the iteration it resumes at."""
+    from facesr.data import datasets
+    seen: list[int] = []
+    real_getitem = datasets.HQDegradeDataset.__getitem__
+
+    def spy(self, i):
+        lq, gt = real_getitem(self, i)
+        seen.append(lq.shape[-1])
+        assert gt.shape[-1] == 4 * lq.shape[-1]
+        return lq, gt
+    monkeypatch.setattr(datasets.HQDegradeDataset, "__getitem__", spy)
+    cfg = tiny_cfg(tmp_path, "train.max_iters=7", "data.crop_schedule=[[0, 8], [3, 12], [5, 16]]",
+                   "train.val_interval=100", "train.keep_last=5")
+    train(cfg, tmp_path / "wd", quiet=True)
+    assert seen == [8] * 6 + [12] * 4 + [16] * 4  # batch 2: iterations 0-2, 3-4, 5-6
+    crops = [(r["iter"], r["crop_size"]) for r in read_log(tmp_path / "wd") if r["kind"] == "crop"]
+    assert crops == [(3, 12), (5, 16)]
+
+    seen.clear()  # resume from the checkpoint at iteration 3 (ckpt_interval 3): patch 12, then 16
+    cfg = tiny_cfg(tmp_path, "train.max_iters=7", "data.crop_schedule=[[0, 8], [3, 12], [5, 16]]",
+                   "train.val_interval=100", "train.keep_last=5")
+    train(cfg, tmp_path / "wd", resume=str(tmp_path / "wd" / "checkpoints" / "iter_3.pt"), quiet=True)
+    assert seen == [12] * 4 + [16] * 4
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["data.crop_schedule=[[1, 8]]"], "data.crop_schedule"),
+    (["data.crop_schedule=[[0, 8], [0, 12]]"], "data.crop_schedule"),
+    (["data.crop_schedule=[[0, 200]]"], "data.crop_schedule"),
+    (["data.crop_schedule=[[0, 8]]", "data.crop_size=8"], "data.crop_size"),
+    (["data.crop_schedule=[[0, 8]]", "train.time_budget_min=5", "sched.periods=[100]"], "train.time_budget_min"),
+    (["data.crop_schedule=[8, 12]"], "data.crop_schedule"),
+])
+def test_crop_schedule_rules(overrides, key):
+    from facesr.errors import ConfigError
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, overrides)

@@ -88,6 +88,44 @@ def test_time_budget_plans_one_cosine_sized_to_the_run(tmp_path, monkeypatch):
     assert f"max_iters: {total}" in stored
 
 
+def test_timed_validation_runs_on_training_time_and_is_not_counted(tmp_path, monkeypatch):
+    """train.val_interval_min validates every N minutes of *training* time; the time spent validating
+    (here 1000 fake seconds per pass) counts neither toward the next validation nor toward the budget."""
+    clock = {"t": 0.0}
+
+    def fake_perf_counter():
+        clock["t"] += 0.25
+        return clock["t"]
+    real_evaluate = trainer_mod.evaluate_pairs
+
+    def slow_evaluate(*args, **kw):
+        clock["t"] += 1000.0
+        return real_evaluate(*args, **kw)
+    monkeypatch.setattr(trainer_mod.time, "perf_counter", fake_perf_counter)
+    monkeypatch.setattr(trainer_mod, "evaluate_pairs", slow_evaluate)
+    cfg = tiny_cfg(tmp_path, "train.max_iters=100000", "sched.periods=[100000]", "train.time_budget_min=1",
+                   "train.val_interval_min=0.25", "train.val_interval=100000", "train.ckpt_interval=100000",
+                   "train.log_interval=1000")
+    summary = train(cfg, tmp_path / "t", quiet=True)
+    log = read_log(tmp_path / "t")
+    plans = [r for r in log if r["kind"] == "plan"]
+    assert len(plans) == 1 and summary["iter"] == plans[0]["max_iters"]  # planned once, never cut short
+    vals = [r for r in log if r["kind"] == "val"]
+    times = [r["train_s"] for r in vals]
+    assert len(vals) == 4, times  # at 15, 30 and 45 s of training time, and at the end (60 s)
+    assert times == sorted(times) and 55 <= times[-1] <= 66
+    for k, t in enumerate(times[:-1], start=1):
+        assert 15 * k <= t < 15 * k + 5
+    assert [r["iter"] for r in vals] == sorted({r["iter"] for r in vals})
+
+
+def test_val_interval_min_must_be_positive():
+    from facesr.config import load_config
+    from facesr.errors import ConfigError
+    with pytest.raises(ConfigError, match="train.val_interval_min"):
+        load_config(None, ["train.val_interval_min=0"])
+
+
 @pytest.mark.slow
 def test_time_budget_under_torchrun_two_processes(tmp_path):
     """Rank 0's clock decides at the same iterations on every rank: no collective mismatch, one plan."""

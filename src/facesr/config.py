@@ -143,6 +143,9 @@ class DataCfg:
     fallback_to_builtin: bool = False  # missing train/val folders -> the bundled sample faces (quickstart)
     num_workers: int = 2
     crop_size: Optional[int] = None  # LQ patch size; null = full 128x128 (reference)
+    # Progressive patches: [[iteration, LQ patch size], ...] from iteration 0, e.g. [[0, 48], [3000, 96],
+    # [5000, 128]]; replaces crop_size (keep that null).  CPU degradation only; not with time_budget_min.
+    crop_schedule: Optional[list[list[int]]] = None
     flip: bool = True  # horizontal flip p=0.5 of LQ and GT together
     hq_size: int = 512
     hq_resize: Literal["area", "error"] = "area"  # what to do with HQ images not hq_size^2
@@ -156,6 +159,7 @@ class TrainCfg:
     batch_size: int = 12  # per process; effective batch = batch_size x world size
     max_iters: int = 300_000
     val_interval: int = 5000
+    val_interval_min: Optional[float] = None  # also validate every this many minutes of training time (null: off)
     ckpt_interval: int = 5000
     log_interval: int = 100
     keep_last: int = 3
@@ -360,6 +364,8 @@ def validate(cfg: Config) -> Config:
     need(cfg.train.batch_size > 0, "train.batch_size", "must be positive")
     tb = cfg.train.time_budget_min
     need(tb is None or (math.isfinite(tb) and tb > 0), "train.time_budget_min", "must be a positive number of minutes or null")
+    vm = cfg.train.val_interval_min
+    need(vm is None or (math.isfinite(vm) and vm > 0), "train.val_interval_min", "must be a positive number of minutes or null")
     need(tb is None or cfg.sched.type != "cosine_restart" or len(cfg.sched.periods) == 1, "train.time_budget_min",
          "needs a one-period cosine (sched.periods: [N], resized to the budget) or sched.type: constant")
     dirs = cfg.data.train_hq_dir
@@ -379,6 +385,18 @@ def validate(cfg: Config) -> Config:
     cs = cfg.data.crop_size
     final = cfg.degradation.final.size
     need(cs is None or 0 < cs <= final, "data.crop_size", f"must be null or in 1..{final}")
+    sch = cfg.data.crop_schedule
+    if sch is not None:
+        ok = (isinstance(sch, list) and len(sch) > 0
+              and all(isinstance(e, list) and len(e) == 2 and all(isinstance(v, int) for v in e) for e in sch))
+        need(ok, "data.crop_schedule", "must be a list of [iteration, patch size] pairs of integers")
+        need(sch[0][0] == 0 and all(a[0] < b[0] for a, b in zip(sch, sch[1:])), "data.crop_schedule",
+             "iterations must start at 0 and increase")
+        need(all(0 < c <= final for _, c in sch), "data.crop_schedule", f"patch sizes must be in 1..{final}")
+        need(cs is None, "data.crop_size", "must be null when data.crop_schedule is set")
+        need(cfg.data.degrade_on == "cpu", "data.crop_schedule", "needs data.degrade_on: cpu")
+        need(cfg.train.time_budget_min is None, "train.time_budget_min",
+             "cannot plan a run whose patch size changes (data.crop_schedule); give train.max_iters instead")
     need(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
     need(cfg.data.hq_size == cfg.degradation.up.size, "data.hq_size", "must equal degradation.up.size")
     need(cfg.data.hq_size == final * cfg.model.upscale_factor, "data.hq_size",

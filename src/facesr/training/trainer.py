@@ -2,8 +2,12 @@
 
 HQ folder -> on-the-fly degradation (DataLoader workers, or the GPU) -> uint8
 batch -> float 0-1 on the device -> model -> loss -> Adam step -> EMA ->
-(every ``log_interval``) log -> (every ``val_interval``) validate, keep best ->
-(every ``ckpt_interval``) resumable checkpoint.
+(every ``log_interval``) log -> (every ``val_interval`` iterations or ``val_interval_min``
+minutes) validate, keep best -> (every ``ckpt_interval``) resumable checkpoint.
+
+Time: ``train_s`` (in log records, the checkpoint's ``elapsed_s`` and the time budget) is the
+wall-clock seconds of the loop *without* validation and checkpoint writing, so runs of models with
+different inference costs get the same training time under the same budget.
 
 Iteration bookkeeping: ``it`` counts *completed* iterations.  The iteration that
 brings the count from ``it`` to ``it + 1`` trains with ``lr_at(it)`` (the
@@ -285,8 +289,14 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
         _apply_builtin_fallback(cfg, main)
     if not cfg.data.train_hq_dir:
         raise ConfigError("data.train_hq_dir: not set (a folder of HQ face images)")
+    def crop_at(it: int) -> int | None:
+        """The LQ patch size iteration ``it`` trains on (``data.crop_schedule``, else ``data.crop_size``)."""
+        if not cfg.data.crop_schedule:
+            return cfg.data.crop_size
+        return [c for start, c in cfg.data.crop_schedule if start <= it][-1]
+
     dataset = HQDegradeDataset(cfg.data.train_hq_dir, cfg.degradation, cfg.seed, cfg.data.hq_size, cfg.data.hq_resize,
-                               cfg.data.crop_size, cfg.data.flip, cfg.model.upscale_factor,
+                               crop_at(0), cfg.data.flip, cfg.model.upscale_factor,
                                degrade=cfg.data.degrade_on == "cpu")
     val_pairs = load_val_pairs(cfg.data, cfg.degradation, cfg.model.upscale_factor) if main else []
     gpu_degrader = None
@@ -322,16 +332,20 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
     if cfg.train.compile:
         train_model = torch.compile(train_model)
 
-    sampler = InfiniteSampler(len(dataset), cfg.seed, start_iter * cfg.train.batch_size * dist_info.world_size,
-                              dist_info.rank, dist_info.world_size)
-    nw = cfg.data.num_workers
-    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=nw,
-                        pin_memory=cfg.data.pin_memory and device.type == "cuda", drop_last=True,
-                        worker_init_fn=functools.partial(_worker_init, parent_pid=os.getpid()) if nw else None,
-                        persistent_workers=nw > 0,
-                        prefetch_factor=cfg.data.prefetch_factor if nw else None,
-                        # forkserver: a forked worker deadlocks in OpenCV once the parent has used its thread pool.
-                        multiprocessing_context="forkserver" if nw and sys.platform != "win32" else None)
+    def make_loader(from_iter: int) -> DataLoader:
+        """Batches from iteration ``from_iter`` on, at that iteration's patch size (rebuilt when it changes)."""
+        dataset.crop_size = crop_at(from_iter)
+        sampler = InfiniteSampler(len(dataset), cfg.seed, from_iter * cfg.train.batch_size * dist_info.world_size,
+                                  dist_info.rank, dist_info.world_size)
+        nw = cfg.data.num_workers
+        return DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=nw,
+                          pin_memory=cfg.data.pin_memory and device.type == "cuda", drop_last=True,
+                          worker_init_fn=functools.partial(_worker_init, parent_pid=os.getpid()) if nw else None,
+                          persistent_workers=nw > 0,
+                          prefetch_factor=cfg.data.prefetch_factor if nw else None,
+                          # forkserver: a forked worker deadlocks in OpenCV once the parent has used its thread pool.
+                          multiprocessing_context="forkserver" if nw and sys.platform != "win32" else None)
+    loader = make_loader(start_iter)
 
     # ---- outputs (rank 0) ------------------------------------------------------------------------
     log_f = writer = None
@@ -366,7 +380,11 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
                 "model": model.state_dict(), "ema": ema.state_dict() if ema else None,
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "iter": it, "best": best, "rng": rng_state(), "config": cfg.to_dict(), "lineage": lineage,
-                "elapsed_s": prior_s + time.perf_counter() - t_start}
+                "elapsed_s": train_s()}
+
+    def train_s() -> float:
+        """Training seconds so far (this run and the runs it resumes), excluding validation and checkpoints."""
+        return prior_s + time.perf_counter() - t_start - paused_s
 
     def save(it: int) -> Path:
         path = ckpt_dir / f"iter_{it}.pt"
@@ -410,9 +428,17 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
     it = start_iter
     stopped_by = None
     t_start, warm = time.perf_counter(), None  # prior_s: training seconds of the run before a resume
+    paused_s = 0.0  # seconds spent validating and checkpointing (not training time)
+    val_every_s = cfg.train.val_interval_min * 60 if cfg.train.val_interval_min else None
+    next_val_s = (prior_s // val_every_s + 1) * val_every_s if val_every_s else None
     with _StopFlag() as stop:
         try:
             while it < cfg.train.max_iters:
+                if dataset.crop_size != crop_at(it):  # progressive patches: a new loader at the new size
+                    data_iter = None  # the old loader's workers exit once it is dropped
+                    loader = make_loader(it)
+                    data_iter = iter(loader)
+                    log({"iter": it, "kind": "crop", "crop_size": dataset.crop_size})
                 t0 = time.perf_counter()
                 try:
                     lq, gt = next(data_iter)
@@ -459,12 +485,11 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
                     # Rank 0's clock decides, at the same iterations on every rank (collectives stay matched).
                     total, over, rate = 0, False, None
                     if main:
-                        now = time.perf_counter()
-                        elapsed = prior_s + now - t_start
+                        elapsed = train_s()
                         if not planned and warm is None and it - start_iter >= 10 and elapsed >= 0.05 * budget_s:
-                            warm = (it, now)  # the speed is measured from 5% to 15% of the budget
+                            warm = (it, elapsed)  # the speed is measured from 5% to 15% of the budget
                         elif not planned and warm is not None and elapsed >= 0.15 * budget_s:
-                            rate = (it - warm[0]) / (now - warm[1])
+                            rate = (it - warm[0]) / (elapsed - warm[1])
                             total = max(it + 1, it + int(rate * max(0.0, budget_s - elapsed)))
                         over = elapsed > 1.1 * budget_s and it < cfg.train.max_iters
                     total = D.all_reduce_max_int(dist_info, total)
@@ -487,7 +512,8 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
                         pbar.refresh()
                 at_end = it == cfg.train.max_iters
                 do_log = it % cfg.train.log_interval == 0 or at_end
-                do_val = (it % cfg.train.val_interval == 0 or at_end) and bool(val_pairs) and main
+                timed_val = next_val_s is not None and train_s() >= next_val_s  # rank 0 validates alone: no collective
+                do_val = (it % cfg.train.val_interval == 0 or at_end or timed_val) and bool(val_pairs) and main
                 do_ckpt = (it % cfg.train.ckpt_interval == 0 or at_end) and main
                 # Sync points are the same on every rank; under DDP the stop flag is only agreed on there.
                 sync = do_log or it % cfg.train.val_interval == 0 or it % cfg.train.ckpt_interval == 0
@@ -505,14 +531,19 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
                     mean_loss = loss_sum.item() / n_in_window
                     frac = wait_s / step_s if step_s > 0 else 0.0
                     log({"iter": it, "kind": "train", "lr": lr, "loss": mean_loss, "data_wait": frac,
-                         "it_per_s": n_in_window / step_s if step_s > 0 else 0.0})
+                         "it_per_s": n_in_window / step_s if step_s > 0 else 0.0, "train_s": round(train_s(), 2)})
                     if pbar is not None:
                         pbar.set_postfix(loss=f"{mean_loss:.4g}", lr=f"{lr:.3g}", wait=f"{frac:.0%}")
                     loss_sum.zero_()
                     n_in_window, wait_s, step_s = 0, 0.0, 0.0
 
+                t_pause = time.perf_counter()
                 if do_val:
-                    rec = validate(it)
+                    if next_val_s is not None:
+                        while next_val_s <= train_s():
+                            next_val_s += val_every_s
+                    at_s = round(train_s(), 2)
+                    rec = {**validate(it), "train_s": at_s}
                     log(rec)
                     metric = cfg.train.best_metric  # one of rec's keys: checked when the config was loaded
                     if best is None or rec[metric] > best["value"]:  # every validation metric: higher is better
@@ -527,6 +558,7 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
                                                                    if isinstance(v, float)))
                 if do_ckpt:
                     last_saved = save(it)
+                paused_s += time.perf_counter() - t_pause
                 if sync:
                     D.barrier(dist_info)
                 if stopping:

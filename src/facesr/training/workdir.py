@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import ConfigError, FacesrError
 
 #: Keys a resumed run may change (everything else is the run's identity).
-MUTABLE_KEYS = ("train.max_iters", "train.val_interval", "train.ckpt_interval", "train.log_interval",
+MUTABLE_KEYS = ("train.max_iters", "train.val_interval", "train.val_interval_min", "train.ckpt_interval", "train.log_interval",
                 "data.num_workers")
 
 
