@@ -22,6 +22,7 @@ from facesr.inference import Restorer
 from facesr.models import build_model
 
 from .common import hardware_line
+from .mmagic_reference import mmagic_msrresnet
 
 MODELS = {"msrresnet16 (0.1 shipped)": ("msrresnet", {"num_blocks": 16}),
           "lqresnet 96x12 (0.2 shipped)": ("lqresnet", {"mid_channels": 96, "num_blocks": 12}),
@@ -49,8 +50,9 @@ def main() -> None:
                 times[name].append(time.thread_time() - t)
         if prec == "fp32":
             # The default a user gets, against a re-creation of MMagic's eager inference of its MSRResNet-16
-            # (fp32, contiguous NCHW, uint8 -> float / 255 -> forward -> clamp -> uint8; no channels_last).
-            mm = build_model("msrresnet", num_blocks=16).eval()
+            # (fp32, contiguous NCHW, uint8 -> float / 255 -> forward -> clamp -> uint8; no channels_last;
+            # MMagic's residual block, with its multiply by res_scale = 1.0).
+            mm = mmagic_msrresnet(16).eval()
             default = facesr.load()
 
             def mmagic_eager():

@@ -131,3 +131,22 @@ def test_identity_residual_when_body_is_zero():
         out = m(x)
     expected = torch.nn.functional.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
     assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("res_scale", [1.0, 0.2])
+def test_residual_block_fast_path_changes_no_bit(res_scale):
+    """The block skips ``* res_scale`` when it is 1.0 and adds in place; output and gradients equal
+    MMagic's ``identity + out * res_scale`` exactly."""
+    from facesr.models.msrresnet import ResidualBlockNoBN
+    torch.manual_seed(0)
+    block = ResidualBlockNoBN(8, res_scale=res_scale)
+    torch.nn.init.normal_(block.conv2.weight, std=0.2)
+    x = torch.randn(2, 8, 9, 11, requires_grad=True)
+
+    def mmagic(x):
+        return x + block.conv2(block.relu(block.conv1(x))) * block.res_scale
+    ref = mmagic(x)
+    assert torch.equal(block(x), ref)
+    g_fast = torch.autograd.grad(block(x).square().sum(), [x, *block.parameters()])
+    g_ref = torch.autograd.grad(mmagic(x).square().sum(), [x, *block.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(g_fast, g_ref))

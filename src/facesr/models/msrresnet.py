@@ -46,7 +46,10 @@ class ResidualBlockNoBN(nn.Module):
             _kaiming_scaled_(self, 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.relu(self.conv1(x))) * self.res_scale
+        out = self.conv2(self.relu(self.conv1(x)))
+        if self.res_scale != 1.0:  # x * 1.0 == x exactly, so skipping it changes no bit (and saves a pass)
+            out = out * self.res_scale
+        return out.add_(x)  # in place on the conv output (not needed by backward); out + x == x + out exactly
 
 
 class PixelShufflePack(nn.Module):
