@@ -75,11 +75,60 @@ def check_outputs(a, files, out, zip_path=None):
         raise FacesrError(f"{exc} (use --overwrite to replace)") from None
 
 
+#: backend -> (pip extra, module it needs)
+BACKEND_EXTRAS = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("openvino", "openvino")}
+
+
+def add_backend_options(p) -> None:
+    """``--backend torch|onnxruntime|openvino`` and ``--model-file`` (alias ``--onnx``)."""
+    p.add_argument("--backend", choices=["torch", *BACKEND_EXTRAS], default="torch",
+                   help="torch (default); onnxruntime or openvino: CPU runtimes in fp32, or an int8 OpenVINO "
+                        "model from 'facesr export --openvino OUT.xml --int8 LQ_DIR' (docs/performance.md)")
+    p.add_argument("--model-file", "--onnx", dest="model_file", metavar="FILE",
+                   help="with --backend onnxruntime: an .onnx file; with --backend openvino: an .xml (fp32 or "
+                        "int8) or .onnx file (default: convert --checkpoint, or the shipped model, on the fly)")
+
+
+def check_backend_args(a) -> None:
+    """The flag combinations ``--backend``/``--model-file`` allow, and the backend's extra installed."""
+    import importlib
+    from pathlib import Path
+
+    from ..errors import FacesrError, MissingExtraError
+    if a.backend == "torch":
+        if a.model_file:
+            raise FacesrError("--model-file needs --backend onnxruntime or --backend openvino")
+        return
+    if a.model_file and a.checkpoint:
+        raise FacesrError("give --checkpoint or --model-file, not both")
+    if a.model_file and getattr(a, "ema", False):
+        raise FacesrError("--ema applies to --checkpoint; a --model-file holds one set of weights")
+    if getattr(a, "amp", False) or getattr(a, "precision", None) in ("bf16", "fp16"):
+        raise FacesrError(f"--{'amp' if a.amp else 'precision ' + a.precision} applies to --backend torch only "
+                          f"({a.backend} runs fp32, or the int8 of an int8 model file)")
+    if a.backend == "onnxruntime" and a.model_file and Path(a.model_file).suffix.lower() == ".xml":
+        raise FacesrError(f"--model-file {a.model_file}: an OpenVINO IR runs with --backend openvino")
+    extra, module = BACKEND_EXTRAS[a.backend]
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(extra, f"--backend {a.backend}") from None
+
+
 def load_restorer(a, device=None, **kw):
     """A :class:`~facesr.inference.Restorer` from ``--checkpoint``/``--device``/``--ema``/``--precision``
-    (those present; ``device`` overrides ``--device``)."""
+    and ``--backend``/``--model-file`` (those present; ``device`` overrides ``--device``)."""
     from ..devices import resolve_device
     from ..inference import Restorer
+    backend = getattr(a, "backend", "torch")
+    if backend != "torch":
+        model_file = getattr(a, "model_file", None)
+        if model_file and backend == "onnxruntime":
+            return Restorer.from_onnx(model_file, precision=precision_arg(a), **kw)
+        if model_file:
+            return Restorer.from_openvino(model_file, precision=precision_arg(a), **kw)
+        return Restorer.from_checkpoint(a.checkpoint, ema=getattr(a, "ema", False), backend=backend,
+                                        precision=precision_arg(a), **kw)
     device = resolve_device(a.device if device is None else device, option="--device")
     return Restorer.from_checkpoint(a.checkpoint, device=device, ema=getattr(a, "ema", False),
                                     precision=precision_arg(a), **kw)

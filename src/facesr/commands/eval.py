@@ -24,7 +24,7 @@ import math
 import sys
 from pathlib import Path
 
-from . import add_precision_options, precision_arg
+from . import add_backend_options, add_precision_options, check_backend_args, load_restorer, precision_arg
 
 
 def add_parser(subparsers) -> None:
@@ -39,6 +39,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ema", action="store_true")
     p.add_argument("--device", default="auto")
     add_precision_options(p)
+    add_backend_options(p)
     p.add_argument("--tta", choices=["none", "flip"], default="none",
                    help="flip: average with the prediction of the mirrored input (2x the compute)")
     p.add_argument("--crop-border", type=int, default=0)
@@ -130,6 +131,12 @@ def _load(args):
     from ..inference.precision import resolve_precision
     from ..models import load_model
 
+    check_backend_args(args)
+    if args.backend != "torch":
+        restorer = load_restorer(args, tta=args.tta)
+        what = args.model_file or args.checkpoint or f"shipped model {assets.shipped_checkpoint().name}"
+        int8 = getattr(restorer.model, "int8", False)
+        return restorer, f"{what} on {args.backend}", "int8 (quantized model file)" if int8 else "fp32"
     path = Path(args.checkpoint) if args.checkpoint else assets.shipped_checkpoint()
     model, lw = load_model(path, ema=args.ema)
     if args.checkpoint:
@@ -214,12 +221,13 @@ def run(args) -> int:
 
     if args.crop_border < 0:
         raise FacesrError(f"--crop-border must be >= 0, got {args.crop_border}")
-    if args.checkpoint or args.lq or args.gt:
+    if args.checkpoint or args.model_file or args.lq or args.gt:
         return eval_checkpoint(args)
     if not (args.pred_dir and args.gt_dir):
         raise FacesrError("give PRED_DIR GT_DIR, or --lq DIR --gt DIR [--checkpoint P] to evaluate a model")
     for flag, val in (("--save", args.save), ("--ema", args.ema), ("--amp", args.amp),
-                      ("--precision", args.precision != "auto"), ("--tta", args.tta != "none")):
+                      ("--precision", args.precision != "auto"), ("--tta", args.tta != "none"),
+                      ("--backend", args.backend != "torch"), ("--model-file", args.model_file)):
         if val:
             raise FacesrError(f"{flag} applies to model evaluation (--lq/--gt), not to PRED_DIR GT_DIR")
     pairs = pair_files(args.pred_dir, args.gt_dir, "prediction folder", "GT folder")

@@ -19,7 +19,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import add_model_options, check_outputs, load_restorer, report_skipped
+from . import (add_backend_options, add_model_options, check_backend_args, check_outputs, load_restorer,
+               report_skipped)
 
 
 def add_parser(subparsers) -> None:
@@ -32,8 +33,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tile-overlap", type=int, default=None,
                    help="LQ context pixels around each tile (default: the model's receptive field, exact)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
-    p.add_argument("--onnx", help="with --backend onnxruntime: the .onnx file (default: export the model on the fly)")
+    add_backend_options(p)
     p.add_argument("--tta", choices=["none", "flip"], default="none",
                    help="flip: average with the prediction of the mirrored input (2x the compute)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -46,7 +46,7 @@ def add_parser(subparsers) -> None:
 
 
 def _check_args(a) -> None:
-    from ..errors import FacesrError, MissingExtraError
+    from ..errors import FacesrError
     if a.tile < 0:
         raise FacesrError(f"--tile must be >= 0, got {a.tile}")
     if a.tile_overlap is not None and a.tile_overlap < 0:
@@ -55,30 +55,14 @@ def _check_args(a) -> None:
         raise FacesrError(f"--max-pixels must be >= 0, got {a.max_pixels}")
     if a.batch_size < 1:
         raise FacesrError(f"--batch-size must be >= 1, got {a.batch_size}")
-    if a.backend == "onnxruntime":
-        if a.onnx and a.checkpoint:
-            raise FacesrError("give --checkpoint or --onnx, not both")
-        if a.amp or a.precision in ("bf16", "fp16"):
-            raise FacesrError(f"--{'amp' if a.amp else 'precision ' + a.precision} applies to --backend torch only "
-                              f"(onnxruntime runs fp32)")
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise MissingExtraError("onnx", "--backend onnxruntime") from None
-    elif a.onnx:
-        raise FacesrError("--onnx needs --backend onnxruntime")
+    check_backend_args(a)
     if a.overwrite and a.skip_existing:
         raise FacesrError("give --overwrite or --skip-existing, not both")
 
 
 def _make_restorer(a, device=None):
-    from ..inference import Restorer
-    kw = dict(tile=a.tile, tile_overlap=a.tile_overlap, batch_size=a.batch_size, tta=a.tta)
-    if a.backend == "torch":
-        return load_restorer(a, device=device, **kw)
-    if a.onnx:
-        return Restorer.from_onnx(a.onnx, precision=a.precision, **kw)
-    return Restorer.from_checkpoint(a.checkpoint, ema=a.ema, backend="onnxruntime", precision=a.precision, **kw)
+    return load_restorer(a, device=device, tile=a.tile, tile_overlap=a.tile_overlap, batch_size=a.batch_size,
+                         tta=a.tta)
 
 
 def _distributed(a):

@@ -47,6 +47,8 @@ class OnnxModel:
     foreign file the scale is measured and the receptive field is :data:`FALLBACK_RECEPTIVE_FIELD`.
     """
 
+    backend = "onnxruntime"
+
     def __init__(self, source: str | os.PathLike | bytes, threads: int | None = None,
                  providers: Sequence[str] | None = None):
         try:

@@ -94,7 +94,7 @@ def cuda_supports_bf16(device: torch.device) -> bool:
 def auto_precision(device: torch.device, backend: str = "torch") -> tuple[str, str]:
     """(precision, reason) that ``auto`` resolves to for ``device`` and ``backend``."""
     if backend != "torch":
-        return "fp32", f"the {backend} backend runs fp32"
+        return "fp32", f"the {backend} backend runs fp32, or the int8 of a quantized model file"
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         if cuda_supports_bf16(device):

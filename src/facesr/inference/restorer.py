@@ -110,7 +110,8 @@ class Restorer:
 
     Args:
         model: an ``nn.Module`` mapping float (N, 3, h, w) 0-1 to (N, 3, s*h, s*w), or an
-            :class:`OnnxModel` (backend ``onnxruntime``).  A module is put in eval mode and
+            :class:`OnnxModel` (backend ``onnxruntime``) or :class:`facesr.backends.openvino.OpenVinoModel`
+            (backend ``openvino``): float32 NCHW 0-1 numpy in and out.  A module is put in eval mode and
             moved to ``device`` (in place).
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ...
             (torch backend only).
@@ -141,6 +142,8 @@ class Restorer:
     AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     TTA = ("none", "flip")
 
+    BACKENDS = ("torch", "onnxruntime", "openvino")
+
     def __init__(self, model: nn.Module | OnnxModel, device: str | torch.device = "auto",
                  amp: bool | str | None = None, channels_last: bool = True, tile: int = 0,
                  tile_overlap: int | None = None, batch_size: int = 4, precision: str | None = None,
@@ -162,8 +165,8 @@ class Restorer:
             raise BadValueError(f"tta must be one of {', '.join(self.TTA)}, got {tta!r}")
         self.tta = tta
         self.tile, self.tile_overlap, self.batch_size = int(tile), int(tile_overlap), int(batch_size)
-        if isinstance(model, OnnxModel):
-            self.backend = "onnxruntime"
+        if not isinstance(model, nn.Module):  # OnnxModel / OpenVinoModel: numpy float32 NCHW in and out
+            self.backend = model.backend
             self.model = model
             self.device = torch.device("cpu")
             self.channels_last = False
@@ -190,19 +193,24 @@ class Restorer:
                         **kw) -> "Restorer":
         """Load a checkpoint (any format :func:`facesr.models.load_model` reads; None = shipped model).
 
-        ``backend="onnxruntime"`` exports the loaded model to ONNX in memory and runs it there
-        (``device``/``amp``/``channels_last`` then do not apply; ``precision`` auto means fp32 there).
+        ``backend="onnxruntime"`` or ``"openvino"`` exports the loaded model to ONNX in memory and runs
+        it there in fp32 (``device``/``amp``/``channels_last`` then do not apply; ``precision`` auto
+        means fp32 there).
         ``kw`` go to :class:`Restorer`.
         """
         path = assets.shipped_checkpoint() if checkpoint is None else Path(checkpoint)
         model, _ = load_model(path, ema=ema)
         if backend == "torch":
             return cls(model, device=device, **kw)
-        if backend == "onnxruntime":
+        if backend in ("onnxruntime", "openvino"):
             for k in ("amp", "channels_last"):  # precision stays: auto -> fp32, bf16/fp16 -> a clear error
                 kw.pop(k, None)
-            return cls(OnnxModel(export_onnx(model, opset=opset, check=False), threads=threads), **kw)
-        raise BadValueError(f"backend must be torch or onnxruntime, got {backend!r}")
+            onnx_bytes = export_onnx(model, opset=opset, check=False)
+            if backend == "onnxruntime":
+                return cls(OnnxModel(onnx_bytes, threads=threads), **kw)
+            from ..backends.openvino import OpenVinoModel
+            return cls(OpenVinoModel(onnx_bytes, threads=threads), **kw)
+        raise BadValueError(f"backend must be one of {', '.join(cls.BACKENDS)}, got {backend!r}")
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike | bytes, threads: int | None = None,
@@ -211,6 +219,15 @@ class Restorer:
         for k in ("amp", "channels_last", "device"):
             kw.pop(k, None)
         return cls(OnnxModel(path, threads=threads, providers=providers), **kw)
+
+    @classmethod
+    def from_openvino(cls, path: str | os.PathLike, threads: int | None = None, **kw) -> "Restorer":
+        """Run an OpenVINO IR (``.xml`` + ``.bin``, as ``facesr export --openvino`` writes, fp32 or int8)
+        or an ``.onnx`` file with OpenVINO's CPU plugin (needs the ``openvino`` extra)."""
+        from ..backends.openvino import OpenVinoModel
+        for k in ("amp", "channels_last", "device"):
+            kw.pop(k, None)
+        return cls(OpenVinoModel(path, threads=threads), **kw)
 
     # --------------------------------------------------------------- core: the one forward path
 
@@ -222,12 +239,12 @@ class Restorer:
     def _forward(self, batch: np.ndarray):
         """uint8 (N, h, w, 3) 0-255 -> (N, s*h, s*w, 3) float32 0-255, clamped, unrounded.
 
-        A torch tensor on the device (torch backend) or a numpy array (onnxruntime).  Call it
+        A torch tensor on the device (torch backend) or a numpy array (onnxruntime, openvino).  Call it
         under ``torch.inference_mode()``.
         """
         if batch.ndim != 4 or batch.shape[3] != 3 or batch.dtype != np.uint8:
             raise ImageError(f"the model takes uint8 (N, h, w, 3) batches, got {batch.dtype} {tuple(batch.shape)}")
-        if self.backend == "onnxruntime":
+        if self.backend != "torch":  # onnxruntime / openvino: numpy float32 NCHW
             x = batch.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
             y = self.model(x)
             if self.tta == "flip":
