@@ -228,6 +228,16 @@ def test_plot_renders_multiple_real_runs(tmp_path, capsys):
     best = max(vals, key=lambda r: r["psnr"])
     assert f"A: best psnr {best['psnr']:.4f} at iter {best['iter']}" in printed
     assert main(["plot", str(tmp_path / "run_a"), "--out", str(tmp_path / "lr.png"), "--metric", "lr"]) == 0
+    # --x hours: against training time (train_s, logged on every train and val record)
+    assert main(["plot", str(tmp_path / "run_a"), "--out", str(tmp_path / "h.png"), "--x", "hours"]) == 0
+    hours = best["train_s"] / 3600
+    assert f"best psnr {best['psnr']:.4f} at iter {best['iter']} ({hours:.2f} training hours)" in capsys.readouterr().out
+    old = tmp_path / "old"  # a log without train_s (older facesr): one clear line
+    old.mkdir()
+    (old / "log.jsonl").write_text("\n".join(json.dumps({k: v for k, v in r.items() if k != "train_s"})
+                                             for r in read_log(tmp_path / "run_a")))
+    assert main(["plot", str(old), "--out", str(tmp_path / "o.png"), "--x", "hours"]) == 2
+    assert "use --x iters" in capsys.readouterr().err
 
 
 def test_quickstart_falls_back_to_builtin_faces(tmp_path, capsys, monkeypatch):

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("plot", help="training curves of one or more runs (validation PSNR vs iterations)")
+    p = subparsers.add_parser("plot", help="training curves of one or more runs (validation PSNR vs iterations or hours)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--metric", default="psnr", choices=["psnr", "ssim", "loss", "lr"])
     p.add_argument("--labels", nargs="+", help="one legend label per run")
     p.add_argument("--title")
+    p.add_argument("--x", choices=["iters", "hours"], default="iters",
+                   help="x axis: iterations, or training hours (equal-time comparisons; validation time excluded)")
     p.set_defaults(func=run)
 
 
@@ -18,8 +20,9 @@ def run(a) -> int:
 
     if a.labels and len(a.labels) != len(a.run_dirs):
         raise FacesrError(f"--labels: got {len(a.labels)} labels for {len(a.run_dirs)} runs")
-    bests = plot_runs(a.run_dirs, a.out, a.metric, a.labels, a.title)
+    bests = plot_runs(a.run_dirs, a.out, a.metric, a.labels, a.title, x=a.x)
     for label, b in bests.items():
-        print(f"{label}: best {a.metric} {b['value']:.4f} at iter {b['iter']}")
+        at = f" ({b['hours']:.2f} training hours)" if "hours" in b else ""
+        print(f"{label}: best {a.metric} {b['value']:.4f} at iter {b['iter']}{at}")
     print(f"wrote {a.out}")
     return 0

@@ -1,9 +1,11 @@
 """Training curves from ``log.jsonl`` files: the reference report's Figure 1.
 
 ``facesr plot RUN_DIR [RUN_DIR ...] --out fig.png --metric psnr`` draws the
-validation PSNR of each run against iterations (in thousands), one line per run
-(EMA weights dashed when logged), with a legend and the best point of each run
-marked and annotated.
+validation PSNR of each run against iterations (in thousands) or, with
+``--x hours``, against training hours (``train_s`` in the log: wall clock without
+validation and checkpoints, for equal-time comparisons), one line per run (EMA
+weights dashed when logged), with a legend and the best point of each run marked
+and annotated.
 """
 from __future__ import annotations
 
@@ -35,9 +37,14 @@ def read_log(run_dir: str | Path) -> list[dict]:
     return out
 
 
+X_AXES = {"iters": ("iter", 1000.0, "Iterations (thousands)", "iterations"),
+          "hours": ("train_s", 3600.0, "Training hours (wall clock, without validation)", "training hours")}
+
+
 def plot_runs(run_dirs: list[str], out: str | Path, metric: str = "psnr", labels: list[str] | None = None,
-              title: str | None = None) -> dict:
-    """Draw ``metric`` for each run into ``out`` (PNG, written atomically).  Returns ``{label: best}``."""
+              title: str | None = None, x: str = "iters") -> dict:
+    """Draw ``metric`` for each run into ``out`` (PNG, written atomically) against ``x`` (``iters`` or
+    ``hours``).  Returns ``{label: best}`` (``iter`` and ``value``, plus ``hours`` when logged)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -47,6 +54,9 @@ def plot_runs(run_dirs: list[str], out: str | Path, metric: str = "psnr", labels
     if labels and len(labels) != len(run_dirs):
         raise ImageError(f"got {len(labels)} labels for {len(run_dirs)} runs")
     kind, ylabel, higher = METRICS[metric]
+    if x not in X_AXES:
+        raise ImageError(f"x axis {x!r} is not one of {', '.join(X_AXES)}")
+    xkey, xdiv, xlabel, xwords = X_AXES[x]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=130)
     bests = {}
     drew = False
@@ -55,11 +65,12 @@ def plot_runs(run_dirs: list[str], out: str | Path, metric: str = "psnr", labels
         label = labels[i] if labels else Path(rd).name
         color = f"C{i % 10}"
         for key, style, suffix in ((metric, "-", ""), (f"{metric}_ema", "--", " (EMA)")):
-            pts = sorted((r["iter"], r[key]) for r in recs if isinstance(r.get(key), (int, float)))
+            pts = sorted((r[xkey], r[key], r["iter"]) for r in recs
+                         if isinstance(r.get(key), (int, float)) and isinstance(r.get(xkey), (int, float)))
             if not pts:
                 continue
-            xs = [x / 1000 for x, _ in pts]
-            ys = [y for _, y in pts]
+            xs = [p[0] / xdiv for p in pts]
+            ys = [p[1] for p in pts]
             ax.plot(xs, ys, style, color=color, lw=1.6, marker="o" if len(pts) < 40 and kind == "val" else None,
                     ms=3, label=label + suffix)
             drew = True
@@ -68,15 +79,17 @@ def plot_runs(run_dirs: list[str], out: str | Path, metric: str = "psnr", labels
                 ax.plot(xs[j], ys[j], "*", color=color, ms=13, mec="black", mew=0.6, zorder=5)
                 ax.annotate(f"{ys[j]:.3f}" if metric == "ssim" else f"{ys[j]:.2f}", (xs[j], ys[j]),
                             textcoords="offset points", xytext=(4, 6), fontsize=8, color=color)
-                bests[label + suffix] = {"iter": pts[j][0], "value": ys[j]}
+                bests[label + suffix] = {"iter": pts[j][2], "value": ys[j],
+                                         **({"hours": xs[j]} if x == "hours" else {})}
     if not drew:
         plt.close(fig)
-        raise ImageError(f"no '{metric}' values in the logs of: {', '.join(map(str, run_dirs))}")
+        hint = " (logs written before facesr logged train_s have none: use --x iters)" if x == "hours" else ""
+        raise ImageError(f"no '{metric}' values in the logs of: {', '.join(map(str, run_dirs))}{hint}")
     if metric == "lr":
         ax.set_yscale("log")
-    ax.set_xlabel("Iterations (thousands)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title or f"{ylabel} vs iterations" + (" (star = best)" if kind == "val" else ""))
+    ax.set_title(title or f"{ylabel} vs {xwords}" + (" (star = best)" if kind == "val" else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
