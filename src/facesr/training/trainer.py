@@ -289,6 +289,7 @@ def _train(cfg: Config, work_dir: str | Path, resume: str | bool | None, quiet: 
         _apply_builtin_fallback(cfg, main)
     if not cfg.data.train_hq_dir:
         raise ConfigError("data.train_hq_dir: not set (a folder of HQ face images)")
+
     def crop_at(it: int) -> int | None:
         """The LQ patch size iteration ``it`` trains on (``data.crop_schedule``, else ``data.crop_size``)."""
         if not cfg.data.crop_schedule:
