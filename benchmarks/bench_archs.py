@@ -1,12 +1,15 @@
 """Inference cost of each registered architecture preset on this CPU, interleaved in one run.
 
-    python -m benchmarks.bench_archs [--rounds 5] [--precision fp32,bf16]
+    python -m benchmarks.bench_archs [--rounds 5] [--precision fp32,bf16] [--openvino] [--int8 MODEL.xml]
 
 Restores one 128x128 face (``Restorer.restore``, the path every command uses) with MSRResNet-16
 (the reference and the model shipped in facesr 0.1) and with the LQResNet presets, alternating the
 models every round so that machine load affects all alike.  Reports per-image CPU time of the
-measuring thread with torch on one thread (a per-core figure, robust to other jobs) and the ratio
-to MSRResNet-16.
+process with torch (and OpenVINO) on one thread (a per-core figure, robust to other jobs) and the
+ratio to MSRResNet-16.  The fp32 pass also times the default ``facesr.load().restore`` against a
+re-creation of MMagic's eager forward, and with ``--openvino`` / ``--int8 MODEL.xml`` the shipped
+model on ``--backend openvino`` (fp32 on the fly; the int8 IR from ``facesr export --openvino
+MODEL.xml --int8 LQ_DIR``).
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    ap.add_argument("--openvino", action="store_true", help="also the shipped model on OpenVINO fp32")
+    ap.add_argument("--int8", metavar="MODEL.xml", help="also this int8 OpenVINO IR of the shipped model")
     a = ap.parse_args()
     torch.set_num_threads(1)
     img = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
@@ -45,9 +50,9 @@ def main() -> None:
             r.restore(img)  # warm-up
         for _ in range(a.rounds):
             for name, r in rest.items():
-                t = time.thread_time()
+                t = time.process_time()
                 r.restore(img)
-                times[name].append(time.thread_time() - t)
+                times[name].append(time.process_time() - t)
         if prec == "fp32":
             # The default a user gets, against a re-creation of MMagic's eager inference of its MSRResNet-16
             # (fp32, contiguous NCHW, uint8 -> float / 255 -> forward -> clamp -> uint8; no channels_last;
@@ -62,18 +67,26 @@ def main() -> None:
                 return y
             runs = {"MMagic-style eager MSRResNet-16": mmagic_eager, "facesr.load().restore (default)":
                     lambda: default.restore(img)}
+            if a.openvino:
+                ov = facesr.load(backend="openvino", threads=1)
+                runs["facesr.load(backend='openvino')"] = lambda: ov.restore(img)
+            if a.int8:
+                q = Restorer.from_openvino(a.int8, threads=1)
+                runs["openvino int8 IR (--model-file)"] = lambda: q.restore(img)
             for f in runs.values():
                 f()
             times.update({k: [] for k in runs})
             for _ in range(a.rounds):
                 for name, f in runs.items():
-                    t = time.thread_time()
+                    t = time.process_time()
                     f()
-                    times[name].append(time.thread_time() - t)
+                    times[name].append(time.process_time() - t)
         base = np.median(times[next(iter(times))])
+        mm = times.get("MMagic-style eager MSRResNet-16")
         for name, ts in times.items():
             med = float(np.median(ts))
-            print(f"{prec:5s} {name:30s} {med * 1000:8.0f} ms CPU/image   {base / med:5.2f}x vs msrresnet16")
+            vs_mm = f"   {np.median(mm) / med:5.2f}x vs MMagic eager" if mm else ""
+            print(f"{prec:5s} {name:34s} {med * 1000:8.0f} ms CPU/image   {base / med:5.2f}x vs msrresnet16{vs_mm}")
 
 
 if __name__ == "__main__":
