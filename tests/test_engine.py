@@ -302,3 +302,17 @@ def test_crop_schedule_rules(overrides, key):
     from facesr.errors import ConfigError
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(None, overrides)
+
+
+def test_plot_never_replaces_a_file_without_overwrite(tmp_path, capsys):
+    cfg = tiny_cfg(tmp_path, "train.max_iters=2", "train.val_interval=2", "train.ckpt_interval=100")
+    train(cfg, tmp_path / "run", quiet=True)
+    out = tmp_path / "fig.png"
+    out.write_bytes(b"my picture")
+    assert main(["plot", str(tmp_path / "run"), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"my picture"
+    log = tmp_path / "run" / "log.jsonl"  # the run's own log: refused even with --overwrite
+    assert main(["plot", str(tmp_path / "run"), "--out", str(log), "--overwrite"]) == 2
+    assert "must not replace" in capsys.readouterr().err and log.read_text().startswith("{")
+    assert main(["plot", str(tmp_path / "run"), "--out", str(out), "--overwrite"]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG")

@@ -35,19 +35,21 @@ def add_parser(subparsers) -> None:
 
 def _check_out(flag: str, out: Path, suffix: str, ckpt: Path, overwrite: bool, *siblings: Path,
                strict_suffix: bool = False) -> None:
+    """Before any work: ``out`` (and ``siblings``, e.g. an IR's .bin) never the checkpoint, not a folder,
+    its folder present, not existing unless ``overwrite``; with ``strict_suffix`` it must end in ``suffix``."""
     from ..errors import FacesrError
-    for f in (out, *siblings):
-        if f.exists() and ckpt.exists() and f.resolve() == ckpt.resolve():
-            raise FacesrError(f"{flag} {out} is the input checkpoint; choose another file name")
+    from ..io.files import OutputsExistError, check_output_file
     if strict_suffix and out.suffix.lower() != suffix:
         raise FacesrError(f"{flag} {out}: the file name must end in {suffix}")
-    if out.is_dir():
-        raise FacesrError(f"{flag} {out} is a folder; give a file name such as model{suffix}")
-    if not out.parent.is_dir():
-        raise FacesrError(f"{flag} {out}: folder {out.parent} does not exist")
+    from ..io.files import real
     for f in (out, *siblings):
-        if f.exists() and not overwrite:
-            raise FacesrError(f"{flag} {out}: {f} exists (use --overwrite to replace it)")
+        if real(f) == real(ckpt):
+            raise FacesrError(f"{flag} {out}: {f} is the input checkpoint; choose another file name")
+    try:
+        for f in (out, *siblings):
+            check_output_file(f, [], overwrite, flag)
+    except OutputsExistError as exc:
+        raise FacesrError(f"{exc} (use --overwrite to replace it)") from None
 
 
 def _calibration(lq_dir: str, count: int) -> list:

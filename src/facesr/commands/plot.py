@@ -1,6 +1,8 @@
 """``facesr plot``: training curves of one or more runs (see :mod:`facesr.viz.plotting`)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("plot", help="training curves of one or more runs (validation PSNR vs iterations or hours)")
@@ -9,6 +11,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--metric", default="psnr", choices=["psnr", "ssim", "loss", "lr"])
     p.add_argument("--labels", nargs="+", help="one legend label per run")
     p.add_argument("--title")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--x", choices=["iters", "hours"], default="iters",
                    help="x axis: iterations, or training hours (equal-time comparisons; validation time excluded)")
     p.set_defaults(func=run)
@@ -18,8 +21,15 @@ def run(a) -> int:
     from ..errors import FacesrError
     from ..viz.plotting import plot_runs
 
+    from ..io.files import OutputsExistError, check_output_file
+
     if a.labels and len(a.labels) != len(a.run_dirs):
         raise FacesrError(f"--labels: got {len(a.labels)} labels for {len(a.run_dirs)} runs")
+    logs = [Path(d) / "log.jsonl" if Path(d).is_dir() else Path(d) for d in a.run_dirs]
+    try:
+        check_output_file(a.out, logs, a.overwrite, "--out")
+    except OutputsExistError as exc:
+        raise FacesrError(f"{exc} (use --overwrite to replace it)") from None
     bests = plot_runs(a.run_dirs, a.out, a.metric, a.labels, a.title, x=a.x)
     for label, b in bests.items():
         at = f" ({b['hours']:.2f} training hours)" if "hours" in b else ""
