@@ -81,6 +81,10 @@ def test_compare_cli(tmp_path, capsys):
     assert rc == 0 and out.is_file()
     two = read_any(out)[0]
     rc = main(["compare", str(dirs["lq"]), str(dirs["sr"]), "--out", str(out), "--names", "face2", "face0", "face1"])
+    assert rc == 2 and "--overwrite" in capsys.readouterr().err  # an existing sheet is kept ...
+    assert np.array_equal(read_any(out)[0], two)
+    rc = main(["compare", str(dirs["lq"]), str(dirs["sr"]), "--out", str(out), "--names", "face2", "face0", "face1",
+               "--overwrite"])  # ... unless asked
     assert rc == 0
     three = read_any(out)[0]
     assert three.shape[0] > two.shape[0]

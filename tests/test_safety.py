@@ -402,3 +402,14 @@ def test_large_inputs_warn_once_and_point_to_restore(tmp_path, ckpt, capsys):
     small_png(d / "b.png", 300, 260, 1)
     code, _, err = cli(capsys, "predict", d, "--out", tmp_path / "out", "--checkpoint", ckpt, "--tile", 64)
     assert code == 0 and err.count("warning:") == 1 and "facesr restore" in err
+
+
+def test_demo_never_replaces_a_picture(tmp_path, ckpt, capsys, monkeypatch):
+    """Without --out a second demo writes facesr_demo_2.png; an existing --out needs --overwrite."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "facesr_demo.png").write_bytes(b"mine")
+    code, _, err = cli(capsys, "demo", "--checkpoint", ckpt, "--rows", "1")
+    assert code == 0 and (tmp_path / "facesr_demo.png").read_bytes() == b"mine"
+    assert (tmp_path / "facesr_demo_2.png").read_bytes().startswith(b"\x89PNG")
+    code, _, err = cli(capsys, "demo", "--checkpoint", ckpt, "--rows", "1", "--out", tmp_path / "facesr_demo.png")
+    assert code == 2 and "--overwrite" in err and (tmp_path / "facesr_demo.png").read_bytes() == b"mine"

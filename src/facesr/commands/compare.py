@@ -19,6 +19,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--zoom", action="store_true", help="add a magnified crop of the eye region under each panel")
     p.add_argument("--title", help="title line at the top")
     p.add_argument("--sr-title", default="SR (facesr)", help="column title of the SR panels")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
 
@@ -54,6 +55,8 @@ def run(a) -> int:
         raise FacesrError(f"--out {out} is a folder; give a .png file name")
     if not out.parent.is_dir():
         raise FacesrError(f"--out {out}: folder {out.parent} does not exist")
+    if out.exists() and not a.overwrite:
+        raise FacesrError(f"--out {out} exists (use --overwrite to replace it)")
     rows = []
     for s in stems:
         lq_img = read_any(lq[s])[0]

@@ -9,12 +9,32 @@ from . import add_model_options
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="degrade the bundled sample face, restore it, write a side-by-side picture")
-    p.add_argument("--out", default="facesr_demo.png", help="PNG to write (default facesr_demo.png)")
+    p.add_argument("--out", help="PNG to write (default facesr_demo.png, or facesr_demo_2.png, ... if that exists)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--image", help="use this 512x512 HQ face instead of the bundled one")
     p.add_argument("--seed", type=int, default=0, help="first degradation seed (default 0)")
     p.add_argument("--rows", type=int, default=3, help="how many degradations (seeds seed..seed+rows-1)")
     add_model_options(p, ema=False, precision=False)
     p.set_defaults(func=run)
+
+
+def _output_path(a) -> str:
+    """``--out``, checked (never the --image, existing only with --overwrite); without it the first free
+    name of facesr_demo.png, facesr_demo_2.png, ... so a second demo never replaces the first."""
+    from pathlib import Path
+
+    from ..errors import FacesrError
+    from ..io.files import OutputsExistError, check_output_file
+    if a.out is None:
+        k = 1
+        while Path("facesr_demo.png" if k == 1 else f"facesr_demo_{k}.png").exists():
+            k += 1
+        return "facesr_demo.png" if k == 1 else f"facesr_demo_{k}.png"
+    try:
+        check_output_file(a.out, [a.image] if a.image else [], a.overwrite, "--out")
+    except OutputsExistError as exc:
+        raise FacesrError(f"{exc} (use --overwrite to replace it)") from None
+    return a.out
 
 
 def run(a) -> int:
@@ -27,6 +47,7 @@ def run(a) -> int:
 
     if a.rows < 1:
         raise FacesrError(f"--rows must be at least 1, got {a.rows}")
+    a.out = _output_path(a)
     t0 = time.perf_counter()
     restorer = load_restorer(a)
     _, rows = make_demo(restorer, a.image or sample_face_path(), [a.seed + k for k in range(a.rows)], a.out)
