@@ -134,7 +134,10 @@ def save_ir(model, path: str | os.PathLike) -> list[Path]:
     ov = _ov()
     xml = Path(path)
     binf = xml.with_suffix(".bin")
-    tmp = Path(tempfile.mkdtemp(prefix=".facesr-ir-", dir=xml.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".facesr-ir-", dir=xml.parent))
+    except OSError as exc:
+        raise OutputError(f"{xml}: could not write the OpenVINO model ({one_line(exc)})") from None
     try:
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
         os.replace(tmp / "model.bin", binf)

@@ -38,10 +38,9 @@ def _check_out(flag: str, out: Path, suffix: str, ckpt: Path, overwrite: bool, *
     """Before any work: ``out`` (and ``siblings``, e.g. an IR's .bin) never the checkpoint, not a folder,
     its folder present, not existing unless ``overwrite``; with ``strict_suffix`` it must end in ``suffix``."""
     from ..errors import FacesrError
-    from ..io.files import OutputsExistError, check_output_file
+    from ..io.files import OutputsExistError, check_output_file, real
     if strict_suffix and out.suffix.lower() != suffix:
         raise FacesrError(f"{flag} {out}: the file name must end in {suffix}")
-    from ..io.files import real
     for f in (out, *siblings):
         if real(f) == real(ckpt):
             raise FacesrError(f"{flag} {out}: {f} is the input checkpoint; choose another file name")
