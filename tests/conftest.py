@@ -49,6 +49,19 @@ def make_face(seed: int, size: int = 512) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def strong_msrresnet(mid: int = 16, blocks: int = 2, seed: int = 0):
+    """A random MSRResNet whose convolutions matter (full-scale init, random biases), so seams and backend
+    differences would show.  Float 0-1 NCHW in, x4 out; eval mode."""
+    from facesr.models import MSRResNet
+    torch.manual_seed(seed)
+    m = MSRResNet(mid_channels=mid, num_blocks=blocks)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(mod.weight)
+            torch.nn.init.normal_(mod.bias, std=0.05)
+    return m.eval()
+
+
 def write_rgb_png(path: Path, img: np.ndarray) -> Path:
     """Write uint8 RGB (or any OpenCV-writable array in RGB order) as PNG."""
     arr = img[..., ::-1] if img.ndim == 3 and img.shape[2] == 3 else img

@@ -3,22 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from facesr.inference import Restorer, tile_boxes
 from facesr.models import CheckpointError, MSRResNet, save_weights
 
-
-def _strong_model(mid=16, blocks=2, seed=0):
-    """A random MSRResNet whose convolutions matter (full-scale init, random biases), so seams would show."""
-    torch.manual_seed(seed)
-    m = MSRResNet(mid_channels=mid, num_blocks=blocks)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(mod.weight)
-            torch.nn.init.normal_(mod.bias, std=0.05)
-    return m.eval()
+from conftest import strong_msrresnet
 
 
 def _img(h, w, c=3, seed=0):
@@ -29,7 +19,7 @@ def _img(h, w, c=3, seed=0):
 
 @pytest.fixture(scope="module")
 def model():
-    return _strong_model()
+    return strong_msrresnet()
 
 
 def _max_diff(a, b):

@@ -11,18 +11,14 @@ pytest.importorskip("onnxruntime")
 
 from facesr.cli import main  # noqa: E402
 from facesr.io.images import read_any  # noqa: E402
+from conftest import strong_msrresnet  # noqa: E402
 from facesr.inference import OnnxModel, Restorer, export_onnx  # noqa: E402
 from facesr.models import MSRResNet, save_weights  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = MSRResNet(mid_channels=16, num_blocks=2)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(mod.weight)
-    return m.eval()
+    return strong_msrresnet()
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,13 @@ pytest.importorskip("onnx")
 
 from facesr.backends.openvino import OpenVinoModel  # noqa: E402
 from facesr.errors import CheckpointError  # noqa: E402
+from conftest import strong_msrresnet  # noqa: E402
 from facesr.inference import export_onnx  # noqa: E402
-from facesr.models import MSRResNet  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = MSRResNet(mid_channels=16, num_blocks=2)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(mod.weight)
-    return m.eval()
+    return strong_msrresnet()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from facesr.inference import Restorer
 from facesr.models import build_model, save_weights
 
 
-from test_inference import _strong_model  # noqa: E402  (a random MSRResNet whose convolutions matter)
+from conftest import strong_msrresnet  # noqa: E402  (a random MSRResNet whose convolutions matter)
 
 
 def _img(h, w, seed=0):
@@ -28,7 +28,7 @@ def _img(h, w, seed=0):
 # ----------------------------------------------------------------------------- TTA
 
 def test_tta_flip_is_the_average_of_the_two_predictions():
-    m = _strong_model()
+    m = strong_msrresnet()
     img = _img(20, 24, seed=3)
     r = Restorer(m, device="cpu", tta="flip", channels_last=False)
     got = r.predict_float(img[None])[0]
@@ -47,7 +47,7 @@ def test_tta_flip_is_the_average_of_the_two_predictions():
 
 
 def test_tta_tiled_equals_untiled():
-    m = _strong_model()
+    m = strong_msrresnet()
     img = _img(70, 90, seed=1)
     full = Restorer(m, device="cpu", tta="flip").restore(img)
     tiled = Restorer(m, device="cpu", tta="flip", tile=32, batch_size=3).restore(img)
@@ -58,7 +58,7 @@ def test_tta_with_onnxruntime():
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from facesr.inference import export_onnx
-    m = _strong_model(mid=8, blocks=1)
+    m = strong_msrresnet(mid=8, blocks=1)
     img = _img(16, 12, seed=2)
     torch_out = Restorer(m, device="cpu", tta="flip").predict_float(img[None])
     ort = Restorer.from_onnx(export_onnx(m, check=False), tta="flip")
