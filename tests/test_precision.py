@@ -1,4 +1,4 @@
-"""The precision policy (``--precision auto|fp32|bf16|fp16``): what ``auto`` picks, that it equals
+"""The precision policy (``--precision auto|fp32|fp32-winograd|bf16|fp16``): what ``auto`` picks, that it equals
 the explicit choice, that it is logged once, and that bf16 costs no measurable PSNR."""
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def test_cpu_flags_parsing():
 @pytest.mark.parametrize("feature, expected", [("AVX512-BF16", "bf16"), ("AMX-BF16", "bf16"), (None, "fp32")])
 def test_auto_equals_the_explicit_choice_on_cpu(tiny, monkeypatch, capsys, feature, expected):
     monkeypatch.setattr(P, "cpu_bf16_feature", lambda: feature)
+    monkeypatch.setattr(P, "cpu_prefers_winograd", lambda: False)  # auto's Winograd choice: test_winograd.py
     auto = Restorer(tiny, device="cpu", precision="auto")
     assert auto.precision == expected and auto.channels_last
     explicit = Restorer(tiny, device="cpu", precision=expected)
@@ -84,6 +85,7 @@ def test_defaults_and_the_deprecated_amp(tiny, monkeypatch):
 
 def test_cli_precision_and_amp_alias(tmp_path, tiny, monkeypatch, capsys):
     monkeypatch.setattr(P, "cpu_bf16_feature", lambda: None)
+    monkeypatch.setattr(P, "cpu_prefers_winograd", lambda: False)
     save_weights(tmp_path / "m.safetensors", tiny)
     d = tmp_path / "in"
     d.mkdir()

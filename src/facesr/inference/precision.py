@@ -1,15 +1,22 @@
-"""The inference precision policy: ``auto`` | ``fp32`` | ``bf16`` | ``fp16``.
+"""The inference precision policy: ``auto`` | ``fp32`` | ``fp32-winograd`` | ``bf16`` | ``fp16``.
 
 ``auto`` picks, at run time, the fastest precision the hardware runs natively:
 
 * CUDA: bf16 where the device supports it natively (Ampere and newer,
   ``torch.cuda.is_bf16_supported``), else fp16;
-* CPU: bf16 when the CPU has AVX512-BF16 or AMX-BF16 (read from ``/proc/cpuinfo``),
-  else fp32 (torch's bf16 on other CPUs runs through conversions, usually no faster);
-* anything else (MPS, ...) and the onnxruntime backend: fp32.
+* CPU: bf16 when the CPU has AVX512-BF16 or AMX-BF16 (read from ``/proc/cpuinfo``);
+  else, on x86 CPUs whose best PyTorch kernels are AVX2 (no AVX-512), ``fp32-winograd``
+  when the PyTorch build has NNPACK and torch runs one thread or OpenMP waits passively
+  (:func:`omp_waits_passively`; the facesr CLI arranges it for its inference commands);
+  else fp32 (torch's bf16 on other CPUs runs through conversions: 7-10x *slower* than fp32
+  on an AVX2 EPYC);
+* anything else (MPS, ...) and the onnxruntime/openvino backends: fp32.
 
 bf16/fp16 mean autocast around the forward pass (the Restorer's
-``_forward``); the output is always clamped and rounded in fp32.  fp32 is
+``_forward``); the output is always clamped and rounded in fp32.
+``fp32-winograd`` is fp32 arithmetic with the model's wide 3x3 convolutions
+computed by NNPACK's Winograd algorithm (:mod:`.winograd`): 1.5-1.6x faster on
+one AVX2 core, outputs within about 3e-6 (0-1 scale) of fp32.  Plain fp32 is
 bit-reproducible and what a challenge submission should use when it must be
 regenerated exactly.  The choice ``auto`` makes is logged once per process
 and device on stderr, e.g. ``facesr: precision auto -> bf16 (CPU has AVX512-BF16)``.
@@ -24,10 +31,10 @@ import torch
 
 from ..errors import BadValueError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "fp32-winograd", "bf16", "fp16")
 
 #: autocast dtype of each explicit precision (None = plain fp32)
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": None, "fp32-winograd": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # x86 flags (Linux /proc/cpuinfo names) that mean native bf16 arithmetic in oneDNN's kernels;
 # aarch64 lists "bf16" (Armv8.6 BF16) under "Features".
@@ -79,6 +86,41 @@ def cpu_supports_bf16() -> bool:
     return cpu_bf16_feature() is not None
 
 
+def cpu_prefers_winograd() -> bool:
+    """True on an x86 CPU whose best PyTorch kernels are AVX2 (no AVX-512, no AMX) when NNPACK works.
+
+    That is where NNPACK's Winograd convolutions were measured faster than oneDNN's direct ones
+    (``docs/performance.md``); on AVX-512 CPUs oneDNN has twice the vector width, so ``auto``
+    does not assume the same there (``--precision fp32-winograd`` still runs it).
+    """
+    try:
+        cap = str(torch.backends.cpu.get_cpu_capability()).upper()
+    except Exception:  # pragma: no cover - very old torch
+        return False
+    if cap != "AVX2":
+        return False
+    from .winograd import nnpack_available
+    return nnpack_available()
+
+
+def omp_waits_passively(environ=None) -> bool:
+    """True when the environment tells OpenMP's idle threads to sleep rather than spin.
+
+    ``OMP_WAIT_POLICY=passive``, or ``GOMP_SPINCOUNT`` of at most 10,000 (libgomp).  OpenMP reads
+    them when torch is first imported; the ``facesr`` inference commands set ``OMP_WAIT_POLICY=PASSIVE``
+    before that unless it is already set.  With spinning threads (libgomp's default spins for
+    milliseconds after every parallel region) the Winograd path's band threads share cores with
+    the spinners, and on two threads it ran 0.8x oneDNN instead of 1.25x.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("OMP_WAIT_POLICY", "").strip().lower() == "passive":
+        return True
+    try:
+        return int(env.get("GOMP_SPINCOUNT", "")) <= 10_000
+    except ValueError:
+        return False
+
+
 def cuda_supports_bf16(device: torch.device) -> bool:
     """True when the CUDA ``device`` runs bf16 natively (compute capability 8.0+)."""
     try:
@@ -104,6 +146,14 @@ def auto_precision(device: torch.device, backend: str = "torch") -> tuple[str, s
         feature = cpu_bf16_feature()
         if feature:
             return "bf16", f"CPU has {feature}"
+        if cpu_prefers_winograd():
+            threads = torch.get_num_threads()
+            if threads == 1 or omp_waits_passively():
+                return "fp32-winograd", (f"AVX2 CPU without AVX512-BF16 or AMX-BF16, {threads} thread(s): fp32 "
+                                         "with NNPACK Winograd convolutions; --precision fp32 for "
+                                         "bit-reproducible output")
+            return "fp32", ("CPU has no AVX512-BF16 or AMX-BF16; Winograd convolutions would need one thread or "
+                            "OMP_WAIT_POLICY=PASSIVE set before torch is imported")
         return "fp32", "CPU has no AVX512-BF16 or AMX-BF16"
     return "fp32", f"no reduced-precision policy for {device.type}"
 
@@ -125,10 +175,11 @@ def log_choice(choice: str, reason: str, device: torch.device) -> None:
 
 def resolve_precision(precision: str | None, device: torch.device, backend: str = "torch",
                       log: bool = True) -> tuple[str, str]:
-    """(fp32|bf16|fp16, reason) for a requested ``precision`` (None = fp32); ``auto`` is logged once.
+    """(fp32|fp32-winograd|bf16|fp16, reason) for a requested ``precision`` (None = fp32); ``auto`` is
+    logged once.
 
-    Raises :class:`~facesr.errors.BadValueError` for an unknown name, and for bf16/fp16 on a
-    backend that only runs fp32.
+    Raises :class:`~facesr.errors.BadValueError` for an unknown name, for anything but fp32 on a
+    backend that only runs fp32, and for fp32-winograd off the CPU or without NNPACK.
     """
     precision = "fp32" if precision is None else str(precision).lower()
     if precision not in PRECISIONS:
@@ -140,4 +191,11 @@ def resolve_precision(precision: str | None, device: torch.device, backend: str 
         return choice, f"auto: {reason}"
     if backend != "torch" and precision != "fp32":
         raise BadValueError(f"precision {precision} applies to the torch backend only; {backend} runs fp32")
+    if precision == "fp32-winograd":
+        from .winograd import nnpack_available
+        if device.type != "cpu":
+            raise BadValueError(f"precision fp32-winograd runs on the CPU only (NNPACK), not on {device.type}")
+        if not nnpack_available():
+            raise BadValueError("precision fp32-winograd needs NNPACK, which this PyTorch build or CPU lacks; "
+                                "use fp32")
     return precision, "requested"

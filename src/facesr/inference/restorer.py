@@ -56,6 +56,7 @@ from ..io.images import pil_to_rgb, upscale_classical
 from ..models.weights import load_model
 from .onnx import OnnxModel, export_onnx
 from .precision import DTYPES, resolve_precision
+from .winograd import winograd_model
 from .tiling import tile_boxes
 
 
@@ -112,14 +113,18 @@ class Restorer:
         model: an ``nn.Module`` mapping float (N, 3, h, w) 0-1 to (N, 3, s*h, s*w), or an
             :class:`OnnxModel` (backend ``onnxruntime``) or :class:`facesr.backends.openvino.OpenVinoModel`
             (backend ``openvino``): float32 NCHW 0-1 numpy in and out.  A module is put in eval mode and
-            moved to ``device`` (in place).
+            moved to ``device`` (in place); ``fp32-winograd`` then runs a converted copy of it.
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ...
             (torch backend only).
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`facesr.inference.precision`):
-            ``auto`` picks bf16 on CPUs with native bf16 and on CUDA devices that support it, fp16 on
-            older CUDA devices, fp32 elsewhere and always for onnxruntime (the choice is logged once).
-            bf16/fp16 autocast the forward pass; clamping and rounding stay fp32.  None (the default
-            here) = fp32, unless ``amp`` says otherwise; :func:`facesr.load` defaults to ``"auto"``.
+        precision: ``"auto"``, ``"fp32"``, ``"fp32-winograd"``, ``"bf16"`` or ``"fp16"`` (see
+            :mod:`facesr.inference.precision`): ``auto`` picks bf16 on CPUs with native bf16 and on CUDA
+            devices that support it, fp16 on older CUDA devices, fp32-winograd on AVX2 CPUs (x86 without
+            AVX-512) whose PyTorch has NNPACK, fp32 elsewhere and always for onnxruntime/openvino (the
+            choice is logged once).  bf16/fp16 autocast the forward pass; clamping and rounding stay
+            fp32.  fp32-winograd runs a copy of the model whose wide 3x3 convolutions use NNPACK
+            (:mod:`facesr.inference.winograd`; NCHW, ``channels_last`` ignored), within about 3e-6 of
+            fp32 but not bit-identical.  None (the default here) = fp32, unless ``amp`` says otherwise;
+            :func:`facesr.load` defaults to ``"auto"``.
         amp: deprecated spelling of ``precision``: ``True``/``"bf16"`` = bf16, ``"fp16"``,
             ``False``/``"none"`` = fp32.
         channels_last: use the channels-last memory format (torch backend).
@@ -164,6 +169,7 @@ class Restorer:
         if tta not in self.TTA:
             raise BadValueError(f"tta must be one of {', '.join(self.TTA)}, got {tta!r}")
         self.tta = tta
+        self.winograd_convs = 0  # convolutions running NNPACK's Winograd (precision fp32-winograd)
         self.tile, self.tile_overlap, self.batch_size = int(tile), int(tile_overlap), int(batch_size)
         if not isinstance(model, nn.Module):  # OnnxModel / OpenVinoModel: numpy float32 NCHW in and out
             self.backend = model.backend
@@ -176,9 +182,11 @@ class Restorer:
             self.backend = "torch"
             self.device = resolve_device(device)
             self.precision, self.precision_reason = resolve_precision(precision, self.device, self.backend)
-            self.channels_last = bool(channels_last)
+            self.channels_last = bool(channels_last) and self.precision != "fp32-winograd"  # NNPACK reads NCHW
             model = model.eval().to(self.device)
-            if self.channels_last:
+            if self.precision == "fp32-winograd":  # a copy whose wide 3x3 convs run NNPACK's Winograd
+                model, self.winograd_convs = winograd_model(model)
+            elif self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             self.model = model
             self.scale = int(getattr(model, "upscale_factor", 0)) or self._probe_scale()

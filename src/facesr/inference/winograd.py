@@ -1,0 +1,167 @@
+"""Winograd 3x3 convolutions on the CPU, through the NNPACK library inside PyTorch's CPU builds.
+
+Why: on x86 CPUs without AVX-512, oneDNN's direct 3x3 convolution already runs at about 90% of
+the FMA peak that ``torch.mm`` reaches (measured on a 2-core AVX2 EPYC: 65 of 74 GFLOP/s), so
+fp32 inference can only get faster with fewer multiplications.  Winograd's minimal filtering
+(Lavin & Gray, 2016) computes a 3x3 convolution with about a quarter of them; NNPACK implements it
+(F(6x6, 3x3)) with AVX2 kernels and ships inside the PyTorch CPU wheels, where PyTorch itself only
+calls it for batches of 16 or more.  On that EPYC, one 96 -> 96 channel convolution of a 128x128
+map takes 25 ms instead of 40 (one thread) and 14 ms instead of 18 (two threads); the shipped
+model's whole forward pass is 1.5-1.6x faster on one thread (``docs/performance.md``).
+
+Numerics: still fp32, but a different order of operations.  On the shipped model the float output
+(0-1 scale) moves by at most about 3e-6 and about 1 in 15,000 uint8 values changes by one level;
+PSNR on the dev-val sets moves by less than 0.001 dB.  It is therefore **not bit-identical** to
+``--precision fp32``, which stays the choice for submissions that must be regenerated exactly.
+
+Which convolutions: :func:`eligible` (3x3, stride 1, zero padding 1, no dilation or groups, and at
+least ``MIN_CHANNEL_PRODUCT`` = 64 x 96 input x output channels; smaller ones, such as the 3-channel
+first layer or a 96 -> 48 output layer, ran no faster or slower on the EPYC).  NNPACK runs each
+image of a batch on its own (its batched path is the slower training algorithm), on a thread pool
+sized by ``torch.get_num_threads()`` at its first call; gradients, other devices and other dtypes
+fall back to ``nn.Conv2d``.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import nn
+
+#: smallest in_channels * out_channels routed to NNPACK (64 x 96; see the module docstring)
+MIN_CHANNEL_PRODUCT = 64 * 96
+
+
+@lru_cache(maxsize=1)
+def nnpack_available() -> bool:
+    """True when this PyTorch build has NNPACK and it initialised on this CPU (it needs AVX2 on x86).
+
+    Also performs NNPACK's one-time set-up, without which its convolution fails, and makes its
+    first convolution with ``torch`` on one thread: that fixes the size of NNPACK's own thread pool
+    at one, and :class:`WinogradConv2d` spreads the work over ``torch.get_num_threads()`` threads
+    itself (NNPACK's pool, spinning beside torch's OpenMP threads, made the whole model slower
+    than oneDNN on two cores).
+    """
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        if not torch._nnpack_available():
+            return False
+        x = torch.zeros(1, 8, 8, 8)
+        torch._nnpack_spatial_convolution(x, torch.zeros(8, 8, 3, 3), torch.zeros(8), (1, 1), (1, 1))
+        return True
+    except Exception:  # pragma: no cover - a build without the private entry points
+        return False
+    finally:
+        torch.set_num_threads(threads)
+
+
+def eligible(conv: nn.Module) -> bool:
+    """True for an ``nn.Conv2d`` that :class:`WinogradConv2d` computes exactly the same way."""
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+            and conv.padding_mode == "zeros" and conv.in_channels * conv.out_channels >= MIN_CHANNEL_PRODUCT)
+
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _workers(n: int) -> ThreadPoolExecutor:
+    """A shared pool of at least ``n`` threads (they block while idle: no spinning)."""
+    global _executor
+    with _executor_lock:
+        if _executor is None or _executor._max_workers < n:
+            _executor = ThreadPoolExecutor(n, thread_name_prefix="facesr-winograd")
+        return _executor
+
+
+def _forget_workers() -> None:  # a forked child has none of the parent's threads
+    global _executor
+    _executor = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
+
+
+def _nnpack(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """NNPACK's 3x3 conv of one contiguous image (1, C, H, W), zero padding 1; no OpenMP inside.
+
+    Grad mode is per thread: a pool thread would otherwise record autograd for the weights.
+    """
+    with torch.no_grad():
+        return torch._nnpack_spatial_convolution(x, w, b, (1, 1), (1, 1))
+
+
+class WinogradConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` (3x3, stride 1, padding 1) whose inference forward runs NNPACK's Winograd.
+
+    Same parameters and state-dict keys as ``nn.Conv2d``.  Input: float32 NCHW on the CPU, any value
+    range.  Anything else (autograd, CUDA, bf16, ...) goes through ``nn.Conv2d.forward``.  With
+    ``torch.get_num_threads()`` = T > 1 the work is split T ways, by image when the batch has at
+    least T, else into T bands of output rows per image (each band reads its own two halo rows).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.weight, self.bias
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32 or x.dim() != 4
+                or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
+            return super().forward(x)
+        x = x.contiguous()
+        n, h = x.shape[0], x.shape[2]
+        threads = max(1, torch.get_num_threads())
+        if n == 1 and (threads == 1 or h < 2 * threads):
+            return _nnpack(x, w, b)
+        out = torch.empty((n, self.out_channels, h, x.shape[3]), dtype=x.dtype)
+        src, dst = x.numpy(), out.numpy()
+        if n >= threads or h < 2 * threads:  # whole images
+            jobs = [(i, 0, 0, h, h) for i in range(n)]
+        else:  # `threads` bands of output rows per image, each read with one halo row on either side
+            edges = [h * k // threads for k in range(threads + 1)]
+            jobs = [(i, max(r0 - 1, 0), r0, r1, min(r1 + 1, h)) for i in range(n) for r0, r1 in zip(edges, edges[1:])]
+
+        def run(job):  # numpy copies: no OpenMP threads spinning beside NNPACK's single-threaded calls
+            i, lo, r0, r1, hi = job
+            band = torch.from_numpy(np.ascontiguousarray(src[i:i + 1, :, lo:hi]))
+            dst[i:i + 1, :, r0:r1] = _nnpack(band, w, b).numpy()[:, :, r0 - lo:r1 - lo]
+
+        if threads == 1:
+            for job in jobs:
+                run(job)
+        else:  # the first job in this thread, the others on the pool
+            futures = [_workers(threads - 1).submit(run, job) for job in jobs[1:]]
+            run(jobs[0])
+            for f in futures:
+                f.result()
+        return out
+
+
+def _convert(module: nn.Module) -> int:
+    n = 0
+    for name, child in module.named_children():
+        if eligible(child):
+            wc = WinogradConv2d(child.in_channels, child.out_channels, 3, 1, 1, bias=child.bias is not None)
+            wc.weight, wc.bias = child.weight, child.bias  # share the (already copied) parameters
+            wc.train(child.training)
+            setattr(module, name, wc)
+            n += 1
+        else:
+            n += _convert(child)
+    return n
+
+
+def winograd_model(model: nn.Module) -> tuple[nn.Module, int]:
+    """(a copy of ``model`` with every :func:`eligible` conv as :class:`WinogradConv2d`, how many).
+
+    The copy is NCHW-contiguous (NNPACK reads NCHW); ``model`` itself is not changed, so it still
+    trains and exports as before.
+    """
+    twin = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    return twin, _convert(twin)
+
