@@ -2,9 +2,10 @@
 
 Runs the selected benchmarks in one process and prints one table of rates and
 ratios (every ratio compares rows measured side by side in this run), preceded
-by the hardware line.  ``inference`` times the model (fp32, channels_last, bf16; the row
-facesr's ``--precision auto`` picks here is marked), then ``facesr.load().restore`` on a
-128x128 face with the default policy and with flip TTA against fp32 eager (interleaved),
+by the hardware line.  ``inference`` times the model (fp32, channels_last, fp32-winograd, bf16;
+the row facesr's ``--precision auto`` picks here is marked), then ``facesr.load().restore`` on a
+128x128 face with the default policy, with ``precision="fp32"`` and with flip TTA against a
+re-creation of MMagic's eager MSRResNet-16 forward (the baseline) and fp32 eager (interleaved),
 and also calls ``benchmarks/bench_inference.py``
 (the Restorer backends: eager, channels_last, bf16, onnxruntime) when present and
 prints its own table after ours.
@@ -79,6 +80,7 @@ def run_matmul(quick: bool = False) -> list[Row]:
 def run_inference(quick: bool = False) -> list[Row]:
     """MSRResNet-16 forward at 128x128 LQ: images/s and achieved GFLOP/s (fp32, channels_last, bf16)."""
     from facesr.inference.precision import auto_precision
+    from facesr.inference.winograd import nnpack_available, winograd_model
     from facesr.models import build_model, count_flops
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
@@ -90,10 +92,16 @@ def run_inference(quick: bool = False) -> list[Row]:
     unit = "images/s (GPU, wall)" if cuda else "images/CPU-s (1 thread)"
     rows, gf_rows = [], []
     x = torch.rand(batch, 3, 128, 128, device=dev)
-    auto = auto_precision(dev)[0]
-    for i, (name, cl, bf16) in enumerate((("eager fp32", False, False), ("channels_last fp32", True, False),
-                                           ("bf16 autocast + channels_last", True, True))):
+    with single_thread() if not cuda else _Null():
+        auto = auto_precision(dev)[0]
+    variants = [("eager fp32", False, False), ("channels_last fp32", True, False),
+                ("bf16 autocast + channels_last", True, True)]
+    if not cuda and nnpack_available():
+        variants.insert(2, ("fp32-winograd (NNPACK, NCHW)", False, False))
+    for i, (name, cl, bf16) in enumerate(variants):
         m = model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        if "winograd" in name:
+            m = winograd_model(model)[0]
         xi = x.contiguous(memory_format=torch.channels_last) if cl else x
         ctx = single_thread() if not cuda else _Null()
         with ctx, torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
@@ -105,7 +113,8 @@ def run_inference(quick: bool = False) -> list[Row]:
             cuda_sync()
             wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
         rate = n * batch / (wall if cuda else cpu)
-        default = (cl and bf16) if auto == "bf16" else (cl and not bf16 and auto == "fp32")
+        default = {"bf16": cl and bf16, "fp32": cl and not bf16,
+                   "fp32-winograd": "winograd" in name}.get(auto, False)
         rows.append(Row("inference", f"MSRResNet-16 128x128 {name}", rate, unit, baseline=i == 0,
                         note=f"batch {batch}, {n * batch} images; {n * batch / wall:.3g} images/s wall"
                              + (f"; facesr's default here (precision auto -> {auto})" if default else "")))
@@ -116,8 +125,9 @@ def run_inference(quick: bool = False) -> list[Row]:
 
 
 def run_restore(quick: bool = False) -> list[Row]:
-    """``facesr.load().restore`` on one 128x128 face: fp32, the default (precision auto, channels-last) and
-    the default with flip TTA, against a plain fp32 eager forward (contiguous NCHW); calls interleaved."""
+    """``facesr.load().restore`` on one 128x128 face: fp32, the default (precision auto) and the default
+    with flip TTA, against a re-creation of MMagic's eager MSRResNet-16 forward (the baseline) and a plain
+    fp32 eager forward of the shipped model (contiguous NCHW); calls interleaved, one thread."""
     import numpy as np
 
     import facesr
@@ -146,12 +156,21 @@ def run_restore(quick: bool = False) -> list[Row]:
                 y = self.model(x).clamp(0, 1).mul(255.0).round().to(torch.uint8)
                 return y[0].permute(1, 2, 0).cpu().numpy()
 
+    class MMagicEager(Eager):
+        """MMagic's MSRResNet-16 (its own residual block) in the same plain fp32 forward: the issue's baseline."""
+
+        def __init__(self):
+            from .mmagic_reference import mmagic_msrresnet
+            self.model = mmagic_msrresnet(16).eval().to(dev)
+
     variants = {}
     with single_thread() if not cuda else _Null():
+        variants["MMagic-style eager MSRResNet-16 fp32 (re-created)"] = MMagicEager()
         variants["fp32 eager: the shipped model, contiguous NCHW"] = Eager()
         variants["facesr.load(precision='fp32')"] = facesr.load(precision="fp32")
         default = facesr.load()
-        variants[f"default: facesr.load() (precision auto -> {default.precision}, channels_last)"] = default
+        layout = "channels_last" if default.channels_last else "NCHW"
+        variants[f"default: facesr.load() (precision auto -> {default.precision}, {layout})"] = default
         variants["default + flip TTA: facesr.load(tta='flip')"] = facesr.load(tta="flip")
         for r in variants.values():
             r.restore(face)  # warm-up

@@ -1,13 +1,14 @@
 """Inference cost of each registered architecture preset on this CPU, interleaved in one run.
 
-    python -m benchmarks.bench_archs [--rounds 5] [--precision fp32,bf16] [--openvino] [--int8 MODEL.xml]
+    python -m benchmarks.bench_archs [--rounds 5] [--precision fp32,fp32-winograd,bf16] [--openvino] [--int8 MODEL.xml]
 
 Restores one 128x128 face (``Restorer.restore``, the path every command uses) with MSRResNet-16
 (the reference and the model shipped in facesr 0.1) and with the LQResNet presets, alternating the
 models every round so that machine load affects all alike.  Reports per-image CPU time of the
 process with torch (and OpenVINO) on one thread (a per-core figure, robust to other jobs) and the
-ratio to MSRResNet-16.  The fp32 pass also times the default ``facesr.load().restore`` against a
-re-creation of MMagic's eager forward, and with ``--openvino`` / ``--int8 MODEL.xml`` the shipped
+ratio to MSRResNet-16.  The fp32 pass also times the default ``facesr.load().restore`` (precision
+``auto``, which on one thread of an AVX2 CPU is ``fp32-winograd``) and ``facesr.load(precision="fp32")``
+against a re-creation of MMagic's eager forward, and with ``--openvino`` / ``--int8 MODEL.xml`` the shipped
 model on ``--backend openvino`` (fp32 on the fly; the int8 IR from ``facesr export --openvino
 MODEL.xml --int8 LQ_DIR``).
 """
@@ -35,24 +36,30 @@ MODELS = {"msrresnet16 (0.1 shipped)": ("msrresnet", {"num_blocks": 16}),
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    ap.add_argument("--precision", default="fp32,fp32-winograd,bf16",
+                    help="comma-separated: fp32, fp32-winograd, bf16 (bf16 is slow on CPUs without native bf16)")
     ap.add_argument("--openvino", action="store_true", help="also the shipped model on OpenVINO fp32")
     ap.add_argument("--int8", metavar="MODEL.xml", help="also this int8 OpenVINO IR of the shipped model")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: per-image CPU time of the process); above 1 the table is wall "
+                         "clock, and precision auto picks fp32-winograd only if OMP_WAIT_POLICY=PASSIVE was set "
+                         "before this ran (as the facesr CLI does)")
     a = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
+    clock = time.process_time if a.threads == 1 else time.perf_counter
     img = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
     print(hardware_line())
     for prec in a.precision.split(","):
-        rest = {name: Restorer(build_model(arch, **kw).eval(), device="cpu", amp=prec == "bf16")
+        rest = {name: Restorer(build_model(arch, **kw).eval(), device="cpu", precision=prec)
                 for name, (arch, kw) in MODELS.items()}
         times = {name: [] for name in rest}
         for r in rest.values():
             r.restore(img)  # warm-up
         for _ in range(a.rounds):
             for name, r in rest.items():
-                t = time.process_time()
+                t = clock()
                 r.restore(img)
-                times[name].append(time.process_time() - t)
+                times[name].append(clock() - t)
         if prec == "fp32":
             # The default a user gets, against a re-creation of MMagic's eager inference of its MSRResNet-16
             # (fp32, contiguous NCHW, uint8 -> float / 255 -> forward -> clamp -> uint8; no channels_last;
@@ -65,28 +72,30 @@ def main() -> None:
                     x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255).contiguous()
                     y = mm(x).clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).numpy()
                 return y
-            runs = {"MMagic-style eager MSRResNet-16": mmagic_eager, "facesr.load().restore (default)":
-                    lambda: default.restore(img)}
+            exact = facesr.load(precision="fp32")
+            runs = {"MMagic-style eager MSRResNet-16": mmagic_eager,
+                    f"facesr.load().restore (default: {default.precision})": lambda: default.restore(img),
+                    "facesr.load(precision='fp32')": lambda: exact.restore(img)}
             if a.openvino:
-                ov = facesr.load(backend="openvino", threads=1)
+                ov = facesr.load(backend="openvino", threads=a.threads)
                 runs["facesr.load(backend='openvino')"] = lambda: ov.restore(img)
             if a.int8:
-                q = Restorer.from_openvino(a.int8, threads=1)
+                q = Restorer.from_openvino(a.int8, threads=a.threads)
                 runs["openvino int8 IR (--model-file)"] = lambda: q.restore(img)
             for f in runs.values():
                 f()
             times.update({k: [] for k in runs})
             for _ in range(a.rounds):
                 for name, f in runs.items():
-                    t = time.process_time()
+                    t = clock()
                     f()
-                    times[name].append(time.process_time() - t)
+                    times[name].append(clock() - t)
         base = np.median(times[next(iter(times))])
         mm = times.get("MMagic-style eager MSRResNet-16")
         for name, ts in times.items():
             med = float(np.median(ts))
             vs_mm = f"   {np.median(mm) / med:5.2f}x vs MMagic eager" if mm else ""
-            print(f"{prec:5s} {name:34s} {med * 1000:8.0f} ms CPU/image   {base / med:5.2f}x vs msrresnet16{vs_mm}")
+            print(f"{prec:13s} {name:48s} {med * 1000:8.0f} ms {'CPU' if a.threads == 1 else 'wall'}/image   {base / med:5.2f}x vs msrresnet16{vs_mm}")
 
 
 if __name__ == "__main__":

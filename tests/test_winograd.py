@@ -50,7 +50,8 @@ def _wide_lqresnet(seed=0):
 def test_eligible_convolutions():
     assert W.eligible(nn.Conv2d(96, 96, 3, 1, 1))
     assert W.eligible(nn.Conv2d(64, 256, 3, 1, 1))
-    assert not W.eligible(nn.Conv2d(64, 64, 3, 1, 1))  # 4,096 < 64 x 96: no faster on two threads
+    assert W.eligible(nn.Conv2d(64, 64, 3, 1, 1))
+    assert not W.eligible(nn.Conv2d(32, 96, 3, 1, 1))  # under 64 x 64
     assert not W.eligible(nn.Conv2d(3, 96, 3, 1, 1))
     assert not W.eligible(nn.Conv2d(96, 96, 3, 2, 1))
     assert not W.eligible(nn.Conv2d(96, 96, 3, 1, 2, dilation=2))
@@ -105,7 +106,7 @@ def test_winograd_refused_where_it_cannot_run(monkeypatch):
 def test_winograd_conv_matches_direct_conv(threads, n_threads, shape):
     threads(n_threads)  # 2 threads: bands of rows (or whole images) on the pool
     g = torch.Generator().manual_seed(1)
-    cin, cout = shape[1], 6144 // shape[1]
+    cin, cout = shape[1], 6144 // shape[1]  # 96 -> 64, 64 -> 96
     ref = nn.Conv2d(cin, cout, 3, 1, 1)
     wc = W.WinogradConv2d(cin, cout, 3, 1, 1)
     wc.load_state_dict(ref.state_dict())
@@ -139,9 +140,9 @@ def test_winograd_model_is_a_converted_copy():
     model = _wide_lqresnet()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     twin, n = W.winograd_model(model)
-    assert n == 3  # the block's two convs and conv_body; conv_first (3 -> 96) and conv_up (96 -> 48) stay
+    assert n == 4  # the block's two convs, conv_body and conv_up (96 -> 48); conv_first (3 -> 96) stays
     assert type(twin.trunk_net[0].conv1) is W.WinogradConv2d and type(model.trunk_net[0].conv1) is nn.Conv2d
-    assert type(twin.conv_first) is nn.Conv2d and type(twin.conv_up) is nn.Conv2d
+    assert type(twin.conv_first) is nn.Conv2d and type(twin.conv_up) is W.WinogradConv2d
     assert list(twin.state_dict()) == list(before)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert twin.receptive_field() == model.receptive_field()
@@ -154,7 +155,7 @@ def test_restorer_fp32_winograd_within_rounding_of_fp32(threads, n_threads):
     model = _wide_lqresnet()
     fast = Restorer(model, device="cpu", precision="fp32-winograd", batch_size=4)
     exact = Restorer(model, device="cpu", precision="fp32")
-    assert fast.winograd_convs == 3 and not fast.channels_last and exact.winograd_convs == 0
+    assert fast.winograd_convs == 4 and not fast.channels_last and exact.winograd_convs == 0
     imgs = [np.random.default_rng(s).integers(0, 256, (21, 17, 3), dtype=np.uint8) for s in range(3)]
     a, b = fast.restore_batch(imgs), exact.restore_batch(imgs)  # one batch of three through the same path
     for x, y in zip(a, b):
@@ -164,6 +165,16 @@ def test_restorer_fp32_winograd_within_rounding_of_fp32(threads, n_threads):
     fb = exact.predict_float(np.stack(imgs))
     assert np.abs(fa - fb).max() < 0.05  # 0-255 scale
     assert "precision=fp32-winograd" in repr(fast)
+
+
+@needs_nnpack
+def test_a_model_without_eligible_convs_runs_plain_fp32():
+    torch.manual_seed(0)
+    narrow = build_model("msrresnet", mid_channels=8, num_blocks=1).eval()
+    r = Restorer(narrow, device="cpu", precision="fp32-winograd")
+    assert r.winograd_convs == 0 and r.channels_last and r.model is narrow
+    img = np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(r.restore(img), Restorer(narrow, device="cpu", precision="fp32").restore(img))
 
 
 @needs_nnpack
@@ -208,7 +219,7 @@ def _winograd_gap(pairs) -> tuple[float, float]:
     """(mean PSNR fp32, mean PSNR fp32-winograd) of the shipped model on (lq, gt) pairs."""
     r32 = facesr.load(device="cpu", precision="fp32")
     rw = facesr.load(device="cpu", precision="fp32-winograd")
-    assert rw.winograd_convs == 25  # the shipped LQResNet 96x12: 24 block convs + conv_body
+    assert rw.winograd_convs == 26  # the shipped LQResNet 96x12: 24 block convs, conv_body, conv_up
     a = [psnr(r32.predict_float(lq[None])[0], gt) for lq, gt in pairs]
     b = [psnr(rw.predict_float(lq[None])[0], gt) for lq, gt in pairs]
     return float(np.mean(a)), float(np.mean(b))

@@ -184,9 +184,13 @@ class Restorer:
             self.precision, self.precision_reason = resolve_precision(precision, self.device, self.backend)
             self.channels_last = bool(channels_last) and self.precision != "fp32-winograd"  # NNPACK reads NCHW
             model = model.eval().to(self.device)
-            if self.precision == "fp32-winograd":  # a copy whose wide 3x3 convs run NNPACK's Winograd
-                model, self.winograd_convs = winograd_model(model)
-            elif self.channels_last:
+            if self.precision == "fp32-winograd":  # a copy whose 3x3 convs run NNPACK's Winograd
+                twin, self.winograd_convs = winograd_model(model)
+                if self.winograd_convs:
+                    model = twin
+                else:  # nothing to convert: plain fp32, in the faster layout
+                    self.channels_last = bool(channels_last)
+            if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             self.model = model
             self.scale = int(getattr(model, "upscale_factor", 0)) or self._probe_scale()
