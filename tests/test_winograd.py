@@ -120,6 +120,31 @@ def test_winograd_conv_matches_direct_conv(threads, n_threads, shape):
         np.testing.assert_allclose(wc(x).numpy(), y.numpy(), rtol=0, atol=1e-6)
 
 
+def test_band_edges_sit_on_nnpack_tiles():
+    assert W.band_edges(128, 2) == [0, 66, 128]
+    assert W.band_edges(128, 3) == [0, 42, 84, 128]
+    assert W.band_edges(5, 2) == [0, 5]  # too short to split
+    for h in range(1, 60):
+        for parts in (1, 2, 3, 4):
+            e = W.band_edges(h, parts)
+            assert e[0] == 0 and e[-1] == h and len(e) <= parts + 1
+            assert all(a < b for a, b in zip(e, e[1:])) and all(x % W.TILE_ROWS == 0 for x in e[:-1])
+
+
+@needs_nnpack
+@pytest.mark.parametrize("shape", [(1, 96, 128, 40), (1, 64, 37, 23), (2, 96, 50, 31), (3, 64, 13, 20)])
+def test_winograd_output_does_not_depend_on_the_thread_count(threads, shape):
+    torch.manual_seed(0)
+    wc = W.WinogradConv2d(shape[1], 64, 3, 1, 1)
+    x = torch.rand(*shape)
+    outs = []
+    with torch.inference_mode():
+        for t in (1, 2, 3, 4):
+            threads(t)
+            outs.append(wc(x))
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
 @needs_nnpack
 def test_autograd_and_other_dtypes_fall_back_to_the_direct_conv():
     ref = nn.Conv2d(96, 96, 3, 1, 1)
@@ -248,3 +273,13 @@ def test_winograd_within_001_db_of_fp32_on_dev_val(shared_dir):
         pairs.append((degrade_offline(hq, DegradationCfg(), 0, f.stem)[0], hq))
     p32, pw = _winograd_gap(pairs)
     assert abs(pw - p32) < 0.01, (p32, pw)
+
+
+@needs_nnpack
+def test_restorer_output_does_not_depend_on_the_thread_count(threads):
+    r = Restorer(_wide_lqresnet(), device="cpu", precision="fp32-winograd")
+    img = np.random.default_rng(3).integers(0, 256, (40, 29, 3), dtype=np.uint8)
+    threads(1)
+    one = r.predict_float(img[None])
+    threads(2)
+    np.testing.assert_array_equal(r.predict_float(img[None]), one)

@@ -93,13 +93,26 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_workers)
 
 
-def _nnpack(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """NNPACK's 3x3 conv of one contiguous image (1, C, H, W), zero padding 1; no OpenMP inside.
+def _nnpack(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, rows_padded: bool = False) -> torch.Tensor:
+    """NNPACK's 3x3 conv of one contiguous image (1, C, H, W) with zero padding 1 (only left and right
+    when ``rows_padded``: ``x`` then holds its own top and bottom rows); no OpenMP inside.
 
     Grad mode is per thread: a pool thread would otherwise record autograd for the weights.
     """
     with torch.no_grad():
-        return torch._nnpack_spatial_convolution(x, w, b, (1, 1), (1, 1))
+        return torch._nnpack_spatial_convolution(x, w, b, (0, 1) if rows_padded else (1, 1), (1, 1))
+
+
+#: output rows of one NNPACK Winograd tile, F(6x6, 3x3)
+TILE_ROWS = 6
+
+
+def band_edges(h: int, parts: int) -> list[int]:
+    """Row edges that split ``h`` output rows into at most ``parts`` bands, on multiples of
+    :data:`TILE_ROWS`, so every band tiles its rows exactly as the whole image does and the output
+    does not depend on the number of threads (bit-identical; tested)."""
+    edges = sorted({0, h} | {min(h, round(h * k / parts / TILE_ROWS) * TILE_ROWS) for k in range(1, parts)})
+    return edges
 
 
 class WinogradConv2d(nn.Conv2d):
@@ -108,7 +121,8 @@ class WinogradConv2d(nn.Conv2d):
     Same parameters and state-dict keys as ``nn.Conv2d``.  Input: float32 NCHW on the CPU, any value
     range.  Anything else (autograd, CUDA, bf16, ...) goes through ``nn.Conv2d.forward``.  With
     ``torch.get_num_threads()`` = T > 1 the work is split T ways, by image when the batch has at
-    least T, else into T bands of output rows per image (each band reads its own two halo rows).
+    least T, else into up to T bands of output rows per image (:func:`band_edges`; each band reads
+    its own two halo rows).  The result does not depend on T.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,23 +131,25 @@ class WinogradConv2d(nn.Conv2d):
                 or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
             return super().forward(x)
         x = x.contiguous()
-        n, h = x.shape[0], x.shape[2]
+        n, c, h, wd = x.shape
         threads = max(1, torch.get_num_threads())
-        if n == 1 and (threads == 1 or h < 2 * threads):
+        edges = band_edges(h, threads) if n < threads else [0, h]
+        if n == 1 and len(edges) == 2:
             return _nnpack(x, w, b)
-        out = torch.empty((n, self.out_channels, h, x.shape[3]), dtype=x.dtype)
+        out = torch.empty((n, self.out_channels, h, wd), dtype=x.dtype)
         src, dst = x.numpy(), out.numpy()
-        if n >= threads or h < 2 * threads:  # whole images
-            jobs = [(i, 0, 0, h, h) for i in range(n)]
-        else:  # `threads` bands of output rows per image, each read with one halo row on either side
-            edges = [h * k // threads for k in range(threads + 1)]
-            jobs = [(i, max(r0 - 1, 0), r0, r1, min(r1 + 1, h)) for i in range(n) for r0, r1 in zip(edges, edges[1:])]
 
         def run(job):  # numpy copies: no OpenMP threads spinning beside NNPACK's single-threaded calls
-            i, lo, r0, r1, hi = job
-            band = torch.from_numpy(np.ascontiguousarray(src[i:i + 1, :, lo:hi]))
-            dst[i:i + 1, :, r0:r1] = _nnpack(band, w, b).numpy()[:, :, r0 - lo:r1 - lo]
+            i, r0, r1 = job
+            if (r0, r1) == (0, h):
+                dst[i] = _nnpack(x[i:i + 1], w, b).numpy()[0]
+                return
+            band = np.zeros((1, c, r1 - r0 + 2, wd), np.float32)  # output rows r0:r1, a halo row each side
+            lo, hi = max(r0 - 1, 0), min(r1 + 1, h)
+            band[0, :, lo - r0 + 1:hi - r0 + 1] = src[i, :, lo:hi]
+            dst[i, :, r0:r1] = _nnpack(torch.from_numpy(band), w, b, rows_padded=True).numpy()[0]
 
+        jobs = [(i, r0, r1) for i in range(n) for r0, r1 in zip(edges, edges[1:])]
         if threads == 1:
             for job in jobs:
                 run(job)
