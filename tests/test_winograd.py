@@ -274,12 +274,3 @@ def test_winograd_within_001_db_of_fp32_on_dev_val(shared_dir):
     p32, pw = _winograd_gap(pairs)
     assert abs(pw - p32) < 0.01, (p32, pw)
 
-
-@needs_nnpack
-def test_restorer_output_does_not_depend_on_the_thread_count(threads):
-    r = Restorer(_wide_lqresnet(), device="cpu", precision="fp32-winograd")
-    img = np.random.default_rng(3).integers(0, 256, (40, 29, 3), dtype=np.uint8)
-    threads(1)
-    one = r.predict_float(img[None])
-    threads(2)
-    np.testing.assert_array_equal(r.predict_float(img[None]), one)
