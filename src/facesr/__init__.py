@@ -13,7 +13,9 @@ def load(checkpoint=None, device="auto", ema=False, precision="auto", **kwargs):
     """Return a :class:`facesr.inference.Restorer` for ``checkpoint`` (default: the shipped model).
 
     ``precision="auto"`` (default) runs bf16 where the hardware does so natively (CPUs with
-    AVX512-BF16/AMX, CUDA devices with bf16), fp16 on older CUDA devices and fp32 elsewhere;
+    AVX512-BF16/AMX, CUDA devices with bf16), fp16 on older CUDA devices, ``fp32-winograd``
+    (NNPACK Winograd convolutions, within float rounding of fp32) on AVX2 CPUs when torch runs one
+    thread or ``OMP_WAIT_POLICY=PASSIVE`` was set before torch was imported, and fp32 elsewhere;
     pass ``precision="fp32"`` for bit-reproducible output.  ``tta="flip"`` averages the output
     with that of the mirrored input.  Other ``kwargs`` go to :class:`~facesr.inference.Restorer`.
     """
