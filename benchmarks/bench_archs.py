@@ -95,7 +95,9 @@ def main() -> None:
         for name, ts in times.items():
             med = float(np.median(ts))
             vs_mm = f"   {np.median(mm) / med:5.2f}x vs MMagic eager" if mm else ""
-            print(f"{prec:13s} {name:48s} {med * 1000:8.0f} ms {'CPU' if a.threads == 1 else 'wall'}/image   {base / med:5.2f}x vs msrresnet16{vs_mm}")
+            clock_name = "CPU" if a.threads == 1 else "wall"
+            print(f"{prec:13s} {name:48s} {med * 1000:8.0f} ms {clock_name}/image   {base / med:5.2f}x vs msrresnet16"
+                  f"{vs_mm}")
 
 
 if __name__ == "__main__":

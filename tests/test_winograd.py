@@ -223,7 +223,8 @@ def test_cli_predict_with_fp32_winograd(tmp_path, capsys):
 def test_cli_sets_a_passive_omp_wait_policy_for_inference_commands_only(tmp_path):
     """Before torch is imported, and never over the user's own setting."""
     import os
-    code = "import os, sys\nfrom facesr.cli import main\nmain(sys.argv[1:])\nprint('POLICY', os.environ.get('OMP_WAIT_POLICY'))\n"
+    code = ("import os, sys\nfrom facesr.cli import main\nmain(sys.argv[1:])\n"
+            "print('POLICY', os.environ.get('OMP_WAIT_POLICY'))\n")
     missing = str(tmp_path / "missing")
 
     def policy(*argv, user=None):

@@ -25,7 +25,7 @@ def add_set(p) -> None:
 #: facesr.inference.precision.PRECISIONS, spelled out so that building the parser does not import torch
 PRECISION_CHOICES = ["auto", "fp32", "fp32-winograd", "bf16", "fp16"]
 PRECISION_HELP = ("auto (default): bf16 on CPUs with AVX512-BF16/AMX and on CUDA GPUs with bf16, fp16 on older "
-                  "GPUs, fp32-winograd (fp32 with NNPACK Winograd convolutions, about 1.5x faster, not "
+                  "GPUs, fp32-winograd (fp32 with NNPACK Winograd convolutions, 1.2-1.8x faster, not "
                   "bit-identical) on AVX2 CPUs, else fp32; fp32: bit-reproducible (e.g. to regenerate a "
                   "submission exactly)")
 

@@ -14,9 +14,9 @@
 
 bf16/fp16 mean autocast around the forward pass (the Restorer's
 ``_forward``); the output is always clamped and rounded in fp32.
-``fp32-winograd`` is fp32 arithmetic with the model's wide 3x3 convolutions
-computed by NNPACK's Winograd algorithm (:mod:`.winograd`): 1.5-1.6x faster on
-one AVX2 core, outputs within about 3e-6 (0-1 scale) of fp32.  Plain fp32 is
+``fp32-winograd`` is fp32 arithmetic with the model's 3x3 convolutions of 64+
+channels computed by NNPACK's Winograd algorithm (:mod:`.winograd`): 1.4-1.8x
+faster on one AVX2 core, outputs within about 3e-6 (0-1 scale) of fp32.  Plain fp32 is
 bit-reproducible and what a challenge submission should use when it must be
 regenerated exactly.  The choice ``auto`` makes is logged once per process
 and device on stderr, e.g. ``facesr: precision auto -> bf16 (CPU has AVX512-BF16)``.

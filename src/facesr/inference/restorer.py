@@ -121,7 +121,7 @@ class Restorer:
             devices that support it, fp16 on older CUDA devices, fp32-winograd on AVX2 CPUs (x86 without
             AVX-512) whose PyTorch has NNPACK, fp32 elsewhere and always for onnxruntime/openvino (the
             choice is logged once).  bf16/fp16 autocast the forward pass; clamping and rounding stay
-            fp32.  fp32-winograd runs a copy of the model whose wide 3x3 convolutions use NNPACK
+            fp32.  fp32-winograd runs a copy of the model whose 3x3 convs of 64+ channels use NNPACK
             (:mod:`facesr.inference.winograd`; NCHW, ``channels_last`` ignored), within about 3e-6 of
             fp32 but not bit-identical.  None (the default here) = fp32, unless ``amp`` says otherwise;
             :func:`facesr.load` defaults to ``"auto"``.

@@ -6,23 +6,25 @@ fp32 inference can only get faster with fewer multiplications.  Winograd's minim
 (Lavin & Gray, 2016) computes a 3x3 convolution with about a quarter of them; NNPACK implements it
 (F(6x6, 3x3)) with AVX2 kernels and ships inside the PyTorch CPU wheels, where PyTorch itself only
 calls it for batches of 16 or more.  On that EPYC, one 96 -> 96 channel convolution of a 128x128
-map takes 25 ms instead of 40 (one thread) and 14 ms instead of 18 (two threads); the shipped
-model's whole forward pass is 1.5-1.6x faster on one thread (``docs/performance.md``).
+map takes 25 ms instead of 40 (one thread) and 17 ms instead of 21 (two threads); the shipped
+model's whole forward pass is 1.4-1.8x faster on one thread (``docs/performance.md``).
 
 Numerics: still fp32, but a different order of operations.  On the shipped model the float output
 (0-1 scale) moves by at most about 3e-6 and about 1 in 20,000 uint8 values changes by one level;
-PSNR on dev-val-celebahq (100 faces) and dev-val-hq (20) moves by at most 1e-6 dB on any face.  It is therefore **not bit-identical** to
-``--precision fp32``, which stays the choice for submissions that must be regenerated exactly.
+PSNR on dev-val-celebahq (100 faces) and dev-val-hq (20) moves by at most 1e-6 dB on any face.
+It is therefore **not bit-identical** to ``--precision fp32``, which stays the choice for
+submissions that must be regenerated exactly.
 
 Which convolutions: :func:`eligible` (3x3, stride 1, zero padding 1, no dilation or groups, and at
 least ``MIN_CHANNEL_PRODUCT`` = 64 x 64 input x output channels; the 3-channel first and last layers
 stay direct).  The converted model runs NCHW (NNPACK's layout): converting to and from channels-last
 around each Winograd conv cost more than it saved.  Measured on the AVX2 EPYC against fp32
-channels-last: the shipped LQResNet 96x12 1.5-1.6x (one thread), LQResNet 64x29 1.08x, MSRResNet-16
-1.20x (two threads with a passive OpenMP wait policy: 1.2x, 1.09x, 1.03x).  NNPACK runs each image of a batch on its own (its batched
-path is the slower training algorithm), with its own thread pool fixed at one thread
-(:func:`nnpack_available`); :class:`WinogradConv2d` spreads bands of rows over ``torch.get_num_threads()``
-threads itself.  Gradients, other devices and other dtypes fall back to ``nn.Conv2d``.
+channels-last: the shipped LQResNet 96x12 1.4-1.8x (one thread), LQResNet 64x29 1.08x,
+MSRResNet-16 1.20x (two threads with a passive OpenMP wait policy: 1.2-1.5x, 1.09x, 1.03x).
+NNPACK runs each image of a batch on its own (its batched path is the slower training
+algorithm), with its own thread pool fixed at one thread (:func:`nnpack_available`);
+:class:`WinogradConv2d` spreads bands of rows over ``torch.get_num_threads()`` threads itself.
+Gradients, other devices and other dtypes fall back to ``nn.Conv2d``.
 """
 from __future__ import annotations
 
@@ -65,28 +67,30 @@ def nnpack_available() -> bool:
 
 
 def eligible(conv: nn.Module) -> bool:
-    """True for an ``nn.Conv2d`` that :class:`WinogradConv2d` computes exactly the same way."""
+    """True for a plain ``nn.Conv2d`` that :class:`WinogradConv2d` can stand in for (same shapes and
+    semantics: 3x3, stride 1, zero padding 1, no dilation or groups) and that is wide enough to gain."""
     return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
             and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
             and conv.padding_mode == "zeros" and conv.in_channels * conv.out_channels >= MIN_CHANNEL_PRODUCT)
 
 
 _executor: ThreadPoolExecutor | None = None
+_executor_size = 0
 _executor_lock = threading.Lock()
 
 
 def _workers(n: int) -> ThreadPoolExecutor:
     """A shared pool of at least ``n`` threads (they block while idle: no spinning)."""
-    global _executor
+    global _executor, _executor_size
     with _executor_lock:
-        if _executor is None or _executor._max_workers < n:
-            _executor = ThreadPoolExecutor(n, thread_name_prefix="facesr-winograd")
+        if _executor is None or _executor_size < n:
+            _executor, _executor_size = ThreadPoolExecutor(n, thread_name_prefix="facesr-winograd"), n
         return _executor
 
 
 def _forget_workers() -> None:  # a forked child has none of the parent's threads
-    global _executor
-    _executor = None
+    global _executor, _executor_size
+    _executor, _executor_size = None, 0
 
 
 if hasattr(os, "register_at_fork"):
@@ -112,8 +116,7 @@ def band_edges(h: int, parts: int) -> list[int]:
     :data:`TILE_ROWS`, so every band tiles its rows exactly as the whole image does and the output
     does not depend on the number of threads (bit-identical; tested).  (oneDNN's own convolutions do
     depend on it, by up to about 3e-5 on the 0-255 scale, so a whole model's output still can.)"""
-    edges = sorted({0, h} | {min(h, round(h * k / parts / TILE_ROWS) * TILE_ROWS) for k in range(1, parts)})
-    return edges
+    return sorted({0, h} | {min(h, round(h * k / parts / TILE_ROWS) * TILE_ROWS) for k in range(1, parts)})
 
 
 class WinogradConv2d(nn.Conv2d):
