@@ -275,3 +275,26 @@ def test_winograd_within_001_db_of_fp32_on_dev_val(shared_dir):
     p32, pw = _winograd_gap(pairs)
     assert abs(pw - p32) < 0.01, (p32, pw)
 
+
+
+@needs_nnpack
+def test_work_is_shared_evenly_between_threads(threads, monkeypatch):
+    """A batch of 4 on 2 threads: 2 images in the calling thread and 2 on the pool, not 1 and 3."""
+    import threading
+    calls = []
+    real = W._nnpack
+
+    def spy(*args, **kw):
+        calls.append(threading.current_thread() is threading.main_thread())
+        return real(*args, **kw)
+
+    monkeypatch.setattr(W, "_nnpack", spy)
+    threads(2)
+    wc = W.WinogradConv2d(64, 64, 3, 1, 1)
+    with torch.inference_mode():
+        wc(torch.rand(4, 64, 10, 10))
+    assert sorted(calls) == [False, False, True, True]
+    calls.clear()
+    with torch.inference_mode():
+        wc(torch.rand(1, 64, 30, 10))  # one image: two bands of rows
+    assert sorted(calls) == [False, True]

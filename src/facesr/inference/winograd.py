@@ -154,14 +154,16 @@ class WinogradConv2d(nn.Conv2d):
             dst[i, :, r0:r1] = _nnpack(torch.from_numpy(band), w, b, rows_padded=True).numpy()[0]
 
         jobs = [(i, r0, r1) for i in range(n) for r0, r1 in zip(edges, edges[1:])]
-        if threads == 1:
-            for job in jobs:
+
+        def run_all(share):
+            for job in share:
                 run(job)
-        else:  # the first job in this thread, the others on the pool
-            futures = [_workers(threads - 1).submit(run, job) for job in jobs[1:]]
-            run(jobs[0])
-            for f in futures:
-                f.result()
+
+        shares = [jobs[k::threads] for k in range(min(threads, len(jobs)))]  # one share per thread
+        futures = [_workers(threads - 1).submit(run_all, share) for share in shares[1:]]
+        run_all(shares[0])  # this thread's share
+        for f in futures:
+            f.result()
         return out
 
 
