@@ -1,6 +1,7 @@
 """Inference cost of each registered architecture preset on this CPU, interleaved in one run.
 
-    python -m benchmarks.bench_archs [--rounds 5] [--precision fp32,fp32-winograd,bf16] [--openvino] [--int8 MODEL.xml]
+    python -m benchmarks.bench_archs [--rounds 5] [--precision fp32,fp32-winograd,bf16] [--threads 1] [--batch 1]
+                                     [--openvino] [--int8 MODEL.xml]
 
 Restores one 128x128 face (``Restorer.restore``, the path every command uses) with MSRResNet-16
 (the reference and the model shipped in facesr 0.1) and with the LQResNet presets, alternating the
@@ -44,22 +45,24 @@ def main() -> None:
                     help="torch threads (default 1: per-image CPU time of the process); above 1 the table is wall "
                          "clock, and precision auto picks fp32-winograd only if OMP_WAIT_POLICY=PASSIVE was set "
                          "before this ran (as the facesr CLI does)")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="faces per call (restore_batch; MMagic eager: one NCHW batch); times are per face")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     clock = time.process_time if a.threads == 1 else time.perf_counter
-    img = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
-    print(hardware_line())
+    imgs = [np.random.default_rng(i).integers(0, 256, (128, 128, 3), dtype=np.uint8) for i in range(a.batch)]
+    print(hardware_line(), f"| batch {a.batch}")
     for prec in a.precision.split(","):
         rest = {name: Restorer(build_model(arch, **kw).eval(), device="cpu", precision=prec)
                 for name, (arch, kw) in MODELS.items()}
         times = {name: [] for name in rest}
         for r in rest.values():
-            r.restore(img)  # warm-up
+            r.restore_batch(imgs)  # warm-up
         for _ in range(a.rounds):
             for name, r in rest.items():
                 t = clock()
-                r.restore(img)
-                times[name].append(clock() - t)
+                r.restore_batch(imgs)
+                times[name].append((clock() - t) / a.batch)
         if prec == "fp32":
             # The default a user gets, against a re-creation of MMagic's eager inference of its MSRResNet-16
             # (fp32, contiguous NCHW, uint8 -> float / 255 -> forward -> clamp -> uint8; no channels_last;
@@ -69,19 +72,19 @@ def main() -> None:
 
             def mmagic_eager():
                 with torch.inference_mode():
-                    x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255).contiguous()
-                    y = mm(x).clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).numpy()
-                return y
+                    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div(255).contiguous()
+                    y = mm(x).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
+                return list(y)
             exact = facesr.load(precision="fp32")
             runs = {"MMagic-style eager MSRResNet-16": mmagic_eager,
-                    f"facesr.load().restore (default: {default.precision})": lambda: default.restore(img),
-                    "facesr.load(precision='fp32')": lambda: exact.restore(img)}
+                    f"facesr.load().restore (default: {default.precision})": lambda: default.restore_batch(imgs),
+                    "facesr.load(precision='fp32')": lambda: exact.restore_batch(imgs)}
             if a.openvino:
                 ov = facesr.load(backend="openvino", threads=a.threads)
-                runs["facesr.load(backend='openvino')"] = lambda: ov.restore(img)
+                runs["facesr.load(backend='openvino')"] = lambda: ov.restore_batch(imgs)
             if a.int8:
                 q = Restorer.from_openvino(a.int8, threads=a.threads)
-                runs["openvino int8 IR (--model-file)"] = lambda: q.restore(img)
+                runs["openvino int8 IR (--model-file)"] = lambda: q.restore_batch(imgs)
             for f in runs.values():
                 f()
             times.update({k: [] for k in runs})
@@ -89,7 +92,7 @@ def main() -> None:
                 for name, f in runs.items():
                     t = clock()
                     f()
-                    times[name].append(clock() - t)
+                    times[name].append((clock() - t) / a.batch)
         base = np.median(times[next(iter(times))])
         mm = times.get("MMagic-style eager MSRResNet-16")
         for name, ts in times.items():
