@@ -155,7 +155,10 @@ def test_autograd_and_other_dtypes_fall_back_to_the_direct_conv():
     assert torch.equal(y, ref(x))
     y.sum().backward()
     assert x.grad is not None and wc.weight.grad is not None
-    with torch.no_grad():
+    with torch.no_grad():  # a leaf that requires grad, in a no-grad forward: Winograd, batch of 2 included
+        np.testing.assert_allclose(wc(x).numpy(), ref(x).numpy(), atol=1e-4)
+        x2 = torch.rand(2, 96, 8, 8, requires_grad=True)
+        np.testing.assert_allclose(wc(x2).numpy(), ref(x2).numpy(), atol=1e-4)
         xd = x.detach().double()
         assert torch.equal(wc.double()(xd), ref.double()(xd))
 

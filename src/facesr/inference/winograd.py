@@ -141,7 +141,7 @@ class WinogradConv2d(nn.Conv2d):
         if n == 1 and len(edges) == 2:
             return _nnpack(x, w, b)
         out = torch.empty((n, self.out_channels, h, wd), dtype=x.dtype)
-        src, dst = x.numpy(), out.numpy()
+        src, dst = x.detach().numpy(), out.numpy()
 
         def run(job):  # numpy copies: no OpenMP threads spinning beside NNPACK's single-threaded calls
             i, r0, r1 = job
