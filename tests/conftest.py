@@ -95,6 +95,48 @@ def randomise_(model: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torc
     return model
 
 
+def _center(lq, gt, n):
+    """The central n x n LQ crop and its x4 GT (None = whole images)."""
+    if n is None:
+        return lq, gt
+    y, x = (lq.shape[0] - n) // 2, (lq.shape[1] - n) // 2
+    return np.ascontiguousarray(lq[y:y + n, x:x + n]), np.ascontiguousarray(gt[4 * y:4 * (y + n), 4 * x:4 * (x + n)])
+
+
+def degraded_pairs(hq_images, crop=None) -> list:
+    """(LQ, HQ) uint8 pairs from ``(name, 512x512 HQ)`` items: the default degradation, seed 0,
+    optionally the central ``crop`` x ``crop`` LQ pixels."""
+    from facesr.data.datasets import degrade_offline
+    from facesr.data.degradations import DegradationCfg
+    return [_center(degrade_offline(hq, DegradationCfg(), 0, name)[0], hq, crop) for name, hq in hq_images]
+
+
+def synthetic_pairs(n: int = 2, crop=None) -> list:
+    """:func:`degraded_pairs` of ``n`` synthetic faces."""
+    return degraded_pairs([(f"synth{seed}", make_face(seed)) for seed in range(n)], crop)
+
+
+def dev_val_pairs(shared: Path, n: int = 4, crop=None) -> list:
+    """:func:`degraded_pairs` of the first ``n`` dev-val-hq faces; skips the test without them."""
+    from facesr.io.images import read_rgb
+    hq_dir = shared / "data" / "dev-val-hq"
+    if not hq_dir.is_dir():
+        pytest.skip(f"{hq_dir} not present")
+    return degraded_pairs([(f.stem, read_rgb(f)) for f in sorted(hq_dir.glob("*.png"))[:n]], crop)
+
+
+def precision_psnr(pairs, precision: str) -> tuple[float, float]:
+    """(mean PSNR in fp32, mean PSNR in ``precision``) of the shipped model on (LQ, GT) pairs
+    (reference convention: unrounded output)."""
+    import facesr
+    from facesr.evaluation.metrics import psnr
+    scores = []
+    for p in ("fp32", precision):
+        r = facesr.load(device="cpu", precision=p)
+        scores.append(float(np.mean([psnr(r.predict_float(lq[None])[0], gt) for lq, gt in pairs])))
+    return scores[0], scores[1]
+
+
 @pytest.fixture
 def face():
     return make_face

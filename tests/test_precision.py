@@ -8,15 +8,11 @@ import torch
 
 import facesr
 from facesr.cli import main
-from facesr.data.datasets import degrade_offline
-from facesr.data.degradations import DegradationCfg
-from facesr.evaluation.metrics import psnr
 from facesr.inference import Restorer
 from facesr.inference import precision as P
-from facesr.io.images import read_rgb
 from facesr.models import MSRResNet, save_weights
 
-from conftest import make_face
+from conftest import dev_val_pairs, precision_psnr, synthetic_pairs
 
 
 @pytest.fixture()
@@ -104,39 +100,12 @@ def test_cli_precision_and_amp_alias(tmp_path, tiny, monkeypatch, capsys):
     assert "torch only" in capsys.readouterr().err
 
 
-def _bf16_gap(pairs) -> tuple[float, float]:
-    """(mean PSNR fp32, mean PSNR bf16) of the shipped model on (lq, gt) pairs (reference convention)."""
-    r32, r16 = facesr.load(device="cpu", precision="fp32"), facesr.load(device="cpu", precision="bf16")
-    a = [psnr(r32.predict_float(lq[None])[0], gt) for lq, gt in pairs]
-    b = [psnr(r16.predict_float(lq[None])[0], gt) for lq, gt in pairs]
-    return float(np.mean(a)), float(np.mean(b))
-
-
-def _center(lq, gt, n=48):
-    """The central n x n LQ crop and its GT (bf16 is slow on CPUs without native bf16: keep it small)."""
-    y, x = (lq.shape[0] - n) // 2, (lq.shape[1] - n) // 2
-    return np.ascontiguousarray(lq[y:y + n, x:x + n]), np.ascontiguousarray(gt[4 * y:4 * (y + n), 4 * x:4 * (x + n)])
-
-
 def test_bf16_matches_fp32_psnr_on_synthetic_faces():
-    pairs = []
-    for seed in range(2):
-        hq = make_face(seed)
-        lq, _ = degrade_offline(hq, DegradationCfg(), 0, f"synth{seed}")
-        pairs.append(_center(lq, hq, 40))
-    p32, p16 = _bf16_gap(pairs)
+    p32, p16 = precision_psnr(synthetic_pairs(2, crop=40), "bf16")  # crops: bf16 is slow without native bf16
     assert abs(p16 - p32) < 0.01, (p32, p16)
 
 
 @pytest.mark.slow
 def test_bf16_within_001_db_of_fp32_on_dev_val(shared_dir):
-    hq_dir = shared_dir / "data" / "dev-val-hq"
-    if not hq_dir.is_dir():
-        pytest.skip(f"{hq_dir} not present")
-    pairs = []
-    for f in sorted(hq_dir.glob("*.png"))[:4]:
-        hq = read_rgb(f)
-        lq, _ = degrade_offline(hq, DegradationCfg(), 0, f.stem)
-        pairs.append(_center(lq, hq, 48))
-    p32, p16 = _bf16_gap(pairs)
+    p32, p16 = precision_psnr(dev_val_pairs(shared_dir, 4, crop=48), "bf16")
     assert abs(p16 - p32) < 0.01, (p32, p16)

@@ -13,17 +13,14 @@ from torch import nn
 
 import facesr
 from facesr.cli import main
-from facesr.data.datasets import degrade_offline
-from facesr.data.degradations import DegradationCfg
 from facesr.errors import BadValueError
-from facesr.evaluation.metrics import psnr
 from facesr.inference import Restorer
 from facesr.inference import precision as P
 from facesr.inference import winograd as W
 from facesr.io.images import read_rgb
 from facesr.models import build_model, save_weights
 
-from conftest import REPO, make_face, randomise_
+from conftest import REPO, dev_val_pairs, precision_psnr, randomise_, synthetic_pairs
 
 needs_nnpack = pytest.mark.skipif(not W.nnpack_available(), reason="this PyTorch build or CPU has no NNPACK")
 
@@ -244,40 +241,18 @@ def test_cli_sets_a_passive_omp_wait_policy_for_inference_commands_only(tmp_path
     assert policy("degrade", missing, str(tmp_path / "d")) == ["None"]  # not an inference command
 
 
-def _winograd_gap(pairs) -> tuple[float, float]:
-    """(mean PSNR fp32, mean PSNR fp32-winograd) of the shipped model on (lq, gt) pairs."""
-    r32 = facesr.load(device="cpu", precision="fp32")
-    rw = facesr.load(device="cpu", precision="fp32-winograd")
-    assert rw.winograd_convs == 26  # the shipped LQResNet 96x12: 24 block convs, conv_body, conv_up
-    a = [psnr(r32.predict_float(lq[None])[0], gt) for lq, gt in pairs]
-    b = [psnr(rw.predict_float(lq[None])[0], gt) for lq, gt in pairs]
-    return float(np.mean(a)), float(np.mean(b))
-
-
 @needs_nnpack
 def test_winograd_matches_fp32_psnr_on_synthetic_faces():
-    pairs = []
-    for seed in range(2):
-        hq = make_face(seed)
-        lq, _ = degrade_offline(hq, DegradationCfg(), 0, f"synth{seed}")
-        pairs.append((lq, hq))
-    p32, pw = _winograd_gap(pairs)
+    assert facesr.load(device="cpu", precision="fp32-winograd").winograd_convs == 26  # shipped: 24 + body + up
+    p32, pw = precision_psnr(synthetic_pairs(2), "fp32-winograd")
     assert abs(pw - p32) < 0.001, (p32, pw)
 
 
 @needs_nnpack
 @pytest.mark.slow
 def test_winograd_within_001_db_of_fp32_on_dev_val(shared_dir):
-    hq_dir = shared_dir / "data" / "dev-val-hq"
-    if not hq_dir.is_dir():
-        pytest.skip(f"{hq_dir} not present")
-    pairs = []
-    for f in sorted(hq_dir.glob("*.png"))[:4]:
-        hq = read_rgb(f)
-        pairs.append((degrade_offline(hq, DegradationCfg(), 0, f.stem)[0], hq))
-    p32, pw = _winograd_gap(pairs)
+    p32, pw = precision_psnr(dev_val_pairs(shared_dir, 4), "fp32-winograd")
     assert abs(pw - p32) < 0.01, (p32, pw)
-
 
 
 @needs_nnpack
