@@ -55,6 +55,12 @@ def test_eligible_convolutions():
     assert not W.eligible(nn.Conv2d(96, 96, 3, 1, 1, groups=2))
     assert not W.eligible(nn.Conv2d(96, 96, 3, 1, 1, padding_mode="reflect"))
     assert not W.eligible(nn.Conv2d(96, 96, 1))
+    # computed weights and hooks would be lost by the replacement
+    assert not W.eligible(nn.utils.spectral_norm(nn.Conv2d(96, 96, 3, 1, 1)))
+    assert not W.eligible(nn.utils.parametrizations.weight_norm(nn.Conv2d(96, 96, 3, 1, 1)))
+    hooked = nn.Conv2d(96, 96, 3, 1, 1)
+    hooked.register_forward_hook(lambda *a: None)
+    assert not W.eligible(hooked)
 
 
 def test_omp_wait_policy_parsing():
@@ -62,7 +68,9 @@ def test_omp_wait_policy_parsing():
     assert P.omp_waits_passively({"OMP_WAIT_POLICY": " passive "})
     assert not P.omp_waits_passively({"OMP_WAIT_POLICY": "active"})
     assert P.omp_waits_passively({"GOMP_SPINCOUNT": "1000"})
+    assert P.omp_waits_passively({"GOMP_SPINCOUNT": "1000", "OMP_WAIT_POLICY": "active"})  # libgomp: it decides
     assert not P.omp_waits_passively({"GOMP_SPINCOUNT": "300000"})
+    assert not P.omp_waits_passively({"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": "passive"})
     assert not P.omp_waits_passively({"GOMP_SPINCOUNT": "infinity"})
     assert not P.omp_waits_passively({})
 
@@ -152,6 +160,13 @@ def test_autograd_and_other_dtypes_fall_back_to_the_direct_conv():
     assert torch.equal(y, ref(x))
     y.sum().backward()
     assert x.grad is not None and wc.weight.grad is not None
+    wc.weight.requires_grad_(False)  # only the bias trains: still autograd's path
+    yb = wc(x.detach())
+    assert yb.requires_grad
+    yb.sum().backward()
+    assert wc.bias.grad is not None
+    with torch.inference_mode():  # an empty batch, as nn.Conv2d gives it
+        assert wc(torch.rand(0, 96, 8, 8)).shape == (0, 96, 8, 8)
     with torch.no_grad():  # a leaf that requires grad, in a no-grad forward: Winograd, batch of 2 included
         np.testing.assert_allclose(wc(x).numpy(), ref(x).numpy(), atol=1e-4)
         x2 = torch.rand(2, 96, 8, 8, requires_grad=True)
@@ -188,7 +203,7 @@ def test_restorer_fp32_winograd_within_rounding_of_fp32(threads, n_threads):
         assert d.max() <= 1 and (d > 0).mean() < 0.01
     fa = fast.predict_float(np.stack(imgs))
     fb = exact.predict_float(np.stack(imgs))
-    assert np.abs(fa - fb).max() < 0.05  # 0-255 scale
+    assert np.abs(fa - fb).max() < 0.01  # 0-255 scale
     assert "precision=fp32-winograd" in repr(fast)
 
 
@@ -198,6 +213,7 @@ def test_a_model_without_eligible_convs_runs_plain_fp32():
     narrow = build_model("msrresnet", mid_channels=8, num_blocks=1).eval()
     r = Restorer(narrow, device="cpu", precision="fp32-winograd")
     assert r.winograd_convs == 0 and r.channels_last and r.model is narrow
+    assert r.precision == "fp32" and "plain fp32" in r.precision_reason
     img = np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8)
     np.testing.assert_array_equal(r.restore(img), Restorer(narrow, device="cpu", precision="fp32").restore(img))
 
@@ -238,6 +254,8 @@ def test_cli_sets_a_passive_omp_wait_policy_for_inference_commands_only(tmp_path
     predict = ("predict", missing, "--out", str(tmp_path / "o"))  # fails fast: the folder is missing
     assert policy(*predict) == ["PASSIVE"]
     assert policy(*predict, user="ACTIVE") == ["ACTIVE"]
+    assert policy(*predict, "--precision", "fp32") == ["None"]  # no Winograd: OpenMP's defaults
+    assert policy(*predict, "--device", "cuda") == ["None"]
     assert policy("degrade", missing, str(tmp_path / "d")) == ["None"]  # not an inference command
 
 
@@ -245,14 +263,14 @@ def test_cli_sets_a_passive_omp_wait_policy_for_inference_commands_only(tmp_path
 def test_winograd_matches_fp32_psnr_on_synthetic_faces():
     assert facesr.load(device="cpu", precision="fp32-winograd").winograd_convs == 26  # shipped: 24 + body + up
     p32, pw = precision_psnr(synthetic_pairs(2), "fp32-winograd")
-    assert abs(pw - p32) < 0.001, (p32, pw)
+    assert abs(pw - p32) < 1e-4, (p32, pw)  # measured: below 1e-6 dB
 
 
 @needs_nnpack
 @pytest.mark.slow
 def test_winograd_within_001_db_of_fp32_on_dev_val(shared_dir):
     p32, pw = precision_psnr(dev_val_pairs(shared_dir, 4), "fp32-winograd")
-    assert abs(pw - p32) < 0.01, (p32, pw)
+    assert abs(pw - p32) < 1e-4, (p32, pw)  # the issue's bound is 0.01 dB; measured below 1e-6 dB
 
 
 @needs_nnpack
@@ -276,3 +294,41 @@ def test_work_is_shared_evenly_between_threads(threads, monkeypatch):
     with torch.inference_mode():
         wc(torch.rand(1, 64, 30, 10))  # one image: two bands of rows
     assert sorted(calls) == [False, True]
+
+
+@needs_nnpack
+def test_the_converted_model_really_runs_nnpack(monkeypatch):
+    calls = []
+    real = W._nnpack
+    monkeypatch.setattr(W, "_nnpack", lambda *a, **k: calls.append(1) or real(*a, **k))
+    r = Restorer(_wide_lqresnet(), device="cpu", precision="fp32-winograd")
+    r.restore(np.zeros((12, 9, 3), np.uint8))
+    assert len(calls) == 4  # one call per converted conv (one image, one thread)
+
+
+@needs_nnpack
+def test_models_that_cannot_be_converted_still_run(monkeypatch):
+    """weight_norm'd, spectral_norm'd or hooked convs are left to oneDNN; the rest still convert."""
+    model = _wide_lqresnet()
+    block = model.trunk_net[0]
+    block.conv1 = nn.utils.spectral_norm(block.conv1)
+    block.conv2.register_forward_pre_hook(lambda *a: None)
+    twin, n = W.winograd_model(model.eval())
+    assert n == 2  # conv_body and conv_up
+    img = np.random.default_rng(0).integers(0, 256, (10, 9, 3), dtype=np.uint8)
+    out = Restorer(model, device="cpu", precision="fp32-winograd").restore(img)
+    assert out.shape == (40, 36, 3)
+
+
+def test_winograd_works_in_a_fresh_process_without_probing_first():
+    """winograd_model alone must set NNPACK up (and pin its pool) before the first convolution."""
+    code = ("import torch\nfrom facesr.inference import winograd as W\n"
+            "m, n = W.winograd_model(torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, 1, 1)).eval())\n"
+            "x = torch.rand(2, 64, 9, 7)\n"
+            "with torch.inference_mode():\n"
+            "    d = (m(x) - torch.nn.functional.conv2d(x, m[0].weight, m[0].bias, padding=1)).abs().max()\n"
+            "print('OK', n, float(d) < 1e-4 if n else W.nnpack_available())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    ok = out.stdout.split()
+    assert ok[0] == "OK" and ok[2] == ("True" if ok[1] == "1" else "False"), out.stdout

@@ -13,7 +13,7 @@ import os
 import sys
 
 #: commands that only run models (training keeps OpenMP's default spinning: 2-13% faster steps)
-INFERENCE_COMMANDS = {"predict", "eval", "restore", "serve", "demo"}
+INFERENCE_COMMANDS = {"predict", "eval", "restore", "serve"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(a, "func", None):
         ap.print_help()
         return 2
-    if a.command in INFERENCE_COMMANDS and "torch" not in sys.modules:
+    if (a.command in INFERENCE_COMMANDS and "torch" not in sys.modules
+            and getattr(a, "precision", "auto") in ("auto", "fp32-winograd")
+            and not str(getattr(a, "device", "auto")).startswith("cuda")
+            and getattr(a, "backend", "torch") == "torch"):
         # idle OpenMP threads sleep instead of spinning for milliseconds after each parallel region, so
         # that precision auto can run Winograd convolutions on several threads (inference/precision.py)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

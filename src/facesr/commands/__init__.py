@@ -26,8 +26,8 @@ def add_set(p) -> None:
 PRECISION_CHOICES = ["auto", "fp32", "fp32-winograd", "bf16", "fp16"]
 PRECISION_HELP = ("auto (default): bf16 on CPUs with AVX512-BF16/AMX and on CUDA GPUs with bf16, fp16 on older "
                   "GPUs, fp32-winograd (fp32 with NNPACK Winograd convolutions, 1.2-1.8x faster, not "
-                  "bit-identical) on AVX2 CPUs, else fp32; fp32: bit-reproducible (e.g. to regenerate a "
-                  "submission exactly)")
+                  "bit-identical) on AVX2 CPUs with one thread or OMP_WAIT_POLICY=PASSIVE (which facesr sets), "
+                  "else fp32; fp32: bit-reproducible (e.g. to regenerate a submission exactly)")
 
 
 def add_model_options(p, ema: bool = True, precision: bool = True, default_precision: str = "auto") -> None:

@@ -106,19 +106,22 @@ def cpu_prefers_winograd() -> bool:
 def omp_waits_passively(environ=None) -> bool:
     """True when the environment tells OpenMP's idle threads to sleep rather than spin.
 
-    ``OMP_WAIT_POLICY=passive``, or ``GOMP_SPINCOUNT`` of at most 10,000 (libgomp).  OpenMP reads
-    them when torch is first imported; the ``facesr`` inference commands set ``OMP_WAIT_POLICY=PASSIVE``
-    before that unless it is already set.  With spinning threads (libgomp's default spins for
-    milliseconds after every parallel region) the Winograd path's band threads share cores with
-    the spinners, and on two threads it ran 0.8x oneDNN instead of 1.25x.
+    libgomp's rules: ``GOMP_SPINCOUNT``, when set, decides (here: at most 10,000 spins counts as
+    passive); otherwise ``OMP_WAIT_POLICY=passive``.  OpenMP reads them when torch is first
+    imported, which this function cannot check: setting them later has no effect on OpenMP but
+    would still make ``auto`` pick Winograd.  The ``facesr`` inference commands set
+    ``OMP_WAIT_POLICY=PASSIVE`` before that unless it is already set.  With spinning threads
+    (libgomp's default spins for milliseconds after every parallel region) the Winograd path's
+    band threads share cores with the spinners, and on two threads it ran 0.8x oneDNN instead of
+    1.2-1.5x.
     """
     env = os.environ if environ is None else environ
-    if env.get("OMP_WAIT_POLICY", "").strip().lower() == "passive":
-        return True
-    try:
-        return int(env.get("GOMP_SPINCOUNT", "")) <= 10_000
-    except ValueError:
-        return False
+    if env.get("GOMP_SPINCOUNT", "").strip():
+        try:
+            return int(env["GOMP_SPINCOUNT"]) <= 10_000
+        except ValueError:  # "infinity" or a typo: libgomp spins (or ignores it): not passive
+            return False
+    return env.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
 
 
 def cuda_supports_bf16(device: torch.device) -> bool:

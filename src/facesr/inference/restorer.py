@@ -119,11 +119,12 @@ class Restorer:
         precision: ``"auto"``, ``"fp32"``, ``"fp32-winograd"``, ``"bf16"`` or ``"fp16"`` (see
             :mod:`facesr.inference.precision`): ``auto`` picks bf16 on CPUs with native bf16 and on CUDA
             devices that support it, fp16 on older CUDA devices, fp32-winograd on AVX2 CPUs (x86 without
-            AVX-512) whose PyTorch has NNPACK, fp32 elsewhere and always for onnxruntime/openvino (the
-            choice is logged once).  bf16/fp16 autocast the forward pass; clamping and rounding stay
+            AVX-512) whose PyTorch has NNPACK when torch runs one thread or OpenMP waits passively, fp32
+            elsewhere and always for onnxruntime/openvino (the choice is logged once).  bf16/fp16 autocast the forward pass; clamping and rounding stay
             fp32.  fp32-winograd runs a copy of the model whose 3x3 convs of 64+ channels use NNPACK
             (:mod:`facesr.inference.winograd`; NCHW, ``channels_last`` ignored), within about 3e-6 of
-            fp32 but not bit-identical.  None (the default here) = fp32, unless ``amp`` says otherwise;
+            fp32 but not bit-identical; a model with no such conv runs plain fp32 (``precision`` then
+            reads ``"fp32"``).  None (the default here) = fp32, unless ``amp`` says otherwise;
             :func:`facesr.load` defaults to ``"auto"``.
         amp: deprecated spelling of ``precision``: ``True``/``"bf16"`` = bf16, ``"fp16"``,
             ``False``/``"none"`` = fp32.
@@ -188,8 +189,10 @@ class Restorer:
                 twin, self.winograd_convs = winograd_model(model)
                 if self.winograd_convs:
                     model = twin
-                else:  # nothing to convert: plain fp32, in the faster layout
+                else:  # nothing to convert: plain fp32, in the faster layout, and say so
                     self.channels_last = bool(channels_last)
+                    self.precision = "fp32"
+                    self.precision_reason += "; no 3x3 conv of 64+ channels to run as Winograd, so plain fp32"
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             self.model = model

@@ -4,14 +4,15 @@ Why: on x86 CPUs without AVX-512, oneDNN's direct 3x3 convolution already runs a
 the FMA peak that ``torch.mm`` reaches (measured on a 2-core AVX2 EPYC: 65 of 74 GFLOP/s), so
 fp32 inference can only get faster with fewer multiplications.  Winograd's minimal filtering
 (Lavin & Gray, 2016) computes a 3x3 convolution with about a quarter of them; NNPACK implements it
-(F(6x6, 3x3)) with AVX2 kernels and ships inside the PyTorch CPU wheels, where PyTorch itself only
-calls it for batches of 16 or more.  On that EPYC, one 96 -> 96 channel convolution of a 128x128
+(F(6x6, 3x3)) with AVX2 kernels and ships inside the PyTorch CPU wheels, where PyTorch's own
+convolution dispatch prefers oneDNN (torch 2.13 picks oneDNN even for a batch of 16).  On that EPYC, one 96 -> 96 channel convolution of a 128x128
 map takes 25 ms instead of 40 (one thread) and 17 ms instead of 21 (two threads); the shipped
 model's whole forward pass is 1.4-1.8x faster on one thread (``docs/performance.md``).
 
 Numerics: still fp32, but a different order of operations.  On the shipped model the float output
 (0-1 scale) moves by at most about 3e-6 and about 1 in 20,000 uint8 values changes by one level;
-PSNR on dev-val-celebahq (100 faces) and dev-val-hq (20) moves by at most 1e-6 dB on any face.
+PSNR on dev-val-celebahq (100 faces) and dev-val-hq (20) moves by at most 1e-6 dB on any face
+(1.4e-5 dB for the challenge's PSNR of the rounded uint8 output).
 It is therefore **not bit-identical** to ``--precision fp32``, which stays the choice for
 submissions that must be regenerated exactly.
 
@@ -32,17 +33,20 @@ import copy
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 #: smallest in_channels * out_channels routed to NNPACK (see the module docstring)
 MIN_CHANNEL_PRODUCT = 64 * 64
 
 
-@lru_cache(maxsize=1)
+_nnpack_state: bool | None = None  # None: not probed yet
+_nnpack_lock = threading.Lock()
+
+
 def nnpack_available() -> bool:
     """True when this PyTorch build has NNPACK and it initialised on this CPU (it needs AVX2 on x86).
 
@@ -50,26 +54,41 @@ def nnpack_available() -> bool:
     first convolution with ``torch`` on one thread: that fixes the size of NNPACK's own thread pool
     at one, and :class:`WinogradConv2d` spreads the work over ``torch.get_num_threads()`` threads
     itself (NNPACK's pool, spinning beside torch's OpenMP threads, made the whole model slower
-    than oneDNN on two cores).
+    than oneDNN on two cores).  :func:`winograd_model` and :class:`WinogradConv2d` call it, so it
+    always runs before their first NNPACK call.  Probed once per process, under a lock.
     """
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        if not torch._nnpack_available():
-            return False
-        x = torch.zeros(1, 8, 8, 8)
-        torch._nnpack_spatial_convolution(x, torch.zeros(8, 8, 3, 3), torch.zeros(8), (1, 1), (1, 1))
-        return True
-    except Exception:  # pragma: no cover - a build without the private entry points
-        return False
-    finally:
-        torch.set_num_threads(threads)
+    global _nnpack_state
+    if _nnpack_state is not None:
+        return _nnpack_state
+    with _nnpack_lock:
+        if _nnpack_state is None:
+            threads = torch.get_num_threads()
+            try:
+                torch.set_num_threads(1)
+                ok = bool(torch._nnpack_available())
+                if ok:
+                    x = torch.zeros(1, 8, 8, 8)
+                    torch._nnpack_spatial_convolution(x, torch.zeros(8, 8, 3, 3), torch.zeros(8), (1, 1), (1, 1))
+            except Exception:  # pragma: no cover - a build without the private entry points
+                ok = False
+            finally:
+                torch.set_num_threads(threads)
+            _nnpack_state = ok
+    return _nnpack_state
 
 
 def eligible(conv: nn.Module) -> bool:
     """True for a plain ``nn.Conv2d`` that :class:`WinogradConv2d` can stand in for (same shapes and
-    semantics: 3x3, stride 1, zero padding 1, no dilation or groups) and that is wide enough to gain."""
-    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+    semantics: 3x3, stride 1, zero padding 1, no dilation or groups) and that is wide enough to gain.
+
+    Convs whose weight is computed (weight or spectral norm, parametrizations) or that carry hooks
+    are left alone: the replacement would lose them.
+    """
+    return (type(conv) is nn.Conv2d and isinstance(conv.weight, nn.Parameter)
+            and (conv.bias is None or isinstance(conv.bias, nn.Parameter))
+            and not parametrize.is_parametrized(conv)
+            and not (conv._forward_hooks or conv._forward_pre_hooks)
+            and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
             and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
             and conv.padding_mode == "zeros" and conv.in_channels * conv.out_channels >= MIN_CHANNEL_PRODUCT)
 
@@ -84,13 +103,15 @@ def _workers(n: int) -> ThreadPoolExecutor:
     global _executor, _executor_size
     with _executor_lock:
         if _executor is None or _executor_size < n:
+            if _executor is not None:
+                _executor.shutdown(wait=False)  # its threads finish their jobs and exit
             _executor, _executor_size = ThreadPoolExecutor(n, thread_name_prefix="facesr-winograd"), n
         return _executor
 
 
-def _forget_workers() -> None:  # a forked child has none of the parent's threads
-    global _executor, _executor_size
-    _executor, _executor_size = None, 0
+def _forget_workers() -> None:  # a forked child has none of the parent's threads, and maybe a held lock
+    global _executor, _executor_size, _executor_lock
+    _executor, _executor_size, _executor_lock = None, 0, threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -132,7 +153,9 @@ class WinogradConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.weight, self.bias
         if (x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32 or x.dim() != 4
-                or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
+                or x.numel() == 0 or not nnpack_available()
+                or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad
+                                                 or (b is not None and b.requires_grad)))):
             return super().forward(x)
         x = x.contiguous()
         n, c, h, wd = x.shape
@@ -185,8 +208,15 @@ def winograd_model(model: nn.Module) -> tuple[nn.Module, int]:
     """(a copy of ``model`` with every :func:`eligible` conv as :class:`WinogradConv2d`, how many).
 
     The copy is NCHW-contiguous (NNPACK reads NCHW); ``model`` itself is not changed, so it still
-    trains and exports as before.
+    trains and exports as before.  ``(model, 0)`` when NNPACK is missing, when nothing is eligible,
+    or when the model cannot be deep-copied (e.g. old-style ``weight_norm``).
     """
-    twin = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    if not nnpack_available() or not any(eligible(m) for m in model.modules()):
+        return model, 0
+    try:
+        twin = copy.deepcopy(model)
+    except Exception:  # tensors that refuse deepcopy: run the model as it is
+        return model, 0
+    twin = twin.to(memory_format=torch.contiguous_format)
     return twin, _convert(twin)
 
