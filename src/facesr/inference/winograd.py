@@ -109,9 +109,9 @@ def _workers(n: int) -> ThreadPoolExecutor:
         return _executor
 
 
-def _forget_workers() -> None:  # a forked child has none of the parent's threads, and maybe a held lock
-    global _executor, _executor_size, _executor_lock
-    _executor, _executor_size, _executor_lock = None, 0, threading.Lock()
+def _forget_workers() -> None:  # a forked child has none of the parent's threads, and maybe held locks
+    global _executor, _executor_size, _executor_lock, _nnpack_lock
+    _executor, _executor_size, _executor_lock, _nnpack_lock = None, 0, threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
