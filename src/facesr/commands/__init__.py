@@ -69,6 +69,17 @@ def report_skipped(command: str, what: str, messages: list[str]) -> int:
     return 1
 
 
+def check_output_file(path, protected, overwrite: bool, flag: str):
+    """:func:`facesr.io.files.check_output_file` (one output file, checked before any work) with the
+    ``--overwrite`` hint added when it exists; returns its Path."""
+    from ..errors import FacesrError
+    from ..io.files import OutputsExistError, check_output_file as check
+    try:
+        return check(path, protected, overwrite, flag)
+    except OutputsExistError as exc:
+        raise FacesrError(f"{exc} (use --overwrite to replace it)") from None
+
+
 def check_outputs(a, files, out, zip_path=None):
     """:func:`facesr.io.check_outputs` with the ``--overwrite`` hint added for existing outputs."""
     from ..errors import FacesrError

@@ -29,6 +29,7 @@ def run(a) -> int:
     from ..io.files import images_by_stem
     from ..io.images import read_any
     from ..viz.compare import compare_grid
+    from . import check_output_file
 
     if a.max < 1:
         raise FacesrError(f"--max must be at least 1, got {a.max}")
@@ -51,12 +52,7 @@ def run(a) -> int:
     used = {d[s].resolve() for _, d in folders for s in stems}
     if out.resolve() in used:
         raise FacesrError(f"--out {out} is one of the input images")
-    if out.is_dir():
-        raise FacesrError(f"--out {out} is a folder; give a .png file name")
-    if not out.parent.is_dir():
-        raise FacesrError(f"--out {out}: folder {out.parent} does not exist")
-    if out.exists() and not a.overwrite:
-        raise FacesrError(f"--out {out} exists (use --overwrite to replace it)")
+    check_output_file(out, [], a.overwrite, "--out")
     rows = []
     for s in stems:
         lq_img = read_any(lq[s])[0]

@@ -23,17 +23,13 @@ def _output_path(a) -> str:
     name of facesr_demo.png, facesr_demo_2.png, ... so a second demo never replaces the first."""
     from pathlib import Path
 
-    from ..errors import FacesrError
-    from ..io.files import OutputsExistError, check_output_file
+    from . import check_output_file
     if a.out is None:
         k = 1
         while Path("facesr_demo.png" if k == 1 else f"facesr_demo_{k}.png").exists():
             k += 1
         return "facesr_demo.png" if k == 1 else f"facesr_demo_{k}.png"
-    try:
-        check_output_file(a.out, [a.image] if a.image else [], a.overwrite, "--out")
-    except OutputsExistError as exc:
-        raise FacesrError(f"{exc} (use --overwrite to replace it)") from None
+    check_output_file(a.out, [a.image] if a.image else [], a.overwrite, "--out")
     return a.out
 
 

@@ -54,7 +54,8 @@ def _check_outputs(args, pairs, save_dir: Path | None = None) -> None:
     """Before any work: --json/--csv/--save never replace an input or GT file (nor each other), and replace
     existing files only with --overwrite."""
     from ..errors import FacesrError
-    from ..io.files import OutputsExistError, check_output_file, first, real
+    from ..io.files import first, real
+    from . import check_output_file
     protected = [p for pair in pairs for p in pair]
     outs: list[Path] = []
     if save_dir is not None:
@@ -67,10 +68,7 @@ def _check_outputs(args, pairs, save_dir: Path | None = None) -> None:
             raise FacesrError(f"--save: {len(there)} image(s) exist: {first(there, 3)} (use --overwrite to replace)")
     for flag, val in (("--json", args.json), ("--csv", args.csv)):
         if val:
-            try:
-                outs.append(check_output_file(val, [*protected, *outs], args.overwrite, flag))
-            except OutputsExistError as exc:
-                raise FacesrError(f"{exc} (use --overwrite to replace)") from None
+            outs.append(check_output_file(val, [*protected, *outs], args.overwrite, flag))
 
 
 # ----------------------------------------------------------------------------- output

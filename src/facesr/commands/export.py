@@ -38,17 +38,15 @@ def _check_out(flag: str, out: Path, suffix: str, ckpt: Path, overwrite: bool, *
     """Before any work: ``out`` (and ``siblings``, e.g. an IR's .bin) never the checkpoint, not a folder,
     its folder present, not existing unless ``overwrite``; with ``strict_suffix`` it must end in ``suffix``."""
     from ..errors import FacesrError
-    from ..io.files import OutputsExistError, check_output_file, real
+    from ..io.files import real
+    from . import check_output_file
     if strict_suffix and out.suffix.lower() != suffix:
         raise FacesrError(f"{flag} {out}: the file name must end in {suffix}")
     for f in (out, *siblings):
         if real(f) == real(ckpt):
             raise FacesrError(f"{flag} {out}: {f} is the input checkpoint; choose another file name")
-    try:
-        for f in (out, *siblings):
-            check_output_file(f, [], overwrite, flag)
-    except OutputsExistError as exc:
-        raise FacesrError(f"{exc} (use --overwrite to replace it)") from None
+    for f in (out, *siblings):
+        check_output_file(f, [], overwrite, flag)
 
 
 def _calibration(lq_dir: str, count: int) -> list:

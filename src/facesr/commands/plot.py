@@ -20,16 +20,12 @@ def add_parser(subparsers) -> None:
 def run(a) -> int:
     from ..errors import FacesrError
     from ..viz.plotting import plot_runs
-
-    from ..io.files import OutputsExistError, check_output_file
+    from . import check_output_file
 
     if a.labels and len(a.labels) != len(a.run_dirs):
         raise FacesrError(f"--labels: got {len(a.labels)} labels for {len(a.run_dirs)} runs")
     logs = [Path(d) / "log.jsonl" if Path(d).is_dir() else Path(d) for d in a.run_dirs]
-    try:
-        check_output_file(a.out, logs, a.overwrite, "--out")
-    except OutputsExistError as exc:
-        raise FacesrError(f"{exc} (use --overwrite to replace it)") from None
+    check_output_file(a.out, logs, a.overwrite, "--out")
     bests = plot_runs(a.run_dirs, a.out, a.metric, a.labels, a.title, x=a.x)
     for label, b in bests.items():
         at = f" ({b['hours']:.2f} training hours)" if "hours" in b else ""
