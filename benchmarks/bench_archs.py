@@ -29,6 +29,7 @@ from facesr.models import build_model
 from .common import hardware_line
 from .mmagic_reference import mmagic_msrresnet
 
+MMAGIC = "MMagic-style eager MSRResNet-16"
 MODELS = {"msrresnet16 (0.1 shipped)": ("msrresnet", {"num_blocks": 16}),
           "lqresnet 96x12 (0.2 shipped)": ("lqresnet", {"mid_channels": 96, "num_blocks": 12}),
           "lqresnet 64x29": ("lqresnet", {"mid_channels": 64, "num_blocks": 29})}
@@ -53,48 +54,40 @@ def main() -> None:
     imgs = [np.random.default_rng(i).integers(0, 256, (128, 128, 3), dtype=np.uint8) for i in range(a.batch)]
     print(hardware_line(), f"| batch {a.batch}")
     for prec in a.precision.split(","):
-        rest = {name: Restorer(build_model(arch, **kw).eval(), device="cpu", precision=prec)
-                for name, (arch, kw) in MODELS.items()}
-        times = {name: [] for name in rest}
-        for r in rest.values():
-            r.restore_batch(imgs)  # warm-up
-        for _ in range(a.rounds):
-            for name, r in rest.items():
-                t = clock()
-                r.restore_batch(imgs)
-                times[name].append((clock() - t) / a.batch)
+        runs = {}
+        for name, (arch, kw) in MODELS.items():
+            r = Restorer(build_model(arch, **kw).eval(), device="cpu", precision=prec)
+            runs[name] = lambda r=r: r.restore_batch(imgs)
         if prec == "fp32":
             # The default a user gets, against a re-creation of MMagic's eager inference of its MSRResNet-16
             # (fp32, contiguous NCHW, uint8 -> float / 255 -> forward -> clamp -> uint8; no channels_last;
             # MMagic's residual block, with its multiply by res_scale = 1.0).
             mm = mmagic_msrresnet(16).eval()
-            default = facesr.load()
 
             def mmagic_eager():
                 with torch.inference_mode():
                     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div(255).contiguous()
                     y = mm(x).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
                 return list(y)
-            exact = facesr.load(precision="fp32")
-            runs = {"MMagic-style eager MSRResNet-16": mmagic_eager,
-                    f"facesr.load().restore (default: {default.precision})": lambda: default.restore_batch(imgs),
-                    "facesr.load(precision='fp32')": lambda: exact.restore_batch(imgs)}
+            runs[MMAGIC] = mmagic_eager
+            extra = {"facesr.load().restore (default: {})": facesr.load(),
+                     "facesr.load(precision='fp32')": facesr.load(precision="fp32")}
             if a.openvino:
-                ov = facesr.load(backend="openvino", threads=a.threads)
-                runs["facesr.load(backend='openvino')"] = lambda: ov.restore_batch(imgs)
+                extra["facesr.load(backend='openvino')"] = facesr.load(backend="openvino", threads=a.threads)
             if a.int8:
-                q = Restorer.from_openvino(a.int8, threads=a.threads)
-                runs["openvino int8 IR (--model-file)"] = lambda: q.restore_batch(imgs)
-            for f in runs.values():
+                extra["openvino int8 IR (--model-file)"] = Restorer.from_openvino(a.int8, threads=a.threads)
+            for name, r in extra.items():
+                runs[name.format(r.precision)] = lambda r=r: r.restore_batch(imgs)
+        times = {name: [] for name in runs}
+        for f in runs.values():
+            f()  # warm-up
+        for _ in range(a.rounds):  # round-robin, so that machine load affects all alike
+            for name, f in runs.items():
+                t = clock()
                 f()
-            times.update({k: [] for k in runs})
-            for _ in range(a.rounds):
-                for name, f in runs.items():
-                    t = clock()
-                    f()
-                    times[name].append((clock() - t) / a.batch)
+                times[name].append((clock() - t) / a.batch)
         base = np.median(times[next(iter(times))])
-        mm = times.get("MMagic-style eager MSRResNet-16")
+        mm = times.get(MMAGIC)
         for name, ts in times.items():
             med = float(np.median(ts))
             vs_mm = f"   {np.median(mm) / med:5.2f}x vs MMagic eager" if mm else ""
