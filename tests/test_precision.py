@@ -52,6 +52,11 @@ def test_auto_equals_the_explicit_choice_on_cpu(tiny, monkeypatch, capsys, featu
     assert err == [f"facesr: precision auto -> {expected} ({why})"]
 
 
+def test_cli_choices_are_the_policy_names():
+    from facesr.commands import PRECISION_CHOICES  # spelled out there so --help does not import torch
+    assert PRECISION_CHOICES == list(P.PRECISIONS)
+
+
 def test_auto_on_cuda_and_onnxruntime(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
     cuda = torch.device("cuda:0")

@@ -30,6 +30,7 @@ from functools import lru_cache
 import torch
 
 from ..errors import BadValueError
+from . import winograd
 
 PRECISIONS = ("auto", "fp32", "fp32-winograd", "bf16", "fp16")
 
@@ -74,11 +75,16 @@ def cpu_bf16_feature() -> str | None:
     feature = bf16_feature_from_flags(cpu_flags())
     if feature is not None:
         return feature
-    try:  # no /proc/cpuinfo (macOS, Windows): torch's own dispatch level says at least AMX
-        cap = str(torch.backends.cpu.get_cpu_capability()).upper()
+    # no /proc/cpuinfo (macOS, Windows): torch's own dispatch level says at least AMX
+    return "AMX-BF16" if "AMX" in torch_cpu_capability() else None
+
+
+def torch_cpu_capability() -> str:
+    """torch's CPU kernel level, upper case ("AVX2", "AVX512", "AVX512_AMX", "DEFAULT", ...); "" if unknown."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability()).upper()
     except Exception:  # pragma: no cover - very old torch
-        cap = ""
-    return "AMX-BF16" if "AMX" in cap else None
+        return ""
 
 
 def cpu_supports_bf16() -> bool:
@@ -93,14 +99,7 @@ def cpu_prefers_winograd() -> bool:
     (``docs/performance.md``); on AVX-512 CPUs oneDNN has twice the vector width, so ``auto``
     does not assume the same there (``--precision fp32-winograd`` still runs it).
     """
-    try:
-        cap = str(torch.backends.cpu.get_cpu_capability()).upper()
-    except Exception:  # pragma: no cover - very old torch
-        return False
-    if cap != "AVX2":
-        return False
-    from .winograd import nnpack_available
-    return nnpack_available()
+    return torch_cpu_capability() == "AVX2" and winograd.nnpack_available()
 
 
 def omp_waits_passively(environ=None) -> bool:
@@ -195,10 +194,9 @@ def resolve_precision(precision: str | None, device: torch.device, backend: str 
     if backend != "torch" and precision != "fp32":
         raise BadValueError(f"precision {precision} applies to the torch backend only; {backend} runs fp32")
     if precision == "fp32-winograd":
-        from .winograd import nnpack_available
         if device.type != "cpu":
             raise BadValueError(f"precision fp32-winograd runs on the CPU only (NNPACK), not on {device.type}")
-        if not nnpack_available():
+        if not winograd.nnpack_available():
             raise BadValueError("precision fp32-winograd needs NNPACK, which this PyTorch build or CPU lacks; "
                                 "use fp32")
     return precision, "requested"
