@@ -183,7 +183,8 @@ class WinogradConv2d(nn.Conv2d):
                 run(job)
 
         shares = [jobs[k::threads] for k in range(min(threads, len(jobs)))]  # one share per thread
-        futures = [_workers(threads - 1).submit(run_all, share) for share in shares[1:]]
+        pool = _workers(threads - 1) if len(shares) > 1 else None
+        futures = [pool.submit(run_all, share) for share in shares[1:]]
         run_all(shares[0])  # this thread's share
         for f in futures:
             f.result()
