@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -19,6 +17,8 @@ import yaml
 
 from .data.degradations import DegradationCfg
 from .errors import ConfigError, one_line
+from .models.registry import arch_cfg
+from .schema import convert, from_dict
 
 #: Largest YAML file (config preset or a resumed run's config.yaml) read, in bytes.
 MAX_YAML_BYTES = 1 << 20
@@ -96,7 +96,6 @@ class ModelCfg:
     kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from .models.registry import arch_cfg  # validated once, defaults filled in
         object.__setattr__(self, "kwargs", dataclasses.asdict(arch_cfg(self.arch, self.kwargs)))
 
     def arch_kwargs(self) -> dict:
@@ -115,21 +114,25 @@ class ModelCfg:
         if name in ("arch", "max_params", "kwargs"):
             object.__setattr__(self, name, value)
             return
-        from .models.registry import arch_cfg  # an architecture field: validated, then stored in kwargs
         object.__setattr__(self, "kwargs", dataclasses.asdict(arch_cfg(self.arch, {**self.kwargs, name: value})))
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, "max_params": self.max_params, **self.arch_kwargs()}
 
+    @staticmethod
+    def from_config_value(value: Any, key: str) -> ModelCfg:
+        return _model_cfg(value, key)
+
 
 def _model_cfg(value: Any, key: str) -> ModelCfg:
+    """``model:`` mapping -> :class:`ModelCfg` (the ``from_config_value`` hook of :func:`facesr.schema.convert`)."""
     if not isinstance(value, dict):
         raise ConfigError(f"{key}: expected a mapping (arch, max_params and the architecture's fields), got {value!r}")
     rest = dict(value)
     arch = rest.pop("arch", "msrresnet")
     if not isinstance(arch, str):
         raise ConfigError(f"{key}.arch: expected a string, got {arch!r}")
-    max_params = _convert(rest.pop("max_params", None), Optional[int], f"{key}.max_params")
+    max_params = convert(rest.pop("max_params", None), Optional[int], f"{key}.max_params")
     return ModelCfg(arch=arch.lower(), max_params=max_params, kwargs=rest)
 
 
@@ -214,80 +217,6 @@ class Config:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-# ----------------------------------------------------------------------------- conversion
-
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(value, a, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: bad value {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is ModelCfg:
-        return _model_cfg(value, key)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {_type_name(tp)} fields, got {value!r}")
-        return from_dict(tp, value, key)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # PyYAML reads 2e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def from_dict(cls, data: dict, prefix: str = ""):
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and bad types."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for k, v in data.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in names:
-            raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(names))})")
-        kwargs[k] = _convert(v, hints[k], key)
-    return cls(**kwargs)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

@@ -18,6 +18,7 @@ from ..errors import ImageError
 from ..io.files import list_images
 from ..io.images import read_rgb
 from .degradations import DegradationCfg, DegradationParams, degrade
+from .pairs import load_pairs
 from .seeding import offline_rng, train_sample_rng
 
 _warned_resize = False
@@ -149,7 +150,6 @@ def load_val_pairs(data_cfg, deg: DegradationCfg, scale: int) -> list[tuple[str,
     if data_cfg.val_lq_dir or data_cfg.val_gt_dir:
         if not (data_cfg.val_lq_dir and data_cfg.val_gt_dir):
             raise ImageError("data.val_lq_dir and data.val_gt_dir must be given together")
-        from ..evaluation.evaluate import load_pairs
         return load_pairs(data_cfg.val_lq_dir, data_cfg.val_gt_dir, scale, "data.val_lq_dir", "data.val_gt_dir")
     if data_cfg.val_hq_dir:
         out = []

@@ -10,13 +10,13 @@ Every function returns ``{"mean": {"psnr", "ssim", "psnr_challenge"}, "per_image
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
+from ..data.pairs import load_pairs as _load_pairs
+from ..data.pairs import pair_files as pair_files
 from ..errors import ImageError
-from ..io.files import first, list_images
 from . import metrics
 
 KEYS = ("psnr", "ssim", "psnr_challenge")
@@ -50,39 +50,11 @@ def check_ssim_size(stem: str, shape, crop_border: int) -> None:
 
 # ----------------------------------------------------------------------------- pairing folders
 
-def pair_files(lq_dir: str | os.PathLike, gt_dir: str | os.PathLike, lq_what: str = "LQ folder",
-               gt_what: str = "GT folder") -> list[tuple[Path, Path]]:
-    """Match LQ and GT images by file stem; refuse unmatched files with a list of them."""
-    lq = {p.stem: p for p in list_images(lq_dir, lq_what)}
-    gt = {p.stem: p for p in list_images(gt_dir, gt_what)}
-    only_lq, only_gt = sorted(set(lq) - set(gt)), sorted(set(gt) - set(lq))
-    if only_lq or only_gt:
-        parts = [f"{len(only)} in {d} without a partner: {first(only)}"
-                 for only, d in ((only_lq, lq_dir), (only_gt, gt_dir)) if only]
-        raise ImageError("unmatched pairs: " + "; ".join(parts))
-    return [(lq[s], gt[s]) for s in sorted(lq)]
-
-
 def load_pairs(lq_dir: str | os.PathLike, gt_dir: str | os.PathLike, scale: int, lq_what: str = "LQ folder",
                gt_what: str = "GT folder", crop_border: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """``[(stem, lq, gt)]`` uint8 RGB, matched by stem, every GT exactly ``scale`` x its LQ (else ImageError).
-
-    ``scale=1`` pairs predictions with GT.  With ``crop_border`` set, images too small for SSIM
-    after that crop are refused too.
-    """
-    from ..io.images import read_rgb
-    out, bad = [], []
-    for lq_p, gt_p in pair_files(lq_dir, gt_dir, lq_what, gt_what):
-        lq, gt = read_rgb(lq_p), read_rgb(gt_p)
-        if (lq.shape[0] * scale, lq.shape[1] * scale) != gt.shape[:2]:
-            bad.append(f"{lq_p.stem} ({lq.shape[1]}x{lq.shape[0]} vs GT {gt.shape[1]}x{gt.shape[0]})")
-        elif crop_border is not None:
-            check_ssim_size(lq_p.stem, gt.shape, crop_border)
-        out.append((lq_p.stem, lq, gt))
-    if bad:
-        what = "prediction(s) differ in size from their GT" if scale == 1 else f"pair(s) whose GT is not x{scale} the LQ"
-        raise ImageError(f"{len(bad)} {what}: {first(bad)}")
-    return out
+    """:func:`facesr.data.pairs.load_pairs`; with ``crop_border`` set, images too small for SSIM are refused too."""
+    check = None if crop_border is None else (lambda stem, shape: check_ssim_size(stem, shape, crop_border))
+    return _load_pairs(lq_dir, gt_dir, scale, lq_what, gt_what, check)
 
 
 # ----------------------------------------------------------------------------- scoring

@@ -25,6 +25,7 @@ import dataclasses
 from torch import nn
 
 from ..errors import ConfigError
+from ..schema import from_dict
 from .lqresnet import LQResNet
 from .msrresnet import MSRResNet
 
@@ -64,7 +65,6 @@ def arch_name(model: nn.Module) -> str:
 
 def arch_cfg(name: str, kwargs: dict, prefix: str = "model"):
     """Validate ``kwargs`` against architecture ``name``'s ``Cfg`` (types and ranges); return the Cfg."""
-    from ..config import from_dict
     cls = arch_class(name)
     cfg = from_dict(cls.Cfg, kwargs, prefix)
     for key, msg in cfg.check():

@@ -74,6 +74,121 @@ def _rgb(img: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3])
 
 
+def _prepare_row(r: dict, has_gt: bool, max_panel: int) -> tuple[str, list[np.ndarray], list[tuple[str, bool]], float]:
+    """One row's ``(name, panels, captions, shrink)``: LQ (nearest), bicubic, SR [, GT or a grey "no GT"]."""
+    name = str(r.get("name", ""))
+    sr = _rgb(r["sr"], f"{name} sr")
+    h, w = sr.shape[:2]
+    lq = _rgb(r["lq"], f"{name} lq")
+    bic = _rgb(r["bicubic"], f"{name} bicubic") if r.get("bicubic") is not None \
+        else _fit(lq, h, w, cv2.INTER_CUBIC)
+    gt = _rgb(r["gt"], f"{name} gt") if r.get("gt") is not None else None
+    panels = [_fit(lq, h, w, cv2.INTER_NEAREST), _fit(bic, h, w, cv2.INTER_CUBIC), sr]
+    captions: list[tuple[str, bool]] = [("", False)] * 3
+    if gt is not None:
+        if gt.shape != sr.shape:
+            raise ImageError(f"{name}: GT {gt.shape[1]}x{gt.shape[0]} does not match SR {w}x{h}")
+        captions = _psnr_captions(panels, gt)
+        panels.append(gt)
+        captions.append(("ground truth", False))
+    elif has_gt:
+        panels.append(np.full_like(sr, 235))
+        captions.append(("no GT", False))
+    shrink = min(1.0, max_panel / max(h, w))
+    if shrink < 1.0:
+        nh, nw = max(1, round(h * shrink)), max(1, round(w * shrink))
+        panels = [cv2.resize(p, (nw, nh), interpolation=cv2.INTER_AREA) for p in panels]
+    return name, panels, captions, shrink
+
+
+def _psnr_captions(panels: list[np.ndarray], gt: np.ndarray) -> list[tuple[str, bool]]:
+    """PSNR captions of the LQ, bicubic and SR panels against ``gt``, the best one flagged."""
+    scores = [psnr(p, gt) for p in panels]
+    best = int(np.argmax(scores))
+    texts = [f"PSNR {s:.2f} dB" if math.isfinite(s) else "PSNR inf" for s in scores]
+    if all(math.isfinite(s) for s in scores[1:]):
+        texts[2] += f" ({scores[2] - scores[1]:+.2f} vs bicubic)"
+    return [(t, i == best) for i, t in enumerate(texts)]
+
+
+def _zoom_size(zoom_box: tuple[float, float, float, float], ph: int, pw: int) -> tuple[int, int, int, int, int, int]:
+    """``(y0, y1, x0, x1, zoomed height, zoomed width)`` of the zoom crop of a ``ph`` x ``pw`` panel."""
+    y0, y1 = int(zoom_box[0] * ph), max(int(zoom_box[0] * ph) + 1, int(zoom_box[1] * ph))
+    x0, x1 = int(zoom_box[2] * pw), max(int(zoom_box[2] * pw) + 1, int(zoom_box[3] * pw))
+    zh = round((y1 - y0) * pw / (x1 - x0))
+    return y0, y1, x0, x1, zh, pw
+
+
+class _Sheet:
+    """Sizes, fonts and the canvas of one comparison sheet (pixels)."""
+
+    def __init__(self, prepared: list, has_gt: bool, title: str | None, zoom: bool,
+                 zoom_box: tuple[float, float, float, float]):
+        self.ncol = len(prepared[0][1])
+        self.col_w = col_w = max(p[1][0].shape[1] for p in prepared)
+        self.fs = fs = max(13, min(26, col_w // 22))
+        self.f_head, self.f_name = _font(fs + 2, True), _font(fs, True)
+        self.f_cap, self.f_cap_b = _font(fs - 1), _font(fs - 1, True)
+        self.margin, self.gap = max(10, fs), max(6, fs // 2)
+        self.title_h = (fs + 2) * 2 if title else 0
+        self.head_h = fs * 2 + 4
+        self.name_h = fs + self.gap + 4
+        self.cap_h = fs + self.gap + 4 if has_gt else self.gap
+        self.zoom, self.zoom_box = zoom, zoom_box
+        self.row_h = [self.name_h + panels[0].shape[0] + self.zoom_h(*panels[0].shape[:2]) + self.cap_h
+                      for _, panels, _, _ in prepared]
+        self.width = 2 * self.margin + self.ncol * col_w + (self.ncol - 1) * self.gap
+        height = (2 * self.margin + self.title_h + self.head_h + sum(self.row_h)
+                  + self.gap * (len(prepared) - 1))
+        self.canvas = Image.new("RGB", (self.width, height), BG)
+        self.draw = ImageDraw.Draw(self.canvas)
+
+    def zoom_h(self, ph: int, pw: int) -> int:
+        """Height taken below a panel by its zoom crop (0 without zoom)."""
+        return _zoom_size(self.zoom_box, ph, pw)[4] + self.gap if self.zoom else 0
+
+    def header(self, y: int, title: str | None, heads: list[str]) -> int:
+        """Draw the title and the column heads from ``y``; return the y below them."""
+        fs, draw = self.fs, self.draw
+        if title:
+            draw.text((self.margin, y), title, fill=INK, font=_font(fs + 4, True))
+            y += self.title_h
+        for c, head in enumerate(heads):
+            x = self.margin + c * (self.col_w + self.gap)
+            draw.text((x + (self.col_w - _text_w(draw, head, self.f_head)) // 2, y + fs // 3), head, fill=INK,
+                      font=self.f_head)
+        y += self.head_h
+        draw.line([(self.margin, y - 4), (self.width - self.margin, y - 4)], fill=(200, 200, 200), width=1)
+        return y
+
+    def row(self, y: int, name: str, panels: list[np.ndarray], captions: list[tuple[str, bool]],
+            shrink: float) -> None:
+        """Draw one row (label, panels, zoom crops, captions) from ``y``."""
+        label = name + (f"   (shown at {shrink * 100:.0f}%)" if shrink < 1 else "")
+        self.draw.text((self.margin, y + 2), label, fill=MUTED, font=self.f_name)
+        py = y + self.name_h
+        ph, pw = panels[0].shape[:2]
+        for c, (panel, (cap, best)) in enumerate(zip(panels, captions)):
+            x = self.margin + c * (self.col_w + self.gap) + (self.col_w - pw) // 2
+            self.panel(x, py, panel)
+            if cap:
+                font = self.f_cap_b if best else self.f_cap
+                cy = py + ph + self.zoom_h(ph, pw) + self.gap // 2
+                self.draw.text((x + (pw - _text_w(self.draw, cap, font)) // 2, cy), cap,
+                               fill=BEST if best else INK, font=font)
+
+    def panel(self, x: int, y: int, panel: np.ndarray) -> None:
+        """Paste one panel at (x, y), with its zoom crop below it and the zoom box drawn on it."""
+        ph, pw = panel.shape[:2]
+        tile = Image.fromarray(panel, "RGB")
+        if self.zoom:
+            zy0, zy1, zx0, zx1, zh, zw = _zoom_size(self.zoom_box, ph, pw)
+            crop = tile.crop((zx0, zy0, zx1, zy1)).resize((zw, zh), Image.NEAREST)
+            self.canvas.paste(crop, (x, y + ph + self.gap))
+            ImageDraw.Draw(tile).rectangle((zx0, zy0, zx1 - 1, zy1 - 1), outline=BOX, width=max(1, pw // 256))
+        self.canvas.paste(tile, (x, y))
+
+
 def compare_grid(rows: Sequence[dict], out_path: str | os.PathLike | None = None, *,
                  sr_title: str = "SR (facesr)", title: str | None = None, zoom: bool = False,
                  zoom_box: tuple[float, float, float, float] = EYES_BOX, max_panel: int = 768) -> np.ndarray:
@@ -89,99 +204,15 @@ def compare_grid(rows: Sequence[dict], out_path: str | os.PathLike | None = None
     if not rows:
         raise ImageError("compare_grid: no rows to draw")
     has_gt = any(r.get("gt") is not None for r in rows)
-    factor = None
-    prepared = []
-    for r in rows:
-        name = str(r.get("name", ""))
-        sr = _rgb(r["sr"], f"{name} sr")
-        h, w = sr.shape[:2]
-        lq = _rgb(r["lq"], f"{name} lq")
-        if factor is None:
-            factor = round(w / lq.shape[1])
-        bic = _rgb(r["bicubic"], f"{name} bicubic") if r.get("bicubic") is not None \
-            else _fit(lq, h, w, cv2.INTER_CUBIC)
-        gt = _rgb(r["gt"], f"{name} gt") if r.get("gt") is not None else None
-        panels = [_fit(lq, h, w, cv2.INTER_NEAREST), _fit(bic, h, w, cv2.INTER_CUBIC), sr]
-        captions: list[tuple[str, bool]] = [("", False)] * 3
-        if gt is not None:
-            if gt.shape != sr.shape:
-                raise ImageError(f"{name}: GT {gt.shape[1]}x{gt.shape[0]} does not match SR {w}x{h}")
-            scores = [psnr(p, gt) for p in panels]
-            best = int(np.argmax(scores))
-            texts = [f"PSNR {s:.2f} dB" if math.isfinite(s) else "PSNR inf" for s in scores]
-            if all(math.isfinite(s) for s in scores[1:]):
-                texts[2] += f" ({scores[2] - scores[1]:+.2f} vs bicubic)"
-            captions = [(t, i == best) for i, t in enumerate(texts)]
-            panels.append(gt)
-            captions.append(("ground truth", False))
-        elif has_gt:
-            panels.append(np.full_like(sr, 235))
-            captions.append(("no GT", False))
-        shrink = min(1.0, max_panel / max(h, w))
-        if shrink < 1.0:
-            nh, nw = max(1, round(h * shrink)), max(1, round(w * shrink))
-            panels = [cv2.resize(p, (nw, nh), interpolation=cv2.INTER_AREA) for p in panels]
-        prepared.append((name, panels, captions, shrink))
-
-    ncol = len(prepared[0][1])
-    col_w = max(p[1][0].shape[1] for p in prepared)
-    fs = max(13, min(26, col_w // 22))
-    f_head, f_name, f_cap, f_cap_b = _font(fs + 2, True), _font(fs, True), _font(fs - 1), _font(fs - 1, True)
-    margin, gap = max(10, fs), max(6, fs // 2)
-    title_h = (fs + 2) * 2 if title else 0
-    head_h = fs * 2 + 4
-    name_h = fs + gap + 4
-    cap_h = fs + gap + 4 if has_gt else gap
-
-    def zoom_size(ph: int, pw: int) -> tuple[int, int, int, int, int, int]:
-        y0, y1 = int(zoom_box[0] * ph), max(int(zoom_box[0] * ph) + 1, int(zoom_box[1] * ph))
-        x0, x1 = int(zoom_box[2] * pw), max(int(zoom_box[2] * pw) + 1, int(zoom_box[3] * pw))
-        zh = round((y1 - y0) * pw / (x1 - x0))
-        return y0, y1, x0, x1, zh, pw
-
-    row_h = []
-    for _, panels, _, _ in prepared:
-        ph, pw = panels[0].shape[:2]
-        zh = zoom_size(ph, pw)[4] + gap if zoom else 0
-        row_h.append(name_h + ph + zh + cap_h)
-    width = 2 * margin + ncol * col_w + (ncol - 1) * gap
-    height = 2 * margin + title_h + head_h + sum(row_h) + gap * (len(prepared) - 1)
-    canvas = Image.new("RGB", (width, height), BG)
-    draw = ImageDraw.Draw(canvas)
-
-    y = margin
-    if title:
-        draw.text((margin, y), title, fill=INK, font=_font(fs + 4, True))
-        y += title_h
-    heads = [f"LQ (nearest x{factor})", f"Bicubic x{factor}", sr_title, "GT"][:ncol]
-    for c, head in enumerate(heads):
-        x = margin + c * (col_w + gap)
-        draw.text((x + (col_w - _text_w(draw, head, f_head)) // 2, y + fs // 3), head, fill=INK, font=f_head)
-    y += head_h
-    draw.line([(margin, y - 4), (width - margin, y - 4)], fill=(200, 200, 200), width=1)
-
-    for (name, panels, captions, shrink), rh in zip(prepared, row_h):
-        label = name + (f"   (shown at {shrink * 100:.0f}%)" if shrink < 1 else "")
-        draw.text((margin, y + 2), label, fill=MUTED, font=f_name)
-        py = y + name_h
-        ph, pw = panels[0].shape[:2]
-        for c, (panel, (cap, best)) in enumerate(zip(panels, captions)):
-            x = margin + c * (col_w + gap) + (col_w - pw) // 2
-            tile = Image.fromarray(panel, "RGB")
-            if zoom:
-                zy0, zy1, zx0, zx1, zh, zw = zoom_size(ph, pw)
-                crop = tile.crop((zx0, zy0, zx1, zy1)).resize((zw, zh), Image.NEAREST)
-                canvas.paste(crop, (x, py + ph + gap))
-                zd = ImageDraw.Draw(tile)
-                zd.rectangle((zx0, zy0, zx1 - 1, zy1 - 1), outline=BOX, width=max(1, pw // 256))
-            canvas.paste(tile, (x, py))
-            if cap:
-                font = f_cap_b if best else f_cap
-                cy = py + ph + ((zoom_size(ph, pw)[4] + gap) if zoom else 0) + gap // 2
-                draw.text((x + (pw - _text_w(draw, cap, font)) // 2, cy), cap, fill=BEST if best else INK, font=font)
-        y += rh + gap
-
-    out = np.asarray(canvas)
+    prepared = [_prepare_row(r, has_gt, max_panel) for r in rows]  # validates every image first
+    factor = round(np.asarray(rows[0]["sr"]).shape[1] / np.asarray(rows[0]["lq"]).shape[1])
+    sheet = _Sheet(prepared, has_gt, title, zoom, zoom_box)
+    heads = [f"LQ (nearest x{factor})", f"Bicubic x{factor}", sr_title, "GT"][:sheet.ncol]
+    y = sheet.header(sheet.margin, title, heads)
+    for (name, panels, captions, shrink), rh in zip(prepared, sheet.row_h):
+        sheet.row(y, name, panels, captions, shrink)
+        y += rh + sheet.gap
+    out = np.asarray(sheet.canvas)
     if out_path is not None:
         atomic_write_bytes(out_path, encode_png(out))
     return out
