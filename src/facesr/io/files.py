@@ -10,7 +10,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from ..errors import FacesrError, ImageError, OutputError, describe_os_error
+from ..errors import FacesrError, ImageError, OutputError
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 _GLOB_CHARS = set("*?[")

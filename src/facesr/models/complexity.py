@@ -3,9 +3,9 @@
 MMagic's ``tools/analysis_tools/get_flops.py`` runs mmengine's fvcore-style
 counter: a convolution or linear layer costs its multiply-adds (bias ignored),
 ``upsample_bilinear2d`` costs 4 per output element, and activations, additions
-and pixel_shuffle cost nothing.  :func:`count_flops` counts the same ops by
-intercepting ATen calls during one forward pass, so it also covers functional
-calls (the global bilinear skip) that module hooks would miss.
+and pixel_shuffle cost nothing.  :func:`count_flops` counts the same ops with
+torch's public ``FlopCounterMode`` (ATen-level, so it also covers functional
+calls such as the global bilinear skip that module hooks would miss).
 """
 from __future__ import annotations
 
@@ -13,10 +13,7 @@ import math
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-
-_aten = torch.ops.aten
-
+from torch.utils.flop_counter import FlopCounterMode
 
 class FlopCount(int):
     """A multiply-add count (an ``int``) that also carries the ``output_shape`` (C, H, W) of the counted pass."""
@@ -32,25 +29,9 @@ class FlopCount(int):
         return f"FlopCount({int(self)}, output_shape={self.output_shape})"
 
 
-class _FlopCounter(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.total = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        packet = getattr(func, "overloadpacket", None)
-        if packet is _aten.convolution:
-            weight = args[1]
-            # out: (N, Cout, *spatial); weight: (Cout, Cin/groups, *k)
-            self.total += out.shape[0] * math.prod(weight.shape) * math.prod(out.shape[2:])
-        elif packet in (_aten.addmm, _aten.mm):
-            a, b = (args[1], args[2]) if packet is _aten.addmm else (args[0], args[1])
-            self.total += a.shape[0] * a.shape[1] * b.shape[1]
-        elif packet is _aten.upsample_bilinear2d:
-            self.total += 4 * out.numel()
-        return out
+def _bilinear_flops(*args, out_shape=None, **kwargs) -> int:
+    """FLOPs (2 per multiply-add) of ``upsample_bilinear2d``: get_flops charges 4 multiply-adds per output element."""
+    return 2 * 4 * math.prod(out_shape)
 
 
 @torch.no_grad()
@@ -61,7 +42,8 @@ def count_flops(model: nn.Module, shape: tuple[int, int, int] = (3, 128, 128)) -
     """
     param = next(model.parameters())
     x = torch.zeros((1, *shape), dtype=param.dtype, device=param.device)
-    counter = _FlopCounter()
+    # torch's public counter: 2 FLOPs per multiply-add of convolutions and matmuls; the bilinear skip is added.
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.upsample_bilinear2d: _bilinear_flops})
     was_training = model.training
     # Deterministic mode makes PyTorch decompose upsample_bilinear2d into primitives the counter cannot see.
     det, det_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
@@ -73,7 +55,7 @@ def count_flops(model: nn.Module, shape: tuple[int, int, int] = (3, 128, 128)) -
     finally:
         model.train(was_training)
         torch.use_deterministic_algorithms(det, warn_only=det_warn)
-    return FlopCount(counter.total, tuple(out.shape[1:]))
+    return FlopCount(counter.get_total_flops() // 2, tuple(out.shape[1:]))
 
 
 def count_params(model: nn.Module) -> int:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .msrresnet import ResidualBlockNoBN, _kaiming_scaled_, check_resnet_cfg
+from .msrresnet import ResidualBlockNoBN, _kaiming_scaled_, check_resnet_cfg, require_valid
 
 
 @dataclass
@@ -67,8 +67,7 @@ class LQResNet(nn.Module):
     def __init__(self, in_channels: int = 3, out_channels: int = 3, mid_channels: int = 64, num_blocks: int = 29,
                  upscale_factor: int = 4):
         super().__init__()
-        if upscale_factor not in (2, 3, 4):
-            raise ValueError(f"upscale_factor must be 2, 3 or 4, got {upscale_factor}")
+        require_valid(LQResNetCfg(in_channels, out_channels, mid_channels, num_blocks, upscale_factor))
         self.in_channels, self.out_channels = in_channels, out_channels
         self.mid_channels, self.num_blocks, self.upscale_factor = mid_channels, num_blocks, upscale_factor
         self.conv_first = nn.Conv2d(in_channels, mid_channels, 3, 1, 1)

@@ -78,6 +78,12 @@ def check_resnet_cfg(cfg) -> list[tuple[str, str]]:
     return bad
 
 
+def require_valid(cfg) -> None:
+    """ValueError naming the first problem ``cfg.check()`` reports (a model built directly, not from a config)."""
+    for key, msg in cfg.check():
+        raise ValueError(f"{key} {msg}, got {getattr(cfg, key)!r}")
+
+
 @dataclass
 class MSRResNetCfg:
     """Constructor arguments of :class:`MSRResNet` (the ``model:`` section of a config)."""
@@ -90,7 +96,10 @@ class MSRResNetCfg:
 
     def check(self) -> list[tuple[str, str]]:
         """Range problems as ``(field, message)`` pairs; empty when valid."""
-        return check_resnet_cfg(self)
+        bad = check_resnet_cfg(self)
+        if self.variant not in ("mmagic", "basicsr"):
+            bad.append(("variant", "must be 'mmagic' or 'basicsr'"))
+        return bad
 
 
 class MSRResNet(nn.Module):
@@ -125,10 +134,7 @@ class MSRResNet(nn.Module):
         variant: str = "mmagic",
     ):
         super().__init__()
-        if upscale_factor not in (2, 3, 4):
-            raise ValueError(f"upscale_factor must be 2, 3 or 4, got {upscale_factor}")
-        if variant not in ("mmagic", "basicsr"):
-            raise ValueError(f"variant must be 'mmagic' or 'basicsr', got {variant!r}")
+        require_valid(MSRResNetCfg(in_channels, out_channels, mid_channels, num_blocks, upscale_factor, variant))  # type: ignore[arg-type]
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.mid_channels = mid_channels
