@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -215,14 +216,34 @@ def zip_name(p: Path) -> str:
     return os.fsencode(p.name).decode("utf-8", "backslashreplace")
 
 
+#: Entry time stored for every zip member: the zip epoch, so the same images always give the same zip bytes.
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def _zip_entry(name: str) -> zipfile.ZipInfo:
+    """A member header that depends on ``name`` only: fixed time, Unix 0644 file, no compression."""
+    info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+    info.create_system = 3  # Unix, whatever the writing platform
+    info.external_attr = 0o100644 << 16
+    info.compress_type = zipfile.ZIP_STORED
+    return info
+
+
 def write_zip(zip_path: Path, members: list[Path]) -> None:
-    """Atomically write a flat zip holding ``members`` under their bare file names (PNG: stored)."""
+    """Atomically write a flat zip holding ``members`` under their bare file names, reproducibly.
+
+    Members are stored (PNGs do not compress further) in name order with fixed headers, so the same
+    images give the same zip bytes whoever writes them and whenever.
+    """
     zip_path = Path(zip_path)
     tmp = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for m in members:
-                zf.write(m, arcname=zip_name(m))
+            for m in sorted(members, key=zip_name):
+                info = _zip_entry(zip_name(m))
+                info.file_size = os.path.getsize(m)
+                with open(m, "rb") as src, zf.open(info, "w") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
         os.replace(tmp, zip_path)
     except OSError as exc:
         raise _write_error(zip_path, exc) from None
