@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .data.degradations import DegradationCfg
+from .data.seeding import MAX_SEED
 from .errors import ConfigError, one_line
 from .models.registry import arch_cfg
 from .schema import convert, from_dict
@@ -291,6 +292,8 @@ def validate(cfg: Config) -> Config:
 
     need(cfg.model.max_params is None or cfg.model.max_params > 0, "model.max_params", "must be positive or null")
     need(cfg.train.batch_size > 0, "train.batch_size", "must be positive")
+    need(0 <= cfg.seed <= MAX_SEED, "seed", f"must be in 0..{MAX_SEED}")
+    need(0 <= cfg.data.val_seed <= MAX_SEED, "data.val_seed", f"must be in 0..{MAX_SEED}")
     tb = cfg.train.time_budget_min
     need(tb is None or (math.isfinite(tb) and tb > 0), "train.time_budget_min", "must be a positive number of minutes or null")
     vm = cfg.train.val_interval_min

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: Most rows one sheet draws (--max and --names).
+MAX_ROWS = 64
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("compare", help="side-by-side sheet LQ | bicubic | SR | GT with PSNR captions")
     p.add_argument("lq_dir", metavar="LQ_DIR")
     p.add_argument("sr_dir", metavar="SR_DIR")
     p.add_argument("gt_dir", nargs="?", metavar="GT_DIR", help="ground truth; adds a GT column and PSNR captions")
-    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--out", required=True, help="picture to write: .png, .jpg or .webp")
     p.add_argument("--names", nargs="+", metavar="STEM",
                    help="image stems to show (default: the first --max in all folders)")
-    p.add_argument("--max", type=int, default=6, help="rows when --names is not given (default 6)")
+    p.add_argument("--max", type=int, default=6, help=f"rows when --names is not given (default 6, at most {MAX_ROWS})")
     p.add_argument("--zoom", action="store_true", help="add a magnified crop of the eye region under each panel")
     p.add_argument("--title", help="title line at the top")
     p.add_argument("--sr-title", default="SR (facesr)", help="column title of the SR panels")
@@ -27,12 +30,14 @@ def run(a) -> int:
     """``facesr compare LQ_DIR SR_DIR [GT_DIR] --out FILE.png [--names ...] [--max N] [--zoom]``."""
     from ..errors import FacesrError, ImageError
     from ..io.files import images_by_stem
-    from ..io.images import read_any
+    from ..io.images import check_image_name, read_any
     from ..viz.compare import compare_grid
     from . import check_output_file
-
-    if a.max < 1:
-        raise FacesrError(f"--max must be at least 1, got {a.max}")
+    if not 1 <= a.max <= MAX_ROWS:
+        raise FacesrError(f"--max must be in 1..{MAX_ROWS}, got {a.max}")
+    if a.names and len(set(a.names)) > MAX_ROWS:
+        raise FacesrError(f"--names: {len(set(a.names))} stems, at most {MAX_ROWS} rows fit one sheet")
+    check_image_name(a.out, "--out")
     lq = images_by_stem(a.lq_dir, "LQ folder")
     sr = images_by_stem(a.sr_dir, "SR folder")
     gt = images_by_stem(a.gt_dir, "GT folder") if a.gt_dir else None

@@ -6,14 +6,19 @@ import time
 
 from . import add_model_options
 
+#: Most rows one demo sheet draws (each is a 512x512 restore and four panels).
+MAX_ROWS = 32
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="degrade the bundled sample face, restore it, write a side-by-side picture")
-    p.add_argument("--out", help="PNG to write (default facesr_demo.png, or facesr_demo_2.png, ... if that exists)")
+    p.add_argument("--out", help="picture to write, .png, .jpg or .webp (default facesr_demo.png, or facesr_demo_2.png, "
+                   "... if that exists)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--image", help="use this 512x512 HQ face instead of the bundled one")
     p.add_argument("--seed", type=int, default=0, help="first degradation seed (default 0)")
-    p.add_argument("--rows", type=int, default=3, help="how many degradations (seeds seed..seed+rows-1)")
+    p.add_argument("--rows", type=int, default=3,
+                   help=f"how many degradations (seeds seed..seed+rows-1; 1..{MAX_ROWS})")
     add_model_options(p, ema=False, precision=False)
     p.set_defaults(func=run)
 
@@ -29,6 +34,8 @@ def _output_path(a) -> str:
         while Path("facesr_demo.png" if k == 1 else f"facesr_demo_{k}.png").exists():
             k += 1
         return "facesr_demo.png" if k == 1 else f"facesr_demo_{k}.png"
+    from ..io.images import check_image_name
+    check_image_name(a.out, "--out")
     check_output_file(a.out, [a.image] if a.image else [], a.overwrite, "--out")
     return a.out
 
@@ -37,12 +44,14 @@ def run(a) -> int:
     import numpy as np
 
     from ..assets import sample_face_path
+    from ..data.seeding import MAX_SEED
     from ..errors import FacesrError
     from ..viz.demo import make_demo
     from . import load_restorer
-
-    if a.rows < 1:
-        raise FacesrError(f"--rows must be at least 1, got {a.rows}")
+    if not 1 <= a.rows <= MAX_ROWS:
+        raise FacesrError(f"--rows must be in 1..{MAX_ROWS}, got {a.rows}")
+    if not 0 <= a.seed <= MAX_SEED - a.rows + 1:
+        raise FacesrError(f"--seed must be in 0..{MAX_SEED - a.rows + 1}, got {a.seed}")
     a.out = _output_path(a)
     t0 = time.perf_counter()
     restorer = load_restorer(a)

@@ -13,6 +13,9 @@ import numpy as np
 
 from .degradations import Rng, make_rng
 
+#: Largest seed accepted anywhere (numpy's legacy seeding, which MMagic mode reseeds with, takes 0..2**32-1).
+MAX_SEED = 2**32 - 1
+
 
 def stem_key(stem: str) -> int:
     return zlib.crc32(stem.encode("utf-8"))

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageError, one_line
+from ..errors import FacesrError, ImageError, one_line
 from .files import IMAGE_EXTS, atomic_write_bytes  # noqa: F401  (IMAGE_EXTS re-exported)
 
 #: OpenCV interpolation of each :func:`upscale_classical` method.
@@ -174,6 +174,33 @@ def encode_png(img: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(img))
     if not ok:
         raise ImageError("PNG encoding failed")
+    return buf.tobytes()
+
+
+#: Output file endings facesr writes images as, and the encoder each gets (its own format, never PNG bytes
+#: under another name).
+IMAGE_WRITERS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp"}
+
+
+def check_image_name(path: str | os.PathLike, what: str = "output") -> None:
+    """FacesrError unless ``path`` ends in a format facesr writes (.png, .jpg/.jpeg, .webp)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_WRITERS:
+        raise FacesrError(f"{what} {path}: cannot write {suffix or 'a file without an ending'}; "
+                          f"name it .png, .jpg or .webp")
+
+
+def encode_image(img: np.ndarray, path: str | os.PathLike) -> bytes:
+    """Bytes of uint8 RGB (HxWx3) ``img`` in the format ``path``'s ending names: PNG, JPEG (quality 95) or
+    lossless WebP; FacesrError for any other ending."""
+    check_image_name(path)
+    fmt = IMAGE_WRITERS[Path(path).suffix.lower()]
+    if fmt == ".png":
+        return encode_png(img)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if fmt == ".jpg" else [cv2.IMWRITE_WEBP_QUALITY, 101]
+    ok, buf = cv2.imencode(fmt, np.ascontiguousarray(img[..., :3][..., ::-1]), params)
+    if not ok:
+        raise ImageError(f"{fmt[1:].upper()} encoding failed")
     return buf.tobytes()
 
 

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..errors import ImageError
 from ..evaluation.metrics import psnr
 from ..io.files import atomic_write_bytes
-from ..io.images import encode_png
+from ..io.images import encode_image
 
 BG = (250, 250, 250)
 INK = (30, 30, 30)
@@ -192,7 +192,8 @@ class _Sheet:
 def compare_grid(rows: Sequence[dict], out_path: str | os.PathLike | None = None, *,
                  sr_title: str = "SR (facesr)", title: str | None = None, zoom: bool = False,
                  zoom_box: tuple[float, float, float, float] = EYES_BOX, max_panel: int = 768) -> np.ndarray:
-    """Draw a comparison sheet; return it as uint8 RGB (0-255) and write it as PNG to ``out_path`` if given.
+    """Draw a comparison sheet; return it as uint8 RGB (0-255) and write it to ``out_path`` if given
+    (PNG, JPEG or WebP, as its ending says).
 
     ``rows``: dicts with ``name`` (str), ``lq`` and ``sr`` (uint8 RGB HxWx3, 0-255), optional
     ``bicubic`` (default: ``cv2.INTER_CUBIC`` of ``lq`` to the SR size) and optional ``gt``
@@ -214,5 +215,5 @@ def compare_grid(rows: Sequence[dict], out_path: str | os.PathLike | None = None
         y += rh + sheet.gap
     out = np.asarray(sheet.canvas)
     if out_path is not None:
-        atomic_write_bytes(out_path, encode_png(out))
+        atomic_write_bytes(out_path, encode_image(out, out_path))
     return out

@@ -43,7 +43,7 @@ def make_demo(restorer, image_path: str | os.PathLike, seeds: list[int],
               out_path: str | os.PathLike | None = None) -> tuple[np.ndarray, list[DemoRow]]:
     """Degrade the HQ face at ``image_path`` with each seed, restore it; return (sheet, rows).
 
-    The sheet (uint8 RGB) is also written as PNG to ``out_path`` when given.
+    The sheet (uint8 RGB) is also written to ``out_path`` when given (PNG, JPEG or WebP by its ending).
     """
     hq = prepare_hq(read_rgb(image_path), 512, "area", str(image_path))
     panels, rows = [], []

@@ -1,0 +1,70 @@
+"""Hostile-input cases of issue 21 for the commands that draw pictures and for config seeds: one line, exit 2,
+nothing written; and every picture is written in the format its name says."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facesr.cli import main
+from facesr.config import load_config
+from facesr.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _run(capsys, *argv):
+    rc = main(list(argv))
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--rows", "100000"], "--rows must be in 1..32"),
+    (["--rows", "0"], "--rows must be in 1..32"),
+    (["--seed", "-1"], "--seed must be in 0.."),
+    (["--out", "x.bmp"], "cannot write .bmp"),
+    (["--out", "noending"], "cannot write a file without an ending"),
+])
+def test_demo_refuses_in_one_line_before_work(tmp_path, monkeypatch, capsys, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(capsys, "demo", *argv)
+    assert rc == 2 and needle in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("name,fmt", [("d.jpg", "JPEG"), ("d.jpeg", "JPEG"), ("d.webp", "WEBP"), ("d.png", "PNG")])
+def test_demo_writes_the_format_its_name_says(tmp_path, monkeypatch, capsys, name, fmt):
+    monkeypatch.chdir(tmp_path)
+    rc, _ = _run(capsys, "demo", "--rows", "1", "--out", name)
+    assert rc == 0
+    with Image.open(tmp_path / name) as im:
+        assert im.format == fmt and im.mode == "RGB"
+
+
+def _folders(tmp_path, n=2):
+    for d, size in (("lq", 8), ("sr", 32)):
+        (tmp_path / d).mkdir()
+        for i in range(n):
+            Image.fromarray(np.full((size, size, 3), 40 * i, np.uint8)).save(tmp_path / d / f"f{i}.png")
+
+
+def test_compare_writes_jpeg_for_jpg_and_refuses_unknown_endings(tmp_path, capsys):
+    _folders(tmp_path)
+    rc, _ = _run(capsys, "compare", str(tmp_path / "lq"), str(tmp_path / "sr"), "--out", str(tmp_path / "s.jpg"))
+    assert rc == 0
+    with Image.open(tmp_path / "s.jpg") as im:
+        assert im.format == "JPEG"
+    rc, err = _run(capsys, "compare", str(tmp_path / "lq"), str(tmp_path / "sr"), "--out", str(tmp_path / "s.gif"))
+    assert rc == 2 and "cannot write .gif" in err and not (tmp_path / "s.gif").exists()
+    rc, err = _run(capsys, "compare", str(tmp_path / "lq"), str(tmp_path / "sr"), "--out", str(tmp_path / "t.png"),
+                   "--max", "100000")
+    assert rc == 2 and "--max must be in 1..64" in err
+
+
+@pytest.mark.parametrize("key,value", [("seed", -1), ("seed", 2**32), ("data.val_seed", -5)])
+def test_config_seed_out_of_range_is_one_line(key, value):
+    with pytest.raises(ConfigError, match=rf"^{key}: must be in 0\.\."):
+        load_config(CONFIGS / "quickstart.yaml", [f"{key}={value}"])
