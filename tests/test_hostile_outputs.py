@@ -68,3 +68,11 @@ def test_compare_writes_jpeg_for_jpg_and_refuses_unknown_endings(tmp_path, capsy
 def test_config_seed_out_of_range_is_one_line(key, value):
     with pytest.raises(ConfigError, match=rf"^{key}: must be in 0\.\."):
         load_config(CONFIGS / "quickstart.yaml", [f"{key}={value}"])
+
+
+@pytest.mark.parametrize("spec", ["meta", "xla", "cpu:bogus"])
+def test_unsupported_device_is_one_line(spec):
+    from facesr.devices import resolve_device
+    from facesr.errors import DeviceError
+    with pytest.raises(DeviceError, match="--device"):
+        resolve_device(spec, "--device")

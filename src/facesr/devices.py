@@ -5,6 +5,9 @@ import torch
 
 from .errors import DeviceError
 
+#: Device types facesr computes on ("meta", "xla", ... hold no data or are not supported).
+SUPPORTED = ("cpu", "cuda", "mps")
+
 
 def resolve_device(spec: str | torch.device | None = "auto", option: str = "device") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` as given.
@@ -20,6 +23,8 @@ def resolve_device(spec: str | torch.device | None = "auto", option: str = "devi
         dev = torch.device(spec)
     except RuntimeError:
         raise DeviceError(f"{option} {spec!r}: not a device name (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type not in SUPPORTED:
+        raise DeviceError(f"{option} {spec}: facesr runs on {', '.join(SUPPORTED)} (use auto, cpu, cuda or cuda:N)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"{option} {spec}: CUDA is not available on this machine")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
