@@ -1,0 +1,54 @@
+"""Progress on long work: tqdm on a terminal, plain throttled lines in a log, nothing with quiet."""
+from __future__ import annotations
+
+import io
+
+from facesr.io.progress import LogProgress, progress
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_log_progress_prints_first_then_every_interval_then_the_end():
+    out, clock = io.StringIO(), Clock()
+    p = LogProgress(100, "facesr predict", "img", out, interval=30, clock=clock)
+    for _ in range(100):
+        clock.t += 1.0
+        p.update(1)
+    p.close()
+    lines = out.getvalue().splitlines()
+    # first update at t=1, then t=31, 61, 91, then the final state at close
+    assert len(lines) == 5, lines
+    assert lines[0].startswith("facesr predict: 1/100 img (1%)") and "ETA" in lines[0]
+    assert lines[1].startswith("facesr predict: 31/100 img (31%), 1 img/s, ETA 1 min 09 s")
+    assert lines[-1].startswith("facesr predict: 100/100 img (100%)") and "ETA" not in lines[-1]
+
+
+def test_log_progress_slow_units_and_unknown_total():
+    out, clock = io.StringIO(), Clock()
+    p = LogProgress(None, "train", "it", out, interval=30, clock=clock)
+    clock.t = 5.0
+    p.update(1)
+    p.close()
+    assert out.getvalue().splitlines() == ["train: 1 it, 5 s/it, elapsed 5 s"]
+
+
+def test_progress_chooses_by_terminal_and_quiet():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    from tqdm import tqdm
+    bar = progress(3, "x", file=Tty())
+    assert isinstance(bar, tqdm)
+    bar.close()
+    assert isinstance(progress(3, "x", file=io.StringIO()), LogProgress)
+    quiet = progress(3, "x", file=io.StringIO(), quiet=True)
+    quiet.update(3)
+    quiet.close()
+    assert not isinstance(quiet, (tqdm, LogProgress))
