@@ -342,8 +342,9 @@ def validate(cfg: Config) -> Config:
         need(abs(sum(getattr(s, probs)) - 1) < 1e-6, f"degradation.{sec}.{probs}", "must sum to 1")
     deg = cfg.degradation
     need(len(deg.blur.kernel_size) > 0, "degradation.blur.kernel_size", "must be a non-empty list")
-    for k in deg.blur.kernel_size:
-        need(k % 2 == 1 and 0 < k <= 201, "degradation.blur.kernel_size", f"kernel sizes must be odd, 1..201, got {k}")
+    for size in deg.blur.kernel_size:
+        need(size % 2 == 1 and 0 < size <= 201, "degradation.blur.kernel_size",
+             f"kernel sizes must be odd, 1..201, got {size}")
 
     def pair(key: str, v: list, lo: float, hi: float, lo_open: bool = False):
         ok = len(v) == 2 and v[0] <= v[1] and (v[0] > lo if lo_open else v[0] >= lo) and v[1] <= hi

@@ -61,7 +61,7 @@ def describe_os_error(exc: OSError) -> str:
     return f"{where}: {why}" if where != "" else why
 
 
-def one_line(exc: BaseException, limit: int = MAX_MESSAGE_CHARS) -> str:
+def one_line(exc: BaseException | str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """The first non-empty line of ``exc``'s message, cut to ``limit`` characters (class name if empty)."""
     text = str(exc).strip()
     line = text.splitlines()[0].strip() if text else type(exc).__name__

@@ -102,7 +102,7 @@ def convert(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+def from_dict(cls: Any, data: dict, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys and bad types."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}

@@ -66,7 +66,7 @@ def arch_name(model: nn.Module) -> str:
 def arch_cfg(name: str, kwargs: dict, prefix: str = "model"):
     """Validate ``kwargs`` against architecture ``name``'s ``Cfg`` (types and ranges); return the Cfg."""
     cls = arch_class(name)
-    cfg = from_dict(cls.Cfg, kwargs, prefix)
+    cfg = from_dict(getattr(cls, "Cfg"), kwargs, prefix)
     for key, msg in cfg.check():
         raise ConfigError(f"{prefix}.{key}: {msg}")
     return cfg

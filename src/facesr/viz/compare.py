@@ -54,7 +54,7 @@ def _font(size: int, bold: bool = False):
 
 def _text_w(draw: ImageDraw.ImageDraw, text: str, font) -> int:
     x0, _, x1, _ = draw.textbbox((0, 0), text, font=font)
-    return x1 - x0
+    return int(x1 - x0)
 
 
 def _fit(img: np.ndarray, h: int, w: int, interp: int) -> np.ndarray:
@@ -183,7 +183,7 @@ class _Sheet:
         tile = Image.fromarray(panel, "RGB")
         if self.zoom:
             zy0, zy1, zx0, zx1, zh, zw = _zoom_size(self.zoom_box, ph, pw)
-            crop = tile.crop((zx0, zy0, zx1, zy1)).resize((zw, zh), Image.NEAREST)
+            crop = tile.crop((zx0, zy0, zx1, zy1)).resize((zw, zh), Image.Resampling.NEAREST)
             self.canvas.paste(crop, (x, y + ph + self.gap))
             ImageDraw.Draw(tile).rectangle((zx0, zy0, zx1 - 1, zy1 - 1), outline=BOX, width=max(1, pw // 256))
         self.canvas.paste(tile, (x, y))
