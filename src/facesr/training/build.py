@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -93,7 +94,7 @@ def make_optimizer(cfg: Config, params, device: torch.device) -> torch.optim.Opt
 
 def training_module(model: nn.Module, device: torch.device, dist: D.DistInfo, compile: bool) -> nn.Module:
     """The module the loop calls: ``model`` wrapped in DDP under torchrun, then ``torch.compile``d if asked."""
-    out = model
+    out: Any = model
     if dist.enabled:
         out = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if compile:

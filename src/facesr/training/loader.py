@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -75,7 +76,7 @@ def apply_builtin_fallback(cfg: Config, main: bool) -> None:
     d = cfg.data
     if not d.fallback_to_builtin:
         return
-    user_set = getattr(cfg, "user_set", set())
+    user_set: set[str] = getattr(cfg, "user_set", set())
     missing = [k for k in ("train_hq_dir", "val_hq_dir")
                if isinstance(getattr(d, k), str) and not Path(getattr(d, k)).is_dir() and f"data.{k}" not in user_set]
     if not missing:
@@ -114,7 +115,7 @@ class BatchSource:
         if d.degrade_on == "gpu":
             from ..data.gpu_degradations import GpuDegrader
             self.gpu_degrader = GpuDegrader(cfg.degradation, cfg.seed, device, d.crop_size)
-        self._iter = None
+        self._iter: Iterator | None = None
 
     @property
     def crop_size(self) -> int | None:
@@ -148,6 +149,8 @@ class BatchSource:
 
     def fetch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next uint8 ``(lq, gt)`` from the loader (the time the loop waits for data)."""
+        if self._iter is None:
+            raise RuntimeError("BatchSource.fetch before start")
         try:
             return next(self._iter)
         except FacesrError as exc:  # from a DataLoader worker: its message is "Caught X in ... Traceback"

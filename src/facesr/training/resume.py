@@ -34,7 +34,7 @@ def load_resume_state(work_dir: Path, resume: str | Path | bool) -> tuple[Path, 
     A broken latest checkpoint names the earlier one that may be intact.
     """
     ckpt_dir = work_dir / "checkpoints"
-    path = latest_checkpoint(ckpt_dir) if resume is True else Path(resume)
+    path = latest_checkpoint(ckpt_dir) if isinstance(resume, bool) else Path(resume)
     if path is None:
         raise CheckpointError(f"{ckpt_dir}: resuming asked for, but no checkpoint found there")
     try:
@@ -58,7 +58,7 @@ def stored_config(work_dir: Path, resume: str | Path | bool, state: dict | None 
         data = read_yaml_file(f)
         if isinstance(data, dict):
             return data, str(f)
-    path = Path(resume) if resume is not True else None
+    path = None if isinstance(resume, bool) else Path(resume)
     if state is None:
         path, state = load_resume_state(work_dir, resume)
     if isinstance(state.get("config"), dict):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ..io.files import atomic_write_bytes
 
@@ -41,7 +41,7 @@ class RunLog:
 
     def __init__(self, work_dir: str | Path):
         self.path = Path(work_dir) / LOG_NAME
-        self._file = None
+        self._file: TextIO | None = None
         self._tb: Any = None
 
     @classmethod
@@ -72,7 +72,8 @@ class RunLog:
         config.yaml); append the other lines to ``log.discarded.jsonl``.  Returns how many were cut."""
         if not self.exists():
             return 0
-        keep, cut = [], []
+        keep: list[str] = []
+        cut: list[str] = []
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             rec = parse_record(line)
             ok = rec is not None and (rec["iter"] <= start_iter or rec["kind"] == "plan")

@@ -133,7 +133,7 @@ def _prepare(cfg: Config | None, work_dir: Path, resume, init_from, init_ema: bo
     batches = BatchSource(cfg, device, dist)  # data validated before anything slow
     val_pairs = load_val_pairs(cfg.data, cfg.degradation, cfg.model.upscale_factor) if dist.is_main else []
     start_iter, best, prior_s = 0, None, 0.0
-    if state is not None:
+    if state is not None and resume_path is not None:
         restore(state, resume_path, model, ema, step)
         start_iter, best, prior_s = int(state["iter"]), state.get("best"), float(state.get("elapsed_s") or 0.0)
         lineage = list(state.get("lineage") or [])

@@ -69,8 +69,9 @@ class Validator:
         for suffix, module in self.models:
             rec.update({k + suffix: v for k, v in self.score(module).items()})
         rec["train_s"] = train_s
-        if self.is_best(rec):
-            self.out.save(rec, self.best)
+        best = self.update_best(rec)
+        if best is not None:
+            self.out.save(rec, best)
         return rec
 
     def score(self, module: nn.Module) -> dict:
@@ -83,10 +84,10 @@ class Validator:
         finally:
             module.train(was_training)
 
-    def is_best(self, rec: dict) -> bool:
-        """Whether ``rec`` beats the best so far on ``best_metric``; if so it becomes the best."""
+    def update_best(self, rec: dict) -> dict | None:
+        """The new best if ``rec`` beats the best so far on ``best_metric`` (higher is better), else None."""
         value = rec[self.best_metric]  # one of rec's keys: checked when the config was loaded
         if self.best is not None and not value > self.best["value"]:
-            return False
+            return None
         self.best = {"metric": self.best_metric, "value": value, "iter": rec["iter"]}
-        return True
+        return self.best
