@@ -36,7 +36,8 @@ def load_resume_state(work_dir: Path, resume: str | Path | bool) -> tuple[Path, 
     ckpt_dir = work_dir / "checkpoints"
     path = latest_checkpoint(ckpt_dir) if isinstance(resume, bool) else Path(resume)
     if path is None:
-        raise CheckpointError(f"{ckpt_dir}: resuming asked for, but no checkpoint found there")
+        raise CheckpointError(f"{ckpt_dir}: resuming asked for, but no checkpoint found there (is {work_dir} the "
+                              "run's work dir?)")
     try:
         return path, load_checkpoint(path)
     except CheckpointError as exc:
