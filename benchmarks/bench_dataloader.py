@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from facesr.data.datasets import HQDegradeDataset, InfiniteSampler
 from facesr.data.degradations import DegradationCfg
-from facesr.training.trainer import _worker_init
+from facesr.training.loader import _worker_init
 
 from .common import Row, print_report, write_faces
 

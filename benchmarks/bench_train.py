@@ -170,7 +170,7 @@ def run_config(config: str | None, iters: int, overrides: list[str] | None = Non
         return {"it_per_s": n_rest / secs if secs else float("nan"), "data_wait": wait / secs if secs else float("nan"),
                 "first_window_it_per_s": first["it_per_s"], "first_window_data_wait": first["data_wait"],
                 "batch_size": cfg.train.batch_size, "num_workers": cfg.data.num_workers,
-                "crop_size": cfg.data.crop_size, "degrade_on": cfg.data.degrade_on, "amp": cfg.train.amp,
+                "crop_size": cfg.data.crop_size, "degrade_on": cfg.data.degrade_on, "precision": cfg.train.precision,
                 "total_s": total}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -188,7 +188,7 @@ def real_loop_row(quick: bool = False) -> Row:
     return Row("train (real loop)", "facesr.training.trainer.train", r["it_per_s"], "it/s (wall)", baseline=True,
                note=(f"data-wait {r['data_wait']:.0%} after warm-up (first window {r['first_window_data_wait']:.0%}); "
                      f"cpu_ship.yaml with batch {r['batch_size']}, crop {r['crop_size']}, workers {r['num_workers']}, "
-                     f"amp {r['amp']}, 1 torch thread, synthetic faces"))
+                     f"precision {r['precision']}, 1 torch thread, synthetic faces"))
 
 
 def main(argv=None) -> None:
@@ -206,7 +206,7 @@ def main(argv=None) -> None:
         print(f"{a.config}: {r['it_per_s']:.3f} it/s, data-wait {r['data_wait']:.1%} (after the first log window; "
               f"first window {r['first_window_it_per_s']:.3f} it/s, data-wait {r['first_window_data_wait']:.1%}); "
               f"batch {r['batch_size']}, workers {r['num_workers']}, crop {r['crop_size']}, "
-              f"degrade_on {r['degrade_on']}, amp {r['amp']}; {a.iters} iterations in {r['total_s']:.1f} s")
+              f"degrade_on {r['degrade_on']}, precision {r['precision']}; {a.iters} iterations in {r['total_s']:.1f} s")
         return
     print_report("train", run(a.quick, a.compile))
 

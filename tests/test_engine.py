@@ -244,7 +244,7 @@ def test_quickstart_falls_back_to_builtin_faces(tmp_path, capsys, monkeypatch):
     # The preset's own ../shared paths are missing relative to tmp_path: the built-in faces stand in.
     monkeypatch.chdir(tmp_path)
     small = ["model.mid_channels=4", "model.num_blocks=0", "train.batch_size=1", "train.max_iters=2",
-             "data.num_workers=0", "train.val_interval=2", "train.amp=none", "train.channels_last=false"]
+             "data.num_workers=0", "train.val_interval=2", "train.precision=fp32", "train.channels_last=false"]
     cfg = load_config(REPO / "configs" / "quickstart.yaml", small)
     summary = train(cfg, tmp_path / "wd", quiet=True)
     assert "built-in sample faces" in capsys.readouterr().err
@@ -255,7 +255,7 @@ def test_quickstart_falls_back_to_builtin_faces(tmp_path, capsys, monkeypatch):
 
 def test_explicit_missing_data_folder_is_an_error_not_a_fallback(tmp_path, capsys):
     code = main(["train", str(REPO / "configs" / "quickstart.yaml"), "--work-dir", str(tmp_path / "wd"),
-                 "--set", f"data.train_hq_dir={tmp_path / 'typo'}", "train.max_iters=2", "train.amp=none"])
+                 "--set", f"data.train_hq_dir={tmp_path / 'typo'}", "train.max_iters=2", "train.precision=fp32"])
     err = capsys.readouterr().err
     assert code == 2 and "typo" in err and "not found" in err
     # (without ../shared the preset's own val folder still falls back, as it should; the train folder must not)

@@ -10,6 +10,7 @@ from facesr.cli import main
 from facesr.errors import CheckpointError
 from facesr.models import build_model, read_weights, save_weights
 from facesr.training import trainer as trainer_mod
+from facesr.training import validation as validation_mod
 from facesr.training.trainer import train
 
 from test_engine import read_log, tiny_cfg
@@ -96,13 +97,13 @@ def test_timed_validation_runs_on_training_time_and_is_not_counted(tmp_path, mon
     def fake_perf_counter():
         clock["t"] += 0.25
         return clock["t"]
-    real_evaluate = trainer_mod.evaluate_pairs
+    real_evaluate = validation_mod.evaluate_pairs
 
     def slow_evaluate(*args, **kw):
         clock["t"] += 1000.0
         return real_evaluate(*args, **kw)
     monkeypatch.setattr(trainer_mod.time, "perf_counter", fake_perf_counter)
-    monkeypatch.setattr(trainer_mod, "evaluate_pairs", slow_evaluate)
+    monkeypatch.setattr(validation_mod, "evaluate_pairs", slow_evaluate)
     cfg = tiny_cfg(tmp_path, "train.max_iters=100000", "sched.periods=[100000]", "train.time_budget_min=1",
                    "train.val_interval_min=0.25", "train.val_interval=100000", "train.ckpt_interval=100000",
                    "train.log_interval=1000")

@@ -20,7 +20,7 @@ from facesr.errors import TrainingError
 from facesr.training import state as state_mod
 from facesr.training.state import prune_checkpoints
 from facesr.training.trainer import train
-from facesr.training.workdir import truncate_log
+from facesr.training.runlog import RunLog
 
 from test_engine import TINY, _faces, read_log, tiny_cfg
 
@@ -117,7 +117,7 @@ def test_log_is_cut_back_to_the_resumed_iteration(tmp_path):
     log = tmp_path / "log.jsonl"
     recs = [{"iter": i, "kind": "train"} for i in range(1, 8)] + [{"iter": 6, "kind": "plan", "max_iters": 9}]
     log.write_text("\n".join(json.dumps(r) for r in recs) + "\n{\"iter\": 8, \"ki")  # half-written last line
-    assert truncate_log(log, 4) == 4
+    assert RunLog(tmp_path).truncate(4) == 4
     kept = [json.loads(x) for x in log.read_text().splitlines()]
     assert [r["iter"] for r in kept if r["kind"] == "train"] == [1, 2, 3, 4]
     assert any(r["kind"] == "plan" for r in kept)  # the plan lives on in config.yaml, so its record stays
@@ -307,12 +307,12 @@ def _alive(pid: int) -> bool:
 
 def test_resume_keeps_a_time_budget_plan_unless_max_iters_is_set(tmp_path):
     from facesr.config import load_config
-    from facesr.training.workdir import resumed_config
+    from facesr.training.resume import resumed_config
     stored = load_config(None, ["train.time_budget_min=5", "train.max_iters=777", "sched.periods=[777]"]).to_dict()
     preset = load_config(None, ["train.time_budget_min=5", "train.max_iters=100000", "sched.periods=[100000]"])
     preset.user_set = set()
-    cfg = resumed_config(stored, preset, "config.yaml")
+    cfg = resumed_config(stored, "config.yaml", preset)
     assert cfg.train.max_iters == 777 and cfg.sched.periods == [777]
     longer = load_config(None, ["train.time_budget_min=5", "train.max_iters=900", "sched.periods=[777]"])
     longer.user_set = {"train.max_iters"}
-    assert resumed_config(stored, longer, "config.yaml").train.max_iters == 900
+    assert resumed_config(stored, "config.yaml", longer).train.max_iters == 900

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -172,7 +174,9 @@ class TrainCfg:
     val_weights: Literal["raw", "ema", "both"] = "both"
     best_metric: str = "psnr"  # a metric val_weights produces: psnr, ssim, psnr_challenge (+ _ema variants)
     grad_clip: Optional[float] = None
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    # Autocast of the training step and of validation (the inference vocabulary: fp32, bf16, fp16;
+    # fp16 needs CUDA and adds a GradScaler).  The old key train.amp (none|bf16|fp16) is still read.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     compile: bool = False
     device: str = "auto"  # auto, cpu, cuda, cuda:N
@@ -181,6 +185,10 @@ class TrainCfg:
     # since 5% (and a single-period cosine schedule is resized to it), so the run ends on budget with its lr
     # annealed; the plan is logged and written to config.yaml, so --resume continues it exactly.
     time_budget_min: Optional[float] = None
+
+    @staticmethod
+    def from_config_value(value: Any, key: str) -> TrainCfg:
+        return _train_cfg(value, key)
 
 
 @dataclass
@@ -220,6 +228,45 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+#: the deprecated ``train.amp`` values and the ``train.precision`` each one means
+AMP_TO_PRECISION = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
+_warned: set[str] = set()
+
+
+def _amp_as_precision(amp: Any, key: str) -> str:
+    """The ``train.precision`` a deprecated ``train.amp`` value means; warns (once per process on stderr)."""
+    if amp not in AMP_TO_PRECISION:
+        raise ConfigError(f"{key}: {amp!r} is not one of 'none', 'bf16', 'fp16' (deprecated key: use "
+                          "train.precision: fp32|bf16|fp16)")
+    new = AMP_TO_PRECISION[amp]
+    msg = f"{key} is deprecated; read as train.precision: {new} (fp32|bf16|fp16)"
+    warnings.warn(msg, DeprecationWarning, stacklevel=3)
+    if msg not in _warned:
+        _warned.add(msg)
+        print(f"facesr: {msg}", file=sys.stderr)
+    return new
+
+
+def _read_deprecated_amp(data: dict, prefix: str) -> dict:
+    """A ``train:`` mapping with its deprecated ``amp`` key (old presets, old work dirs) as ``precision``."""
+    if "amp" not in data:
+        return data
+    data = dict(data)
+    new = _amp_as_precision(data.pop("amp"), f"{prefix}.amp")
+    if data.get("precision", new) != new:
+        raise ConfigError(f"{prefix}.amp: means precision {new}, which contradicts {prefix}.precision "
+                          f"{data['precision']!r}; give precision only")
+    data["precision"] = new
+    return data
+
+
+def _train_cfg(value: Any, key: str) -> TrainCfg:
+    """``train:`` mapping -> :class:`TrainCfg`, reading the deprecated ``amp`` key as ``precision``."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping of TrainCfg fields, got {value!r}")
+    return from_dict(TrainCfg, _read_deprecated_amp(value, key), key)
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.max_iters=1000")
@@ -242,6 +289,10 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     """Apply ``a.b=value`` overrides (values parsed as YAML) to a plain config dict."""
     for item in overrides or []:
         path, value = _parse_override(item)
+        if path == ["train", "amp"]:  # deprecated: an override of the old key replaces the preset's precision
+            path, value = ["train", "precision"], _amp_as_precision(value, "train.amp")
+        if path == ["train", "precision"] and isinstance(data.get("train"), dict):
+            data["train"].pop("amp", None)  # the override wins over a preset's deprecated train.amp
         node = data
         for i, part in enumerate(path[:-1]):
             nxt = node.get(part)

@@ -1,8 +1,6 @@
 """``facesr plot``: training curves of one or more runs (see :mod:`facesr.viz.plotting`)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("plot", help="training curves of one or more runs (validation PSNR vs iterations or hours)")
@@ -19,12 +17,13 @@ def add_parser(subparsers) -> None:
 
 def run(a) -> int:
     from ..errors import FacesrError
+    from ..training.runlog import RunLog
     from ..viz.plotting import plot_runs
     from . import check_output_file
 
     if a.labels and len(a.labels) != len(a.run_dirs):
         raise FacesrError(f"--labels: got {len(a.labels)} labels for {len(a.run_dirs)} runs")
-    logs = [Path(d) / "log.jsonl" if Path(d).is_dir() else Path(d) for d in a.run_dirs]
+    logs = [RunLog.at(d).path for d in a.run_dirs]
     check_output_file(a.out, logs, a.overwrite, "--out")
     bests = plot_runs(a.run_dirs, a.out, a.metric, a.labels, a.title, x=a.x)
     for label, b in bests.items():

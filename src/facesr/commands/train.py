@@ -30,39 +30,14 @@ def _mutable() -> tuple:
     return MUTABLE_KEYS
 
 
-def _resume_config(a, work_dir: Path):
-    """The configuration of a resumed run: the work dir's config.yaml (or the checkpoint's) plus ``--set``.
+def _check_resume_config_file(a, work_dir: Path, resume) -> None:
+    """With ``--resume``, a config file given as well must agree with the run's own (apart from the keys
+    a resume may change); the run itself takes its configuration from the work dir."""
+    from ..config import load_config
+    from ..training.resume import check_config_agrees, stored_config
 
-    A config file given as well must agree with the stored one (apart from the keys a run may change).
-    """
-    from ..config import config_from_dict, apply_overrides, load_config, read_yaml_file
-    from ..errors import FacesrError
-    from ..training.state import load_checkpoint
-    from ..training.workdir import MUTABLE_KEYS, config_differences, format_differences, run_derived_keys
-
-    stored_file = work_dir / "config.yaml"
-    if stored_file.is_file():
-        stored, source = read_yaml_file(stored_file), str(stored_file)
-    elif a.resume != "latest":
-        stored, source = load_checkpoint(a.resume).get("config"), a.resume
-    else:
-        raise FacesrError(f"--resume: no run to resume in {work_dir} (no config.yaml, no checkpoint found); "
-                          "is --work-dir the run's folder?")
-    if not isinstance(stored, dict):
-        raise FacesrError(f"--resume: {source} holds no run configuration")
-    if a.config:
-        given = load_config(a.config).to_dict()
-        base = config_from_dict(stored).to_dict()
-        skip = set(MUTABLE_KEYS) | run_derived_keys(stored)
-        diffs = {k: v for k, v in config_differences(base, given).items() if k not in skip}
-        if diffs:
-            raise FacesrError(f"{a.config} differs from the resumed run's own config ({Path(source).name}): "
-                              f"{format_differences(diffs, 3)}; omit the config file to resume")
-    import copy
-    from ..config import validate, from_dict, Config
-    cfg = validate(from_dict(Config, apply_overrides(copy.deepcopy(stored), a.overrides)))
-    cfg.user_set = {o.split("=", 1)[0].strip() for o in a.overrides}
-    return cfg
+    stored, source = stored_config(work_dir, resume)
+    check_config_agrees(stored, source, load_config(a.config), a.config)
 
 
 def _continue_command(work_dir: Path) -> str:
@@ -85,15 +60,17 @@ def run(a) -> int:
             raise FacesrError("--resume needs --work-dir (the folder of the run to continue)")
         work_dir = Path(a.work_dir or (Path(a.resume).parent.parent if a.resume != "latest"
                                        else Path("work_dirs") / Path(a.config).stem))
-        cfg = _resume_config(a, work_dir)
+        resume = True if a.resume == "latest" else a.resume
+        if a.config:
+            _check_resume_config_file(a, work_dir, resume)
+        cfg, overrides = None, a.overrides  # the run's own config.yaml, with --set merged by the trainer
     else:
-        cfg = load_config(a.config, a.overrides)
+        cfg, overrides, resume = load_config(a.config, a.overrides), (), None
         work_dir = Path(a.work_dir or Path("work_dirs") / (Path(a.config).stem if a.config else cfg.name))
-    resume = True if a.resume == "latest" else a.resume
     try:
         summary = train(cfg, work_dir, resume=resume, init_from=a.init_from, init_ema=a.init_ema,
-                        overwrite=a.overwrite)
-    except WorkDirInUseError as exc:
+                        overwrite=a.overwrite, overrides=overrides)
+    except WorkDirInUseError:
         raise FacesrError(f"work dir {work_dir} already holds a run; continue it with --resume, or start over "
                           f"with --overwrite (the old run is moved to {work_dir.name}.old-<timestamp>)") from None
     best = summary["best"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, TrainingError, one_line
+from ..errors import CheckpointError, TrainingError
 
 FORMAT = "facesr-train"
 
@@ -149,3 +149,25 @@ def prune_checkpoints(ckpt_dir: Path, keep_last: int, protect: Path | None = Non
     for _, p in cks[:-keep_last] if keep_last > 0 else cks:
         if protect is None or p.resolve() != Path(protect).resolve():
             p.unlink(missing_ok=True)
+
+
+class Checkpointer:
+    """Writes ``ckpt_dir/iter_<it>.pt`` and prunes to ``keep_last``; remembers the last good one.
+
+    ``last_saved``: the last good checkpoint so far (on resume: the one resumed from), named in the
+    messages of a full disk or a non-finite loss and never deleted before a newer one is written.
+    """
+
+    def __init__(self, ckpt_dir: Path, keep_last: int, last_saved: Path | None = None):
+        self.ckpt_dir, self.keep_last, self.last_saved = ckpt_dir, keep_last, last_saved
+
+    def path(self, it: int) -> Path:
+        return self.ckpt_dir / f"iter_{it}.pt"
+
+    def save(self, it: int, payload: dict) -> Path:
+        """Write ``payload`` as the checkpoint of iteration ``it`` (see :func:`save_checkpoint`)."""
+        path = self.path(it)
+        save_checkpoint(path, payload, last_good=self.last_saved)
+        prune_checkpoints(self.ckpt_dir, self.keep_last, protect=path)
+        self.last_saved = path
+        return path

@@ -1,21 +1,21 @@
-"""A work dir belongs to one run: claiming it, resuming it, truncating its log.
+"""A work dir belongs to one run: claiming it, and which config keys a resumed run may change.
 
 * A new run refuses a non-empty work dir (:class:`WorkDirInUseError`) unless asked to move
   the old run aside (to ``<dir>.old-<timestamp>``; nothing is ever deleted).
 * A resumed run takes its configuration from the work dir's ``config.yaml`` (or, without
-  one, from the checkpoint); only the keys in :data:`MUTABLE_KEYS` may change mid-run.
+  one, from the checkpoint); only the keys in :data:`MUTABLE_KEYS` may change mid-run
+  (merged in :func:`facesr.training.resume.resumed_config`).
 * ``log.jsonl`` is cut back to the resumed iteration (records from after the checkpoint
   were written by the interrupted process and are written again); the cut lines are
-  appended to ``log.discarded.jsonl``, not lost.
+  appended to ``log.discarded.jsonl``, not lost (:meth:`facesr.training.runlog.RunLog.truncate`).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from ..errors import ConfigError, FacesrError
+from ..errors import FacesrError
 
 #: Keys a resumed run may change (everything else is the run's identity).
 MUTABLE_KEYS = ("train.max_iters", "train.val_interval", "train.val_interval_min", "train.ckpt_interval", "train.log_interval",
@@ -97,49 +97,3 @@ def format_differences(diffs: dict[str, tuple], limit: int = 4) -> str:
         return r if len(r) <= 40 else "..." + r[-37:]
     items = [f"{k} {short(a)} -> {short(b)}" for k, (a, b) in diffs.items()]
     return "; ".join(items[:limit]) + (f" ... ({len(items)} in all)" if len(items) > limit else "")
-
-
-def resumed_config(stored: dict, cfg, source: str):
-    """The config a resumed run uses: ``stored`` with ``cfg``'s values for :data:`MUTABLE_KEYS`.
-
-    Keys the run rewrote itself (see :func:`run_derived_keys`) keep their stored value unless the
-    new value is a :data:`MUTABLE_KEYS` change; any other difference is refused with the list.
-    """
-    from ..config import config_from_dict
-    new = cfg.to_dict()
-    stored_cfg = config_from_dict(stored)
-    diffs = config_differences(stored_cfg.to_dict(), new)
-    derived = run_derived_keys(stored)
-    refused = {k: v for k, v in diffs.items() if k not in MUTABLE_KEYS and k not in derived}
-    if refused:
-        raise ConfigError(f"a resumed run keeps its configuration ({Path(source).name}), but these differ: "
-                          f"{format_differences(refused, 3)} (a resume may change only {', '.join(MUTABLE_KEYS)})")
-    user_set = getattr(cfg, "user_set", set())
-    for k in MUTABLE_KEYS:
-        if k in diffs and (k not in derived or k in user_set):  # a plan's max_iters stays unless set explicitly
-            sec, name = k.split(".")
-            setattr(getattr(stored_cfg, sec), name, getattr(getattr(cfg, sec), name))
-    return stored_cfg
-
-
-def truncate_log(path: Path, start_iter: int) -> int:
-    """Cut ``log.jsonl`` back to records with ``iter <= start_iter`` (``plan`` records are kept: the plan is
-    in config.yaml); move the cut lines to ``log.discarded.jsonl``.  Returns how many lines were cut."""
-    if not path.is_file():
-        return 0
-    keep, cut = [], []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-            it = int(rec.get("iter", 0))
-            is_plan = rec.get("kind") == "plan"
-        except (ValueError, TypeError, AttributeError):
-            cut.append(line)  # a half-written last line of a killed process
-            continue
-        (keep if it <= start_iter or is_plan else cut).append(line)
-    if cut:
-        with open(path.with_name("log.discarded.jsonl"), "a", encoding="utf-8") as f:
-            f.write("\n".join(cut) + "\n")
-        from ..io.files import atomic_write_bytes
-        atomic_write_bytes(path, ("\n".join(keep) + ("\n" if keep else "")).encode("utf-8"))
-    return len(cut)

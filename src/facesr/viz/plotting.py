@@ -10,31 +10,23 @@ and annotated.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 from ..errors import ImageError
 from ..io.files import atomic_write_bytes
+from ..training.runlog import RunLog
 
 METRICS = {"psnr": ("val", "Validation PSNR (dB)", True), "ssim": ("val", "Validation SSIM", True),
            "loss": ("train", "Training loss", False), "lr": ("train", "Learning rate", False)}
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
-    """Records of ``RUN_DIR/log.jsonl`` (or the file itself); bad lines are skipped (a crash can truncate the last)."""
-    p = Path(run_dir)
-    f = p / "log.jsonl" if p.is_dir() else p
-    if not f.is_file():
+    """Records of ``RUN_DIR/log.jsonl`` (or the file itself), read by :class:`~facesr.training.runlog.RunLog`
+    (bad lines are skipped: a crash can truncate the last)."""
+    log = RunLog.at(run_dir)
+    if not log.exists():
         raise ImageError(f"{run_dir}: no log.jsonl found (expected a facesr train work dir)")
-    out = []
-    for line in f.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and "iter" in rec and "kind" in rec:
-            out.append(rec)
-    return out
+    return log.records()
 
 
 X_AXES = {"iters": ("iter", 1000.0, "Iterations (thousands)", "iterations"),
