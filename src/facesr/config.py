@@ -320,22 +320,23 @@ def validation_metrics(train: TrainCfg) -> list[str]:
         ([f"{k}_ema" for k in VAL_METRICS] if which in ("ema", "both") else [])
 
 
-def validate(cfg: Config) -> Config:
-    """Cross-field checks that types alone cannot express (fixed choices are ``Literal`` types, checked on load)."""
-    def need(cond: bool, key: str, msg: str):
-        if not cond:
-            raise ConfigError(f"{key}: {msg}")
+def _need(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
 
-    def nonfinite(d, prefix=""):
-        for k, v in d.items():
-            key = f"{prefix}.{k}" if prefix else k
-            vals = v if isinstance(v, list) else [v]
-            if isinstance(v, dict):
-                nonfinite(v, key)
-            elif any(isinstance(x, float) and not math.isfinite(x) for x in vals):
-                raise ConfigError(f"{key}: must be a finite number, got {v!r}")
-    nonfinite(cfg.to_dict())
 
+def _check_finite(d: dict, prefix: str = "") -> None:
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        vals = v if isinstance(v, list) else [v]
+        if isinstance(v, dict):
+            _check_finite(v, key)
+        elif any(isinstance(x, float) and not math.isfinite(x) for x in vals):
+            raise ConfigError(f"{key}: must be a finite number, got {v!r}")
+
+
+def _check_train(cfg: Config) -> None:
+    need = _need
     metrics = validation_metrics(cfg.train)
     need(cfg.train.best_metric in metrics, "train.best_metric",
          f"{cfg.train.best_metric!r} is not a metric that validation of the {val_weights_used(cfg.train)} weights "
@@ -365,8 +366,17 @@ def validate(cfg: Config) -> Config:
         need(cfg.sched.restart_weights is None or len(cfg.sched.restart_weights) == len(cfg.sched.periods), "sched.restart_weights",
              f"needs one weight per period ({len(cfg.sched.periods)}), got {len(cfg.sched.restart_weights or [])}")
     need(cfg.sched.eta_min >= 0, "sched.eta_min", "must be >= 0")
-    cs = cfg.data.crop_size
+    need(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    need(cfg.train.grad_clip is None or cfg.train.grad_clip > 0, "train.grad_clip", "must be positive or null")
+    need(cfg.data.prefetch_factor > 0, "data.prefetch_factor", "must be positive")
+    need(cfg.sched.restart_weights is None or all(w >= 0 for w in cfg.sched.restart_weights), "sched.restart_weights",
+         "must be >= 0")
+
+
+def _check_data(cfg: Config) -> None:
+    need = _need
     final = cfg.degradation.final.size
+    cs = cfg.data.crop_size
     need(cs is None or 0 < cs <= final, "data.crop_size", f"must be null or in 1..{final}")
     sch = cfg.data.crop_schedule
     if sch is not None:
@@ -384,6 +394,10 @@ def validate(cfg: Config) -> Config:
     need(cfg.data.hq_size == cfg.degradation.up.size, "data.hq_size", "must equal degradation.up.size")
     need(cfg.data.hq_size == final * cfg.model.upscale_factor, "data.hq_size",
          f"must equal degradation.final.size x model.upscale_factor ({final} x {cfg.model.upscale_factor})")
+
+
+def _check_degradation(cfg: Config) -> None:
+    need, deg = _need, cfg.degradation
     for sec in ("blur", "down", "noise", "jpeg", "up", "final"):
         need(0 <= getattr(cfg.degradation, sec).prob <= 1, f"degradation.{sec}.prob", "must be in [0, 1]")
     for sec, lst, probs in (("blur", "kernel_list", "kernel_prob"), ("down", "resize_opt", "resize_prob"),
@@ -391,13 +405,12 @@ def validate(cfg: Config) -> Config:
         s = getattr(cfg.degradation, sec)
         need(len(getattr(s, lst)) == len(getattr(s, probs)), f"degradation.{sec}.{probs}", f"needs one probability per entry of {lst}")
         need(abs(sum(getattr(s, probs)) - 1) < 1e-6, f"degradation.{sec}.{probs}", "must sum to 1")
-    deg = cfg.degradation
     need(len(deg.blur.kernel_size) > 0, "degradation.blur.kernel_size", "must be a non-empty list")
     for size in deg.blur.kernel_size:
         need(size % 2 == 1 and 0 < size <= 201, "degradation.blur.kernel_size",
              f"kernel sizes must be odd, 1..201, got {size}")
 
-    def pair(key: str, v: list, lo: float, hi: float, lo_open: bool = False):
+    def pair(key: str, v: list, lo: float, hi: float, lo_open: bool = False) -> None:
         ok = len(v) == 2 and v[0] <= v[1] and (v[0] > lo if lo_open else v[0] >= lo) and v[1] <= hi
         need(ok, key, f"must be two numbers [low, high] within {'(' if lo_open else '['}{lo}, {hi}], got {v}")
     pair("degradation.blur.sigma_x", deg.blur.sigma_x, 0, 100, lo_open=True)
@@ -415,11 +428,14 @@ def validate(cfg: Config) -> Config:
     pair("degradation.jpeg.quality", deg.jpeg.quality, 1, 100)
     for sec in ("up", "final"):
         need(0 < getattr(deg, sec).size <= 4096, f"degradation.{sec}.size", "must be in 1..4096")
-    need(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
-    need(cfg.train.grad_clip is None or cfg.train.grad_clip > 0, "train.grad_clip", "must be positive or null")
-    need(cfg.data.prefetch_factor > 0, "data.prefetch_factor", "must be positive")
-    need(cfg.sched.restart_weights is None or all(w >= 0 for w in cfg.sched.restart_weights), "sched.restart_weights",
-         "must be >= 0")
+
+
+def validate(cfg: Config) -> Config:
+    """Cross-field checks that types alone cannot express (fixed choices are ``Literal`` types, checked on load)."""
+    _check_finite(cfg.to_dict())
+    _check_train(cfg)
+    _check_data(cfg)
+    _check_degradation(cfg)
     return cfg
 
 
