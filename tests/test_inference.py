@@ -114,10 +114,10 @@ def test_restore_batch_equals_single(model):
         assert _max_diff(r.restore(im), b) <= 1
 
 
-def test_amp_runs_close(model):
+def test_bf16_runs_close(model):
     img = _img(16, 16, seed=7)
     fp32 = Restorer(model, device="cpu").restore(img)
-    bf16 = Restorer(model, device="cpu", amp=True).restore(img)
+    bf16 = Restorer(model, device="cpu", precision="bf16").restore(img)
     assert bf16.shape == fp32.shape and np.abs(bf16.astype(int) - fp32).mean() < 8
 
 

@@ -26,7 +26,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from ..batching import same_size_batches
 from ..errors import ImageError, one_line
+from ..io.alpha import join_alpha, split_alpha
 from ..io.images import upscale_classical
 from .align import TEMPLATE_SIZE, crop_face, estimate_alignment
 from .detect import Face
@@ -130,11 +132,6 @@ def upscale_background(rgb: np.ndarray, upscale: int, method: str = "bicubic", r
     return upscale_classical(rgb, upscale, method)
 
 
-def _split_input(image):
-    from ..inference import split_alpha
-    return split_alpha(image)
-
-
 def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] | None = None,
                   upscale: int = 2, background: str = "bicubic", min_face: float = DEFAULT_MIN_FACE,
                   keep_crops: bool = False, context: int = DEFAULT_CONTEXT, max_output_pixels: int = MAX_OUTPUT_PIXELS,
@@ -143,7 +140,8 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
 
     Args:
         restorer: a :class:`facesr.inference.Restorer` (its model maps an ``s``-times smaller
-            aligned crop to 512 x 512; ``s`` = 4 for the shipped model).
+            aligned crop to 512 x 512; ``s`` = 4 for the shipped model).  The crops go through
+            ``restorer.restore_rgb`` one forward pass at a time (:func:`facesr.batching.same_size_batches`).
         image: numpy uint8 (0-255) HxW, HxWx3 RGB or HxWx4 RGBA, or a PIL image (used as
             stored: EXIF rotation is applied when reading files, by :func:`read_photo`).
         detector: callable uint8 RGB -> list of :class:`Face` (default: dlib HOG, which needs the
@@ -156,7 +154,7 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
             ``(128 + 2 * context)``-pixel square and only the central 512 x 512 of its output is kept,
             so the zero padding of its convolutions stays away from the pasted face (default 16).
         max_output_pixels: refuse (ImageError) when the output would have more pixels.
-        progress: called as ``progress(done, total)`` after each batch of restored faces.
+        progress: called as ``progress(done, total)`` after each forward pass of restored faces.
     """
     if upscale not in UPSCALES:
         raise ValueError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, got {upscale!r}")
@@ -166,7 +164,7 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
         raise ValueError(f"context must be >= 0, got {context}")
     if min_face < 0:
         raise ValueError(f"min_face must be >= 0, got {min_face}")
-    rgb, alpha, kind = _split_input(image)
+    rgb, alpha, kind = split_alpha(image)
     h, w = rgb.shape[:2]
     if min(h, w) < 1:
         raise ImageError(f"restore_photo() got an empty image of shape {tuple(rgb.shape)}")
@@ -195,9 +193,8 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
     faces = kept
 
     restored: list[np.ndarray] = []
-    step = max(1, restorer.batch_size)
-    for i in range(0, len(crops), step):
-        for sr in restorer.restore_rgb(crops[i:i + step]):
+    for chunk in same_size_batches(crops, lambda c: c.shape[:2], restorer.batch_size, restorer.MAX_BATCH_PIXELS):
+        for sr in restorer.restore_rgb(chunk):  # one forward pass per chunk
             restored.append(np.ascontiguousarray(sr[context * s:context * s + TEMPLATE_SIZE,
                                                     context * s:context * s + TEMPLATE_SIZE]))
         if progress is not None:
@@ -209,7 +206,6 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
     for i in paste_order([f.size for f in faces]):
         paste_face(out, restored[i], faces[i].affine, upscale)
 
-    from ..inference import join_alpha
     result_image = join_alpha(out, alpha, kind, upscale)
     return PhotoResult(image=result_image, faces=faces, skipped=skipped, upscale=upscale,
                        crops=list(zip(crops, restored)) if keep_crops else [])

@@ -1,4 +1,5 @@
-"""ONNX export (:func:`export_onnx`) and running an exported model with onnxruntime (:class:`OnnxModel`).
+"""ONNX export (:func:`export_onnx`) and running an exported model with onnxruntime (:class:`OnnxModel`,
+and :class:`OnnxRuntimeRunner`, its :mod:`.runner` for the Restorer).
 
 An exported model takes ``lq`` float32 (N, 3, h, w) RGB on the 0-1 scale and returns ``sr``
 float32 (N, 3, s*h, s*w), unclamped.  facesr stores its upscale factor, receptive field and
@@ -20,10 +21,9 @@ import torch
 from torch import nn
 
 from ..errors import BadValueError, CheckpointError, FacesrError, MissingExtraError, one_line
+from .runner import FALLBACK_RECEPTIVE_FIELD, ArrayRunner
 
 MIN_OPSET = 11  # first opset whose Resize matches PyTorch's bilinear (align_corners=False)
-#: Tile overlap for ONNX files without facesr metadata (not exported by facesr): covers MSRResNet up to 18 blocks.
-FALLBACK_RECEPTIVE_FIELD = 40
 
 
 def opset_range() -> tuple[int, int]:
@@ -87,7 +87,21 @@ class OnnxModel:
         return self._receptive_field
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, h, w) 0-1 -> float32 (N, 3, s*h, s*w), unclamped."""
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+class OnnxRuntimeRunner(ArrayRunner):
+    """The onnxruntime backend of the :mod:`.runner` protocol: an :class:`OnnxModel`, in fp32 on the CPU
+    (or the given execution providers).  :meth:`load` opens a file or bytes."""
+
+    backend = "onnxruntime"
+
+    @classmethod
+    def load(cls, source: str | os.PathLike | bytes, threads: int | None = None,
+             providers: Sequence[str] | None = None, precision: str | None = None) -> "OnnxRuntimeRunner":
+        """A runner for an ``.onnx`` path or ONNX bytes (see :class:`OnnxModel` for the arguments)."""
+        return cls(OnnxModel(source, threads=threads, providers=providers), precision=precision)
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, opset: int = 17,
