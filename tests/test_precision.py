@@ -52,6 +52,26 @@ def test_auto_equals_the_explicit_choice_on_cpu(tiny, monkeypatch, capsys, featu
     assert err == [f"facesr: precision auto -> {expected} ({why})"]
 
 
+@pytest.mark.parametrize("capability, bf16, nnpack, expected", [
+    ("AVX2", None, True, "fp32-winograd"),  # an AVX2 CPU (e.g. CI), one torch thread
+    ("AVX2", None, False, "fp32"),  # ... whose PyTorch has no NNPACK
+    ("AVX512", None, True, "fp32"),  # AVX-512 without native bf16
+    ("AVX512", "AVX512-BF16", True, "bf16"),  # e.g. this project's development machine
+    ("AVX512_AMX", "AMX-BF16", True, "bf16"),
+])
+def test_auto_on_simulated_cpus(monkeypatch, capability, bf16, nnpack, expected):
+    """Both branches of the CPU policy through the real capability checks, whatever CPU runs the test."""
+    monkeypatch.setattr(P, "torch_cpu_capability", lambda: capability)
+    monkeypatch.setattr(P, "cpu_bf16_feature", lambda: bf16)
+    monkeypatch.setattr(P.winograd, "nnpack_available", lambda: nnpack)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert P.auto_precision(torch.device("cpu"))[0] == expected
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_cli_choices_are_the_policy_names():
     from facesr.commands import PRECISION_CHOICES  # spelled out there so --help does not import torch
     assert PRECISION_CHOICES == list(P.PRECISIONS)

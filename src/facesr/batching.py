@@ -8,7 +8,8 @@ activation memory of a pass stays bounded whatever the image size.  :class:`face
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 T = TypeVar("T")
 

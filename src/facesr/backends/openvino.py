@@ -124,7 +124,7 @@ class OpenVinoRunner(ArrayRunner):
         return bool(getattr(self.model, "int8", False))
 
     @classmethod
-    def load(cls, source, threads: int | None = None, precision: str | None = None) -> "OpenVinoRunner":
+    def load(cls, source, threads: int | None = None, precision: str | None = None) -> OpenVinoRunner:
         """A runner for an ``.xml`` (IR) or ``.onnx`` path or ONNX bytes, compiled in fp32."""
         return cls(OpenVinoModel(source, threads=threads), precision=precision)
 

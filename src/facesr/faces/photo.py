@@ -132,6 +132,44 @@ def upscale_background(rgb: np.ndarray, upscale: int, method: str = "bicubic", r
     return upscale_classical(rgb, upscale, method)
 
 
+def _check_options(upscale: int, background: str, context: int, min_face: float) -> None:
+    """ValueError for a :func:`restore_photo` option out of range."""
+    if upscale not in UPSCALES:
+        raise ValueError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, got {upscale!r}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
+    if context < 0:
+        raise ValueError(f"context must be >= 0, got {context}")
+    if min_face < 0:
+        raise ValueError(f"min_face must be >= 0, got {min_face}")
+
+
+def _check_size(shape: tuple[int, ...], upscale: int, max_output_pixels: int) -> None:
+    """ImageError for an empty photo, or one whose output at ``upscale`` would exceed ``max_output_pixels``."""
+    h, w = shape[:2]
+    if min(h, w) < 1:
+        raise ImageError(f"restore_photo() got an empty image of shape {tuple(shape)}")
+    if h * w * upscale * upscale > max_output_pixels:
+        raise ImageError(f"a {w}x{h} photo at upscale {upscale} would be {w * upscale}x{h * upscale} = "
+                         f"{h * w * upscale * upscale / 1e6:.0f} megapixels, above {max_output_pixels / 1e6:.0f} "
+                         f"(max_output_pixels); use a smaller upscale")
+
+
+def _restore_crops(restorer, crops: list[np.ndarray], context: int,
+                   progress: Callable[[int, int], None] | None) -> list[np.ndarray]:
+    """The aligned uint8 crops restored, each cut to its central 512 x 512 (``context`` LQ pixels off each
+    side), through ``restorer.restore_rgb`` one forward pass at a time; ``progress(done, total)`` after each."""
+    s = restorer.scale
+    restored: list[np.ndarray] = []
+    for chunk in same_size_batches(crops, lambda c: c.shape[:2], restorer.batch_size, restorer.MAX_BATCH_PIXELS):
+        for sr in restorer.restore_rgb(chunk):
+            restored.append(np.ascontiguousarray(sr[context * s:context * s + TEMPLATE_SIZE,
+                                                    context * s:context * s + TEMPLATE_SIZE]))
+        if progress is not None:
+            progress(len(restored), len(crops))
+    return restored
+
+
 def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] | None = None,
                   upscale: int = 2, background: str = "bicubic", min_face: float = DEFAULT_MIN_FACE,
                   keep_crops: bool = False, context: int = DEFAULT_CONTEXT, max_output_pixels: int = MAX_OUTPUT_PIXELS,
@@ -156,22 +194,9 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
         max_output_pixels: refuse (ImageError) when the output would have more pixels.
         progress: called as ``progress(done, total)`` after each forward pass of restored faces.
     """
-    if upscale not in UPSCALES:
-        raise ValueError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, got {upscale!r}")
-    if background not in BACKGROUNDS:
-        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
-    if context < 0:
-        raise ValueError(f"context must be >= 0, got {context}")
-    if min_face < 0:
-        raise ValueError(f"min_face must be >= 0, got {min_face}")
+    _check_options(upscale, background, context, min_face)
     rgb, alpha, kind = split_alpha(image)
-    h, w = rgb.shape[:2]
-    if min(h, w) < 1:
-        raise ImageError(f"restore_photo() got an empty image of shape {tuple(rgb.shape)}")
-    if h * w * upscale * upscale > max_output_pixels:
-        raise ImageError(f"a {w}x{h} photo at upscale {upscale} would be {w * upscale}x{h * upscale} = "
-                         f"{h * w * upscale * upscale / 1e6:.0f} megapixels, above {max_output_pixels / 1e6:.0f} "
-                         f"(max_output_pixels); use a smaller upscale")
+    _check_size(rgb.shape, upscale, max_output_pixels)
     if detector is None:
         from .detect import load_detector
         detector = load_detector()
@@ -179,8 +204,7 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
     faces = [f for f in found if f.size >= min_face]
     skipped = [f for f in found if f.size < min_face]
 
-    s = restorer.scale
-    lq_size = TEMPLATE_SIZE // s
+    lq_size = TEMPLATE_SIZE // restorer.scale
     crops, kept = [], []
     for f in faces:
         try:
@@ -191,14 +215,7 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
         kept.append(f)
         crops.append(crop_face(rgb, f.affine, lq_size, margin=context))
     faces = kept
-
-    restored: list[np.ndarray] = []
-    for chunk in same_size_batches(crops, lambda c: c.shape[:2], restorer.batch_size, restorer.MAX_BATCH_PIXELS):
-        for sr in restorer.restore_rgb(chunk):  # one forward pass per chunk
-            restored.append(np.ascontiguousarray(sr[context * s:context * s + TEMPLATE_SIZE,
-                                                    context * s:context * s + TEMPLATE_SIZE]))
-        if progress is not None:
-            progress(len(restored), len(crops))
+    restored = _restore_crops(restorer, crops, context, progress)
     if context:
         crops = [np.ascontiguousarray(c[context:context + lq_size, context:context + lq_size]) for c in crops]
 

@@ -8,6 +8,6 @@ from .runner import FALLBACK_RECEPTIVE_FIELD, ArrayRunner, Runner, make_runner
 from .tiling import split_range, tile_boxes
 from .torch_runner import TorchRunner
 
-__all__ = ["Restorer", "Runner", "TorchRunner", "OnnxRuntimeRunner", "ArrayRunner", "make_runner", "OnnxModel",
-           "export_onnx", "opset_range", "MIN_OPSET", "FALLBACK_RECEPTIVE_FIELD", "tile_boxes", "split_range",
-           "split_alpha", "join_alpha", "resolve_device"]
+__all__ = ["FALLBACK_RECEPTIVE_FIELD", "MIN_OPSET", "ArrayRunner", "OnnxModel", "OnnxRuntimeRunner", "Restorer",
+           "Runner", "TorchRunner", "export_onnx", "join_alpha", "make_runner", "opset_range", "resolve_device",
+           "split_alpha", "split_range", "tile_boxes"]

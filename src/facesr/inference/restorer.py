@@ -47,8 +47,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -180,7 +180,7 @@ class Restorer:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "auto",
                         ema: bool = False, backend: str = "torch", opset: int | None = None,
-                        threads: int | None = None, **kw) -> "Restorer":
+                        threads: int | None = None, **kw) -> Restorer:
         """Load a checkpoint (any format :func:`facesr.models.load_model` reads; None = shipped model).
 
         ``backend="onnxruntime"`` or ``"openvino"`` exports the loaded model to ONNX in memory (``opset``,
@@ -207,14 +207,14 @@ class Restorer:
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike | bytes, threads: int | None = None,
-                  providers: Sequence[str] | None = None, **kw) -> "Restorer":
+                  providers: Sequence[str] | None = None, **kw) -> Restorer:
         """Run an exported ONNX model (float32 NCHW 0-1 in, as :func:`export_onnx` writes) with onnxruntime;
         ``kw`` go to :class:`Restorer`."""
         from .onnx import OnnxModel
         return cls(OnnxModel(path, threads=threads, providers=providers), **kw)
 
     @classmethod
-    def from_openvino(cls, path: str | os.PathLike, threads: int | None = None, **kw) -> "Restorer":
+    def from_openvino(cls, path: str | os.PathLike, threads: int | None = None, **kw) -> Restorer:
         """Run an OpenVINO IR (``.xml`` + ``.bin``, as ``facesr export --openvino`` writes, fp32 or int8)
         or an ``.onnx`` file with OpenVINO's CPU plugin (needs the ``openvino`` extra); ``kw`` go to
         :class:`Restorer`."""
@@ -228,7 +228,8 @@ class Restorer:
         clamped, unrounded.  Call it under ``torch.inference_mode()``."""
         if batch.ndim != 4 or batch.shape[3] != 3 or batch.dtype != np.uint8:
             raise ImageError(f"the model takes uint8 (N, h, w, 3) batches, got {batch.dtype} {tuple(batch.shape)}")
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.runner.device).permute(0, 3, 1, 2)
+        batch = np.require(batch, requirements=("C_CONTIGUOUS", "WRITEABLE"))  # torch wants writable memory
+        x = torch.from_numpy(batch).to(self.runner.device).permute(0, 3, 1, 2)
         x = x.float().div_(255.0)
         y = self.runner(x)
         if self.tta == "flip":  # average with the prediction of the mirrored input, mirrored back

@@ -23,7 +23,7 @@ from .winograd import winograd_model
 
 def channels_last_input(x: torch.Tensor) -> torch.Tensor:
     """``x`` (N, C, H, W) with exactly the strides of a new channels-last tensor (a copy only when they differ)."""
-    n, c, h, w = x.shape
+    _, c, h, w = x.shape
     if x.stride() == (h * w * c, 1, w * c, c):
         return x
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last).copy_(x)

@@ -3,5 +3,5 @@ because inference commands use them too)."""
 from ..distributed import (DistInfo, all_reduce_max_flag, all_reduce_max_int, barrier, cleanup, gather_objects,
                            init_distributed)
 
-__all__ = ["DistInfo", "init_distributed", "barrier", "all_reduce_max_flag", "all_reduce_max_int", "gather_objects",
-           "cleanup"]
+__all__ = ["DistInfo", "all_reduce_max_flag", "all_reduce_max_int", "barrier", "cleanup", "gather_objects",
+           "init_distributed"]
