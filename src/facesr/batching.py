@@ -36,7 +36,7 @@ def same_size_batches(items: Iterable[T], size: Callable[[T], tuple[int, int]], 
     if regroup:
         items = sorted(items, key=lambda it: tuple(size(it)))
     batch: list[T] = []
-    key: tuple[int, int] | None = None
+    key: tuple[int, ...] | None = None
     cap = 0
     for item in items:
         k = tuple(size(item))

@@ -69,7 +69,7 @@ class ArrayRunner:
         self.device = torch.device("cpu")
         self.precision, self.precision_reason = resolve_precision(precision, self.device, self.backend)
         self.scale = int(model.scale)
-        self.receptive_field = int(model.receptive_field())
+        self.receptive_field: int | None = int(model.receptive_field())
 
     def __call__(self, x):
         """float32 NCHW 0-1 (numpy, or a CPU tensor) -> float32 NCHW, unclamped, of the same kind."""
@@ -105,10 +105,12 @@ def make_runner(model, device: str | torch.device = "auto", precision: str | Non
                                 "built; give them to the runner")
         return model
     backend = getattr(model, "backend", None)
+    runner_cls: type[ArrayRunner]
     if backend == "onnxruntime":
         runner_cls = OnnxRuntimeRunner
     elif backend == "openvino":
-        from ..backends.openvino import OpenVinoRunner as runner_cls
+        from ..backends.openvino import OpenVinoRunner
+        runner_cls = OpenVinoRunner
     else:
         raise TypeError(f"a Restorer runs an nn.Module, an OnnxModel, an OpenVinoModel or a Runner, "
                         f"not {type(model).__name__}")

@@ -65,7 +65,8 @@ class TorchRunner:
                 self.precision = "fp32"
                 self.precision_reason += "; no 3x3 conv of 64+ channels to run as Winograd, so plain fp32"
         self.channels_last = bool(channels_last) and not self.winograd_convs  # NNPACK reads NCHW
-        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        self.model = (model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+                      if self.channels_last else model)
         self.scale = int(getattr(model, "upscale_factor", 0)) or self._probe_scale()
 
     def _probe_scale(self) -> int:
