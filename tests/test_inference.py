@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from facesr.inference import Restorer, tile_boxes
@@ -76,6 +77,23 @@ def test_restore_matches_evaluation_rounding(model):
         np.testing.assert_array_equal(r.run_batch(img[None]), np.rint(r.predict_float(img[None])).astype(np.uint8))
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp32-winograd"])
+def test_restore_is_the_rounded_float_prediction_in_every_precision(precision):
+    """The promise of the module docstring, for each precision ``auto`` can pick on some CPU."""
+    from facesr.inference.winograd import nnpack_available
+    from facesr.models import build_model
+    if precision == "fp32-winograd" and not nnpack_available():
+        pytest.skip("this PyTorch build or CPU has no NNPACK")
+    torch.manual_seed(0)
+    wide = build_model("lqresnet", mid_channels=64, num_blocks=1).eval()  # 64 channels: Winograd converts it
+    r = Restorer(wide, device="cpu", precision=precision)
+    assert r.precision == precision
+    img = _img(14, 11, seed=8)
+    pred = r.predict_float(img[None])
+    np.testing.assert_array_equal(r.restore(img), np.rint(pred[0]).astype(np.uint8))
+    np.testing.assert_array_equal(r.run_batch(np.stack([img])), np.rint(pred).astype(np.uint8))
+
+
 def test_numpy_kinds(model):
     r = Restorer(model, device="cpu")
     rgb, gray = _img(12, 10, seed=4), _img(12, 10, c=1, seed=5)
@@ -114,10 +132,10 @@ def test_restore_batch_equals_single(model):
         assert _max_diff(r.restore(im), b) <= 1
 
 
-def test_amp_runs_close(model):
+def test_bf16_runs_close(model):
     img = _img(16, 16, seed=7)
     fp32 = Restorer(model, device="cpu").restore(img)
-    bf16 = Restorer(model, device="cpu", amp=True).restore(img)
+    bf16 = Restorer(model, device="cpu", precision="bf16").restore(img)
     assert bf16.shape == fp32.shape and np.abs(bf16.astype(int) - fp32).mean() < 8
 
 

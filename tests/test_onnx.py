@@ -79,8 +79,8 @@ def test_export_cli_and_predict_backend(tmp_path, capsys):
     d.mkdir()
     Image.fromarray(_img(12, 16, 6)).save(d / "face.png")
     base = [str(d), "--checkpoint", str(ckpt)]
-    assert main(["predict", *base, "--out", str(tmp_path / "pt")]) == 0
-    assert main(["predict", str(d), "--backend", "onnxruntime", "--onnx", str(onnx_path),
+    assert main(["predict", *base, "--precision", "fp32", "--out", str(tmp_path / "pt")]) == 0  # compared below
+    assert main(["predict", str(d), "--backend", "onnxruntime", "--model-file", str(onnx_path),
                  "--out", str(tmp_path / "ox")]) == 0
     assert main(["predict", *base, "--backend", "onnxruntime", "--out", str(tmp_path / "ox2")]) == 0
     pt = read_any(tmp_path / "pt" / "face.png")[0]
@@ -88,8 +88,18 @@ def test_export_cli_and_predict_backend(tmp_path, capsys):
         ox = read_any(tmp_path / sub / "face.png")[0]
         assert ox.shape == (48, 64, 3) and np.abs(pt.astype(int) - ox).max() <= 1
     capsys.readouterr()
-    assert main(["predict", str(d), "--onnx", str(onnx_path), "--out", str(tmp_path / "o3")]) == 2
+    assert main(["predict", str(d), "--model-file", str(onnx_path), "--out", str(tmp_path / "o3")]) == 2
     assert "--backend onnxruntime" in capsys.readouterr().err
+    # the deprecated --onnx still works, with a one-line warning, and is gone from the help
+    assert main(["predict", str(d), "--backend", "onnxruntime", "--onnx", str(onnx_path),
+                 "--out", str(tmp_path / "o4")]) == 0
+    err = capsys.readouterr().err
+    assert "facesr predict: warning: --onnx is deprecated; use --model-file" in err
+    assert (tmp_path / "o4" / "face.png").read_bytes() == (tmp_path / "ox" / "face.png").read_bytes()
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    helptext = capsys.readouterr().out
+    assert "--model-file" in helptext and "--onnx" not in helptext and "--amp" not in helptext
 
 
 def test_bad_onnx_file_is_one_line(tmp_path, capsys):
@@ -98,6 +108,7 @@ def test_bad_onnx_file_is_one_line(tmp_path, capsys):
     d = tmp_path / "in"
     d.mkdir()
     Image.fromarray(_img(8, 8, 7)).save(d / "a.png")
-    assert main(["predict", str(d), "--backend", "onnxruntime", "--onnx", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert main(["predict", str(d), "--backend", "onnxruntime", "--model-file", str(bad), "--out",
+                 str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("facesr predict: error:") and "bad.onnx" in err and len(err.strip().splitlines()) == 1

@@ -52,6 +52,26 @@ def test_auto_equals_the_explicit_choice_on_cpu(tiny, monkeypatch, capsys, featu
     assert err == [f"facesr: precision auto -> {expected} ({why})"]
 
 
+@pytest.mark.parametrize("capability, bf16, nnpack, expected", [
+    ("AVX2", None, True, "fp32-winograd"),  # an AVX2 CPU (e.g. CI), one torch thread
+    ("AVX2", None, False, "fp32"),  # ... whose PyTorch has no NNPACK
+    ("AVX512", None, True, "fp32"),  # AVX-512 without native bf16
+    ("AVX512", "AVX512-BF16", True, "bf16"),  # e.g. this project's development machine
+    ("AVX512_AMX", "AMX-BF16", True, "bf16"),
+])
+def test_auto_on_simulated_cpus(monkeypatch, capability, bf16, nnpack, expected):
+    """Both branches of the CPU policy through the real capability checks, whatever CPU runs the test."""
+    monkeypatch.setattr(P, "torch_cpu_capability", lambda: capability)
+    monkeypatch.setattr(P, "cpu_bf16_feature", lambda: bf16)
+    monkeypatch.setattr(P.winograd, "nnpack_available", lambda: nnpack)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert P.auto_precision(torch.device("cpu"))[0] == expected
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_cli_choices_are_the_policy_names():
     from facesr.commands import PRECISION_CHOICES  # spelled out there so --help does not import torch
     assert PRECISION_CHOICES == list(P.PRECISIONS)
@@ -72,16 +92,26 @@ def test_auto_on_cuda_and_onnxruntime(monkeypatch):
 def test_defaults_and_the_deprecated_amp(tiny, monkeypatch):
     monkeypatch.setattr(P, "cpu_bf16_feature", lambda: "AVX512-BF16")
     assert Restorer(tiny, device="cpu").precision == "fp32"  # the low-level class stays explicit
-    assert Restorer(tiny, device="cpu", amp=True).precision == "bf16"
-    assert Restorer(tiny, device="cpu", amp="none").precision == "fp32"
-    assert Restorer(tiny, device="cpu", amp=False, precision="bf16").precision == "bf16"
-    with pytest.raises(ValueError, match="contradicts"):
+    with pytest.warns(DeprecationWarning, match="amp=True is deprecated; use precision='bf16'"):
+        assert Restorer(tiny, device="cpu", amp=True).precision == "bf16"
+    with pytest.warns(DeprecationWarning):
+        assert Restorer(tiny, device="cpu", amp="none").precision == "fp32"
+    with pytest.warns(DeprecationWarning):
+        assert Restorer(tiny, device="cpu", amp=False, precision="bf16").precision == "bf16"
+    with pytest.raises(ValueError, match="contradicts"), pytest.warns(DeprecationWarning):
         Restorer(tiny, device="cpu", amp=True, precision="fp16")
+    with pytest.raises(ValueError, match="amp must be one of"):
+        Restorer(tiny, device="cpu", amp="int8")
     with pytest.raises(ValueError, match="precision must be one of"):
         Restorer(tiny, device="cpu", precision="int8")
     assert facesr.load(device="cpu").precision == "bf16"  # facesr.load defaults to auto
-    assert facesr.load(device="cpu", amp=False).precision == "fp32"
+    with pytest.warns(DeprecationWarning, match="amp=False"):
+        assert facesr.load(device="cpu", amp=False).precision == "fp32"
+    with pytest.warns(DeprecationWarning, match="amp=True"):
+        assert facesr.load(device="cpu", amp=True).precision == "bf16"
     assert facesr.load(device="cpu", precision="fp32").precision == "fp32"
+    with pytest.warns(DeprecationWarning, match="Restorer.AMP is deprecated"):
+        assert Restorer.AMP == {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def test_cli_precision_and_amp_alias(tmp_path, tiny, monkeypatch, capsys):
@@ -97,7 +127,7 @@ def test_cli_precision_and_amp_alias(tmp_path, tiny, monkeypatch, capsys):
     assert "precision auto -> fp32" in capsys.readouterr().err
     assert main(base + ["--out", str(tmp_path / "bf16"), "--precision", "bf16"]) == 0
     assert main(base + ["--out", str(tmp_path / "amp"), "--amp"]) == 0
-    assert "--amp is deprecated" in capsys.readouterr().err
+    assert "facesr predict: warning: --amp is deprecated; use --precision bf16" in capsys.readouterr().err
     assert (tmp_path / "amp" / "a.png").read_bytes() == (tmp_path / "bf16" / "a.png").read_bytes()
     assert main(base + ["--out", str(tmp_path / "x"), "--amp", "--precision", "fp32"]) == 2
     assert "contradicts --precision fp32" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from PIL import Image
 import facesr
 from facesr.cli import main
 from facesr.inference import Restorer
+from facesr.inference.torch_runner import channels_last_input
 from facesr.models import build_model, save_weights
 
 
@@ -30,16 +31,21 @@ def _img(h, w, seed=0):
 def test_tta_flip_is_the_average_of_the_two_predictions():
     m = strong_msrresnet()
     img = _img(20, 24, seed=3)
-    r = Restorer(m, device="cpu", tta="flip", channels_last=False)
+    r = Restorer(m, device="cpu", tta="flip", channels_last=False, precision="fp32")
     got = r.predict_float(img[None])[0]
-    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
+    # the runner hands the model a channels-last batch (PyTorch's NCHW kernels for a batch of one round
+    # differently, by about 2e-5 on the 0-1 scale on AVX-512 CPUs), so the hand-made average does too
+    x = channels_last_input(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0)
     with torch.inference_mode():
         manual = (m(x) + m(x.flip(3)).flip(3)) * 0.5
     manual = manual.clamp(0, 1).mul(255.0)[0].permute(1, 2, 0).numpy()
     np.testing.assert_allclose(got, manual, atol=1e-4)
-    plain = Restorer(m, device="cpu", channels_last=False).predict_float(img[None])[0]
+    plain = Restorer(m, device="cpu", channels_last=False, precision="fp32").predict_float(img[None])[0]
     assert np.abs(plain - got).max() > 1.0  # the model is not flip-symmetric: TTA changes the output
+    # restore() rounds the same forward pass that predict_float() returns: equal on every CPU, whichever way
+    # the batch of one was built (img[None] has a batch axis of stride 0, restore() stacks a copy)
     np.testing.assert_array_equal(r.restore(img), np.rint(got).astype(np.uint8))
+    np.testing.assert_array_equal(r.predict_float(np.stack([img]))[0], got)
     # channels-last gives the same numbers up to float rounding
     np.testing.assert_allclose(Restorer(m, device="cpu", tta="flip").predict_float(img[None])[0], got, atol=0.01)
     with pytest.raises(ValueError, match="tta must be one of"):

@@ -9,7 +9,7 @@ Quick use::
 __version__ = "0.2.0"
 
 
-def load(checkpoint=None, device="auto", ema=False, precision="auto", **kwargs):
+def load(checkpoint=None, device="auto", ema=False, precision="auto", amp=None, **kwargs):
     """Return a :class:`facesr.inference.Restorer` for ``checkpoint`` (default: the shipped model).
 
     ``precision="auto"`` (default) runs bf16 where the hardware does so natively (CPUs with
@@ -17,11 +17,15 @@ def load(checkpoint=None, device="auto", ema=False, precision="auto", **kwargs):
     (NNPACK Winograd convolutions, within float rounding of fp32) on AVX2 CPUs when torch runs one
     thread or ``OMP_WAIT_POLICY=PASSIVE`` was set before torch was imported, and fp32 elsewhere;
     pass ``precision="fp32"`` for bit-reproducible output.  ``tta="flip"`` averages the output
-    with that of the mirrored input.  Other ``kwargs`` go to :class:`~facesr.inference.Restorer`.
+    with that of the mirrored input.  ``backend="onnxruntime"``/``"openvino"`` (with ``threads``)
+    runs the model there in fp32.  Other ``kwargs`` go to :meth:`~facesr.inference.Restorer.from_checkpoint`
+    and :class:`~facesr.inference.Restorer`; an unknown one is a TypeError.  ``amp`` is the deprecated
+    spelling of ``precision`` (DeprecationWarning).
     """
     from .inference import Restorer
-    if kwargs.get("amp") is not None and precision == "auto":  # the deprecated amp= spelling, given alone
-        precision = None
+    from .inference.precision import precision_from_amp
+    if amp is not None:
+        precision = precision_from_amp(amp, None if precision == "auto" else precision, stacklevel=2)
     return Restorer.from_checkpoint(checkpoint, device=device, ema=ema, precision=precision, **kwargs)
 
 

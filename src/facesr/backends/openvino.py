@@ -1,4 +1,5 @@
-"""OpenVINO CPU backend (``--backend openvino``): the call contract of :class:`facesr.inference.OnnxModel`.
+"""OpenVINO CPU backend (``--backend openvino``): :class:`OpenVinoModel` (the call contract of
+:class:`facesr.inference.OnnxModel`) and :class:`OpenVinoRunner`, its runner for the Restorer.
 
 float32 NCHW (0-1) in, float32 NCHW (nominally 0-1, unclamped) out; attributes ``scale`` and
 ``backend``, method :meth:`OpenVinoModel.receptive_field` (read from the facesr metadata, which
@@ -24,9 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError, MissingExtraError, OutputError, one_line
-
-#: Tile overlap for a model without facesr metadata (as :data:`facesr.inference.onnx.FALLBACK_RECEPTIVE_FIELD`).
-FALLBACK_RECEPTIVE_FIELD = 40
+from ..inference.runner import FALLBACK_RECEPTIVE_FIELD, ArrayRunner
 
 
 def _ov():
@@ -111,6 +110,23 @@ class OpenVinoModel:
         x = np.ascontiguousarray(x, dtype=np.float32)
         out = self.request.infer({0: x}, share_inputs=True)
         return np.array(out[self.compiled.output(0)], dtype=np.float32, copy=True)
+
+
+class OpenVinoRunner(ArrayRunner):
+    """The OpenVINO backend of the :mod:`facesr.inference.runner` protocol: an :class:`OpenVinoModel`
+    on the CPU, fp32 (or the int8 of a quantized IR; ``int8`` says which).  :meth:`load` opens a file."""
+
+    backend = "openvino"
+
+    @property
+    def int8(self) -> bool:
+        """True when the model file is int8-quantized."""
+        return bool(getattr(self.model, "int8", False))
+
+    @classmethod
+    def load(cls, source, threads: int | None = None, precision: str | None = None) -> OpenVinoRunner:
+        """A runner for an ``.xml`` (IR) or ``.onnx`` path or ONNX bytes, compiled in fp32."""
+        return cls(OpenVinoModel(source, threads=threads), precision=precision)
 
 
 def quantize_int8(model, calibration: list[np.ndarray], subset_size: int | None = None):

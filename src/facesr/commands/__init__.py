@@ -9,6 +9,7 @@ in values; a command checks its own flags and names them in its messages.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
 #: Command modules under ``facesr.commands``, in the order ``facesr --help`` lists them.
@@ -30,9 +31,26 @@ PRECISION_HELP = ("auto (default): bf16 on CPUs with AVX512-BF16/AMX and on CUDA
                   "else fp32; fp32: bit-reproducible (e.g. to regenerate a submission exactly)")
 
 
+def warn(command: str, message: str) -> None:
+    """One line on stderr: ``facesr COMMAND: warning: MESSAGE``."""
+    print(f"facesr {command}: warning: {message}", file=sys.stderr)
+
+
+class DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of another option: stores into its ``dest`` and warns once, when given."""
+
+    def __init__(self, option_strings, dest, new: str, **kw):
+        self.new = new
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def add_model_options(p, ema: bool = True, precision: bool = True, default_precision: str = "auto") -> None:
-    """``--checkpoint``, ``--device`` and (optionally) ``--ema`` and ``--precision`` (with its deprecated
-    alias ``--amp``): which model runs, where and how."""
+    """``--checkpoint``, ``--device`` and (optionally) ``--ema`` and ``--precision`` (with its deprecated,
+    hidden alias ``--amp``): which model runs, where and how."""
     p.add_argument("--checkpoint", help="weights (facesr, MMagic, BasicSR); omitted = shipped model")
     if ema:
         p.add_argument("--ema", action="store_true", help="use the EMA weights of the checkpoint")
@@ -42,9 +60,10 @@ def add_model_options(p, ema: bool = True, precision: bool = True, default_preci
 
 
 def add_precision_options(p, default: str = "auto") -> None:
-    """``--precision auto|fp32|fp32-winograd|bf16|fp16`` and the deprecated ``--amp`` (= ``--precision bf16``)."""
+    """``--precision auto|fp32|fp32-winograd|bf16|fp16`` and the deprecated, hidden ``--amp``
+    (= ``--precision bf16``; :func:`precision_arg` warns)."""
     p.add_argument("--precision", choices=PRECISION_CHOICES, default=default, help=PRECISION_HELP)
-    p.add_argument("--amp", action="store_true", help="deprecated: same as --precision bf16")
+    p.add_argument("--amp", action="store_true", help=argparse.SUPPRESS)
 
 
 def precision_arg(a) -> str | None:
@@ -54,7 +73,7 @@ def precision_arg(a) -> str | None:
     if getattr(a, "amp", False):
         if precision not in (None, "auto", "bf16"):
             raise FacesrError(f"--amp means --precision bf16; it contradicts --precision {precision}")
-        print(f"facesr {a.command}: --amp is deprecated; use --precision bf16", file=sys.stderr)
+        warn(a.command, "--amp is deprecated; use --precision bf16")
         return "bf16"
     return precision
 
@@ -95,11 +114,12 @@ BACKEND_EXTRAS = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("openvino
 
 
 def add_backend_options(p) -> None:
-    """``--backend torch|onnxruntime|openvino`` and ``--model-file`` (alias ``--onnx``)."""
+    """``--backend torch|onnxruntime|openvino`` and ``--model-file`` (with its deprecated, hidden alias ``--onnx``)."""
     p.add_argument("--backend", choices=["torch", *BACKEND_EXTRAS], default="torch",
                    help="torch (default); onnxruntime or openvino: CPU runtimes in fp32, or an int8 OpenVINO "
                         "model from 'facesr export --openvino OUT.xml --int8 LQ_DIR' (docs/performance.md)")
-    p.add_argument("--model-file", "--onnx", dest="model_file", metavar="FILE",
+    p.add_argument("--onnx", dest="model_file", action=DeprecatedAlias, new="--model-file", metavar="FILE")
+    p.add_argument("--model-file", dest="model_file", metavar="FILE",
                    help="with --backend onnxruntime: an .onnx file; with --backend openvino: an .xml (fp32 or "
                         "int8) or .onnx file (default: convert --checkpoint, or the shipped model, on the fly)")
 
@@ -118,6 +138,8 @@ def check_backend_args(a) -> None:
         raise FacesrError("give --checkpoint or --model-file, not both")
     if a.model_file and getattr(a, "ema", False):
         raise FacesrError("--ema applies to --checkpoint; a --model-file holds one set of weights")
+    if str(getattr(a, "device", "auto")).lower() not in ("auto", "cpu"):
+        raise FacesrError(f"--device {a.device} applies to --backend torch; {a.backend} runs on the CPU")
     if getattr(a, "amp", False) or getattr(a, "precision", None) in ("bf16", "fp16", "fp32-winograd"):
         raise FacesrError(f"--{'amp' if a.amp else 'precision ' + a.precision} applies to --backend torch only "
                           f"({a.backend} runs fp32, or the int8 of an int8 model file)")

@@ -126,7 +126,6 @@ def _load(args):
     from .. import assets
     from ..devices import resolve_device
     from ..inference import Restorer
-    from ..inference.precision import resolve_precision
     from ..models import load_model
 
     check_backend_args(args)
@@ -142,11 +141,9 @@ def _load(args):
         desc = f"{path} ({lw.source_format}, {lw.arch}: {cfg}; {'EMA' if lw.used_ema else 'raw'} weights)"
     else:
         desc = f"shipped model {path.name} ({'EMA' if args.ema else 'raw'} weights)"
-    device = resolve_device(args.device, option="--device")
-    precision, why = resolve_precision(precision_arg(args), device)
-    # fp32 runs as the trainer validates (contiguous); bf16/fp16 run fastest channels-last
-    restorer = Restorer(model, device=device, precision=precision, tta=args.tta, channels_last=precision != "fp32")
-    return restorer, desc, f"{precision} ({why})"
+    restorer = Restorer(model, device=resolve_device(args.device, option="--device"), precision=precision_arg(args),
+                        tta=args.tta)
+    return restorer, desc, f"{restorer.precision} ({restorer.precision_reason})"
 
 
 def eval_checkpoint(args) -> int:

@@ -70,7 +70,7 @@ def _distributed(a):
     import os
 
     from ..devices import resolve_device
-    from ..training.distributed import DistInfo, init_distributed
+    from ..distributed import DistInfo, init_distributed
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return DistInfo(), None
     dev_type = "cpu" if a.backend != "torch" else resolve_device(a.device, option="--device").type
@@ -80,20 +80,10 @@ def _distributed(a):
     return info, (f"cuda:{info.local_rank}" if dev_type == "cuda" else None)
 
 
-def _gather(info, obj) -> list:
-    """``obj`` of every rank, in rank order (``[obj]`` without a process group)."""
-    if not info.enabled:
-        return [obj]
-    import torch.distributed as dist
-    out = [None] * info.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def run(a) -> int:
     """Run ``facesr predict`` with parsed arguments ``a``; returns the exit status (0, or 1 if files were skipped)."""
+    from ..distributed import cleanup
     from ..io.files import expand_inputs
-    from ..training.distributed import cleanup
 
     _check_args(a)
     files = expand_inputs(a.inputs)
@@ -108,14 +98,31 @@ def run(a) -> int:
         cleanup(info)
 
 
-def _predict(a, files, out, zip_path, mapping, info, device) -> int:
+def _decoded(files, max_pixels: int, skipped: list[str], bar):
+    """``(file, uint8 image HxWx3 or HxWx4)`` for each readable file, in order; unreadable ones go to
+    ``skipped`` (one line each) and still count on ``bar``."""
     import numpy as np
-    from tqdm import tqdm
 
     from ..errors import ImageError, one_line
+    from ..io.images import read_any, warn_large_input
+    for f in files:
+        try:
+            rgb, alpha = read_any(f, max_pixels=max_pixels)
+        except ImageError as exc:
+            skipped.append(one_line(exc))
+            bar.update(1)
+            continue
+        warn_large_input(f, rgb.shape, "predict")
+        yield f, (rgb if alpha is None else np.dstack([rgb, alpha]))
+
+
+def _predict(a, files, out, zip_path, mapping, info, device) -> int:
+    from tqdm import tqdm
+
+    from ..batching import same_size_batches
+    from ..distributed import barrier, gather_objects
     from ..io.files import atomic_write_bytes, write_zip
-    from ..io.images import encode_png, read_any, warn_large_input
-    from ..training.distributed import barrier
+    from ..io.images import encode_png
 
     if info.enabled:  # rank r restores inputs r, r+N, ... of the sorted list
         files = sorted(files, key=str)[info.rank::info.world_size]
@@ -131,37 +138,19 @@ def _predict(a, files, out, zip_path, mapping, info, device) -> int:
 
     skipped: list[str] = []
     written: list[Path] = []
-    pending: list[tuple[Path, object]] = []  # consecutive same-size images
-
-    def flush():
-        if not pending:
-            return
-        results = restorer.restore_batch([img for _, img in pending])
-        for (f, _), sr in zip(pending, results):
-            atomic_write_bytes(mapping[f], encode_png(sr))
-            written.append(mapping[f])
-            bar.update(1)
-        pending.clear()
-
     desc = f"facesr predict [rank {info.rank}/{info.world_size}]" if info.enabled else "facesr predict"
     with tqdm(total=len(files), unit="img", desc=desc, file=sys.stderr, disable=None if info.is_main else True,
               dynamic_ncols=True) as bar:
-        for f in files:
-            try:
-                rgb, alpha = read_any(f, max_pixels=int(a.max_pixels * 1e6))
-            except ImageError as exc:
-                skipped.append(one_line(exc))
+        images = _decoded(files, int(a.max_pixels * 1e6), skipped, bar)
+        # consecutive same-size images share forward passes; the files are read as they are needed
+        for batch in same_size_batches(images, lambda fi: fi[1].shape[:2], a.batch_size, restorer.MAX_BATCH_PIXELS):
+            for (f, _), sr in zip(batch, restorer.restore_batch([img for _, img in batch])):
+                atomic_write_bytes(mapping[f], encode_png(sr))
+                written.append(mapping[f])
                 bar.update(1)
-                continue
-            warn_large_input(f, rgb.shape, "predict")
-            img = rgb if alpha is None else np.dstack([rgb, alpha])
-            if pending and (pending[0][1].shape[:2] != img.shape[:2] or len(pending) >= a.batch_size):
-                flush()
-            pending.append((f, img))
-        flush()
 
     barrier(info)  # every rank's outputs are on disk before the zip is made
-    per_rank = _gather(info, ([str(p) for p in written], [str(p) for p in present], skipped))
+    per_rank = gather_objects(info, ([str(p) for p in written], [str(p) for p in present], skipped))
     written = [Path(p) for w, _, _ in per_rank for p in w]
     present = [Path(p) for _, e, _ in per_rank for p in e]
     skipped = [m for _, _, s in per_rank for m in s]

@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from ..batching import same_size_batches
 from ..data.pairs import load_pairs as _load_pairs
 from ..data.pairs import pair_files as pair_files
 from ..errors import ImageError
@@ -89,22 +90,16 @@ def evaluate_pairs(restorer, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]]
     ``psnr``/``ssim`` in the reference convention (the unrounded prediction,
     :meth:`~facesr.inference.Restorer.predict_float`), ``psnr_challenge`` on the
     uint8-rounded prediction (CodaLab scorer).  Same-size LQ images share forward passes
-    (``batch_size``).  ``on_image(stem, pred_uint8)`` is called for each prediction (e.g.
-    to save it); ``progress.update(1)`` per image.
+    (at most ``batch_size``, within the restorer's ``MAX_BATCH_PIXELS``; no tiling).
+    ``on_image(stem, pred_uint8)`` is called for each prediction (e.g. to save it);
+    ``progress.update(1)`` per image.
     """
     per = {}
     pairs = list(pairs)
-    order = sorted(range(len(pairs)), key=lambda i: pairs[i][1].shape)  # same-size LQ next to each other
-    i = 0
-    while i < len(order):
-        shape = pairs[order[i]][1].shape
-        group = [order[i]]
-        while (i + len(group) < len(order) and len(group) < batch_size
-               and pairs[order[i + len(group)]][1].shape == shape):
-            group.append(order[i + len(group)])
-        preds = restorer.predict_float(np.stack([pairs[j][1] for j in group]))
-        for j, pred in zip(group, preds):
-            stem, _, gt = pairs[j]
+    for group in same_size_batches(pairs, lambda p: p[1].shape[:2], batch_size, restorer.MAX_BATCH_PIXELS,
+                                   regroup=True):
+        preds = restorer.predict_float(np.stack([lq for _, lq, _ in group]))
+        for (stem, _, gt), pred in zip(group, preds):
             if pred.shape != gt.shape:
                 raise ImageError(f"{stem}: prediction {pred.shape[1]}x{pred.shape[0]} does not match GT "
                                  f"{gt.shape[1]}x{gt.shape[0]}")
@@ -113,5 +108,4 @@ def evaluate_pairs(restorer, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]]
                 on_image(stem, np.clip(np.rint(pred), 0, 255).astype(np.uint8))
             if progress is not None:
                 progress.update(1)
-        i += len(group)
     return summarize(per)

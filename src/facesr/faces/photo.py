@@ -26,7 +26,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from ..batching import same_size_batches
 from ..errors import ImageError, one_line
+from ..io.alpha import join_alpha, split_alpha
 from ..io.images import upscale_classical
 from .align import TEMPLATE_SIZE, crop_face, estimate_alignment
 from .detect import Face
@@ -130,9 +132,42 @@ def upscale_background(rgb: np.ndarray, upscale: int, method: str = "bicubic", r
     return upscale_classical(rgb, upscale, method)
 
 
-def _split_input(image):
-    from ..inference import split_alpha
-    return split_alpha(image)
+def _check_options(upscale: int, background: str, context: int, min_face: float) -> None:
+    """ValueError for a :func:`restore_photo` option out of range."""
+    if upscale not in UPSCALES:
+        raise ValueError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, got {upscale!r}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
+    if context < 0:
+        raise ValueError(f"context must be >= 0, got {context}")
+    if min_face < 0:
+        raise ValueError(f"min_face must be >= 0, got {min_face}")
+
+
+def _check_size(shape: tuple[int, ...], upscale: int, max_output_pixels: int) -> None:
+    """ImageError for an empty photo, or one whose output at ``upscale`` would exceed ``max_output_pixels``."""
+    h, w = shape[:2]
+    if min(h, w) < 1:
+        raise ImageError(f"restore_photo() got an empty image of shape {tuple(shape)}")
+    if h * w * upscale * upscale > max_output_pixels:
+        raise ImageError(f"a {w}x{h} photo at upscale {upscale} would be {w * upscale}x{h * upscale} = "
+                         f"{h * w * upscale * upscale / 1e6:.0f} megapixels, above {max_output_pixels / 1e6:.0f} "
+                         f"(max_output_pixels); use a smaller upscale")
+
+
+def _restore_crops(restorer, crops: list[np.ndarray], context: int,
+                   progress: Callable[[int, int], None] | None) -> list[np.ndarray]:
+    """The aligned uint8 crops restored, each cut to its central 512 x 512 (``context`` LQ pixels off each
+    side), through ``restorer.restore_rgb`` one forward pass at a time; ``progress(done, total)`` after each."""
+    s = restorer.scale
+    restored: list[np.ndarray] = []
+    for chunk in same_size_batches(crops, lambda c: c.shape[:2], restorer.batch_size, restorer.MAX_BATCH_PIXELS):
+        for sr in restorer.restore_rgb(chunk):
+            restored.append(np.ascontiguousarray(sr[context * s:context * s + TEMPLATE_SIZE,
+                                                    context * s:context * s + TEMPLATE_SIZE]))
+        if progress is not None:
+            progress(len(restored), len(crops))
+    return restored
 
 
 def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] | None = None,
@@ -143,7 +178,8 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
 
     Args:
         restorer: a :class:`facesr.inference.Restorer` (its model maps an ``s``-times smaller
-            aligned crop to 512 x 512; ``s`` = 4 for the shipped model).
+            aligned crop to 512 x 512; ``s`` = 4 for the shipped model).  The crops go through
+            ``restorer.restore_rgb`` one forward pass at a time (:func:`facesr.batching.same_size_batches`).
         image: numpy uint8 (0-255) HxW, HxWx3 RGB or HxWx4 RGBA, or a PIL image (used as
             stored: EXIF rotation is applied when reading files, by :func:`read_photo`).
         detector: callable uint8 RGB -> list of :class:`Face` (default: dlib HOG, which needs the
@@ -156,24 +192,11 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
             ``(128 + 2 * context)``-pixel square and only the central 512 x 512 of its output is kept,
             so the zero padding of its convolutions stays away from the pasted face (default 16).
         max_output_pixels: refuse (ImageError) when the output would have more pixels.
-        progress: called as ``progress(done, total)`` after each batch of restored faces.
+        progress: called as ``progress(done, total)`` after each forward pass of restored faces.
     """
-    if upscale not in UPSCALES:
-        raise ValueError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, got {upscale!r}")
-    if background not in BACKGROUNDS:
-        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
-    if context < 0:
-        raise ValueError(f"context must be >= 0, got {context}")
-    if min_face < 0:
-        raise ValueError(f"min_face must be >= 0, got {min_face}")
-    rgb, alpha, kind = _split_input(image)
-    h, w = rgb.shape[:2]
-    if min(h, w) < 1:
-        raise ImageError(f"restore_photo() got an empty image of shape {tuple(rgb.shape)}")
-    if h * w * upscale * upscale > max_output_pixels:
-        raise ImageError(f"a {w}x{h} photo at upscale {upscale} would be {w * upscale}x{h * upscale} = "
-                         f"{h * w * upscale * upscale / 1e6:.0f} megapixels, above {max_output_pixels / 1e6:.0f} "
-                         f"(max_output_pixels); use a smaller upscale")
+    _check_options(upscale, background, context, min_face)
+    rgb, alpha, kind = split_alpha(image)
+    _check_size(rgb.shape, upscale, max_output_pixels)
     if detector is None:
         from .detect import load_detector
         detector = load_detector()
@@ -181,8 +204,7 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
     faces = [f for f in found if f.size >= min_face]
     skipped = [f for f in found if f.size < min_face]
 
-    s = restorer.scale
-    lq_size = TEMPLATE_SIZE // s
+    lq_size = TEMPLATE_SIZE // restorer.scale
     crops, kept = [], []
     for f in faces:
         try:
@@ -193,15 +215,7 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
         kept.append(f)
         crops.append(crop_face(rgb, f.affine, lq_size, margin=context))
     faces = kept
-
-    restored: list[np.ndarray] = []
-    step = max(1, restorer.batch_size)
-    for i in range(0, len(crops), step):
-        for sr in restorer.restore_rgb(crops[i:i + step]):
-            restored.append(np.ascontiguousarray(sr[context * s:context * s + TEMPLATE_SIZE,
-                                                    context * s:context * s + TEMPLATE_SIZE]))
-        if progress is not None:
-            progress(len(restored), len(crops))
+    restored = _restore_crops(restorer, crops, context, progress)
     if context:
         crops = [np.ascontiguousarray(c[context:context + lq_size, context:context + lq_size]) for c in crops]
 
@@ -209,7 +223,6 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
     for i in paste_order([f.size for f in faces]):
         paste_face(out, restored[i], faces[i].affine, upscale)
 
-    from ..inference import join_alpha
     result_image = join_alpha(out, alpha, kind, upscale)
     return PhotoResult(image=result_image, faces=faces, skipped=skipped, upscale=upscale,
                        crops=list(zip(crops, restored)) if keep_crops else [])

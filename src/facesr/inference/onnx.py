@@ -1,4 +1,5 @@
-"""ONNX export (:func:`export_onnx`) and running an exported model with onnxruntime (:class:`OnnxModel`).
+"""ONNX export (:func:`export_onnx`) and running an exported model with onnxruntime (:class:`OnnxModel`,
+and :class:`OnnxRuntimeRunner`, its :mod:`.runner` for the Restorer).
 
 An exported model takes ``lq`` float32 (N, 3, h, w) RGB on the 0-1 scale and returns ``sr``
 float32 (N, 3, s*h, s*w), unclamped.  facesr stores its upscale factor, receptive field and
@@ -20,10 +21,9 @@ import torch
 from torch import nn
 
 from ..errors import BadValueError, CheckpointError, FacesrError, MissingExtraError, one_line
+from .runner import FALLBACK_RECEPTIVE_FIELD, ArrayRunner
 
 MIN_OPSET = 11  # first opset whose Resize matches PyTorch's bilinear (align_corners=False)
-#: Tile overlap for ONNX files without facesr metadata (not exported by facesr): covers MSRResNet up to 18 blocks.
-FALLBACK_RECEPTIVE_FIELD = 40
 
 
 def opset_range() -> tuple[int, int]:
@@ -87,7 +87,72 @@ class OnnxModel:
         return self._receptive_field
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, h, w) 0-1 -> float32 (N, 3, s*h, s*w), unclamped."""
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+class OnnxRuntimeRunner(ArrayRunner):
+    """The onnxruntime backend of the :mod:`.runner` protocol: an :class:`OnnxModel`, in fp32 on the CPU
+    (or the given execution providers).  :meth:`load` opens a file or bytes."""
+
+    backend = "onnxruntime"
+
+    @classmethod
+    def load(cls, source: str | os.PathLike | bytes, threads: int | None = None,
+             providers: Sequence[str] | None = None, precision: str | None = None) -> OnnxRuntimeRunner:
+        """A runner for an ``.onnx`` path or ONNX bytes (see :class:`OnnxModel` for the arguments)."""
+        return cls(OnnxModel(source, threads=threads, providers=providers), precision=precision)
+
+
+def _torchscript_export(m: nn.Module, opset: int) -> bytes:
+    """The bare ONNX bytes of CPU fp32 module ``m`` (dynamic batch, height and width)."""
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(m, (x,), buf, dynamo=False, opset_version=int(opset), input_names=["lq"],
+                              output_names=["sr"], do_constant_folding=True,
+                              dynamic_axes={"lq": {0: "batch", 2: "height", 3: "width"},
+                                            "sr": {0: "batch", 2: "out_height", 3: "out_width"}})
+        except Exception as exc:  # e.g. an unsupported opset
+            raise FacesrError(f"ONNX export failed (opset {opset}): {one_line(exc)}") from None
+    return buf.getvalue()
+
+
+def _with_metadata(data: bytes, m: nn.Module) -> bytes:
+    """``data`` with facesr's metadata (scale, receptive field, architecture); unchanged without ``onnx``."""
+    try:
+        import onnx
+    except ImportError:  # the 'onnx' extra is absent: a valid model without facesr metadata
+        return data
+    proto = onnx.load_from_string(data)
+    meta = {"facesr.upscale_factor": str(int(getattr(m, "upscale_factor", 4))),
+            "facesr.input": "float32 NCHW RGB 0-1", "facesr.output": "float32 NCHW RGB, clamp to 0-1 then x255"}
+    if hasattr(m, "receptive_field"):
+        meta["facesr.receptive_field"] = str(int(m.receptive_field()))
+    if hasattr(m, "arch_config"):
+        meta["facesr.arch_config"] = json.dumps(m.arch_config())
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name = "facesr"
+    return proto.SerializeToString()
+
+
+def _check_export(data: bytes, m: nn.Module) -> None:
+    """FacesrError unless onnxruntime (when installed) reproduces ``m`` within 1e-3 on a random input."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return
+    x = torch.rand(2, 3, 20, 28, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref = m(x).numpy()
+    got = OnnxModel(data)(x.numpy())
+    if got.shape != ref.shape or float(np.abs(got - ref).max()) > 1e-3:
+        raise FacesrError(f"ONNX export does not reproduce PyTorch (shape {got.shape} vs {ref.shape}, "
+                          f"max diff {float(np.abs(got - ref).max()) if got.shape == ref.shape else 'n/a'})")
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, opset: int = 17,
@@ -111,49 +176,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, opset: 
     src = getattr(model, "module", model)
     src = getattr(src, "_orig_mod", src)
     m = copy.deepcopy(src).to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
-    scale = int(getattr(m, "upscale_factor", 4))
-    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(m, (x,), buf, dynamo=False, opset_version=int(opset), input_names=["lq"],
-                              output_names=["sr"], do_constant_folding=True,
-                              dynamic_axes={"lq": {0: "batch", 2: "height", 3: "width"},
-                                            "sr": {0: "batch", 2: "out_height", 3: "out_width"}})
-        except Exception as exc:  # e.g. an unsupported opset
-            raise FacesrError(f"ONNX export failed (opset {opset}): {one_line(exc)}") from None
-    data = buf.getvalue()
-    try:
-        import onnx
-    except ImportError:  # the 'onnx' extra is absent: a valid model without facesr metadata
-        onnx = None
-    if onnx is not None:
-        proto = onnx.load_from_string(data)
-        meta = {"facesr.upscale_factor": str(scale), "facesr.input": "float32 NCHW RGB 0-1",
-                "facesr.output": "float32 NCHW RGB, clamp to 0-1 then x255"}
-        if hasattr(m, "receptive_field"):
-            meta["facesr.receptive_field"] = str(int(m.receptive_field()))
-        if hasattr(m, "arch_config"):
-            meta["facesr.arch_config"] = json.dumps(m.arch_config())
-        for k, v in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        proto.producer_name = "facesr"
-        data = proto.SerializeToString()
+    data = _with_metadata(_torchscript_export(m, opset), m)
     if check:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            x2 = torch.rand(2, 3, 20, 28, generator=torch.Generator().manual_seed(1))
-            with torch.inference_mode():
-                ref = m(x2).numpy()
-            got = OnnxModel(data)(x2.numpy())
-            if got.shape != ref.shape or float(np.abs(got - ref).max()) > 1e-3:
-                raise FacesrError(f"ONNX export does not reproduce PyTorch (shape {got.shape} vs {ref.shape}, "
-                                  f"max diff {float(np.abs(got - ref).max()) if got.shape == ref.shape else 'n/a'})")
+        _check_export(data, m)
     if path is not None:
         atomic_write_bytes(path, data)
     return data

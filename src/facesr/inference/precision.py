@@ -12,8 +12,8 @@
   on an AVX2 EPYC);
 * anything else (MPS, ...) and the onnxruntime/openvino backends: fp32.
 
-bf16/fp16 mean autocast around the forward pass (the Restorer's
-``_forward``); the output is always clamped and rounded in fp32.
+bf16/fp16 mean autocast around the forward pass (:class:`~facesr.inference.TorchRunner`);
+the Restorer always clamps and rounds the output in fp32.
 ``fp32-winograd`` is fp32 arithmetic with the model's 3x3 convolutions of 64+
 channels computed by NNPACK's Winograd algorithm (:mod:`.winograd`): 1.4-1.8x
 faster on one AVX2 core, outputs within about 3e-6 (0-1 scale) of fp32.  Plain fp32 is
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from functools import lru_cache
 
 import torch
@@ -36,6 +37,9 @@ PRECISIONS = ("auto", "fp32", "fp32-winograd", "bf16", "fp16")
 
 #: autocast dtype of each explicit precision (None = plain fp32)
 DTYPES = {"fp32": None, "fp32-winograd": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: the precision each value of the deprecated ``amp=`` keyword means
+AMP_VALUES = {True: "bf16", False: "fp32", "none": "fp32", "fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
 
 # x86 flags (Linux /proc/cpuinfo names) that mean native bf16 arithmetic in oneDNN's kernels;
 # aarch64 lists "bf16" (Armv8.6 BF16) under "Features".
@@ -200,3 +204,23 @@ def resolve_precision(precision: str | None, device: torch.device, backend: str 
             raise BadValueError("precision fp32-winograd needs NNPACK, which this PyTorch build or CPU lacks; "
                                 "use fp32")
     return precision, "requested"
+
+
+def precision_from_amp(amp, precision: str | None, stacklevel: int = 2) -> str | None:
+    """The precision asked for by ``precision`` and the deprecated ``amp`` keyword (None = neither: fp32).
+
+    ``amp``: None (not given), ``True``/``"bf16"``, ``"fp16"``, ``False``/``"none"`` (fp32).  Giving it
+    warns (DeprecationWarning, ``stacklevel`` as :func:`warnings.warn`); ``amp=False`` never overrides
+    ``precision`` (it was the old default); any other ``amp`` must agree with ``precision``.
+    """
+    if amp is None:
+        return precision
+    name = AMP_VALUES.get(amp) if isinstance(amp, (bool, str)) else None
+    if name is None:
+        raise BadValueError(f"amp must be one of True, False, 'none', 'bf16', 'fp16', got {amp!r}")
+    warnings.warn(f"amp={amp!r} is deprecated; use precision={name!r}", DeprecationWarning, stacklevel=stacklevel + 1)
+    if precision is None or name == "fp32":
+        return precision if precision is not None else name
+    if str(precision).lower() != name:
+        raise BadValueError(f"amp={amp!r} (precision {name}) contradicts precision={precision!r}; give precision only")
+    return name
