@@ -6,7 +6,7 @@ Variants (rows whose package is missing are skipped):
   :class:`~facesr.inference.Restorer` runs (``amp=False`` / ``amp=True``); bf16 is the precision
   policy's CPU choice and the baseline of the verdicts;
 * onnxruntime fp32, and int8 (``quantize_static``, QDQ, per-channel weights, calibrated on degraded faces);
-* OpenVINO fp32 and bf16 hints (:class:`facesr.backends.openvino.OpenVinoModel`), and int8 by NNCF
+* OpenVINO fp32 and bf16 hints (:class:`facesr.inference.openvino.OpenVinoModel`), and int8 by NNCF
   post-training quantization on the same calibration faces.
 
 Speed: per image on one thread, process CPU time (counts every thread of this process; all
@@ -46,7 +46,7 @@ SPEED_KEEP, DB_KEEP = 1.3, 0.05
 
 
 def hardware() -> str:
-    from facesr.backends.cpu import cpu_flags, cpu_supports_bf16
+    from facesr.inference.precision import cpu_flags, cpu_supports_bf16
     from benchmarks.common import hardware_line
     f = cpu_flags()
     isa = [x for x in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni") if x in f]
@@ -141,7 +141,7 @@ def build_variants(calib, cache: Path | None = None) -> tuple[dict, dict]:
         skipped["onnxruntime fp32"] = skipped["onnxruntime int8 (static QDQ)"] = "onnxruntime not installed"
     try:
         import openvino  # noqa: F401
-        from facesr.backends.openvino import OpenVinoModel, quantize_int8, read_model
+        from facesr.inference.openvino import OpenVinoModel, quantize_int8, read_model
         variants["OpenVINO fp32"] = OpenVinoModel(onnx_bytes, "f32", threads=1)
         ov_bf16 = OpenVinoModel(onnx_bytes, "bf16", threads=1)
         variants[f"OpenVINO bf16 hint (runs {ov_bf16.precision})"] = ov_bf16
@@ -217,7 +217,7 @@ def main(argv=None) -> None:
     pairs = [] if a.no_quality else eval_pairs(a.eval_limit)
     q = quality(variants, pairs, a.slow_eval_limit) if pairs else {}
     sp = {b: speed(variants, b, a.rounds) for b in (1, 4)}
-    from facesr.backends.cpu import cpu_supports_bf16
+    from facesr.inference.precision import cpu_supports_bf16
     bf16, fp32 = "torch bf16 + channels_last", "torch fp32 (channels_last)"
     # The verdict baseline is what the precision policy picks on this CPU: bf16 only with native bf16
     # (without it, autocast bf16 is emulated and ~10x slower than fp32, which would flatter every row).

@@ -1,4 +1,4 @@
-"""facesr.backends.openvino.OpenVinoModel: the OnnxModel call contract (skipped without openvino)."""
+"""facesr.inference.openvino.OpenVinoModel: the OnnxModel call contract (skipped without openvino)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("openvino")
 pytest.importorskip("onnx")
 
-from facesr.backends.openvino import OpenVinoModel  # noqa: E402
+from facesr.inference.openvino import OpenVinoModel  # noqa: E402
 from facesr.errors import CheckpointError  # noqa: E402
 from conftest import strong_msrresnet  # noqa: E402
 from facesr.inference import export_onnx  # noqa: E402
@@ -106,7 +106,7 @@ def test_export_openvino_and_predict_eval_backend(tmp_path, model, capsys):
 
 def test_export_int8_runs_and_is_marked(tmp_path, capsys):
     pytest.importorskip("nncf")
-    from facesr.backends.openvino import OpenVinoModel
+    from facesr.inference.openvino import OpenVinoModel
     from facesr.cli import main
     from facesr.models import build_model, save_weights
     torch.manual_seed(0)

@@ -38,7 +38,7 @@ def _onnx_runner(model):
 def _openvino_runner(model):
     pytest.importorskip("openvino")
     pytest.importorskip("onnx")
-    from facesr.backends.openvino import OpenVinoRunner
+    from facesr.inference.openvino import OpenVinoRunner
     from facesr.inference import export_onnx
     return OpenVinoRunner.load(export_onnx(model, check=False), threads=1)
 

@@ -1,1 +1,1 @@
-"""Optional inference backends (see docs/performance.md)."""
+"""Deprecated package: the OpenVINO runner moved to :mod:`facesr.inference.openvino`."""

@@ -116,7 +116,7 @@ def run(a) -> int:
         print(f"wrote {a.onnx} ({len(data) / 1e6:.2f} MB, opset {a.opset}, {what}); "
               f"input 'lq' float32 N x 3 x H x W (0-1), output 'sr' N x 3 x {s}H x {s}W")
     if a.openvino:
-        from ..backends.openvino import quantize_int8, read_model, save_ir
+        from ..inference.openvino import quantize_int8, read_model, save_ir
         ov_model = read_model(data)
         if calib is not None:
             print(f"quantizing to int8 on {len(calib)} faces from {a.int8} (NNCF; about a second per face on a "

@@ -202,7 +202,7 @@ class Restorer:
         onnx_bytes = export_onnx(model, opset=17 if opset is None else opset, check=False)
         if backend == "onnxruntime":
             return cls(OnnxModel(onnx_bytes, threads=threads), device=device, **kw)
-        from ..backends.openvino import OpenVinoModel
+        from .openvino import OpenVinoModel
         return cls(OpenVinoModel(onnx_bytes, threads=threads), device=device, **kw)
 
     @classmethod
@@ -218,7 +218,7 @@ class Restorer:
         """Run an OpenVINO IR (``.xml`` + ``.bin``, as ``facesr export --openvino`` writes, fp32 or int8)
         or an ``.onnx`` file with OpenVINO's CPU plugin (needs the ``openvino`` extra); ``kw`` go to
         :class:`Restorer`."""
-        from ..backends.openvino import OpenVinoModel
+        from .openvino import OpenVinoModel
         return cls(OpenVinoModel(path, threads=threads), **kw)
 
     # --------------------------------------------------------------- core: the one forward path

@@ -109,7 +109,7 @@ def make_runner(model, device: str | torch.device = "auto", precision: str | Non
     if backend == "onnxruntime":
         runner_cls = OnnxRuntimeRunner
     elif backend == "openvino":
-        from ..backends.openvino import OpenVinoRunner
+        from .openvino import OpenVinoRunner
         runner_cls = OpenVinoRunner
     else:
         raise TypeError(f"a Restorer runs an nn.Module, an OnnxModel, an OpenVinoModel or a Runner, "
