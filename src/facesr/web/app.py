@@ -75,7 +75,7 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
                               "restored. Errors are one line of plain text.")
     app.state.service = service
     app.state.queue, app.state.restorer, app.state.detector = service.queue, restorer, service.detector
-    app.openapi = lambda: openapi_without_422(app)
+    app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
     add_error_handlers(app)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -150,10 +150,12 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def add_error_handlers(app: FastAPI) -> None:
     """Answer every error as one line of plain text (see the module docstring)."""
-    for kind, handler in ((InputError, _input_error), (QueueFull, _queue_full), (ClientGone, _client_gone),
-                          (StarletteHTTPException, _http_error), (RequestValidationError, _invalid),
-                          (Exception, _unexpected)):
-        app.add_exception_handler(kind, handler)
+    app.add_exception_handler(InputError, _input_error)  # type: ignore[arg-type]
+    app.add_exception_handler(QueueFull, _queue_full)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientGone, _client_gone)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)
 
 
 def openapi_without_422(app: FastAPI) -> dict:
