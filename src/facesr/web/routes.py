@@ -52,11 +52,11 @@ async def _upload(request: Request, service: Service,
     return await read_upload(request, c.max_body, c.upload_timeout_s, mode, name)
 
 
-def _job(job_id: str, service: Service) -> Job:
+async def _job(job_id: str, service: Service) -> Job:
     return service.job(job_id)
 
 
-def _finished(job_id: str, service: Service) -> Job:
+async def _finished(job_id: str, service: Service) -> Job:
     return service.finished_job(job_id)
 
 

@@ -196,7 +196,7 @@ class WebService:
         return None
 
 
-def get_service(request: Request) -> WebService:
-    """The dependency that gives a route its app's :class:`WebService`."""
+async def get_service(request: Request) -> WebService:
+    """The dependency that gives a route its app's :class:`WebService` (async: FastAPI runs it on the loop)."""
     return request.app.state.service
 
