@@ -366,6 +366,99 @@ def test_decode_matches_read_any(tmp_path):
         np.testing.assert_array_equal(got, want, err_msg=p.name)
 
 
+# ----------------------------------------------------------------------------- the API's own documentation
+
+PUBLIC_ROUTES = {"/restore": {"post"}, "/jobs": {"post"}, "/jobs/{job_id}": {"get", "delete"},
+                 "/jobs/{job_id}/cancel": {"post"}, "/jobs/{job_id}/result.png": {"get"},
+                 "/jobs/{job_id}/bicubic.png": {"get"}, "/jobs/{job_id}/input.png": {"get"}, "/healthz": {"get"},
+                 "/api/info": {"get"}, "/examples/{example_id}.png": {"get"}}
+
+
+def test_openapi_lists_the_routes_and_marks_cancel_deprecated(client):
+    res = client.get("/openapi.json")
+    assert res.status_code == 200
+    spec = res.json()
+    assert {p: set(ops) for p, ops in spec["paths"].items()} == PUBLIC_ROUTES
+    deprecated = {(p, m) for p, ops in spec["paths"].items() for m, op in ops.items() if op.get("deprecated")}
+    assert deprecated == {("/jobs/{job_id}/cancel", "post")}
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            assert "422" not in op["responses"], (path, method)  # errors are plain text, never FastAPI's JSON
+            assert op.get("description") or op["responses"]["200"].get("description"), (path, method)
+    restore = spec["paths"]["/restore"]["post"]
+    assert {"multipart/form-data", "image/*"} <= set(restore["requestBody"]["content"])
+    assert set(restore["responses"]) >= {"200", "400", "408", "413", "503"}
+    assert "image/png" in restore["responses"]["200"]["content"]
+    job_fields = set(spec["components"]["schemas"]["JobState"]["properties"])
+    final = json.loads(client.post("/jobs", files={"image": ("a.png", face_png(16)[1], "image/png")}).text
+                       .splitlines()[-1])
+    assert set(final) <= job_fields and {"result", "bicubic", "input", "output_size", "scale"} <= set(final)
+    from facesr.web.photo import face_boxes
+    box = face_boxes(group_photo()[1][:1], [], 2)[0]  # what whole-photo jobs send for each face
+    assert set(box) == set(spec["components"]["schemas"]["FaceBox"]["properties"])
+    health = spec["paths"]["/healthz"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert health["$ref"].endswith("/Health")
+
+
+def test_docs_page_is_swagger_with_its_own_policy(client):
+    import base64
+    import hashlib
+    import re
+
+    from facesr.web.responses import CSP
+    res = client.get("/docs")
+    assert res.status_code == 200 and res.headers["content-type"].startswith("text/html")
+    assert "SwaggerUIBundle" in res.text and "/openapi.json" in res.text
+    csp = res.headers["content-security-policy"]
+    inline = re.findall(r"<script>(.*?)</script>", res.text, flags=re.DOTALL)
+    assert len(inline) == 1
+    digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in csp and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+    assert "frame-ancestors 'none'" in csp and res.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/").headers["content-security-policy"] == CSP  # the page keeps its own
+    assert client.get("/redoc").status_code == 404
+
+
+def test_deprecated_cancel_route_still_cancels_and_says_so(client, gated):
+    import logging
+
+    class Lines(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    lines = Lines()
+    logger = logging.getLogger("facesr.web")
+    logger.addHandler(lines)
+    queue = client.app.state.queue
+    gated.gate.clear()
+    try:
+        running = queue.submit(Job(image=face_png(16)[0]))
+        assert gated.started.wait(10)
+        waiting = queue.submit(Job(image=face_png(16, seed=2)[0]))
+        res = client.post(f"/jobs/{waiting.id}/cancel")
+        assert res.status_code == 200 and res.headers["deprecation"] == "true"
+        assert res.headers["link"] == f'</jobs/{waiting.id}>; rel="successor-version"'
+        assert res.json()["state"] == "cancelled" and waiting.state == CANCELLED and "result" not in res.json()
+        res = client.post(f"/jobs/{running.id}/cancel")  # a running job stops at its next tile
+        assert res.status_code == 200 and res.headers["deprecation"] == "true" and running.cancel_requested
+        gated.gate.set()
+        assert running.wait(10) and running.state == CANCELLED
+        _assert_plain_error(client.post("/jobs/nope/cancel"), 404, "no such job")
+        assert client.post("/jobs/nope/cancel").headers["deprecation"] == "true"
+        res = client.delete(f"/jobs/{running.id}")  # the route to use instead: no deprecation
+        assert res.status_code == 200 and "deprecation" not in res.headers and res.json()["state"] == "cancelled"
+    finally:
+        gated.gate.set()
+        logger.removeHandler(lines)
+    assert sum("deprecated" in ln and "DELETE /jobs/{id}" in ln for ln in lines.lines) == 4, lines.lines  # one per call
+    js = client.get("/static/app.js").text
+    assert "/cancel" not in js and 'method: "DELETE"' in js  # the page itself uses DELETE /jobs/ID
+
+
 # ----------------------------------------------------------------------------- progress and the queue
 
 def test_restorer_progress_is_per_tile_and_can_cancel():
@@ -553,7 +646,7 @@ def test_job_stream_progress_result_panels_and_cancel_at_next_tile():
                     assert time.monotonic() < deadline, got
                     time.sleep(0.01)
                 job_id = got[0]["id"]
-                status, _, body = live.post(f"/jobs/{job_id}/cancel", b"", {})
+                status, _, body = live.request("DELETE", f"/jobs/{job_id}")
                 assert status == 200 and json.loads(body)["id"] == job_id
             finally:
                 tiled.gate.set()

@@ -202,12 +202,17 @@ class LiveServer:
             time.sleep(0.01)
 
     def post(self, path: str, body: bytes, headers: dict, timeout: float = 30.0) -> tuple[int, dict, bytes]:
+        """One POST on a fresh connection: (status, lower-cased headers, body)."""
+        return self.request("POST", path, body, headers, timeout)
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None,
+                timeout: float = 30.0) -> tuple[int, dict, bytes]:
         """One request on a fresh connection: (status, lower-cased headers, body)."""
         import http.client
 
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            conn.request("POST", path, body=body, headers=headers)
+            conn.request(method, path, body=body, headers=headers or {})
             r = conn.getresponse()
             return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
         finally:

@@ -1,7 +1,7 @@
 """``facesr serve``: a local web page (and HTTP API) that restores face crops and, with the faces extra, whole photos.
 
-The app itself is :mod:`facesr.web.app` (FastAPI, run by uvicorn); it needs the
-``web`` extra (``pip install -e ".[web]"``).  The model is loaded once, before the
+The app itself is :mod:`facesr.web.app` (FastAPI, run by uvicorn; its API is described at
+``/docs``); it needs the ``web`` extra (``pip install -e ".[web]"``).  The model is loaded once, before the
 server starts listening.  The server binds to 127.0.0.1 unless told otherwise; it
 has no authentication, so only bind to another address on a network you trust.
 """
@@ -63,6 +63,14 @@ def _bind(host: str, port: int):
     return sock
 
 
+def _import_multipart() -> None:
+    """Import python-multipart (which parses uploaded forms) under its new name, else its old one."""
+    try:
+        import python_multipart  # noqa: F401
+    except ImportError:
+        import multipart  # noqa: F401  (python-multipart before 0.0.13)
+
+
 def run(args) -> int:
     """Load the model, bind the socket, serve until Ctrl-C.  Returns the exit status."""
     from ..errors import MissingExtraError
@@ -70,8 +78,8 @@ def run(args) -> int:
     _check(args)
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401  (python-multipart)
         import uvicorn
+        _import_multipart()
     except ImportError:
         raise MissingExtraError("web", "facesr serve") from None
     import logging
@@ -99,7 +107,7 @@ def run(args) -> int:
                             limit_concurrency=64, timeout_keep_alive=5, timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
     print(f"facesr serve: {model} on {restorer.device} ({restorer.precision}); open {url} in a browser "
-          f"(Ctrl-C stops)", flush=True)
+          f"(the HTTP API is described at {url}docs; Ctrl-C stops)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"facesr serve: warning: listening on {args.host}, so other machines can reach this page "
               f"(it has no password)", file=sys.stderr)

@@ -18,16 +18,14 @@ are uint8; float32 is used only inside one face's region at a time.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import cv2
 import numpy as np
 
 from ..batching import same_size_batches
-from ..errors import ImageError, one_line
+from ..errors import ImageError
 from ..io.alpha import join_alpha, split_alpha
 from ..io.images import upscale_classical
 from .align import TEMPLATE_SIZE, crop_face, estimate_alignment
@@ -68,24 +66,12 @@ class PhotoResult:
 
 
 def photo_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels; ImageError if unreadable."""
-    from PIL import Image
-    path = Path(path)
-    limit = Image.MAX_IMAGE_PIXELS
-    try:
-        # Only the header is read here, so PIL's decompression-bomb guard (which would refuse giant
-        # headers with its own message) is lifted for the call; read_photo applies max_pixels instead.
-        Image.MAX_IMAGE_PIXELS = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                return int(im.size[0]), int(im.size[1])
-    except FileNotFoundError:
-        raise ImageError(f"{path}: file not found") from None
-    except Exception as exc:  # PIL raises many types for foreign or broken files
-        raise ImageError(f"{path}: not a readable image ({one_line(exc)})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+    """(width, height) from the file header, without decoding the pixels; ImageError if unreadable.
+
+    :func:`facesr.io.images.image_size`: no global state is changed, so it is safe from any thread.
+    """
+    from ..io.images import image_size
+    return image_size(path)
 
 
 def read_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray | None]:
@@ -94,20 +80,8 @@ def read_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     EXIF rotation is applied, grayscale becomes RGB, 16-bit is scaled to 8-bit.  The pixel count is
     checked from the header first: more than ``max_pixels`` raises ImageError before decoding.
     """
-    from PIL import Image
-
-    from ..io.images import read_any
-    w, h = photo_size(path)
-    if w * h > max_pixels:
-        raise ImageError(f"{path}: {w}x{h} is {w * h / 1e6:.1f} megapixels, above the limit of "
-                         f"{max_pixels / 1e6:.1f} (max_pixels)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            rgb, alpha = read_any(path)
-    except (Image.DecompressionBombError, MemoryError) as exc:
-        raise ImageError(f"{path}: too large to decode ({type(exc).__name__})") from None
-    return rgb, alpha
+    from ..io.images import read_image
+    return read_image(path, max_pixels)
 
 
 def upscale_background(rgb: np.ndarray, upscale: int, method: str = "bicubic", restorer=None) -> np.ndarray:

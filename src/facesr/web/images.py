@@ -7,16 +7,13 @@ limits; the user can only change the picture).
 """
 from __future__ import annotations
 
-import io
 import math
-import warnings
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import FacesrError
-from ..io.images import pil_to_rgb, upscale_classical
+from ..errors import FacesrError, ImageError
+from ..io.images import ImageDamagedError, ImageTooLargeError, read_image
 
 #: Default cap on input pixels (width x height): 1024 x 1024.  The x4 output is then at most 4096 x 4096.
 DEFAULT_MAX_PIXELS = 1024 * 1024
@@ -28,7 +25,6 @@ TRAINED_SIDE = 128
 # Formats accepted from the network (PIL would otherwise also try exotic ones, some via external programs).
 _FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "PPM", "AVIF")
 FORMAT_NAMES = "PNG, JPEG, WebP, BMP, TIFF or GIF"
-_PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
 
 class InputError(FacesrError):
@@ -83,59 +79,25 @@ def face_note(w: int, h: int) -> str | None:
     return FACE_NOTE_TEMPLATE.format(w=w, h=h)
 
 
-def _formats() -> list[str]:
-    Image.init()
-    return [f for f in _FORMATS if f in Image.ID]
-
-
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode uploaded bytes to uint8 RGB HxWx3 (or RGBA HxWx4 when the image has transparency), 0-255.
 
-    Follows :func:`facesr.io.read_any`: EXIF rotation applied, gray expanded to RGB,
-    16-bit scaled to 8-bit (``round(v / 257)``), first frame of an animation.  The pixel
-    count (width x height, at most ``max_pixels``) is read from the file header and
-    checked before any pixel is decoded.  Raises :class:`InputError` (400 unreadable,
-    413 too many pixels) with a one-line message in plain words.
+    :func:`facesr.io.images.read_image` (the CLI's decoder) limited to :data:`FORMAT_NAMES`: the pixel
+    count (width x height, at most ``max_pixels``) is read from the header before any pixel is decoded,
+    and no global state is changed.  Raises :class:`InputError` (400 unreadable or damaged, 413 too many
+    pixels) with a one-line message in plain words.
     """
     if not data:
         raise InputError("No picture arrived: the upload was empty. Choose an image file and try again.")
     try:
-        with warnings.catch_warnings():  # our own limit is far below Pillow's; its warning is noise
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=_formats())
-    except Image.DecompressionBombError:
-        # Pillow refuses before telling us the size; all we know is that it is huge.
-        raise InputError(f"This picture has hundreds of millions of pixels, far more than this server takes: up to "
-                         f"{pixel_limit_words(max_pixels)}. Crop it to the face or make it smaller, then try again.",
-                         413) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        rgb, alpha = read_image(data, max_pixels, formats=_FORMATS, name="upload")
+    except ImageTooLargeError as exc:
+        raise too_many_pixels(exc.width, exc.height, max_pixels) from None
+    except ImageDamagedError as exc:
+        raise InputError(f"This {exc.format or 'picture'} file is damaged or incomplete, so it cannot be read. "
+                         f"Save it again or try another file.") from None
+    except ImageError:
         raise InputError(f"This file is not a picture facesr can read. Use a {FORMAT_NAMES} image.") from None
-    w, h = im.size
-    if w < 1 or h < 1:
-        raise InputError("This picture has no pixels (its width or height is 0). Try another file.")
-    if w * h > max_pixels:
-        im.close()
-        raise too_many_pixels(w, h, max_pixels)
-    damaged = (f"This {im.format or 'picture'} file is damaged or incomplete, so it cannot be read. "
-               f"Save it again or try another file.")
-    try:
-        if data[:8] == _PNG_SIG and len(data) > 24 and data[24] == 16:  # 16-bit PNG: PIL would truncate
-            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-            if img is None or img.dtype != np.uint16:
-                raise ValueError("OpenCV could not decode it")
-            img8 = np.clip(np.rint(img.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
-            if img8.ndim == 2:
-                return np.repeat(img8[..., None], 3, axis=2)
-            rgb = img8[..., 2::-1] if img8.shape[2] >= 3 else np.repeat(img8[..., :1], 3, axis=2)
-            if img8.shape[2] == 4:
-                return np.ascontiguousarray(np.concatenate([rgb, img8[..., 3:4]], axis=2))
-            return np.ascontiguousarray(rgb)
-        with im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb, alpha = pil_to_rgb(im)
-    except (OSError, SyntaxError, ValueError, EOFError):
-        raise InputError(damaged) from None
     if alpha is None:
         return rgb
     return np.ascontiguousarray(np.concatenate([rgb, alpha[..., None]], axis=2))

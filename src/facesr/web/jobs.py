@@ -12,7 +12,7 @@
   ``keep_finished`` of them), so a client can fetch the result after the job
   told it that it is done.
 
-Nothing here knows about HTTP; :mod:`facesr.web.app` maps it onto routes.
+Nothing here knows about HTTP; :mod:`facesr.web.routes` maps it onto routes.
 """
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ class JobQueue:
             return ahead + (1 if self._running is not None else 0)
 
     def snapshot(self, job: Job) -> dict:
-        """The job's state as plain data (JSON-ready); see :mod:`facesr.web.app` for the fields."""
+        """The job's state as plain data (JSON-ready); the fields are those of :class:`facesr.web.models.JobState`."""
         now = time.monotonic()
         with self._cond:
             position = self.position(job)

@@ -97,7 +97,7 @@ def call_restore_photo(fn, image: np.ndarray, progress, detector=None, upscale: 
     from ..faces.photo import DEFAULT_MIN_FACE
     names, any_kw = _accepts(fn)
     min_face = DEFAULT_MIN_FACE if min_face is None else float(min_face)
-    kwargs = {}
+    kwargs: dict[str, object] = {}
     if detector is not None and (any_kw or "detector" in names):
         def detect(rgb):
             progress(0, 0)  # cancelled while waiting for the detector?

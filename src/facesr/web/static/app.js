@@ -328,7 +328,10 @@
     say("Cancelled. Press Restore to start again.");
   });
   window.addEventListener("pagehide", function () {
-    if (current && current.id && !current.ended) navigator.sendBeacon("/jobs/" + encodeURIComponent(current.id) + "/cancel");
+    // keepalive lets the request outlive the page (navigator.sendBeacon could only POST)
+    if (current && current.id && !current.ended) {
+      fetch("/jobs/" + encodeURIComponent(current.id), { method: "DELETE", keepalive: true }).catch(function () {});
+    }
   });
 
   // ------------------------------------------------------------------ result and viewer
