@@ -122,6 +122,10 @@ def add_backend_options(p) -> None:
     p.add_argument("--model-file", dest="model_file", metavar="FILE",
                    help="with --backend onnxruntime: an .onnx file; with --backend openvino: an .xml (fp32 or "
                         "int8) or .onnx file (default: convert --checkpoint, or the shipped model, on the fly)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads per process (default: all cores; under torchrun 1 per process unless "
+                        "OMP_NUM_THREADS says otherwise). fp32 outputs are bit-identical between runs with the "
+                        "same threads per process on the same CPU kind")
 
 
 def check_backend_args(a) -> None:
@@ -130,6 +134,8 @@ def check_backend_args(a) -> None:
     from pathlib import Path
 
     from ..errors import FacesrError, MissingExtraError
+    if getattr(a, "threads", None) is not None and not 1 <= a.threads <= 1024:
+        raise FacesrError(f"--threads must be in 1..1024, got {a.threads}")
     if a.backend == "torch":
         if a.model_file:
             raise FacesrError("--model-file needs --backend onnxruntime or --backend openvino")
@@ -158,6 +164,12 @@ def load_restorer(a, device=None, **kw):
     from ..devices import resolve_device
     from ..inference import Restorer
     backend = getattr(a, "backend", "torch")
+    threads = getattr(a, "threads", None)
+    if threads is not None and backend == "torch":
+        import torch
+        torch.set_num_threads(threads)
+    elif threads is not None:
+        kw["threads"] = threads
     if backend != "torch":
         model_file = getattr(a, "model_file", None)
         if model_file and backend == "onnxruntime":
