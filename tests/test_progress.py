@@ -52,3 +52,17 @@ def test_progress_chooses_by_terminal_and_quiet():
     quiet.update(3)
     quiet.close()
     assert not isinstance(quiet, (tqdm, LogProgress))
+
+
+def test_heartbeat_prints_while_a_long_call_runs_off_a_terminal():
+    import time
+
+    from facesr.io.progress import heartbeat
+    out = io.StringIO()
+    with heartbeat("facesr export: quantizing", interval=0.05, file=out):
+        time.sleep(0.18)
+    lines = out.getvalue().splitlines()
+    assert 2 <= len(lines) <= 4 and all(x.startswith("facesr export: quantizing: still working") for x in lines)
+    n = len(lines)
+    time.sleep(0.12)
+    assert len(out.getvalue().splitlines()) == n  # stopped with the block

@@ -78,6 +78,36 @@ def precision_arg(a) -> str | None:
     return precision
 
 
+#: A --max-pixels value at or above this is read as the old pixel-count spelling (no image is 10,000 megapixels).
+_PIXEL_COUNT_FROM = 10_000
+
+
+def add_max_pixels_option(p, default_mp: float = 64.0) -> None:
+    """``--max-pixels MPX``: the one cap, in megapixels, on the size an image's header may announce."""
+    p.add_argument("--max-pixels", default=default_mp, metavar="MPX",
+                   help=f"refuse images whose header announces more than MPX megapixels, before decoding "
+                        f"(default {default_mp:g}; 0 = no cap)")
+
+
+def max_pixels_arg(a) -> int:
+    """``--max-pixels`` as a pixel count (0 = no cap); FacesrError for a bad value.  A value of 10,000 or more
+    is the old pixel-count spelling, read as such with a deprecation warning."""
+    import math
+
+    from ..errors import FacesrError
+    try:
+        mp = float(a.max_pixels)
+    except (TypeError, ValueError):
+        raise FacesrError(f"--max-pixels {a.max_pixels!r}: not a number of megapixels") from None
+    if not math.isfinite(mp) or mp < 0:
+        raise FacesrError(f"--max-pixels must be a finite number of megapixels >= 0, got {a.max_pixels}")
+    if mp >= _PIXEL_COUNT_FROM:
+        warn(a.command, f"--max-pixels {a.max_pixels} read as a pixel count ({mp / 1e6:g} megapixels); "
+                        f"--max-pixels takes megapixels now")
+        return int(mp)
+    return int(round(mp * 1e6))
+
+
 def report_skipped(command: str, what: str, messages: list[str]) -> int:
     """List skipped inputs on stderr; return the exit status (1 if any were skipped, else 0)."""
     if not messages:
@@ -92,7 +122,8 @@ def check_output_file(path, protected, overwrite: bool, flag: str):
     """:func:`facesr.io.files.check_output_file` (one output file, checked before any work) with the
     ``--overwrite`` hint added when it exists; returns its Path."""
     from ..errors import FacesrError
-    from ..io.files import OutputsExistError, check_output_file as check
+    from ..io.files import OutputsExistError
+    from ..io.files import check_output_file as check
     try:
         return check(path, protected, overwrite, flag)
     except OutputsExistError as exc:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import add_max_pixels_option
+
 #: Most rows one sheet draws (--max and --names).
 MAX_ROWS = 64
 
@@ -23,6 +25,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--title", help="title line at the top")
     p.add_argument("--sr-title", default="SR (facesr)", help="column title of the SR panels")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_max_pixels_option(p)
     p.set_defaults(func=run)
 
 
@@ -32,12 +35,13 @@ def run(a) -> int:
     from ..io.files import images_by_stem
     from ..io.images import check_image_name, read_any
     from ..viz.compare import compare_grid
-    from . import check_output_file
+    from . import check_output_file, max_pixels_arg
     if not 1 <= a.max <= MAX_ROWS:
         raise FacesrError(f"--max must be in 1..{MAX_ROWS}, got {a.max}")
     if a.names and len(set(a.names)) > MAX_ROWS:
         raise FacesrError(f"--names: {len(set(a.names))} stems, at most {MAX_ROWS} rows fit one sheet")
     check_image_name(a.out, "--out")
+    cap = max_pixels_arg(a)
     lq = images_by_stem(a.lq_dir, "LQ folder")
     sr = images_by_stem(a.sr_dir, "SR folder")
     gt = images_by_stem(a.gt_dir, "GT folder") if a.gt_dir else None
@@ -60,11 +64,11 @@ def run(a) -> int:
     check_output_file(out, [], a.overwrite, "--out")
     rows = []
     for s in stems:
-        lq_img = read_any(lq[s])[0]
-        sr_img = read_any(sr[s])[0]
+        lq_img = read_any(lq[s], cap)[0]
+        sr_img = read_any(sr[s], cap)[0]
         row = {"name": s, "lq": lq_img, "sr": sr_img}
         if gt is not None:
-            g = read_any(gt[s])[0]
+            g = read_any(gt[s], cap)[0]
             if g.shape != sr_img.shape:
                 raise ImageError(f"{gt[s]}: GT {g.shape[1]}x{g.shape[0]} does not match SR {sr[s]} "
                                  f"{sr_img.shape[1]}x{sr_img.shape[0]}")

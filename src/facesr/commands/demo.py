@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from . import add_model_options
+from . import add_max_pixels_option, add_model_options, max_pixels_arg
 
 #: Most rows one demo sheet draws (each is a 512x512 restore and four panels).
 MAX_ROWS = 32
@@ -20,6 +20,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--rows", type=int, default=3,
                    help=f"how many degradations (seeds seed..seed+rows-1; 1..{MAX_ROWS})")
     add_model_options(p, ema=False, precision=False)
+    add_max_pixels_option(p)
     p.set_defaults(func=run)
 
 
@@ -52,10 +53,11 @@ def run(a) -> int:
         raise FacesrError(f"--rows must be in 1..{MAX_ROWS}, got {a.rows}")
     if not 0 <= a.seed <= MAX_SEED - a.rows + 1:
         raise FacesrError(f"--seed must be in 0..{MAX_SEED - a.rows + 1}, got {a.seed}")
+    cap = max_pixels_arg(a)
     a.out = _output_path(a)
     t0 = time.perf_counter()
     restorer = load_restorer(a)
-    _, rows = make_demo(restorer, a.image or sample_face_path(), [a.seed + k for k in range(a.rows)], a.out)
+    _, rows = make_demo(restorer, a.image or sample_face_path(), [a.seed + k for k in range(a.rows)], a.out, cap)
     print(f"{'seed':>4}  {'degradation':<44} {'bicubic PSNR/SSIM':>18}  {'facesr PSNR/SSIM':>17}")
     for r in rows:
         print(f"{r.seed:>4}  {r.describe():<44} {r.bicubic_psnr:8.2f} / {r.bicubic_ssim:.4f}  "

@@ -24,7 +24,15 @@ import math
 import sys
 from pathlib import Path
 
-from . import add_backend_options, add_precision_options, check_backend_args, load_restorer, precision_arg
+from . import (
+    add_backend_options,
+    add_max_pixels_option,
+    add_precision_options,
+    check_backend_args,
+    load_restorer,
+    max_pixels_arg,
+    precision_arg,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -43,6 +51,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tta", choices=["none", "flip"], default="none",
                    help="flip: average with the prediction of the mirrored input (2x the compute)")
     p.add_argument("--crop-border", type=int, default=0)
+    add_max_pixels_option(p)
     p.add_argument("--y", action="store_true", help="score the BT.601 Y channel only")
     p.add_argument("--csv", help="write per-image rows to this CSV")
     p.add_argument("--json", help="write {mean, per_image} to this JSON file")
@@ -115,8 +124,8 @@ def _print_table(res: dict, out=None) -> None:
 
 
 def _progress(total: int):
-    from tqdm import tqdm
-    return tqdm(total=total, unit="img", desc="eval", file=sys.stderr, dynamic_ncols=True, disable=None)
+    from ..io.progress import progress
+    return progress(total, "facesr eval", "img")
 
 
 # ----------------------------------------------------------------------------- checkpoint mode
@@ -168,7 +177,8 @@ def eval_checkpoint(args) -> int:
     _check_outputs(args, pairs, save_dir)
 
     restorer, desc, precision = _load(args)
-    loaded = load_pairs(lq_dir, gt_dir, restorer.scale, "LQ folder", "GT folder", args.crop_border)
+    loaded = load_pairs(lq_dir, gt_dir, restorer.scale, "LQ folder", "GT folder", args.crop_border,
+                        args.max_pixels)
 
     on_image = None
     if save_dir is not None:
@@ -216,6 +226,7 @@ def run(args) -> int:
 
     if args.crop_border < 0:
         raise FacesrError(f"--crop-border must be >= 0, got {args.crop_border}")
+    args.max_pixels = max_pixels_arg(args)  # pixels from here on
     if args.checkpoint or args.model_file or args.lq or args.gt:
         return eval_checkpoint(args)
     if not (args.pred_dir and args.gt_dir):
@@ -228,7 +239,8 @@ def run(args) -> int:
     pairs = pair_files(args.pred_dir, args.gt_dir, "prediction folder", "GT folder")
     _check_outputs(args, pairs)
     with _progress(len(pairs)) as pbar:
-        res = eval_folders(args.pred_dir, args.gt_dir, args.crop_border, args.y, progress=pbar)
+        res = eval_folders(args.pred_dir, args.gt_dir, args.crop_border, args.y, progress=pbar,
+                           max_pixels=args.max_pixels)
     _print_table(res)
     if args.json:
         _write_json(args.json, res)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from . import add_max_pixels_option, max_pixels_arg
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("export", help="write a checkpoint as ONNX or OpenVINO IR (fp32, or int8 with --int8)")
@@ -30,6 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ema", action="store_true", help="export the EMA weights of the checkpoint")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_max_pixels_option(p)
     p.set_defaults(func=run)
 
 
@@ -49,7 +52,7 @@ def _check_out(flag: str, out: Path, suffix: str, ckpt: Path, overwrite: bool, *
         check_output_file(f, [], overwrite, flag)
 
 
-def _calibration(lq_dir: str, count: int) -> list:
+def _calibration(lq_dir: str, count: int, max_pixels: int | None = None) -> list:
     """Up to ``count`` float32 (1, 3, h, w) 0-1 arrays from the images in ``lq_dir`` (centre crops <= 128x128)."""
     import numpy as np
 
@@ -61,7 +64,7 @@ def _calibration(lq_dir: str, count: int) -> list:
     batches = []
     for f in expand_inputs([lq_dir])[:count]:
         try:
-            img, _ = read_any(f)
+            img, _ = read_any(f, max_pixels)
         except ImageError:
             continue  # unreadable: calibrate on the others
         h, w = img.shape[:2]
@@ -106,7 +109,7 @@ def run(a) -> int:
             except ImportError:
                 from ..errors import MissingExtraError
                 raise MissingExtraError("openvino-int8", "--int8") from None
-    calib = _calibration(a.int8, a.calib_count) if a.int8 else None
+    calib = _calibration(a.int8, a.calib_count, max_pixels_arg(a)) if a.int8 else None
     model, lw = load_model(ckpt, ema=a.ema)
     cfg = ", ".join(f"{k}={v}" for k, v in lw.arch_config.items())
     s = getattr(model, "upscale_factor", 4)
@@ -117,11 +120,13 @@ def run(a) -> int:
               f"input 'lq' float32 N x 3 x H x W (0-1), output 'sr' N x 3 x {s}H x {s}W")
     if a.openvino:
         from ..inference.openvino import quantize_int8, read_model, save_ir
+        from ..io.progress import heartbeat
         ov_model = read_model(data)
         if calib is not None:
             print(f"quantizing to int8 on {len(calib)} faces from {a.int8} (NNCF; about a second per face on a "
                   f"2-core CPU)", file=sys.stderr, flush=True)
-            ov_model = quantize_int8(ov_model, calib)
+            with heartbeat("facesr export: quantizing to int8"):
+                ov_model = quantize_int8(ov_model, calib)
         xml, binf = save_ir(ov_model, a.openvino)
         print(f"wrote {xml} + {binf.name} ({binf.stat().st_size / 1e6:.2f} MB, "
               f"{'int8' if calib is not None else 'fp32'}, {what}); run it with "

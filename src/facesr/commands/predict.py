@@ -10,17 +10,24 @@ skipped, listed on stderr at the end, and make the exit status 1.
 Under ``torchrun --nproc_per_node=N -m facesr.cli predict ...`` the sorted inputs
 are sharded by rank (rank r restores inputs r, r+N, ...) on ``cuda:LOCAL_RANK``
 (NCCL) or on CPU processes (gloo); every rank writes its own outputs, and after a
-barrier rank 0 writes the zip and reports the unreadable files of all ranks.
+barrier rank 0 writes the zip and reports the skipped files of all ranks.
 ``--skip-existing`` leaves outputs that are already there alone, so a preempted
 or interrupted run can be restarted and only does what is missing.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from . import (add_backend_options, add_model_options, check_backend_args, check_outputs, load_restorer,
-               report_skipped)
+from . import (
+    add_backend_options,
+    add_max_pixels_option,
+    add_model_options,
+    check_backend_args,
+    check_outputs,
+    load_restorer,
+    max_pixels_arg,
+    report_skipped,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -37,8 +44,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tta", choices=["none", "flip"], default="none",
                    help="flip: average with the prediction of the mirrored input (2x the compute)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--max-pixels", type=float, default=64, metavar="MPX",
-                   help="skip inputs whose header announces more than MPX megapixels (default 64; 0 = no cap)")
+    add_max_pixels_option(p)
     p.add_argument("--skip-existing", action="store_true",
                    help="leave outputs that already exist and restore only the missing ones (restart a job); "
                         "the zip is rebuilt from all outputs")
@@ -51,8 +57,7 @@ def _check_args(a) -> None:
         raise FacesrError(f"--tile must be >= 0, got {a.tile}")
     if a.tile_overlap is not None and a.tile_overlap < 0:
         raise FacesrError(f"--tile-overlap must be >= 0, got {a.tile_overlap}")
-    if not a.max_pixels >= 0:
-        raise FacesrError(f"--max-pixels must be >= 0, got {a.max_pixels}")
+    a.max_pixels = max_pixels_arg(a)
     if a.batch_size < 1:
         raise FacesrError(f"--batch-size must be >= 1, got {a.batch_size}")
     check_backend_args(a)
@@ -99,7 +104,7 @@ def run(a) -> int:
 
 
 def _decoded(files, max_pixels: int, skipped: list[str], bar):
-    """``(file, uint8 image HxWx3 or HxWx4)`` for each readable file, in order; unreadable ones go to
+    """``(file, uint8 image HxWx3 or HxWx4)`` for each readable file, in order; unreadable or over-cap ones go to
     ``skipped`` (one line each) and still count on ``bar``."""
     import numpy as np
 
@@ -117,12 +122,11 @@ def _decoded(files, max_pixels: int, skipped: list[str], bar):
 
 
 def _predict(a, files, out, zip_path, mapping, info, device) -> int:
-    from tqdm import tqdm
-
     from ..batching import same_size_batches
     from ..distributed import barrier, gather_objects
     from ..io.files import atomic_write_bytes, write_zip
     from ..io.images import encode_png
+    from ..io.progress import progress
 
     if info.enabled:  # rank r restores inputs r, r+N, ... of the sorted list
         files = sorted(files, key=str)[info.rank::info.world_size]
@@ -139,9 +143,8 @@ def _predict(a, files, out, zip_path, mapping, info, device) -> int:
     skipped: list[str] = []
     written: list[Path] = []
     desc = f"facesr predict [rank {info.rank}/{info.world_size}]" if info.enabled else "facesr predict"
-    with tqdm(total=len(files), unit="img", desc=desc, file=sys.stderr, disable=None if info.is_main else True,
-              dynamic_ncols=True) as bar:
-        images = _decoded(files, int(a.max_pixels * 1e6), skipped, bar)
+    with progress(len(files), desc, "img", quiet=not info.is_main) as bar:
+        images = _decoded(files, a.max_pixels, skipped, bar)
         # consecutive same-size images share forward passes; the files are read as they are needed
         for batch in same_size_batches(images, lambda fi: fi[1].shape[:2], a.batch_size, restorer.MAX_BATCH_PIXELS):
             for (f, _), sr in zip(batch, restorer.restore_batch([img for _, img in batch])):
@@ -167,4 +170,4 @@ def _predict(a, files, out, zip_path, mapping, info, device) -> int:
     if zip_path is not None:
         msg += f" and {zip_path}" if members else f" (no zip written: nothing to put in {zip_path})"
     print(msg)
-    return report_skipped("predict", "unreadable file(s)", skipped)
+    return report_skipped("predict", "file(s) (unreadable, or over the --max-pixels cap)", skipped)

@@ -27,15 +27,16 @@ def pair_files(lq_dir: str | os.PathLike, gt_dir: str | os.PathLike, lq_what: st
 
 def load_pairs(lq_dir: str | os.PathLike, gt_dir: str | os.PathLike, scale: int, lq_what: str = "LQ folder",
                gt_what: str = "GT folder", check: Callable[[str, tuple], None] | None = None,
-               ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+               max_pixels: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``[(stem, lq, gt)]`` uint8 RGB, matched by stem, every GT exactly ``scale`` x its LQ (else ImageError).
 
     ``scale=1`` pairs predictions with GT.  ``check(stem, gt_shape)``, if given, may refuse a pair of the
-    right size (``facesr eval`` refuses images too small for SSIM).
+    right size (``facesr eval`` refuses images too small for SSIM).  ``max_pixels``: the decoder's cap
+    (:func:`facesr.io.images.read_image`; None = its default).
     """
     out, bad = [], []
     for lq_p, gt_p in pair_files(lq_dir, gt_dir, lq_what, gt_what):
-        lq, gt = read_rgb(lq_p), read_rgb(gt_p)
+        lq, gt = read_rgb(lq_p, max_pixels), read_rgb(gt_p, max_pixels)
         if (lq.shape[0] * scale, lq.shape[1] * scale) != gt.shape[:2]:
             bad.append(f"{lq_p.stem} ({lq.shape[1]}x{lq.shape[0]} vs GT {gt.shape[1]}x{gt.shape[0]})")
         elif check is not None:

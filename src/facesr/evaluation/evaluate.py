@@ -52,21 +52,23 @@ def check_ssim_size(stem: str, shape, crop_border: int) -> None:
 # ----------------------------------------------------------------------------- pairing folders
 
 def load_pairs(lq_dir: str | os.PathLike, gt_dir: str | os.PathLike, scale: int, lq_what: str = "LQ folder",
-               gt_what: str = "GT folder", crop_border: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+               gt_what: str = "GT folder", crop_border: int | None = None,
+               max_pixels: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """:func:`facesr.data.pairs.load_pairs`; with ``crop_border`` set, images too small for SSIM are refused too."""
     check = None if crop_border is None else (lambda stem, shape: check_ssim_size(stem, shape, crop_border))
-    return _load_pairs(lq_dir, gt_dir, scale, lq_what, gt_what, check)
+    return _load_pairs(lq_dir, gt_dir, scale, lq_what, gt_what, check, max_pixels)
 
 
 # ----------------------------------------------------------------------------- scoring
 
-def eval_folders(pred_dir: str, gt_dir: str, crop_border: int = 0, y_only: bool = False, progress=None) -> dict:
+def eval_folders(pred_dir: str, gt_dir: str, crop_border: int = 0, y_only: bool = False, progress=None,
+                 max_pixels: int | None = None) -> dict:
     """Score uint8 predictions in ``pred_dir`` against ``gt_dir`` (matched by stem).
 
     Unmatched files and size mismatches raise :class:`ImageError` listing them.
     ``progress``, if given, is updated (``.update(1)``) per image.
     """
-    loaded = load_pairs(pred_dir, gt_dir, 1, "prediction folder", "GT folder", crop_border)
+    loaded = load_pairs(pred_dir, gt_dir, 1, "prediction folder", "GT folder", crop_border, max_pixels)
     per = {}
     for stem, pred, gt in loaded:
         per[stem] = score(pred, gt, crop_border, y_only)

@@ -52,8 +52,8 @@ class ImageTooLargeError(ImageError):
     """
 
     def __init__(self, name: str, width: int, height: int, max_pixels: int):
-        dims = f"{width}x{height} ({width * height / 1e6:,.0f} Mpx)" if height > 1 else f"{width / 1e6:,.0f} Mpx"
-        super().__init__(f"{name}: image is {dims}, over the cap of {max_pixels / 1e6:g} Mpx")
+        dims = f"{width}x{height} ({width * height / 1e6:,.3g} Mpx)" if height > 1 else f"{width / 1e6:,.3g} Mpx"
+        super().__init__(f"{name}: image is {dims}, over the cap of {max_pixels / 1e6:g} Mpx (--max-pixels)")
         self.width, self.height, self.max_pixels = int(width), int(height), int(max_pixels)
 
 

@@ -119,3 +119,35 @@ def progress(total: int | None, desc: str, unit: str = "it", *, quiet: bool = Fa
         from tqdm import tqdm
         return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=stream, dynamic_ncols=True)
     return LogProgress(total, desc, unit, stream, interval, initial)
+
+
+class heartbeat:  # noqa: N801  (used as a context manager, like a function)
+    """A sign of life during one long call that reports no progress of its own (e.g. int8 quantization).
+
+    Off a terminal, a thread prints ``desc: still working, elapsed 1 min 00 s`` every ``interval`` seconds
+    until the block ends; on a terminal the call's own output (or a spinner-less wait) is left alone.
+    """
+
+    def __init__(self, desc: str, interval: float = LOG_INTERVAL_S, file: IO[str] | None = None):
+        import threading
+        self.desc, self.interval = desc, interval
+        self.file = file if file is not None else sys.stderr
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        while not self.stop.wait(self.interval):
+            print(f"{self.desc}: still working, elapsed {_duration(time.monotonic() - t0)}", file=self.file,
+                  flush=True)
+
+    def __enter__(self) -> heartbeat:
+        isatty = getattr(self.file, "isatty", None)
+        if not (isatty is not None and isatty()):
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 from functools import lru_cache
-from pathlib import Path
 from typing import Sequence
 
 import cv2

@@ -40,12 +40,14 @@ class DemoRow:
 
 
 def make_demo(restorer, image_path: str | os.PathLike, seeds: list[int],
-              out_path: str | os.PathLike | None = None) -> tuple[np.ndarray, list[DemoRow]]:
+              out_path: str | os.PathLike | None = None, max_pixels: int | None = None,
+              ) -> tuple[np.ndarray, list[DemoRow]]:
     """Degrade the HQ face at ``image_path`` with each seed, restore it; return (sheet, rows).
 
     The sheet (uint8 RGB) is also written to ``out_path`` when given (PNG, JPEG or WebP by its ending).
+    ``max_pixels``: the decoder's cap on the HQ image (None = its default).
     """
-    hq = prepare_hq(read_rgb(image_path), 512, "area", str(image_path))
+    hq = prepare_hq(read_rgb(image_path, max_pixels), 512, "area", str(image_path))
     panels, rows = [], []
     for seed in seeds:
         lq, params = degrade_offline(hq, DegradationCfg(), seed, "demo")
