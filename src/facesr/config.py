@@ -219,6 +219,10 @@ class Config:
     sched: SchedCfg = field(default_factory=SchedCfg)
     degradation: DegradationCfg = field(default_factory=DegradationCfg)
 
+    def __post_init__(self) -> None:
+        #: Dotted keys the user set on the command line (not a config field: never read from or written to YAML).
+        self.user_set: set[str] = set()
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["model"] = self.model.to_dict()

@@ -81,6 +81,7 @@ def run(a) -> int:
     from .. import assets
     from ..errors import FacesrError
     from ..inference import export_onnx, opset_range
+    from ..models.registry import receptive_field_of
     from ..models.weights import load_model
 
     if not (a.onnx or a.openvino):
@@ -113,7 +114,7 @@ def run(a) -> int:
     model, lw = load_model(ckpt, ema=a.ema)
     cfg = ", ".join(f"{k}={v}" for k, v in lw.arch_config.items())
     s = getattr(model, "upscale_factor", 4)
-    what = f"{lw.arch}: {cfg}{', EMA weights' if lw.used_ema else ''}; receptive field {model.receptive_field()} px"
+    what = f"{lw.arch}: {cfg}{', EMA weights' if lw.used_ema else ''}; receptive field {receptive_field_of(model)} px"
     data = export_onnx(model, a.onnx, opset=a.opset, check=True)
     if a.onnx:
         print(f"wrote {a.onnx} ({len(data) / 1e6:.2f} MB, opset {a.opset}, {what}); "

@@ -23,6 +23,7 @@ def run(a) -> int:
     from ..config import load_config
     from ..errors import FacesrError
     from ..models import build_model, count_flops, count_params, format_size, load_model
+    from ..models.registry import arch_config_of
 
     if a.config and a.checkpoint:
         raise FacesrError("give one of --config or --checkpoint, not both (neither: the shipped model)")
@@ -37,7 +38,7 @@ def run(a) -> int:
         cfg = load_config(a.config, a.overrides)
         model = build_model(cfg.model.arch, **cfg.model.arch_kwargs())
         cap = a.max_params if a.max_params is not None else cfg.model.max_params
-        arch = {"arch": cfg.model.arch, **model.arch_config()}
+        arch = {"arch": cfg.model.arch, **arch_config_of(model)}
     else:
         from ..assets import shipped_checkpoint
         path = a.checkpoint or shipped_checkpoint()
@@ -47,7 +48,7 @@ def run(a) -> int:
         if not a.checkpoint:
             arch["checkpoint"] = "shipped"
     params = count_params(model)
-    in_ch = getattr(model, "arch_config", lambda: {})().get("in_channels")
+    in_ch = arch_config_of(model).get("in_channels") if hasattr(model, "arch_config") else None
     if in_ch is not None and shape[0] != in_ch:
         raise FacesrError(f"--shape: the model takes {in_ch} input channels, got C={shape[0]}")
     # Counted on the meta device: shapes only, no memory, so any --shape up to the cap is instant.

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import BadValueError, CheckpointError, FacesrError, MissingExtraError, one_line
+from ..models.registry import arch_config_of, receptive_field_of
 from .runner import FALLBACK_RECEPTIVE_FIELD, ArrayRunner
 
 MIN_OPSET = 11  # first opset whose Resize matches PyTorch's bilinear (align_corners=False)
@@ -111,7 +112,8 @@ def _torchscript_export(m: nn.Module, opset: int) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(m, (x,), buf, dynamo=False, opset_version=int(opset), input_names=["lq"],
+            torch.onnx.export(m, (x,), buf, dynamo=False, opset_version=int(opset),  # type: ignore[arg-type]
+                              input_names=["lq"],
                               output_names=["sr"], do_constant_folding=True,
                               dynamic_axes={"lq": {0: "batch", 2: "height", 3: "width"},
                                             "sr": {0: "batch", 2: "out_height", 3: "out_width"}})
@@ -130,9 +132,9 @@ def _with_metadata(data: bytes, m: nn.Module) -> bytes:
     meta = {"facesr.upscale_factor": str(int(getattr(m, "upscale_factor", 4))),
             "facesr.input": "float32 NCHW RGB 0-1", "facesr.output": "float32 NCHW RGB, clamp to 0-1 then x255"}
     if hasattr(m, "receptive_field"):
-        meta["facesr.receptive_field"] = str(int(m.receptive_field()))
+        meta["facesr.receptive_field"] = str(receptive_field_of(m))
     if hasattr(m, "arch_config"):
-        meta["facesr.arch_config"] = json.dumps(m.arch_config())
+        meta["facesr.arch_config"] = json.dumps(arch_config_of(m))
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
@@ -175,7 +177,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, opset: 
         raise BadValueError(f"ONNX opset {opset} is not supported: use {lo} to {hi} (this PyTorch's TorchScript exporter)")
     src = getattr(model, "module", model)
     src = getattr(src, "_orig_mod", src)
-    m = copy.deepcopy(src).to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
+    m = copy.deepcopy(src).to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     data = _with_metadata(_torchscript_export(m, opset), m)
     if check:
         _check_export(data, m)

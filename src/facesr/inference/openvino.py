@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,16 +37,16 @@ def _ov():
     return ov
 
 
-def read_model(source) -> "object":
+def read_model(source) -> Any:
     """An ``openvino.Model`` from an ``.xml`` (IR) or ``.onnx`` path, or ONNX bytes (as :func:`export_onnx` returns)."""
     ov = _ov()
     core = ov.Core()
     if isinstance(source, (bytes, bytearray)):
         with tempfile.TemporaryDirectory() as d:
-            p = os.path.join(d, "model.onnx")
-            with open(p, "wb") as f:
+            tmp = os.path.join(d, "model.onnx")
+            with open(tmp, "wb") as f:
                 f.write(source)
-            return core.read_model(p)
+            return core.read_model(tmp)
     p = Path(source)
     if not p.is_file():
         raise CheckpointError(f"{p}: model file not found")
@@ -83,7 +84,7 @@ class OpenVinoModel:
             raise ValueError(f"precision must be 'f32' or 'bf16', got {precision!r}")
         self.name = str(source) if isinstance(source, (str, os.PathLike)) else "<in-memory model>"
         model = source if isinstance(source, ov.Model) else read_model(source)
-        cfg = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        cfg: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             cfg["INFERENCE_NUM_THREADS"] = int(threads)
         try:

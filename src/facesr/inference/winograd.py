@@ -184,7 +184,7 @@ class WinogradConv2d(nn.Conv2d):
 
         shares = [jobs[k::threads] for k in range(min(threads, len(jobs)))]  # one share per thread
         pool = _workers(threads - 1) if len(shares) > 1 else None
-        futures = [pool.submit(run_all, share) for share in shares[1:]]
+        futures = [pool.submit(run_all, share) for share in shares[1:]] if pool is not None else []
         run_all(shares[0])  # this thread's share
         for f in futures:
             f.result()
@@ -194,7 +194,7 @@ class WinogradConv2d(nn.Conv2d):
 def _convert(module: nn.Module) -> int:
     n = 0
     for name, child in module.named_children():
-        if eligible(child):
+        if eligible(child) and isinstance(child, nn.Conv2d):
             wc = WinogradConv2d(child.in_channels, child.out_channels, 3, 1, 1, bias=child.bias is not None)
             wc.weight, wc.bias = child.weight, child.bias  # share the (already copied) parameters
             wc.train(child.training)
@@ -218,6 +218,6 @@ def winograd_model(model: nn.Module) -> tuple[nn.Module, int]:
         twin = copy.deepcopy(model)
     except Exception:  # tensors that refuse deepcopy: run the model as it is
         return model, 0
-    twin = twin.to(memory_format=torch.contiguous_format)
+    twin = twin.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return twin, _convert(twin)
 

@@ -63,6 +63,16 @@ def arch_name(model: nn.Module) -> str:
     raise ValueError(f"{type(model).__name__} is not a registered architecture (see facesr.models.registry)")
 
 
+def arch_config_of(model: nn.Module) -> dict:
+    """The keyword arguments that rebuild ``model`` (its ``arch_config()``; every registered class has one)."""
+    return dict(getattr(model, "arch_config")())
+
+
+def receptive_field_of(model: nn.Module) -> int:
+    """LQ pixels of context an output pixel depends on (the model's ``receptive_field()``)."""
+    return int(getattr(model, "receptive_field")())
+
+
 def arch_cfg(name: str, kwargs: dict, prefix: str = "model"):
     """Validate ``kwargs`` against architecture ``name``'s ``Cfg`` (types and ranges); return the Cfg."""
     cls = arch_class(name)

@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import CheckpointError, OutputError, one_line
-from .registry import arch_name, build_model
+from .registry import arch_config_of, arch_name, build_model
 from .safe_pickle import load_failure_reason, restricted_torch_load
 
 
@@ -76,7 +76,7 @@ def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str | None 
     if ema is not None:
         tensors.update(prep(_unwrap(ema).state_dict(), "ema."))
     meta = {"format": "facesr", "arch": arch,
-            "arch_config": json.dumps(_unwrap(model).arch_config())}
+            "arch_config": json.dumps(arch_config_of(_unwrap(model)))}
     for k, v in (metadata or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     path = Path(path)
