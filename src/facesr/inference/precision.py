@@ -8,17 +8,16 @@
   else, on x86 CPUs whose best PyTorch kernels are AVX2 (no AVX-512), ``fp32-winograd``
   when the PyTorch build has NNPACK and torch runs one thread or OpenMP waits passively
   (:func:`omp_waits_passively`; the facesr CLI arranges it for its inference commands);
-  else fp32 (torch's bf16 on other CPUs runs through conversions: 7-10x *slower* than fp32
-  on an AVX2 EPYC);
+  else fp32 (torch's bf16 on other CPUs runs through conversions, several times *slower*
+  than fp32);
 * anything else (MPS, ...) and the onnxruntime/openvino backends: fp32.
 
 bf16/fp16 mean autocast around the forward pass (:class:`~facesr.inference.TorchRunner`);
 the Restorer always clamps and rounds the output in fp32.
 ``fp32-winograd`` is fp32 arithmetic with the model's 3x3 convolutions of 64+
-channels computed by NNPACK's Winograd algorithm (:mod:`.winograd`): 1.4-1.8x
-faster on one AVX2 core, outputs within about 3e-6 (0-1 scale) of fp32.  Plain fp32 is
-bit-reproducible and what a challenge submission should use when it must be
-regenerated exactly.  The choice ``auto`` makes is logged once per process
+channels computed by NNPACK's Winograd algorithm (:mod:`.winograd`; speed and accuracy
+in ``docs/performance.md``).  Plain fp32 is reproducible for a given thread count and is what
+a challenge submission should use when it must be regenerated exactly.  The choice ``auto`` makes is logged once per process
 and device on stderr, e.g. ``facesr: precision auto -> bf16 (CPU has AVX512-BF16)``.
 """
 from __future__ import annotations
@@ -115,8 +114,7 @@ def omp_waits_passively(environ=None) -> bool:
     would still make ``auto`` pick Winograd.  The ``facesr`` inference commands set
     ``OMP_WAIT_POLICY=PASSIVE`` before that unless it is already set.  With spinning threads
     (libgomp's default spins for milliseconds after every parallel region) the Winograd path's
-    band threads share cores with the spinners, and on two threads it ran 0.8x oneDNN instead of
-    1.2-1.5x.
+    band threads share cores with the spinners and it ran slower than oneDNN (``docs/performance.md``).
     """
     env = os.environ if environ is None else environ
     if env.get("GOMP_SPINCOUNT", "").strip():

@@ -1,31 +1,22 @@
 """Winograd 3x3 convolutions on the CPU, through the NNPACK library inside PyTorch's CPU builds.
 
-Why: on x86 CPUs without AVX-512, oneDNN's direct 3x3 convolution already runs at about 90% of
-the FMA peak that ``torch.mm`` reaches (measured on a 2-core AVX2 EPYC: 65 of 74 GFLOP/s), so
-fp32 inference can only get faster with fewer multiplications.  Winograd's minimal filtering
-(Lavin & Gray, 2016) computes a 3x3 convolution with about a quarter of them; NNPACK implements it
-(F(6x6, 3x3)) with AVX2 kernels and ships inside the PyTorch CPU wheels, where PyTorch's own
-convolution dispatch prefers oneDNN (torch 2.13 picks oneDNN even for a batch of 16).  On that EPYC, one 96 -> 96 channel convolution of a 128x128
-map takes 25 ms instead of 40 (one thread) and 17 ms instead of 21 (two threads); the shipped
-model's whole forward pass is 1.4-1.8x faster on one thread (``docs/performance.md``).
+Why: on x86 CPUs without AVX-512, oneDNN's direct 3x3 convolution already runs close to the FMA
+peak, so fp32 inference can only get faster with fewer multiplications.  Winograd's minimal
+filtering (Lavin & Gray, 2016) computes a 3x3 convolution with about a quarter of them; NNPACK
+implements it (F(6x6, 3x3)) with AVX2 kernels and ships inside the PyTorch CPU wheels, where
+PyTorch's own dispatch prefers oneDNN.  Speed measurements: ``docs/performance.md``.
 
-Numerics: still fp32, but a different order of operations.  On the shipped model the float output
-(0-1 scale) moves by at most about 3e-6 and about 1 in 20,000 uint8 values changes by one level;
-PSNR on dev-val-celebahq (100 faces) and dev-val-hq (20) moves by at most 1e-6 dB on any face
-(1.4e-5 dB for the challenge's PSNR of the rounded uint8 output).
-It is therefore **not bit-identical** to ``--precision fp32``, which stays the choice for
-submissions that must be regenerated exactly.
+Numerics: still fp32, but a different order of operations, so **not bit-identical** to
+``--precision fp32`` (which stays the choice for submissions that must be regenerated exactly);
+the PSNR change on the dev-val sets is in ``docs/performance.md``.
 
 Which convolutions: :func:`eligible` (3x3, stride 1, zero padding 1, no dilation or groups, and at
 least ``MIN_CHANNEL_PRODUCT`` = 64 x 64 input x output channels; the 3-channel first and last layers
-stay direct).  The converted model runs NCHW (NNPACK's layout): converting to and from channels-last
-around each Winograd conv cost more than it saved.  Measured on the AVX2 EPYC against fp32
-channels-last: the shipped LQResNet 96x12 1.4-1.8x (one thread), LQResNet 64x29 1.08x,
-MSRResNet-16 1.20x (two threads with a passive OpenMP wait policy: 1.2-1.5x, 1.09x, 1.03x).
-NNPACK runs each image of a batch on its own (its batched path is the slower training
-algorithm), with its own thread pool fixed at one thread (:func:`nnpack_available`);
-:class:`WinogradConv2d` spreads bands of rows over ``torch.get_num_threads()`` threads itself.
-Gradients, other devices and other dtypes fall back to ``nn.Conv2d``.
+stay direct).  The converted model runs NCHW (NNPACK's layout; converting around each conv cost
+more than it saved).  NNPACK runs each image of a batch on its own, with its own thread pool fixed
+at one thread (:func:`nnpack_available`); :class:`WinogradConv2d` spreads bands of rows over
+``torch.get_num_threads()`` threads itself.  Gradients, other devices and other dtypes fall back
+to ``nn.Conv2d``.
 """
 from __future__ import annotations
 
