@@ -76,3 +76,15 @@ def test_unsupported_device_is_one_line(spec):
     from facesr.errors import DeviceError
     with pytest.raises(DeviceError, match="--device"):
         resolve_device(spec, "--device")
+
+
+def test_eval_json_is_strict_json_even_for_a_perfect_prediction(tmp_path, capsys):
+    import json
+    (tmp_path / "p").mkdir()
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(tmp_path / "p" / "a.png")
+    rc = main(["eval", str(tmp_path / "p"), str(tmp_path / "p"), "--json", str(tmp_path / "r.json")])
+    assert rc == 0
+    text = (tmp_path / "r.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard constant {c}"))
+    assert data["mean"]["psnr"] is None  # PSNR of identical images is infinite: written as null

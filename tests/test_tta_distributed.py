@@ -99,15 +99,16 @@ def test_skip_existing_restores_only_the_missing(tmp_path, inputs, ckpt, capsys)
     out = tmp_path / "out"
     out.mkdir()
     (out / "img1.png").write_bytes((tmp_path / "ref" / "img1.png").read_bytes())
-    (out / "img3.png").write_bytes(b"left alone")  # an existing output is not touched, whatever it holds
+    (out / "img3.png").write_bytes((tmp_path / "ref" / "img3.png").read_bytes()[:100])  # truncated: done again
+    (out / "img2.png").write_bytes(b"")  # empty: done again
     capsys.readouterr()
     assert main(base + ["--out", str(out)]) == 2
     assert "use --overwrite" in capsys.readouterr().err
     assert main(base + ["--out", str(out), "--skip-existing", "--zip", str(tmp_path / "s.zip")]) == 1
-    printed = capsys.readouterr().out
-    assert "wrote 3 image(s)" in printed and "kept 2 existing" in printed
-    assert (out / "img3.png").read_bytes() == b"left alone"
-    for i in (0, 1, 2, 4):
+    cap = capsys.readouterr()
+    assert "wrote 4 image(s)" in cap.out and "kept 1 existing" in cap.out
+    assert "img3.png exists but is not a complete PNG" in cap.err and "img2.png exists" in cap.err
+    for i in range(5):
         assert (out / f"img{i}.png").read_bytes() == (tmp_path / "ref" / f"img{i}.png").read_bytes()
     with zipfile.ZipFile(tmp_path / "s.zip") as z:
         assert sorted(z.namelist()) == [f"img{i}.png" for i in range(5)]

@@ -86,11 +86,25 @@ def _fmt(v: float, nd: int = 4) -> str:
     return "inf" if math.isinf(v) else f"{v:.{nd}f}"
 
 
+def _json_safe(value):
+    """``value`` with non-finite floats (PSNR of identical images is +inf) as null: strict JSON has no Infinity."""
+    import math
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _write_json(path: str, payload: dict) -> None:
+    """Strict JSON (non-finite numbers written as null, e.g. the infinite PSNR of a perfect prediction)."""
     import json
 
     from ..io.files import atomic_write_bytes
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+    text = json.dumps(_json_safe(payload), indent=2, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
 
 
 def _write_csv(path: str, per: dict, extra: dict | None = None) -> None:

@@ -16,6 +16,7 @@ or interrupted run can be restarted and only does what is missing.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from . import (
@@ -121,6 +122,24 @@ def _decoded(files, max_pixels: int, skipped: list[str], bar):
         yield f, (rgb if alpha is None else np.dstack([rgb, alpha]))
 
 
+def _complete_png(path: Path) -> bool:
+    """True for a whole, valid PNG at ``path`` (what --skip-existing keeps); an empty, truncated or foreign
+    file there is restored again, with a note."""
+    from PIL import Image
+    if not path.exists():
+        return False
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                raise OSError("not a PNG")
+            im.load()  # decodes every chunk: a truncated file fails here
+        return True
+    except Exception as exc:  # noqa: BLE001  (any decoder error means: not a complete output)
+        print(f"facesr predict: note: {path} exists but is not a complete PNG ({type(exc).__name__}); "
+              f"restoring it again", file=sys.stderr)
+        return False
+
+
 def _predict(a, files, out, zip_path, mapping, info, device) -> int:
     from ..batching import same_size_batches
     from ..distributed import barrier, gather_objects
@@ -130,12 +149,13 @@ def _predict(a, files, out, zip_path, mapping, info, device) -> int:
 
     if info.enabled:  # rank r restores inputs r, r+N, ... of the sorted list
         files = sorted(files, key=str)[info.rank::info.world_size]
-    # --skip-existing: outputs already there are left as they are.  Checked after sharding, so the
-    # shards never depend on what other ranks have written meanwhile.
+    # --skip-existing: complete outputs already there are left as they are (an empty or truncated one is
+    # restored again).  Checked after sharding, so the shards never depend on what other ranks write meanwhile.
     present: list[Path] = []
     if a.skip_existing:
-        present = [mapping[f] for f in files if mapping[f].exists()]
-        files = [f for f in files if not mapping[f].exists()]
+        complete = {f for f in files if _complete_png(mapping[f])}
+        present = [mapping[f] for f in files if f in complete]
+        files = [f for f in files if f not in complete]
 
     restorer = _make_restorer(a, device=device)
     out.mkdir(parents=True, exist_ok=True)
