@@ -88,3 +88,28 @@ def test_eval_json_is_strict_json_even_for_a_perfect_prediction(tmp_path, capsys
     assert "Infinity" not in text and "NaN" not in text
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard constant {c}"))
     assert data["mean"]["psnr"] is None  # PSNR of identical images is infinite: written as null
+
+
+def test_black_and_white_input_comes_out_gray_not_tinted(tmp_path, capsys):
+    bw = (np.indices((24, 24)).sum(0) // 3 % 2 * 255).astype(np.uint8)
+    Image.fromarray(bw).convert("1").save(tmp_path / "bw.png")
+    rc = main(["predict", str(tmp_path / "bw.png"), "--out", str(tmp_path / "out"), "--precision", "fp32"])
+    assert rc == 0
+    out = np.asarray(Image.open(tmp_path / "out" / "bw.png").convert("RGB")).astype(int)
+    assert out.shape == (96, 96, 3)
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    assert out.std() > 20  # still the restored pattern, not a flat image
+
+
+def test_gray_handling_keeps_tiling_exact_and_rounding_consistent():
+    import facesr
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 256, (40, 40), dtype=np.uint8)
+    r = facesr.load(precision="fp32")
+    whole = r.restore(g)
+    assert np.array_equal(facesr.load(precision="fp32", tile=16).restore(g), whole)
+    rgb = np.repeat(g[..., None], 3, axis=2)
+    assert np.array_equal(np.rint(r.predict_float(rgb[None])[0]).astype(np.uint8), whole)
+    color = rgb.copy()
+    color[0, 0, 0] ^= 1  # one pixel off gray: a color image, channels left as the model gives them
+    assert not (r.restore(color)[..., 0] == r.restore(color)[..., 2]).all()

@@ -73,6 +73,11 @@ class _DeprecatedAMP:
         return {"none": DTYPES["fp32"], "bf16": DTYPES["bf16"], "fp16": DTYPES["fp16"]}
 
 
+def is_gray(batch: np.ndarray) -> np.ndarray:
+    """Per item of a uint8 (N, h, w, 3) batch: True when its three channels are equal (a gray image)."""
+    return np.all((batch[..., 0] == batch[..., 1]) & (batch[..., 1] == batch[..., 2]), axis=(1, 2))
+
+
 class Restorer:
     """Run a x4 super-resolution model on images of any size.
 
@@ -223,9 +228,14 @@ class Restorer:
 
     # --------------------------------------------------------------- core: the one forward path
 
-    def _forward(self, batch: np.ndarray) -> torch.Tensor:
+    def _forward(self, batch: np.ndarray, gray: np.ndarray | None = None) -> torch.Tensor:
         """uint8 (N, h, w, 3) 0-255 -> float32 (N, s*h, s*w, 3) 0-255 tensor on the runner's device,
-        clamped, unrounded.  Call it under ``torch.inference_mode()``."""
+        clamped, unrounded.  Call it under ``torch.inference_mode()``.
+
+        Gray in, gray out: an item whose input is gray (``gray[i]``; default: its three channels are
+        equal) gets the mean of the output's channels in all three, so a black-and-white photo does
+        not come back tinted.  Pixel-wise, so tiles of a gray image (``gray`` given for the whole
+        image) give what the untiled image gives."""
         if batch.ndim != 4 or batch.shape[3] != 3 or batch.dtype != np.uint8:
             raise ImageError(f"the model takes uint8 (N, h, w, 3) batches, got {batch.dtype} {tuple(batch.shape)}")
         batch = np.require(batch, requirements=("C_CONTIGUOUS", "WRITEABLE"))  # torch wants writable memory
@@ -234,7 +244,12 @@ class Restorer:
         y = self.runner(x)
         if self.tta == "flip":  # average with the prediction of the mirrored input, mirrored back
             y = y.add_(self.runner(x.flip(3)).flip(3)).mul_(0.5)
-        return y.clamp_(0, 1).mul_(255.0).permute(0, 2, 3, 1)
+        y = y.clamp_(0, 1).mul_(255.0).permute(0, 2, 3, 1)
+        mask = is_gray(batch) if gray is None else np.asarray(gray, bool)
+        if mask.any():
+            idx = torch.from_numpy(np.flatnonzero(mask)).to(y.device)
+            y[idx] = y[idx].mean(dim=3, keepdim=True).expand(-1, -1, -1, 3)
+        return y
 
     def predict_float(self, batch: np.ndarray) -> np.ndarray:
         """One forward pass, no tiling: uint8 (N, h, w, 3) 0-255 -> float32 (N, s*h, s*w, 3) 0-255,
@@ -243,14 +258,14 @@ class Restorer:
             y = self._forward(batch).cpu().numpy()
         return np.ascontiguousarray(y, dtype=np.float32)
 
-    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+    def run_batch(self, batch: np.ndarray, gray: np.ndarray | None = None) -> np.ndarray:
         """One forward pass, no tiling: uint8 (N, h, w, 3) 0-255 -> uint8 (N, s*h, s*w, 3) 0-255.
 
         Equals ``np.rint(predict_float(batch))`` (half to even); rounded on the device, so only
         uint8 crosses back to the host.
         """
         with torch.inference_mode():
-            y = self._forward(batch).round_().to(torch.uint8).cpu().numpy()
+            y = self._forward(batch, gray).round_().to(torch.uint8).cpu().numpy()
         return np.ascontiguousarray(y)
 
     # --------------------------------------------------------------- tiling and batching
@@ -271,8 +286,9 @@ class Restorer:
         s = self.scale
         out = np.empty((h * s, w * s, 3), np.uint8)
         boxes = tile_boxes(h, w, tile, self.tile_overlap)
+        gray = bool(is_gray(img[None])[0])  # decided for the whole image, not per tile
         for chunk in self._batches(boxes, lambda b: (b[1][1] - b[1][0], b[1][3] - b[1][2])):
-            res = self.run_batch(np.stack([img[c[0]:c[1], c[2]:c[3]] for _, c in chunk]))
+            res = self.run_batch(np.stack([img[c[0]:c[1], c[2]:c[3]] for _, c in chunk]), np.full(len(chunk), gray))
             for (core, ctx), r in zip(chunk, res):
                 oy, ox = (core[0] - ctx[0]) * s, (core[2] - ctx[2]) * s
                 ch, cw = (core[1] - core[0]) * s, (core[3] - core[2]) * s
