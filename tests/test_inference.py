@@ -58,7 +58,7 @@ def test_auto_tiling_of_big_images(model, monkeypatch):
     assert r._tile_size(48, 40) == 16 and r._tile_size(20, 20) == 0
     calls = []
     orig = r.run_batch
-    r.run_batch = lambda b: (calls.append(b.shape), orig(b))[1]
+    r.run_batch = lambda b, *gray: (calls.append(b.shape), orig(b, *gray))[1]
     out = r.restore(img)
     assert _max_diff(full, out) <= 1
     # every pass is one tile with its context (40x40 LQ pixels > MAX_BATCH_PIXELS / 2, so one per pass)

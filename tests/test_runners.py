@@ -157,7 +157,7 @@ def test_every_caller_packs_the_same_way(model, monkeypatch):
     monkeypatch.setattr(Restorer, "MAX_BATCH_PIXELS", 2 * 16 * 16)
     passes = []
     real = r._forward
-    monkeypatch.setattr(r, "_forward", lambda b: passes.append(b.shape[0]) or real(b))
+    monkeypatch.setattr(r, "_forward", lambda b, *gray: passes.append(b.shape[0]) or real(b, *gray))
     imgs = [_img(16, 16, s) for s in range(5)] + [_img(8, 8, 9)]
     r.restore_rgb(imgs)
     assert passes == [1, 2, 2, 1]  # 8x8: one pass of 1 (the 3 allowed); 16x16: 2 + 2 + 1
@@ -175,7 +175,7 @@ def test_restore_photo_reports_progress_per_forward_pass(model, monkeypatch):
     r = Restorer(model, device="cpu", batch_size=3, precision="fp32")
     passes, seen = [], []
     real = r._forward
-    monkeypatch.setattr(r, "_forward", lambda b: passes.append(b.shape[0]) or real(b))
+    monkeypatch.setattr(r, "_forward", lambda b, *gray: passes.append(b.shape[0]) or real(b, *gray))
     res = restore_photo(r, lq, detector=S.FakeDetector(faces), upscale=1, progress=lambda d, t: seen.append((d, t)))
     assert len(res.faces) == 3
     assert passes == [2, 1] and seen == [(2, 3), (3, 3)]  # 160x160 crops: two per 256x256-pixel pass
