@@ -61,6 +61,22 @@ def _mb(n: float) -> str:
     return f"{n / 2 ** 20:,.1f} MB"
 
 
+def keep_note(last_good: Path | None) -> str:
+    """``last good checkpoint iter_N.pt kept`` (or that none was written yet), for full-disk messages."""
+    return f"last good checkpoint {Path(last_good).name} kept" if last_good else "no checkpoint written yet"
+
+
+def check_free_space(folder: Path, need: int, what: str, last_good: Path | None) -> None:
+    """TrainingError when ``folder``'s file system has less than ``need`` bytes free for ``what``."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < need:
+        raise TrainingError(f"not enough free space in {folder}: {_mb(free)} free, {what} needs about "
+                            f"{_mb(need)}; {keep_note(last_good)}. Free some space and resume.")
+
+
 def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) -> None:
     """``torch.save`` to a temporary name, fsync, then ``os.replace`` (atomic on POSIX).
 
@@ -73,14 +89,8 @@ def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) ->
     if last_good is not None and Path(last_good).is_file():
         need = max(need, Path(last_good).stat().st_size)
     need = int(need * 1.05) + (1 << 20)
-    keep = f"last good checkpoint {Path(last_good).name} kept" if last_good else "no checkpoint written yet"
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        free = None
-    if free is not None and free < need:
-        raise TrainingError(f"not enough free space in {path.parent}: {_mb(free)} free, a checkpoint needs about "
-                            f"{_mb(need)}; {keep}. Free some space and resume.")
+    keep = keep_note(last_good)
+    check_free_space(path.parent, need, "a checkpoint", last_good)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
@@ -89,8 +99,9 @@ def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) ->
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
-        # torch reports a failed write as RuntimeError("[enforce fail at inline_container.cc] ... file write failed")
-        if isinstance(exc, RuntimeError) and "write" not in str(exc):
+        # torch reports a failed write as RuntimeError("[enforce fail at inline_container.cc] ... file write
+        # failed") or, after a short write, "... inline_container.cc ... unexpected pos N vs M"
+        if isinstance(exc, RuntimeError) and "write" not in str(exc) and "inline_container" not in str(exc):
             raise
         tmp.unlink(missing_ok=True)
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "write failed"
@@ -101,12 +112,26 @@ def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) ->
             tmp.unlink(missing_ok=True)
 
 
+def remove_partial_files(work_dir: Path) -> None:
+    """Delete this process's temporary files in ``work_dir`` (after a hard stop): ``checkpoints/iter_*.pt.tmp``,
+    ``best.safetensors.tmp`` and the ``.<name>.<pid>.tmp`` of :func:`facesr.io.files.atomic_write_bytes`."""
+    work_dir = Path(work_dir)
+    found = [*(work_dir / "checkpoints").glob("iter_*.pt.tmp"), work_dir / "best.safetensors.tmp",
+             *work_dir.glob(f".*.{os.getpid()}.tmp")]
+    for p in found:
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load a facesr training checkpoint safely; refuse anything else with a clear message."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint to resume from not found")
     import warnings
+
     from ..models.safe_pickle import load_failure_reason
     try:
         with warnings.catch_warnings():
