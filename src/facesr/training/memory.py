@@ -13,7 +13,7 @@ The estimate (bytes) adds up:
 
 On CUDA, state, activations and the device batch are compared with the GPU's free memory
 (``torch.cuda.mem_get_info``), the rest with the host's; on other devices everything with the host's
-available memory (``MemAvailable``, within a cgroup limit).  It is an estimate: docs/training.md
+available memory (``MemAvailable``, within a cgroup limit).  It is an estimate: docs/training-limits.md
 compares it with measured peaks.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .losses import get_loss
 #: Memory of one DataLoader worker process (torch and OpenCV loaded, own buffers): about 0.17 GB measured.
 WORKER_BYTES = 200 * 2 ** 20
 #: Memory of the training process before its model and batches: about 0.3 GB after importing torch, 0.6 GB
-#: once training has run a step (measured, docs/training.md).
+#: once training has run a step (measured, docs/training-limits.md).
 PROCESS_BYTES = 600 * 2 ** 20
 #: The HQ images each process keeps decoded (HQDegradeDataset's cache budget).
 CACHE_BYTES = 512 * 2 ** 20
