@@ -24,9 +24,9 @@ def run(a) -> int:
 
     if a.labels and len(a.labels) != len(a.run_dirs):
         raise FacesrError(f"--labels: got {len(a.labels)} labels for {len(a.run_dirs)} runs")
-    check_plot_name(a.out, "--out")
+    check_plot_name(a.out, "--out")  # first: no other kind of file (weights, a log) is ever a plot's name
     logs = [RunLog.at(d).path for d in a.run_dirs]
-    WriteGuard().protect(logs, "the log").check_file(a.out, "--out")  # never over a log or a run's weights
+    WriteGuard().protect(logs, "the log").check_file(a.out, "--out")  # never over a log or a run's files
     check_output_file(a.out, logs, a.overwrite, "--out")
     bests = plot_runs(a.run_dirs, a.out, a.metric, a.labels, a.title, x=a.x)
     for label, b in bests.items():
