@@ -24,7 +24,7 @@ import torch
 
 from facesr.cli import main
 from facesr.config import load_config
-from facesr.errors import FacesrError, TrainingError
+from facesr.errors import TrainingError
 from facesr.training import loader as loader_mod
 from facesr.training import memory as memory_mod
 from facesr.training import signals as signals_mod
@@ -33,7 +33,6 @@ from facesr.training import validation as validation_mod
 from facesr.training.signals import StopFlag, StopRequested
 from facesr.training.state import load_checkpoint
 from facesr.training.trainer import train
-
 from test_engine import TINY, _faces, read_log, tiny_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -324,6 +323,15 @@ def test_a_run_that_fails_before_its_first_iteration_leaves_no_work_dir(tmp_path
         assert main(_train_argv(wd, hq, "train.max_iters=3")) == 0
 
 
+def test_an_empty_work_dir_the_user_made_stays_after_such_a_failure(tmp_path, capsys):
+    hq = _faces(tmp_path / "hq")
+    (hq / "face_1.png").write_bytes(b"garbage")
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    code, _ = _cli(capsys, *_train_argv(wd, hq, "train.max_iters=3"))
+    assert code == 2 and wd.is_dir() and not list(wd.iterdir())
+
+
 def test_full_disk_at_best_safetensors_is_one_line_and_keeps_the_earlier_best(tmp_path, capsys, monkeypatch):
     from safetensors import SafetensorError
     hq = _faces(tmp_path / "hq")
@@ -411,6 +419,7 @@ def test_progress_shows_the_first_step_and_an_eta_at_once_in_a_log(tmp_path, cap
 
 def test_log_progress_lines_carry_the_postfix():
     import io
+
     from facesr.io.progress import LogProgress
     out = io.StringIO()
     p = LogProgress(4, "train", "it", out, interval=30, clock=lambda: 1.0)

@@ -135,6 +135,7 @@ class _Run:
     guard: WriteGuard
     it: int = 0
     whole: bool = True
+    made_dir: bool = False
 
 
 class _HardStopReport:
@@ -151,7 +152,7 @@ class _HardStopReport:
             left = f"resumable checkpoint {last} (continue with --resume)"
         elif self.run is None or _unstarted(self.run):
             if self.run is not None:
-                discard_unstarted(self.work_dir)
+                discard_unstarted(self.work_dir, remove_dir=self.run.made_dir)
             left = "nothing kept: no iteration had finished"
         else:
             left = "no checkpoint written yet (start over with --overwrite)"
@@ -236,6 +237,7 @@ def _open_outputs(run: _Run, overwrite: bool) -> None:
         moved = move_aside(run.work_dir, run.guard)
         if moved is not None:
             print(f"moved the earlier run in {run.work_dir} to {moved}", file=sys.stderr)
+    run.made_dir = not run.work_dir.exists()
     run.work_dir.mkdir(parents=True, exist_ok=True)
     _write_config(run)
     if run.resumed:
@@ -287,7 +289,7 @@ def _unstarted(run: _Run) -> bool:
 def _discard_if_unstarted(run: _Run) -> None:
     """Remove an unstarted run's files (:func:`~.workdir.discard_unstarted`), so the same command can run again."""
     if _unstarted(run):
-        discard_unstarted(run.work_dir)
+        discard_unstarted(run.work_dir, remove_dir=run.made_dir)
 
 
 def _describe_run(run: _Run) -> str:

@@ -81,10 +81,10 @@ def move_aside(work_dir: Path, guard: WriteGuard | None = None) -> Path | None:
 FIRST_FILES = ("config.yaml", "log.jsonl")
 
 
-def discard_unstarted(work_dir: Path) -> None:
+def discard_unstarted(work_dir: Path, remove_dir: bool = True) -> None:
     """Remove what a new run wrote before failing at its first iteration (config.yaml, a log of no
-    iterations, tb/), and the work dir itself when that leaves it empty, so that the rerun is not
-    refused.  Anything else in it is left alone."""
+    iterations, tb/), and, with ``remove_dir`` (the run made it), the work dir itself when that leaves
+    it empty, so that the rerun is not refused.  Anything else in it is left alone."""
     from .runlog import RunLog
     try:
         if any(r["kind"] not in ("init", "crop") for r in RunLog(work_dir).records()):
@@ -96,7 +96,7 @@ def discard_unstarted(work_dir: Path) -> None:
     tb = work_dir / "tb"
     if tb.is_dir() and all(p.is_file() and p.name.startswith("events.out.tfevents.") for p in tb.iterdir()):
         shutil.rmtree(tb, ignore_errors=True)
-    for folder in (work_dir / "checkpoints", work_dir):
+    for folder in (work_dir / "checkpoints", work_dir) if remove_dir else (work_dir / "checkpoints",):
         try:
             folder.rmdir()  # only when empty
         except OSError:
