@@ -62,8 +62,11 @@ def _mb(n: float) -> str:
 
 
 def keep_note(last_good: Path | None) -> str:
-    """``last good checkpoint iter_N.pt kept`` (or that none was written yet), for full-disk messages."""
-    return f"last good checkpoint {Path(last_good).name} kept" if last_good else "no checkpoint written yet"
+    """``last good checkpoint iter_N.pt kept. Free some space and resume.`` (or, when none was written
+    yet, start over), the end of a full-disk message."""
+    if last_good:
+        return f"last good checkpoint {Path(last_good).name} kept. Free some space and resume."
+    return "no checkpoint written yet. Free some space and start over."
 
 
 def check_free_space(folder: Path, need: int, what: str, last_good: Path | None) -> None:
@@ -74,7 +77,7 @@ def check_free_space(folder: Path, need: int, what: str, last_good: Path | None)
         return
     if free < need:
         raise TrainingError(f"not enough free space in {folder}: {_mb(free)} free, {what} needs about "
-                            f"{_mb(need)}; {keep_note(last_good)}. Free some space and resume.")
+                            f"{_mb(need)}; {keep_note(last_good)}")
 
 
 def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) -> None:
@@ -106,7 +109,7 @@ def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) ->
         tmp.unlink(missing_ok=True)
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "write failed"
         raise TrainingError(f"cannot write checkpoint {path.name} ({why}): {path.parent} needs about {_mb(need)} "
-                            f"free; {keep}. Free some space and resume.") from None
+                            f"free; {keep}") from None
     finally:
         if tmp.exists():
             tmp.unlink(missing_ok=True)

@@ -60,7 +60,7 @@ class BestWeights:
         except (OutputError, OSError, SafetensorError) as exc:
             why = str(exc).split(": ", 1)[-1] if isinstance(exc, OutputError) else one_line(exc, 120)
             raise TrainingError(f"cannot write the best weights in {self.work_dir} ({why}); "
-                                f"{keep_note(self.last_good())}. Free some space and resume.") from None
+                                f"{keep_note(self.last_good())}") from None
 
     def bytes_needed(self) -> int:
         """About the size of ``best.safetensors``: float32 weights (and EMA copy), plus 5% and 1 MB."""
