@@ -313,6 +313,6 @@ def test_plot_never_replaces_a_file_without_overwrite(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"my picture"
     log = tmp_path / "run" / "log.jsonl"  # the run's own log: refused even with --overwrite
     assert main(["plot", str(tmp_path / "run"), "--out", str(log), "--overwrite"]) == 2
-    assert "must not replace" in capsys.readouterr().err and log.read_text().startswith("{")
+    assert "as a plot" in capsys.readouterr().err and log.read_text().startswith("{")
     assert main(["plot", str(tmp_path / "run"), "--out", str(out), "--overwrite"]) == 0
     assert out.read_bytes().startswith(b"\x89PNG")

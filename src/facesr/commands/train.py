@@ -1,6 +1,7 @@
 """``facesr train``: train a model from a YAML config (see :mod:`facesr.training.trainer`)."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ def add_parser(subparsers) -> None:
                         "configuration stored there; --set may change only " + ", ".join(_mutable()))
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in a --work-dir that holds one: the old run is moved to "
-                        "<work-dir>.old-<timestamp> (nothing is deleted)")
+                        "<work-dir>.old-<timestamp> (nothing is deleted; never a folder that is, holds or lies "
+                        "inside a data folder of the config or another input)")
     p.add_argument("--init-from", metavar="WEIGHTS",
                    help="start from these weights only (facesr, MMagic or BasicSR file) with a fresh optimiser and "
                         "schedule; the lineage is recorded")
@@ -45,9 +47,24 @@ def _continue_command(work_dir: Path) -> str:
     return f"facesr train --work-dir {shlex.quote(str(work_dir))} --resume"
 
 
+def _leave_now(status: int) -> None:
+    """End the process at once after a signal: every file is written and closed, while the interpreter's
+    normal teardown (thousands of torch modules) takes 2-3 s, past the 2 s a signal is promised.
+
+    multiprocessing's exit finalizers still run (DataLoader queues release their semaphores; else its
+    resource tracker warns of leaked ones).
+    """
+    from ..training.signals import release_process_resources
+    release_process_resources()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def run(a) -> int:
     from ..config import load_config
     from ..errors import FacesrError
+    from ..training.signals import EXIT_STATUS
     from ..training.trainer import train
     from ..training.workdir import WorkDirInUseError
 
@@ -69,15 +86,21 @@ def run(a) -> int:
         work_dir = Path(a.work_dir or Path("work_dirs") / (Path(a.config).stem if a.config else cfg.name))
     try:
         summary = train(cfg, work_dir, resume=resume, init_from=a.init_from, init_ema=a.init_ema,
-                        overwrite=a.overwrite, overrides=overrides)
+                        overwrite=a.overwrite, overrides=overrides, protect=[a.config] if a.config else [])
     except WorkDirInUseError:
         raise FacesrError(f"work dir {work_dir} already holds a run; continue it with --resume, or start over "
                           f"with --overwrite (the old run is moved to {work_dir.name}.old-<timestamp>)") from None
     best = summary["best"]
     if summary.get("stopped_by_signal"):
-        print(f"interrupted at iteration {summary['iter']}; resumable checkpoint {summary['last_checkpoint']} "
-              f"(continue with: {_continue_command(work_dir)})", file=sys.stderr)
-        return 130
+        if summary["last_checkpoint"]:
+            print(f"interrupted at iteration {summary['iter']}; resumable checkpoint {summary['last_checkpoint']} "
+                  f"(continue with: {_continue_command(work_dir)})", file=sys.stderr)
+        elif summary["iter"] == 0:
+            print("interrupted before the first iteration finished; nothing kept", file=sys.stderr)
+        else:
+            print(f"interrupted at iteration {summary['iter']}, before the first checkpoint; start over with "
+                  "--overwrite", file=sys.stderr)
+        _leave_now(EXIT_STATUS)
     msg = f"done: {summary['iter']} iterations in {work_dir}"
     if best:
         msg += f"; best {best['metric']} {best['value']:.4f} at iter {best['iter']} -> {work_dir / 'best.safetensors'}"

@@ -26,6 +26,10 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+#: ``75 -> '1 min 15 s'``: a duration in seconds as the progress lines write it.
+format_duration = _duration
+
+
 class LogProgress:
     """tqdm's small interface, printing one plain line at most every ``interval`` seconds."""
 
@@ -39,6 +43,7 @@ class LogProgress:
         self.last: float | None = None
         self.printed_n: int | None = None
         self.closed = False
+        self.postfix = ""
 
     def line(self) -> str:
         """``desc: 120/400 img (30%), 9.8 img/s, ETA 28 s`` (parts that are unknown left out)."""
@@ -53,6 +58,8 @@ class LogProgress:
             if self.total and self.n < self.total:
                 parts.append(f"ETA {_duration((self.total - self.n) / rate)}")
         parts.append(f"elapsed {_duration(elapsed)}")
+        if self.postfix:
+            parts.append(self.postfix)
         return f"{self.desc}: " + ", ".join(parts)
 
     def update(self, n: int = 1) -> None:
@@ -65,8 +72,9 @@ class LogProgress:
     def write(self, msg: str) -> None:
         print(msg, file=self.file, flush=True)
 
-    def set_postfix_str(self, s: str) -> None:  # tqdm compatibility; shown in the next line only via desc
-        pass
+    def set_postfix_str(self, s: str) -> None:
+        """tqdm's postfix: appended to the next lines (e.g. the latest loss)."""
+        self.postfix = s
 
     def close(self) -> None:
         """Print the final state (once), unless the last line already showed it."""

@@ -8,6 +8,7 @@ forkserver, and exit with the trainer, even when it is killed with ``kill -9``.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import re
 import signal
@@ -89,6 +90,34 @@ def apply_builtin_fallback(cfg: Config, main: bool) -> None:
         setattr(d, k, folder)
 
 
+def cores_available() -> int:
+    """CPU cores this process may run on (``os.sched_getaffinity``; ``os.cpu_count`` elsewhere)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_cap() -> int:
+    """The most DataLoader workers per process: the cores there are, shared by the processes of this
+    machine under torchrun (``LOCAL_WORLD_SIZE``)."""
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return max(1, cores_available() // local)
+
+
+def capped_workers(cfg: Config, warn: bool = False) -> int:
+    """``data.num_workers``, capped by :func:`worker_cap` (with a one-line warning on stderr when ``warn``)."""
+    asked, cap = cfg.data.num_workers, worker_cap()
+    if asked <= cap:
+        return asked
+    if warn:
+        print(f"data.num_workers={asked} is more than the {cap} CPU core(s) here; using {cap}", file=sys.stderr)
+    return cap
+
+
 def crop_at(cfg: Config, it: int) -> int | None:
     """The LQ patch size iteration ``it`` trains on (``data.crop_schedule``, else ``data.crop_size``)."""
     if not cfg.data.crop_schedule:
@@ -107,6 +136,7 @@ class BatchSource:
         if not cfg.data.train_hq_dir:
             raise ConfigError("data.train_hq_dir: not set (a folder of HQ face images)")
         self.cfg, self.device, self.dist = cfg, device, dist
+        self.num_workers = capped_workers(cfg, warn=dist.is_main)
         d = cfg.data
         self.dataset = HQDegradeDataset(d.train_hq_dir, cfg.degradation, cfg.seed, d.hq_size, d.hq_resize,
                                         crop_at(cfg, 0), d.flip, cfg.model.upscale_factor,
@@ -138,7 +168,7 @@ class BatchSource:
         self.dataset.crop_size = crop_at(cfg, from_iter)
         sampler = InfiniteSampler(len(self.dataset), cfg.seed, from_iter * cfg.train.batch_size * dist.world_size,
                                   dist.rank, dist.world_size)
-        nw = cfg.data.num_workers
+        nw = self.num_workers
         return DataLoader(self.dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=nw,
                           pin_memory=cfg.data.pin_memory and self.device.type == "cuda", drop_last=True,
                           worker_init_fn=functools.partial(_worker_init, parent_pid=os.getpid()) if nw else None,
@@ -170,5 +200,17 @@ class BatchSource:
             gt = gt.contiguous(memory_format=torch.channels_last)
         return Batch(lq, gt, it)
 
-    def close(self) -> None:
-        self._iter = None
+    def close(self, now: bool = False) -> None:
+        """End the stream; ``now`` (a signal): terminate the workers first rather than wait for the
+        batches they are building (DataLoader waits up to 5 s for each)."""
+        it, self._iter = self._iter, None
+        if now:
+            for w in getattr(it, "_workers", ()):
+                try:
+                    if w.is_alive():
+                        w.terminate()
+                except (OSError, AssertionError, ValueError):  # already gone or closed
+                    pass
+        del it
+        if now:
+            gc.collect()  # the loader's queues release their semaphores now (the process may leave by os._exit)

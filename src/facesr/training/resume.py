@@ -9,6 +9,8 @@ rewrote itself; ``--set`` overrides may change only ``MUTABLE_KEYS``.
 from __future__ import annotations
 
 import copy
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from ..config import Config, apply_overrides, config_from_dict, read_yaml_file
 from ..errors import CheckpointError, ConfigError
 from ..models.weights import load_into
 from .ema import EMA
-from .state import latest_checkpoint, list_checkpoints, load_checkpoint, set_rng_state
+from .runlog import RunLog
+from .state import list_checkpoints, load_checkpoint, set_rng_state
 from .step import TrainStep
 from .workdir import (
     MUTABLE_KEYS,
@@ -29,24 +32,67 @@ from .workdir import (
 
 
 def load_resume_state(work_dir: Path, resume: str | Path | bool) -> tuple[Path, dict]:
-    """The checkpoint to resume from (``True``: the latest in ``work_dir``) and its contents.
+    """The checkpoint to resume from (``True``: the latest usable one in ``work_dir``) and its contents.
 
-    A broken latest checkpoint names the earlier one that may be intact.
+    With ``True``, checkpoints are tried newest first; one whose contents hold another iteration than
+    its name (a renamed or copied file), or that does not load and whose iteration lies beyond the
+    end of ``log.jsonl`` (a stray file), is passed over, and the choice is said in one line on stderr.
+    A broken checkpoint within the log's reach is refused, naming the earlier one that may be intact.
     """
     ckpt_dir = work_dir / "checkpoints"
-    path = latest_checkpoint(ckpt_dir) if isinstance(resume, bool) else Path(resume)
-    if path is None:
+    if not isinstance(resume, bool):
+        path = Path(resume)
+        return path, load_checkpoint(path)
+    cks = list_checkpoints(ckpt_dir)[::-1]
+    if not cks:
         raise CheckpointError(f"{ckpt_dir}: resuming asked for, but no checkpoint found there (is {work_dir} the "
                               "run's work dir?)")
-    try:
-        return path, load_checkpoint(path)
-    except CheckpointError as exc:
-        earlier = [p for _, p in list_checkpoints(ckpt_dir) if p != path][::-1]
-        if resume is True and earlier:
-            reason = str(exc).split("(", 1)[-1].rstrip(")")[:100]
-            raise CheckpointError(f"{path} is unreadable ({reason}); the earlier checkpoint {earlier[0].name} may be "
-                                  f"intact: resume from it by its path") from None
-        raise
+    log_end, passed = _log_end(work_dir), []
+    for i, (n, path) in enumerate(cks):
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as exc:
+            if log_end is not None and n > log_end:
+                passed.append(f"{path.name} (unreadable, beyond the log's last iteration)")
+                continue
+            _refuse_broken(path, exc, [p for _, p in cks[i + 1:]])
+        if state.get("iter") != n:
+            passed.append(f"{path.name} (it holds iteration {state.get('iter')})")
+            continue
+        if passed:
+            _note(f"resuming from {path.name}; passed over {', '.join(passed)}")
+        return path, state
+    raise CheckpointError(f"{ckpt_dir}: no checkpoint to resume from: {', '.join(passed)}")
+
+
+def _refuse_broken(path: Path, exc: CheckpointError, earlier: list[Path]) -> None:
+    if earlier:
+        reason = str(exc).split("(", 1)[-1].rstrip(")")[:100]
+        raise CheckpointError(f"{path} is unreadable ({reason}); the earlier checkpoint {earlier[0].name} may be "
+                              f"intact: resume from it by its path") from None
+    raise exc
+
+
+def _log_end(work_dir: Path) -> int | None:
+    """The last iteration ``log.jsonl`` records plus one ``train.log_interval`` (a checkpoint may lie
+    that far past the last log line); None without a log."""
+    records = RunLog(work_dir).records()
+    if not records:
+        return None
+    interval = 0
+    f = work_dir / "config.yaml"
+    if f.is_file():
+        data = read_yaml_file(f)
+        train = data.get("train") if isinstance(data, dict) else None
+        value = train.get("log_interval") if isinstance(train, dict) else None
+        interval = value if isinstance(value, int) else 0
+    return max(r["iter"] for r in records) + interval
+
+
+def _note(msg: str) -> None:
+    """A one-line note on stderr (rank 0 only)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(msg, file=sys.stderr)
 
 
 def stored_config(work_dir: Path, resume: str | Path | bool, state: dict | None = None) -> tuple[dict, str]:
@@ -95,7 +141,7 @@ def resumed_config(stored: dict, source: str, cfg: Config | None = None, overrid
     if cfg is not None:
         _refuse(refused_differences(stored, cfg.to_dict()), source)
         derived = run_derived_keys(stored)
-        for k, (old, new) in config_differences(merged.to_dict(), cfg.to_dict()).items():
+        for k, (_old, new) in config_differences(merged.to_dict(), cfg.to_dict()).items():
             if k in MUTABLE_KEYS and (k not in derived or k in user_set):  # a plan's max_iters stays unless set
                 _set_key(merged, k, new)
     if overrides:

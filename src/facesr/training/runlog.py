@@ -9,9 +9,10 @@ Every record has ``iter`` (completed iterations when it was written) and ``kind`
 * ``plan``: a time-budget plan (``max_iters``, ...); ``crop``: a new patch size; ``init``: the
   weights an ``--init-from`` run started from.
 
-Readers skip lines that are not such records (a killed process can leave half a line).  A resumed
-run cuts the log back to its checkpoint (:meth:`RunLog.truncate`); the cut lines go to
-``log.discarded.jsonl``, never lost.  With tensorboard installed, numbers are mirrored to ``tb/``.
+Readers skip lines that are not such records (a killed process can leave half a line); a file that
+is not UTF-8 text is not a log (one error line naming it).  A resumed run cuts the log back to its
+checkpoint (:meth:`RunLog.truncate`); the cut lines go to ``log.discarded.jsonl``, never lost, and
+the trainer says how many.  With tensorboard installed, numbers are mirrored to ``tb/``.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..errors import FacesrError
 from ..io.files import atomic_write_bytes
 
 LOG_NAME = "log.jsonl"
@@ -56,12 +58,18 @@ class RunLog:
     def exists(self) -> bool:
         return self.path.is_file()
 
+    def text(self) -> str:
+        """The whole file; one FacesrError line when it is not UTF-8 text (a facesr log is ASCII)."""
+        try:
+            return self.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise FacesrError(f"{self.path}: not a facesr run log (byte {exc.start:,} is not UTF-8 text)") from None
+
     def records(self) -> list[dict]:
         """Every record, in file order (a missing file: none)."""
         if not self.exists():
             return []
-        text = self.path.read_text(encoding="utf-8", errors="replace")
-        return [r for r in map(parse_record, text.splitlines()) if r is not None]
+        return [r for r in map(parse_record, self.text().splitlines()) if r is not None]
 
     def has_plan(self) -> bool:
         """True once a time-budget plan was logged (a resumed run keeps it, see :meth:`truncate`)."""
@@ -74,7 +82,7 @@ class RunLog:
             return 0
         keep: list[str] = []
         cut: list[str] = []
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in self.text().splitlines():
             rec = parse_record(line)
             ok = rec is not None and (rec["iter"] <= start_iter or rec["kind"] == "plan")
             (keep if ok else cut).append(line)
@@ -91,7 +99,7 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self._tb = SummaryWriter(str(self.path.parent / "tb"))
-            except Exception:  # noqa: BLE001 - tensorboard missing or broken: the jsonl log still has everything
+            except Exception:
                 self._tb = None
         return self
 

@@ -61,6 +61,25 @@ def _mb(n: float) -> str:
     return f"{n / 2 ** 20:,.1f} MB"
 
 
+def keep_note(last_good: Path | None) -> str:
+    """``last good checkpoint iter_N.pt kept. Free some space and resume.`` (or, when none was written
+    yet, start over), the end of a full-disk message."""
+    if last_good:
+        return f"last good checkpoint {Path(last_good).name} kept. Free some space and resume."
+    return "no checkpoint written yet. Free some space and start over."
+
+
+def check_free_space(folder: Path, need: int, what: str, last_good: Path | None) -> None:
+    """TrainingError when ``folder``'s file system has less than ``need`` bytes free for ``what``."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < need:
+        raise TrainingError(f"not enough free space in {folder}: {_mb(free)} free, {what} needs about "
+                            f"{_mb(need)}; {keep_note(last_good)}")
+
+
 def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) -> None:
     """``torch.save`` to a temporary name, fsync, then ``os.replace`` (atomic on POSIX).
 
@@ -73,14 +92,8 @@ def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) ->
     if last_good is not None and Path(last_good).is_file():
         need = max(need, Path(last_good).stat().st_size)
     need = int(need * 1.05) + (1 << 20)
-    keep = f"last good checkpoint {Path(last_good).name} kept" if last_good else "no checkpoint written yet"
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        free = None
-    if free is not None and free < need:
-        raise TrainingError(f"not enough free space in {path.parent}: {_mb(free)} free, a checkpoint needs about "
-                            f"{_mb(need)}; {keep}. Free some space and resume.")
+    keep = keep_note(last_good)
+    check_free_space(path.parent, need, "a checkpoint", last_good)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
@@ -89,16 +102,30 @@ def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) ->
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
-        # torch reports a failed write as RuntimeError("[enforce fail at inline_container.cc] ... file write failed")
-        if isinstance(exc, RuntimeError) and "write" not in str(exc):
+        # torch reports a failed write as RuntimeError("[enforce fail at inline_container.cc] ... file write
+        # failed") or, after a short write, "... inline_container.cc ... unexpected pos N vs M"
+        if isinstance(exc, RuntimeError) and "write" not in str(exc) and "inline_container" not in str(exc):
             raise
         tmp.unlink(missing_ok=True)
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "write failed"
         raise TrainingError(f"cannot write checkpoint {path.name} ({why}): {path.parent} needs about {_mb(need)} "
-                            f"free; {keep}. Free some space and resume.") from None
+                            f"free; {keep}") from None
     finally:
         if tmp.exists():
             tmp.unlink(missing_ok=True)
+
+
+def remove_partial_files(work_dir: Path) -> None:
+    """Delete this process's temporary files in ``work_dir`` (after a hard stop): ``checkpoints/iter_*.pt.tmp``,
+    ``best.safetensors.tmp`` and the ``.<name>.<pid>.tmp`` of :func:`facesr.io.files.atomic_write_bytes`."""
+    work_dir = Path(work_dir)
+    found = [*(work_dir / "checkpoints").glob("iter_*.pt.tmp"), work_dir / "best.safetensors.tmp",
+             *work_dir.glob(f".*.{os.getpid()}.tmp")]
+    for p in found:
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -107,6 +134,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint to resume from not found")
     import warnings
+
     from ..models.safe_pickle import load_failure_reason
     try:
         with warnings.catch_warnings():

@@ -1,8 +1,9 @@
 """One optimisation step, and the seam for extra loss terms and second networks.
 
-:class:`TrainStep` runs: set the lr -> forward under autocast (``train.precision``) -> pixel loss
-(+ the ``extra_losses``) -> backward through the GradScaler (fp16 only) -> optional gradient
-clipping -> optimiser step -> EMA update -> the ``hooks``.
+:class:`TrainStep` runs, in two halves: forward under autocast (``train.precision``) -> pixel loss
+(+ the ``extra_losses``) -> backward through the GradScaler (fp16 only) (:meth:`TrainStep.backward`:
+gradients only, so a signal may abandon it), then set the lr -> optional gradient clipping ->
+optimiser step -> EMA update -> the ``hooks`` (:meth:`TrainStep.update`).
 
 Extending training without editing the loop (Python API, :func:`facesr.training.trainer.train`):
 
@@ -43,6 +44,15 @@ class Batch:
 ExtraLoss = Callable[[torch.Tensor, torch.Tensor, Batch], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A step between :meth:`TrainStep.backward` and :meth:`TrainStep.update`: the detached float32
+    output ``sr``, the detached ``loss`` and the ``batch``."""
+    sr: torch.Tensor
+    loss: torch.Tensor
+    batch: Batch
+
+
 class StepHook(Protocol):
     """Called once per iteration after the optimiser step (see the module docstring)."""
 
@@ -76,14 +86,24 @@ class TrainStep:
 
     def __call__(self, batch: Batch, lr: float) -> torch.Tensor:
         """Train on ``batch`` with learning rate ``lr``; returns the (detached) loss, not synced to the host."""
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
+        return self.update(self.backward(batch), lr)
+
+    def backward(self, batch: Batch) -> Pending:
+        """Forward, loss and backward: gradients only, so the model, optimiser and EMA are untouched and
+        the step may be abandoned (a signal) with nothing to undo."""
         with torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             out = self.forward(batch.lq)
         sr = out.float()
         loss = self.loss(sr, batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        return Pending(sr.detach(), loss.detach(), batch)
+
+    def update(self, pending: Pending, lr: float) -> torch.Tensor:
+        """The optimiser step with learning rate ``lr`` (after optional clipping), the EMA update and the
+        hooks; returns the (detached) loss, not synced to the host."""
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
         if self.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
@@ -92,8 +112,8 @@ class TrainStep:
         if self.ema is not None:
             self.ema.update(self.model)
         for hook in self.hooks:
-            hook.step(sr.detach(), batch.hq, batch)
-        return loss.detach()
+            hook.step(pending.sr, pending.batch.hq, pending.batch)
+        return pending.loss
 
     def hook_states(self) -> list | None:
         """The hooks' ``state_dict()`` (None for a hook without one); None when there are no hooks."""

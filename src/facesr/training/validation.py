@@ -9,38 +9,65 @@ decides the best, written as ``best.safetensors`` (both weights) and ``best.json
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
+from ..errors import OutputError, TrainingError, one_line
 from ..evaluation import evaluate_pairs
 from ..inference import Restorer
+from ..io.files import atomic_write_bytes
 from ..models import save_weights
+from .state import check_free_space, keep_note
 
 #: ``(stem, lq uint8 HxWx3, gt uint8 HxWx3)`` as :func:`facesr.data.datasets.load_val_pairs` loads them
 ValPair = tuple[str, np.ndarray, np.ndarray]
 
 
+def _no_checkpoint() -> Path | None:
+    return None
+
+
 @dataclass
 class BestWeights:
     """Where and how the best weights are written: ``work_dir/best.safetensors`` (``model``, with the
-    ``ema`` copy when there is one, and the run's ``lineage``) and ``work_dir/best.json``."""
+    ``ema`` copy when there is one, and the run's ``lineage``) and ``work_dir/best.json``.
+
+    ``last_good``: the run's last good checkpoint, named when the disk is full.
+    """
     work_dir: Path
     model: nn.Module
     ema: nn.Module | None
     arch: str
     lineage: list
+    last_good: Callable[[], Path | None] = _no_checkpoint
 
     def save(self, rec: dict, best: dict) -> None:
-        """Write the weights as the best of validation record ``rec``."""
-        save_weights(self.work_dir / "best.safetensors", self.model, arch=self.arch, ema=self.ema,
-                     metadata={"iter": rec["iter"], "val": {k: v for k, v in rec.items() if k != "kind"},
-                               "lineage": self.lineage})
-        (self.work_dir / "best.json").write_text(json.dumps({**best, "val": rec}, indent=2))
+        """Write the weights as the best of validation record ``rec`` (both files atomically; free space
+        checked first; a full disk is one TrainingError line and the earlier best stays whole)."""
+        path = self.work_dir / "best.safetensors"
+        check_free_space(self.work_dir, self.bytes_needed(), path.name, self.last_good())
+        try:
+            save_weights(path, self.model, arch=self.arch, ema=self.ema,
+                         metadata={"iter": rec["iter"], "val": {k: v for k, v in rec.items() if k != "kind"},
+                                   "lineage": self.lineage})
+            atomic_write_bytes(self.work_dir / "best.json", json.dumps({**best, "val": rec}, indent=2).encode())
+        except (OutputError, OSError, SafetensorError) as exc:
+            why = str(exc).split(": ", 1)[-1] if isinstance(exc, OutputError) else one_line(exc, 120)
+            raise TrainingError(f"cannot write the best weights in {self.work_dir} ({why}); "
+                                f"{keep_note(self.last_good())}") from None
+
+    def bytes_needed(self) -> int:
+        """About the size of ``best.safetensors``: float32 weights (and EMA copy), plus 5% and 1 MB."""
+        n = sum(t.numel() for t in self.model.state_dict().values())
+        if self.ema is not None:
+            n *= 2
+        return int(4 * n * 1.05) + (1 << 20)
 
 
 class Validator:
@@ -65,10 +92,18 @@ class Validator:
 
         Returns the ``val`` log record: every model's scores, suffixed by its key, and ``train_s``.
         """
+        return self.keep(self.evaluate(it, train_s))
+
+    def evaluate(self, it: int, train_s: float) -> dict:
+        """The ``val`` record of ``it`` (scores only: nothing is kept or written, so it may be abandoned)."""
         rec: dict = {"iter": it, "kind": "val"}
         for suffix, module in self.models:
             rec.update({k + suffix: v for k, v in self.score(module).items()})
         rec["train_s"] = train_s
+        return rec
+
+    def keep(self, rec: dict) -> dict:
+        """Update the best with record ``rec`` and write its weights when it is a new best; returns ``rec``."""
         best = self.update_best(rec)
         if best is not None:
             self.out.save(rec, best)

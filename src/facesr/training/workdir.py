@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
 from ..errors import FacesrError
+from ..io.guard import WriteGuard
 
 #: Keys a resumed run may change (everything else is the run's identity).
 MUTABLE_KEYS = ("train.max_iters", "train.val_interval", "train.val_interval_min", "train.ckpt_interval", "train.log_interval",
@@ -34,10 +36,20 @@ def dir_is_empty(work_dir: Path) -> bool:
     return not work_dir.exists() or (work_dir.is_dir() and not any(work_dir.iterdir()))
 
 
-def check_new_run(work_dir: Path, overwrite: bool) -> None:
-    """Refuse to start a new run in a work dir holding anything, unless ``overwrite`` (then it is moved aside later)."""
+def check_new_run(work_dir: Path, overwrite: bool, guard: WriteGuard | None = None) -> None:
+    """Refuse to start a new run in a work dir holding anything, unless ``overwrite`` (then it is moved aside later).
+
+    ``guard`` (the run's inputs and data folders): the work dir may not lie inside one of them, and
+    with ``overwrite`` a work dir that is, holds or lies inside one is never moved (nor the current,
+    home or root folder).
+    """
     if work_dir.exists() and not work_dir.is_dir():
         raise FacesrError(f"work dir {work_dir} exists and is not a folder")
+    if guard is not None:
+        if overwrite and not dir_is_empty(work_dir):
+            guard.check_tree(work_dir, "move")
+        else:
+            guard.check_file(work_dir, "work dir", own_artefacts=True)
     if overwrite or dir_is_empty(work_dir):
         return
     held = sorted(p.name + ("/" if p.is_dir() else "") for p in work_dir.iterdir())
@@ -46,18 +58,49 @@ def check_new_run(work_dir: Path, overwrite: bool) -> None:
                             "to start over", work_dir)
 
 
-def move_aside(work_dir: Path) -> Path | None:
-    """Rename a non-empty ``work_dir`` to ``<dir>.old-<timestamp>`` (unique); return the new name."""
+def move_aside(work_dir: Path, guard: WriteGuard | None = None) -> Path | None:
+    """Rename a non-empty ``work_dir`` to ``<dir>.old-<timestamp>`` (unique); return the new name.
+
+    ``guard``: refuse (one line) when the folder is, holds or lies inside one of its protected paths.
+    """
     if dir_is_empty(work_dir):
         return None
+    (guard or WriteGuard()).check_tree(work_dir, "move")
+    real = Path(os.path.realpath(work_dir))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = work_dir.with_name(f"{work_dir.name}.old-{stamp}")
+    target = real.with_name(f"{real.name}.old-{stamp}")
     n = 1
     while target.exists():
         n += 1
-        target = work_dir.with_name(f"{work_dir.name}.old-{stamp}-{n}")
-    os.rename(work_dir, target)
+        target = real.with_name(f"{real.name}.old-{stamp}-{n}")
+    os.rename(real, target)
     return target
+
+
+#: What a run writes into its work dir before its first iteration (removed again when that fails).
+FIRST_FILES = ("config.yaml", "log.jsonl")
+
+
+def discard_unstarted(work_dir: Path, remove_dir: bool = True) -> None:
+    """Remove what a new run wrote before failing at its first iteration (config.yaml, a log of no
+    iterations, tb/), and, with ``remove_dir`` (the run made it), the work dir itself when that leaves
+    it empty, so that the rerun is not refused.  Anything else in it is left alone."""
+    from .runlog import RunLog
+    try:
+        if any(r["kind"] not in ("init", "crop") for r in RunLog(work_dir).records()):
+            return
+    except FacesrError:
+        return
+    for name in FIRST_FILES:
+        (work_dir / name).unlink(missing_ok=True)
+    tb = work_dir / "tb"
+    if tb.is_dir() and all(p.is_file() and p.name.startswith("events.out.tfevents.") for p in tb.iterdir()):
+        shutil.rmtree(tb, ignore_errors=True)
+    for folder in (work_dir / "checkpoints", work_dir) if remove_dir else (work_dir / "checkpoints",):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            pass
 
 
 def _flatten(d, prefix: str = "") -> dict:

@@ -5,16 +5,29 @@ validation PSNR of each run against iterations (in thousands) or, with
 ``--x hours``, against training hours (``train_s`` in the log: wall clock without
 validation and checkpoints, for equal-time comparisons), one line per run (EMA
 weights dashed when logged), with a legend and the best point of each run marked
-and annotated.
+and annotated.  The figure is written in the format its file name says (:data:`PLOT_FORMATS`: PNG,
+JPEG, PDF or SVG), or refused.
 """
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
-from ..errors import ImageError
+from ..errors import FacesrError, ImageError
 from ..io.files import atomic_write_bytes
 from ..training.runlog import RunLog
+
+#: File endings a plot is written as, and matplotlib's format for each.
+PLOT_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".pdf": "pdf", ".svg": "svg"}
+
+
+def check_plot_name(path: str | Path, what: str = "output") -> str:
+    """matplotlib's format for ``path``'s ending; FacesrError unless it is one of :data:`PLOT_FORMATS`."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in PLOT_FORMATS:
+        raise FacesrError(f"{what} {path}: cannot write {suffix or 'a file without an ending'} as a plot; "
+                          f"name it .png, .jpg, .pdf or .svg")
+    return PLOT_FORMATS[suffix]
 
 METRICS = {"psnr": ("val", "Validation PSNR (dB)", True), "ssim": ("val", "Validation SSIM", True),
            "loss": ("train", "Training loss", False), "lr": ("train", "Learning rate", False)}
@@ -35,12 +48,14 @@ X_AXES = {"iters": ("iter", 1000.0, "Iterations (thousands)", "iterations"),
 
 def plot_runs(run_dirs: list[str], out: str | Path, metric: str = "psnr", labels: list[str] | None = None,
               title: str | None = None, x: str = "iters") -> dict:
-    """Draw ``metric`` for each run into ``out`` (PNG, written atomically) against ``x`` (``iters`` or
-    ``hours``).  Returns ``{label: best}`` (``iter`` and ``value``, plus ``hours`` when logged)."""
+    """Draw ``metric`` for each run into ``out`` (written atomically, in the format its ending names:
+    :func:`check_plot_name`) against ``x`` (``iters`` or ``hours``).  Returns ``{label: best}``
+    (``iter`` and ``value``, plus ``hours`` when logged)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fmt = check_plot_name(out)
     if metric not in METRICS:
         raise ImageError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
     if labels and len(labels) != len(run_dirs):
@@ -86,7 +101,7 @@ def plot_runs(run_dirs: list[str], out: str | Path, metric: str = "psnr", labels
     ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format=fmt)
     plt.close(fig)
     atomic_write_bytes(out, buf.getvalue())
     return bests
