@@ -113,3 +113,18 @@ def test_gray_handling_keeps_tiling_exact_and_rounding_consistent():
     color = rgb.copy()
     color[0, 0, 0] ^= 1  # one pixel off gray: a color image, channels left as the model gives them
     assert not (r.restore(color)[..., 0] == r.restore(color)[..., 2]).all()
+
+
+def test_save_weights_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    import facesr.models.weights as W
+    from facesr.errors import OutputError
+    from facesr.models.msrresnet import MSRResNet
+
+    def full(*a, **k):
+        raise SafetensorError("Error while serializing: No space left on device (os error 28)")
+    monkeypatch.setattr(W, "save_file", full)
+    with pytest.raises(OutputError, match="cannot write .*w.safetensors: .*No space left"):
+        W.save_weights(tmp_path / "w.safetensors", MSRResNet(mid_channels=4, num_blocks=1))
+    assert list(tmp_path.iterdir()) == []

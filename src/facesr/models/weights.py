@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -84,7 +84,7 @@ def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str | None 
     try:
         save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # safetensors reports a failed write as an OSError or a Rust error
+    except (OSError, RuntimeError, SafetensorError) as exc:  # safetensors: an OSError, or its own Rust error
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc, 120)
         raise OutputError(f"cannot write {path}: {why}") from None
     finally:
