@@ -11,6 +11,7 @@ import dataclasses
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -149,9 +150,18 @@ class DataCfg:
     flip: bool = True  # horizontal flip p=0.5 of LQ and GT together
     hq_size: int = 512
     hq_resize: Literal["area", "error"] = "area"  # what to do with HQ images not hq_size^2
-    degrade_on: Literal["cpu", "gpu"] = "cpu"  # gpu: batched torch degradation (approximate, see docs)
+    # exact: OpenCV, bit-exact MMagic LQ, in the DataLoader workers; batched: whole batches in torch on
+    # degrade_device (auto = the training device), same LQ statistics (docs/performance.md).  The old
+    # spelling `degrade_on: cpu|gpu` is still read (with a warning) as exact|batched.
+    degrade_engine: Literal["exact", "batched"] = "exact"
+    degrade_device: str = "auto"  # batched engine: auto (the training device), cpu, cuda, cuda:N
     prefetch_factor: int = 4
     pin_memory: bool = True
+
+    @property
+    def degrade_on(self) -> str:
+        """Deprecated view of ``degrade_engine`` (``cpu`` = exact, ``gpu`` = batched), for old callers."""
+        return "gpu" if self.degrade_engine == "batched" else "cpu"
 
 
 @dataclass
@@ -277,8 +287,27 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _renamed_degrade_on(data: dict, prefix: str) -> dict:
+    """``data.degrade_on: cpu|gpu`` (deprecated) -> ``data.degrade_engine: exact|batched``, with a warning.
+    When both are given, the old key wins (a script's ``--set data.degrade_on=cpu`` keeps its meaning)."""
+    if "degrade_on" not in data:
+        return data
+    data = dict(data)
+    old = data.pop("degrade_on")
+    key = f"{prefix}.degrade_on" if prefix else "degrade_on"
+    new = {"cpu": "exact", "gpu": "batched"}.get(old)
+    if new is None:
+        raise ConfigError(f"{key}: {old!r} is not one of 'cpu', 'gpu' (deprecated key: use data.degrade_engine: "
+                          "exact|batched)")
+    warnings.warn(f"{key}: {old} is deprecated; write data.degrade_engine: {new}", FutureWarning, stacklevel=2)
+    data["degrade_engine"] = new
+    return data
+
+
 def from_dict(cls, data: dict, prefix: str = ""):
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys and bad types."""
+    if cls is DataCfg:
+        data = _renamed_degrade_on(data, prefix)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -394,7 +423,7 @@ def validate(cfg: Config) -> Config:
              "iterations must start at 0 and increase")
         need(all(0 < c <= final for _, c in sch), "data.crop_schedule", f"patch sizes must be in 1..{final}")
         need(cs is None, "data.crop_size", "must be null when data.crop_schedule is set")
-        need(cfg.data.degrade_on == "cpu", "data.crop_schedule", "needs data.degrade_on: cpu")
+        need(cfg.data.degrade_engine == "exact", "data.crop_schedule", "needs data.degrade_engine: exact")
         need(cfg.train.time_budget_min is None, "train.time_budget_min",
              "cannot plan a run whose patch size changes (data.crop_schedule); give train.max_iters instead")
     need(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
@@ -434,6 +463,9 @@ def validate(cfg: Config) -> Config:
     need(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
     need(cfg.train.grad_clip is None or cfg.train.grad_clip > 0, "train.grad_clip", "must be positive or null")
     need(cfg.data.prefetch_factor > 0, "data.prefetch_factor", "must be positive")
+    dd = cfg.data.degrade_device.strip().lower()
+    need(dd == "auto" or dd == "cpu" or dd.split(":")[0] in ("cuda", "mps"), "data.degrade_device",
+         f"{cfg.data.degrade_device!r} is not auto, cpu, cuda, cuda:N or mps")
     need(cfg.sched.restart_weights is None or all(w >= 0 for w in cfg.sched.restart_weights), "sched.restart_weights",
          "must be >= 0")
     return cfg
