@@ -56,9 +56,10 @@ def gaussian_kernels(iso: np.ndarray, ksize: np.ndarray, sigma_x: np.ndarray, si
     vx = (sigma_x ** 2).astype(np.float32)
     vy = np.where(iso, sigma_x ** 2, sigma_y ** 2).astype(np.float32)
     # Sigma = R diag(vx, vy) R^T in float32, as kernels.sigma_matrix
-    a, b, d = (v.astype(np.float64)[:, None, None] for v in (c * c * vx + s * s * vy, c * s * vx - s * c * vy,
-                                                             s * s * vx + c * c * vy))
-    q = (d * xx * xx - 2 * b * xx * yy + a * yy * yy) / (a * d - b * b)  # [x y] Sigma^-1 [x y]^T
+    a, b, d = (v.astype(np.float64) for v in (c * c * vx + s * s * vy, c * s * vx - s * c * vy, s * s * vx + c * c * vy))
+    det = a * d - b * b  # Sigma^-1, rounded to float32 as np.linalg.inv of a float32 matrix returns it
+    ia, ib, id_ = ((v / det).astype(np.float32).astype(np.float64)[:, None, None] for v in (d, -b, a))
+    q = ia * xx * xx + 2 * ib * xx * yy + id_ * yy * yy  # [x y] Sigma^-1 [x y]^T
     half = (np.asarray(ksize) // 2).astype(np.float64)[:, None, None]
     kern = np.exp(-0.5 * q) * ((np.abs(xx) <= half) & (np.abs(yy) <= half))
     kern /= kern.sum((1, 2), keepdims=True)
