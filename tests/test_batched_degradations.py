@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_face
+
 from facesr.data import batched_ops as ops
 from facesr.data import degradations as D
 from facesr.data.batched_degradations import BatchedDegrader

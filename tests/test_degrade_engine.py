@@ -7,8 +7,8 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import make_face, write_rgb_png
+
 from facesr.cli import main
 from facesr.config import load_config
 from facesr.errors import ConfigError
