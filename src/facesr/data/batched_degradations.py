@@ -130,7 +130,9 @@ class BatchedDegrader:
     def sample(self, sample_no: int, in_size: tuple[int, int]) -> tuple[DegradationParams, tuple[int, int] | None]:
         """Sample ``sample_no``'s parameters as a record, and its LQ crop origin ``(top, left)`` (None without crop)."""
         pb = self.sample_params([sample_no], in_size)
-        crop = (int(pb.crop_top[0]), int(pb.crop_left[0])) if pb.crop_top is not None else None
+        crop = None
+        if pb.crop_top is not None and pb.crop_left is not None:
+            crop = (int(pb.crop_top[0]), int(pb.crop_left[0]))
         return pb.to_records()[0], crop
 
     @property
@@ -226,7 +228,7 @@ class BatchedDegrader:
         nos = int(first_sample_no) + np.arange(n, dtype=np.int64) * int(stride)
         pb = self.sample_params(nos, (h, w))
         lq = self.apply(gt * 255.0, pb).div_(255.0)
-        if self.crop_size:
+        if self.crop_size and pb.crop_top is not None and pb.crop_left is not None:
             lq = _crop(lq, pb.crop_top, pb.crop_left, self.crop_size)
             gt = _crop(gt, pb.crop_top * self.scale, pb.crop_left * self.scale, self.crop_size * self.scale)
         return lq.to(self.out_device).contiguous(), gt.to(self.out_device).contiguous()

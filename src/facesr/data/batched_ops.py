@@ -41,6 +41,17 @@ def _dev(a, device: torch.device, dtype: torch.dtype | None = None) -> torch.Ten
     return t.to(device=device, dtype=dtype or t.dtype, non_blocking=True)
 
 
+_CONSTS: dict[tuple, torch.Tensor] = {}
+
+
+def _const(name: str, make, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A constant table (``make()``, a host array) on ``device``, copied there once per device and dtype."""
+    key = (name, str(device), dtype)
+    if key not in _CONSTS:
+        _CONSTS[key] = _dev(make(), device, dtype)
+    return _CONSTS[key]
+
+
 # ----------------------------------------------------------------------------- blur
 
 def gaussian_kernels(iso: np.ndarray, ksize: np.ndarray, sigma_x: np.ndarray, sigma_y: np.ndarray,
@@ -192,10 +203,9 @@ def _taps_axis(x: torch.Tensor, idx: np.ndarray, w: np.ndarray, dim: int) -> tor
     ti, tw = _dev(idx, x.device), _dev(w, x.device, x.dtype)
     shape = (n, 1, -1, 1) if dim == 2 else (n, 1, 1, -1)
     full = (n, c, idx.shape[1], other) if dim == 2 else (n, c, other, idx.shape[1])
-    out = None
-    for k in range(idx.shape[-1]):  # a fixed number of taps (8), whatever the batch size
-        term = x.gather(dim, ti[:, :, k].reshape(shape).expand(full)) * tw[:, :, k].reshape(shape)
-        out = term if out is None else out + term
+    out = x.gather(dim, ti[:, :, 0].reshape(shape).expand(full)) * tw[:, :, 0].reshape(shape)
+    for k in range(1, idx.shape[-1]):  # a fixed number of taps (8), whatever the batch size
+        out = out + x.gather(dim, ti[:, :, k].reshape(shape).expand(full)) * tw[:, :, k].reshape(shape)
     return out
 
 
@@ -234,7 +244,7 @@ def _resize_family(f: int, x: torch.Tensor, cy: dict, cx: dict, in_h, in_w, out_
             x = replicate_edges(x, in_h, in_w)
         return _resize_sampled(x, cy, cx, "bicubic")
     if f == 2:
-        pool = _avg_pool_factors(x.shape[2:], in_h, in_w, out_h, out_w, canvas)
+        pool = _avg_pool_factors((x.shape[2], x.shape[3]), in_h, in_w, out_h, out_w, canvas)
         return F.avg_pool2d(x, pool) if pool else _resize_area_shrink(x, cy, cx)
     return _resize_lanczos(x, cy, cx, in_h, in_w)
 
@@ -399,7 +409,7 @@ def _round_away(x: torch.Tensor) -> torch.Tensor:
 def _dct_quantise_roundtrip(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """(M, 1, H, W) planes (0-255, H and W multiples of 8; per-plane (M, 8, 8) ``table``): level shift, DCT,
     quantise (round half away from zero, as libjpeg), dequantise, IDCT, round -> decoded, integer-valued 0..255."""
-    basis = _dev(_dct_basis(), plane.device, plane.dtype)
+    basis = _const("dct", _dct_basis, plane.device, plane.dtype)
     coef = F.conv2d(plane - 128.0, basis, stride=8)  # (M, 64, H/8, W/8)
     q = table.reshape(-1, 64, 1, 1)
     coef = _round_away(coef / q) * q
@@ -410,8 +420,9 @@ def _dct_quantise_roundtrip(plane: torch.Tensor, table: torch.Tensor) -> torch.T
 def _fancy_upsample2(c: torch.Tensor) -> torch.Tensor:
     """libjpeg's h2v2 "fancy" chroma upsampling (triangle filter 3/4, 1/4, edges replicated, its integer
     rounding emulated exactly): (M, 1, h, w) integer-valued -> (M, 1, 2h, 2w)."""
-    w, bias = _fancy_filters()
-    y = F.conv2d(F.pad(c, (1, 1, 1, 1), mode="replicate"), _dev(w, c.device, c.dtype), _dev(bias, c.device, c.dtype))
+    w = _const("fancy_w", lambda: _fancy_filters()[0], c.device, c.dtype)
+    bias = _const("fancy_b", lambda: _fancy_filters()[1], c.device, c.dtype)
+    y = F.conv2d(F.pad(c, (1, 1, 1, 1), mode="replicate"), w, bias)
     return F.pixel_shuffle(torch.floor(y / 16), 2)
 
 
@@ -430,7 +441,7 @@ def _colour_matrices(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return to.astype(np.float32), back.astype(np.float32)
 
 
-def jpeg_approx(x: torch.Tensor, quality, rgb=False, sizes: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+def jpeg_approx(x: torch.Tensor, quality, rgb=False, sizes: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
     """Approximate libjpeg 4:2:0 baseline encode+decode of a batch.
 
     ``x``: (N, 3, H, W) RGB on the **0-255** scale, integer-valued (already rounded and
@@ -449,7 +460,8 @@ def jpeg_approx(x: torch.Tensor, quality, rgb=False, sizes: tuple[torch.Tensor, 
         vals = [rgb] * n if isinstance(rgb, (str, bool)) else list(rgb)
         rgb = [v is True or v == "rgb" for v in vals]
     to, back = (_dev(m, x.device, x.dtype) for m in _colour_matrices(np.asarray(rgb, dtype=bool).reshape(n)))
-    ycc = torch.baddbmm(_dev(_TO_YCC_BIAS, x.device, x.dtype).view(1, 3, 1), to, x.reshape(n, 3, h * w))
+    ycc = torch.baddbmm(_const("ycc_bias", lambda: _TO_YCC_BIAS, x.device, x.dtype).view(1, 3, 1), to,
+                        x.reshape(n, 3, h * w))
     ycc = torch.floor(ycc).view(n, 3, h, w)
     # h2v2 downsampling: 2x2 sum with libjpeg's alternating 1/2 bias (mean 1.5), >> 2.
     cc = torch.floor((F.avg_pool2d(ycc[:, 1:], 2) * 4 + 1.5) / 4)

@@ -172,7 +172,7 @@ class ParamBatch:
         """Rows from exact-path records (all sampled for one HQ size).  Per-record Python: not for hot paths."""
         if not records:
             raise ValueError("no degradation records")
-        in_size = tuple(int(v) for v in records[0].in_size)
+        in_size = (int(records[0].in_size[0]), int(records[0].in_size[1]))
         if any(tuple(int(v) for v in p.in_size) != in_size for p in records):
             raise ValueError(f"records sampled for sizes {sorted({tuple(p.in_size) for p in records})}; one batch "
                              "needs one HQ size")
@@ -180,7 +180,7 @@ class ParamBatch:
                                  and f.name not in ("crop_top", "crop_left", "sample_nos")}
         for p in records:
             _record_row(p, cols, *in_size)
-        return cls(in_size=in_size, records=list(records), **{k: _column(k, v) for k, v in cols.items()})
+        return cls(in_size=in_size, records=list(records), **{k: _column(k, v) for k, v in cols.items()})  # type: ignore[arg-type]
 
     def to_records(self) -> list[DegradationParams]:
         """One JSON-able :class:`DegradationParams` per row (the exact path can replay them; its noise
@@ -238,7 +238,7 @@ def _record_row(p: DegradationParams, cols: dict[str, list], h: int, w: int) -> 
 
 def _row_record(c: dict[str, list], i: int, in_size: tuple[int, int], seed: Any) -> DegradationParams:
     """Row ``i`` of the column lists as an exact-path record."""
-    p = DegradationParams(in_size=tuple(in_size), rng="batched", seed=seed)
+    p = DegradationParams(in_size=(int(in_size[0]), int(in_size[1])), rng="batched", seed=seed)
     if c["blur_on"][i]:
         p.blur = {"kernel": "iso" if c["blur_iso"][i] else "aniso", "size": c["blur_ksize"][i],
                   "sigma_x": c["sigma_x"][i], "sigma_y": c["sigma_y"][i], "theta": c["theta"][i]}
