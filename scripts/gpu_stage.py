@@ -11,10 +11,11 @@ carries 64 MiB in all).
 ``python3 scripts/gpu_stage.py run --budget-min 9.2 --out $OUT`` (on the device; see
 ``scripts/gpu_stage.sh`` and docs/gpu-runs.md):
 
-1. the CUDA tests (tests/test_batched_degradations.py, CUDA tests included), log to ``pytest.log``;
-2. the GPU rows of ``python -m benchmarks`` (``bench_degradation --gpu-only``: the batched engine's
+1. the GPU rows of ``python -m benchmarks`` (``bench_degradation --gpu-only``: the batched engine's
    samples/s, its op count on CUDA, and the training step at batch 24 with the shipped model on
-   the batched degradation against synthetic batches), to ``bench_gpu.txt``;
+   the batched degradation against synthetic batches), to ``bench_gpu.txt``, while the GPU is idle;
+2. the tests of the batched engine (CUDA tests included), at low priority beside step 3, log to
+   ``pytest.log``;
 3. a training stage (``scripts/gpu_stage.yaml``) warm-started from the shipped weights, its
    ``train.time_budget_min`` = the time left minus what the end needs (one cosine period sized
    to it); if it fails before validating, the exact engine in CPU workers takes the time left;
@@ -140,17 +141,37 @@ def model_overrides(weights: Path) -> list[str]:
     return [f"model.arch={lw.arch}"] + [f"model.{k}={v}" for k, v in sorted(lw.arch_config.items())]
 
 
-def checks(s: Session, dry: bool) -> None:
-    """Steps 1 and 2: the CUDA tests and the GPU benchmark rows (skipped in a dry run)."""
+def benchmarks(s: Session, dry: bool) -> None:
+    """Step 2, first, while the GPU is idle: the GPU benchmark rows (skipped in a dry run)."""
     if dry:
-        s.say("dry run: tests and benchmarks skipped")
+        s.say("dry run: benchmarks skipped")
         return
-    rc = run_logged([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_batched_degradations.py",
-                     "tests/test_degrade_engine.py"], s.out / "pytest.log", min(120.0, 0.2 * s.left()))
-    s.say(f"tests rc={rc}: {tail(s.out / 'pytest.log', 160)}")
     rc = run_logged([sys.executable, "-m", "benchmarks.bench_degradation", "--gpu-only"], s.out / "bench_gpu.txt",
                     min(150.0, 0.25 * s.left()))
     s.say(f"bench rc={rc}: {tail(s.out / 'bench_gpu.txt', 600)}")
+
+
+def start_tests(s: Session, dry: bool) -> subprocess.Popen | None:
+    """Step 1, beside the training stage (mostly CPU work, at low priority): the tests, CUDA ones included."""
+    if dry:
+        s.say("dry run: tests skipped")
+        return None
+    s.say("tests started beside the training stage")
+    log = open(s.out / "pytest.log", "ab")  # closed with the process (finish_tests)
+    return subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "tests/test_batched_degradations.py", "tests/test_degrade_engine.py"],
+                            cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def finish_tests(s: Session, p: subprocess.Popen | None, timeout_s: float) -> None:
+    if p is None:
+        return
+    try:
+        rc = p.wait(timeout=max(1.0, timeout_s))
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rc = p.wait()
+    s.say(f"tests rc={rc}: {tail(s.out / 'pytest.log', 160)}")
 
 
 def train_cmd(work: Path, budget_min: float, extra: list[str], dry: bool) -> list[str]:
@@ -239,9 +260,11 @@ def run(a) -> int:
     if not a.dry_run and not torch.cuda.is_available():
         s.say("no CUDA device: stopping (use --dry-run on a CPU)")
         return 2
-    checks(s, a.dry_run)
+    benchmarks(s, a.dry_run)
+    tests = start_tests(s, a.dry_run)
     runs = Path(tempfile.mkdtemp(prefix="gpu_stage_runs_"))
     work = train_stage(s, runs, carry, a.dry_run, list(a.set))
+    finish_tests(s, tests, 30)
     if work is not None:
         evaluate(s, export(s, work), carry, a.dry_run)
     pack_logs(s, runs)
