@@ -157,10 +157,10 @@ def start_tests(s: Session, dry: bool) -> subprocess.Popen | None:
         s.say("dry run: tests skipped")
         return None
     s.say("tests started beside the training stage")
-    log = open(s.out / "pytest.log", "ab")  # closed with the process (finish_tests)
-    return subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             "tests/test_batched_degradations.py", "tests/test_degrade_engine.py"],
-                            cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    with open(s.out / "pytest.log", "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                 "tests/test_batched_degradations.py", "tests/test_degrade_engine.py"],
+                                cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
 
 
 def finish_tests(s: Session, p: subprocess.Popen | None, timeout_s: float) -> None:
