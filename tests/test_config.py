@@ -166,13 +166,17 @@ SEED_RESOLVED = REPO / "tests" / "data" / "seed_presets_resolved.json"
 
 def _normalise(d: dict) -> dict:
     """``sched.restart_weights: null`` means 1.0 for every period (what the old presets spelled out);
-    the snapshot's ``train.amp`` is the old spelling of ``train.precision``."""
+    the snapshot's ``train.amp`` is the old spelling of ``train.precision``, and its ``data.degrade_on: cpu`` is
+    today's ``degrade_engine: exact`` (``degrade_device: auto``)."""
     from facesr.config import AMP_TO_PRECISION
     if "amp" in d["train"]:
         d["train"]["precision"] = AMP_TO_PRECISION[d["train"].pop("amp")]
     s = d["sched"]
     if s["restart_weights"] is None:
         s["restart_weights"] = [1.0] * len(s["periods"])
+    if "degrade_on" in d["data"]:
+        d["data"]["degrade_engine"] = {"cpu": "exact", "gpu": "batched"}[d["data"].pop("degrade_on")]
+        d["data"]["degrade_device"] = "auto"
     return d
 
 

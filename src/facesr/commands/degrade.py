@@ -8,6 +8,10 @@ refused with ``data.hq_resize: error``), then degraded ``--copies`` times with
 give the same LQ.  Outputs are 8-bit RGB PNGs (0-255), ``<stem>.png`` for one copy or
 ``<stem>_<k>.png`` for several, plus ``params.jsonl`` with one JSON line per output
 (its sampled degradation).  The output is identical for any ``--workers``.
+
+``--engine batched`` applies the same records with the batched torch engine, ``--batch``
+images at a time on ``--device`` (a GPU, typically): same files and ``params.jsonl``
+(each line marked ``"engine": "batched"``), LQ within the engine's approximations.
 """
 from __future__ import annotations
 
@@ -29,6 +33,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--workers", type=int, default=0, help="worker processes (output does not depend on it)")
     p.add_argument("--rng", choices=["facesr", "mmagic"], help="facesr: per-image private RNG; mmagic: MMagic's global "
                    "RNG draw order, seeded with --seed before every image (bit-exact with MMagic)")
+    p.add_argument("--engine", choices=["exact", "batched"], default="exact",
+                   help="exact (default): OpenCV, bit-exact MMagic LQ; batched: the same records applied in "
+                        "batches with torch on --device (same LQ statistics; see docs/performance.md)")
+    p.add_argument("--device", default=None, help="--engine batched: auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--batch", type=int, default=None, help="--engine batched: LQ images per batch (default 16)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_set(p)
     p.set_defaults(func=run)
@@ -49,6 +58,10 @@ def run(args) -> int:
         raise FacesrError(f"--copies must be at least 1, got {args.copies}")
     if args.workers < 0:
         raise FacesrError(f"--workers must be >= 0, got {args.workers}")
+    if args.engine == "exact" and (args.device is not None or args.batch is not None):
+        raise FacesrError("--device and --batch apply to --engine batched only")
+    if args.batch is not None and args.batch < 1:
+        raise FacesrError(f"--batch must be at least 1, got {args.batch}")
     hq_dir, out_dir = Path(args.hq_dir), Path(args.out_dir)
     files = list_images(hq_dir, "HQ folder")
     if same_dir(hq_dir, out_dir):
@@ -89,7 +102,11 @@ def run(args) -> int:
         pbar.update(1)
 
     try:
-        if args.workers == 0 or len(tasks) == 1:
+        if args.engine == "batched":
+            from ..data.degrade_folder import degrade_files_batched
+            for r in degrade_files_batched(tasks, args.device or "auto", args.batch or 16, args.workers):
+                collect(r)
+        elif args.workers == 0 or len(tasks) == 1:
             for t in tasks:
                 collect(degrade_file(t))
         else:

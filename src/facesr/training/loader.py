@@ -128,8 +128,9 @@ def crop_at(cfg: Config, it: int) -> int | None:
 class BatchSource:
     """Batches for iteration ``it`` on: uint8 from the loader, float 0-1 on ``device``.
 
-    Built before anything slow, so a bad data folder fails fast.  ``data.degrade_on: gpu`` degrades
-    full GT batches on the device (:class:`~facesr.data.gpu_degradations.GpuDegrader`).
+    Built before anything slow, so a bad data folder fails fast.  ``data.degrade_engine: batched``
+    degrades full GT batches on ``data.degrade_device``
+    (:func:`~facesr.data.batched_degradations.train_degrader`).
     """
 
     def __init__(self, cfg: Config, device: torch.device, dist: DistInfo):
@@ -140,11 +141,9 @@ class BatchSource:
         d = cfg.data
         self.dataset = HQDegradeDataset(d.train_hq_dir, cfg.degradation, cfg.seed, d.hq_size, d.hq_resize,
                                         crop_at(cfg, 0), d.flip, cfg.model.upscale_factor,
-                                        degrade=d.degrade_on == "cpu")
-        self.gpu_degrader = None
-        if d.degrade_on == "gpu":
-            from ..data.gpu_degradations import GpuDegrader
-            self.gpu_degrader = GpuDegrader(cfg.degradation, cfg.seed, device, d.crop_size)
+                                        degrade=d.degrade_engine == "exact")
+        from ..data.batched_degradations import train_degrader
+        self.gpu_degrader = train_degrader(cfg, device)  # None with data.degrade_engine: exact
         self._iter: Iterator | None = None
 
     @property

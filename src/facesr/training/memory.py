@@ -105,7 +105,7 @@ def estimate(cfg: Config, num_workers: int, n_images: int) -> MemoryEstimate:
     n_params = sum(p.numel() for p in model.parameters())
     copies = 4 + (1 if cfg.train.ema_momentum else 0)  # weights, gradients, Adam's two moments, EMA
     n, lq, hq = _shapes(cfg)
-    gpu = cfg.data.degrade_on == "gpu"
+    gpu = cfg.data.degrade_engine == "batched"
     full = cfg.data.hq_size
     uint8_batch = n * 3 * (full * full if gpu else lq * lq + hq * hq)
     in_flight = num_workers * (cfg.data.prefetch_factor + 1) + 1 if num_workers else 2
