@@ -29,7 +29,7 @@ train_one() {  # name, budget, extra overrides...
   if [ $rc -ne 0 ] && [ ! -f $R/$name/best.json ]; then  # GPU degradation failed? retry with CPU workers
     say "$name failed (rc $rc): $(tail -c 300 $R/$name.out | tr '\n' ' ')"
     rm -rf $R/$name; python3 -m facesr.cli train configs/study/gpu.yaml --work-dir $R/$name \
-      --set $DATA train.time_budget_min=$(python3 -c "print(max(0.5, $budget - 0.5))") data.degrade_on=cpu \
+      --set $DATA train.time_budget_min=$(python3 -c "print(max(0.5, $budget - 0.5))") data.degrade_engine=exact \
             data.num_workers=5 "$@" > $R/$name.retry.out 2>&1
     rc=$?
   fi
