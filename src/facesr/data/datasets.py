@@ -70,7 +70,7 @@ class HQDegradeDataset(Dataset):
         self.crop_size, self.flip, self.scale, self.degrade = crop_size, flip, scale, degrade
         # Decoded HQ images are kept per worker up to a budget (173 faces = 133 MB; 5,000 would be 3.9 GB
         # per worker, so beyond the budget images are decoded again each time).
-        self.cache = {} if cache else None
+        self.cache: dict[int, np.ndarray] | None = {} if cache else None
         self.cache_budget, self.cache_bytes = 512 * 2 ** 20, 0
 
     def __len__(self) -> int:
@@ -129,7 +129,7 @@ class InfiniteSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         sample_no = self.start + self.rank
-        epoch, perm = -1, None
+        epoch, perm = -1, np.arange(0)
         while True:
             e = sample_no // self.n
             if e != epoch:

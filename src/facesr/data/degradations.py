@@ -248,7 +248,7 @@ def sample_params(cfg: DegradationCfg, in_size: tuple[int, int], rng: Rng, seed:
 
     ``in_size`` is the HQ (height, width).
     """
-    p = DegradationParams(in_size=tuple(in_size), rng=getattr(rng, "name", "facesr"), seed=seed)
+    p = DegradationParams(in_size=(int(in_size[0]), int(in_size[1])), rng=getattr(rng, "name", "facesr"), seed=seed)
     h, w = in_size
 
     # 1. RandomBlur.get_kernel: type, size (Python random), sx, sy, theta, beta_g, beta_p, omega,
@@ -374,6 +374,8 @@ def jpeg_roundtrip(img: np.ndarray, quality: int, color_order: str = "mmagic") -
     if not ok:
         raise RuntimeError("OpenCV failed to encode JPEG")
     out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if out is None:
+        raise RuntimeError("OpenCV failed to decode its own JPEG")
     if color_order == "rgb":
         out = cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
     return out

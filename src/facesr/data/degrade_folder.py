@@ -122,8 +122,8 @@ def degrade_files_batched(tasks: list[tuple], device: str, batch: int, threads: 
                     jobs.append((result, hq, stem, k, sample_params(deg, hq.shape[:2], rng, s)))
             if jobs:
                 gt = torch.from_numpy(np.stack([j[1] for j in jobs])).permute(0, 3, 1, 2)
-                lq = degrader.apply(gt.float(), [j[4] for j in jobs])
-                lq = lq.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+                lq_t = degrader.apply(gt.float(), [j[4] for j in jobs])
+                lq = lq_t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
                 names = [output_name(stem, k, copies) for _, _, stem, k, _ in jobs]
                 list(mapper(lambda a: write_png(Path(out_dir) / a[0], a[1]), zip(names, lq)))
                 for (result, _, _, k, params), name in zip(jobs, names):

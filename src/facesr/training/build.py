@@ -14,6 +14,7 @@ from ..config import Config
 from ..devices import resolve_device
 from ..errors import CheckpointError, ConfigError
 from ..models import build_model, count_params
+from ..models.registry import arch_config_of
 from ..models.weights import load_into, read_weights
 from . import distributed as D
 from .ema import EMA
@@ -54,7 +55,7 @@ def build_networks(cfg: Config, device: torch.device, init_from: str | Path | No
     lineage = init_weights(model, init_from, init_ema, cfg.model.arch) if init_from is not None else []
     model.to(device)
     if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     ema = EMA(model, cfg.train.ema_momentum) if cfg.train.ema_momentum else None
     return model, ema, lineage
 
@@ -62,8 +63,9 @@ def build_networks(cfg: Config, device: torch.device, init_from: str | Path | No
 def init_weights(model: nn.Module, path: str | Path, ema: bool, arch: str) -> list:
     """Load weights only from ``path`` into ``model``; return the lineage list (oldest first)."""
     lw = read_weights(path, ema=ema)
-    if lw.arch != arch or lw.arch_config != model.arch_config():
-        diff = {k: (lw.arch_config.get(k), v) for k, v in model.arch_config().items() if lw.arch_config.get(k) != v}
+    own = arch_config_of(model)
+    if lw.arch != arch or lw.arch_config != own:
+        diff = {k: (lw.arch_config.get(k), v) for k, v in own.items() if lw.arch_config.get(k) != v}
         raise CheckpointError(f"{path}: the initial weights are {lw.arch} {lw.arch_config}, the config builds {arch} "
                               f"(differs in: {', '.join(f'{k} {a} vs {b}' for k, (a, b) in diff.items()) or 'arch'})")
     load_into(model, lw.state_dict, str(path))

@@ -14,6 +14,10 @@ import torch
 from torch import nn
 
 
+#: ``torch._foreach_lerp_`` when this torch has it (private API: never assumed, see :meth:`EMA.update`).
+_FOREACH_LERP = getattr(torch, "_foreach_lerp_", None)
+
+
 class EMA:
     def __init__(self, model: nn.Module, momentum: float = 0.001):
         self.momentum = float(momentum)
@@ -23,10 +27,13 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        ema_p = [p for p in self.module.parameters()]
-        src_p = [p.detach() for p in model.parameters()]
-        if ema_p:
-            torch._foreach_lerp_(ema_p, src_p, self.momentum)
+        ema_p: list[torch.Tensor] = list(self.module.parameters())
+        src_p: list[torch.Tensor] = [p.detach() for p in model.parameters()]
+        if ema_p and _FOREACH_LERP is not None:  # one fused kernel launch (a private torch API, hence the guard)
+            _FOREACH_LERP(ema_p, src_p, self.momentum)
+        else:  # the same lerp, one parameter at a time
+            for e, s in zip(ema_p, src_p):
+                e.lerp_(s, self.momentum)
         for b_ema, b in zip(self.module.buffers(), model.buffers()):
             b_ema.copy_(b)
 

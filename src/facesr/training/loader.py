@@ -139,6 +139,7 @@ class BatchSource:
         self.cfg, self.device, self.dist = cfg, device, dist
         self.num_workers = capped_workers(cfg, warn=dist.is_main)
         d = cfg.data
+        assert d.train_hq_dir  # checked above
         self.dataset = HQDegradeDataset(d.train_hq_dir, cfg.degradation, cfg.seed, d.hq_size, d.hq_resize,
                                         crop_at(cfg, 0), d.flip, cfg.model.upscale_factor,
                                         degrade=d.degrade_engine == "exact")

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import Config, apply_overrides, config_from_dict, read_yaml_file
 from ..errors import CheckpointError, ConfigError
+from ..models.registry import arch_config_of
 from ..models.weights import load_into
 from .ema import EMA
 from .runlog import RunLog
@@ -167,9 +168,9 @@ def _set_key(cfg: Config, dotted: str, value) -> None:
 
 def restore(state: dict, path: Path, model: nn.Module, ema: EMA | None, step: TrainStep) -> None:
     """Load a checkpoint's weights, EMA, optimiser, grad-scaler, hook and RNG states (in that order)."""
-    if state["arch_config"] != model.arch_config():
+    if state["arch_config"] != arch_config_of(model):
         raise CheckpointError(f"{path}: checkpoint architecture {state['arch_config']} does not match the config "
-                              f"{model.arch_config()}")
+                              f"{arch_config_of(model)}")
     load_into(model, state["model"], str(path))
     if ema is not None and state.get("ema") is not None:
         ema.load_state_dict(state["ema"])

@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shutil
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ FORMAT = "facesr-train"
 
 
 def rng_state() -> dict:
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # legacy=True: the 5-tuple (name, keys, pos, has_gauss, cached)
     state = {
         "torch": torch.get_rng_state(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),

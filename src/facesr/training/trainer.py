@@ -41,6 +41,7 @@ from ..errors import TrainingError
 from ..io.files import atomic_write_bytes
 from ..io.guard import WriteGuard
 from ..models import count_params
+from ..models.registry import arch_config_of
 from . import distributed as D
 from .budget import BudgetDecision, BudgetPlanner, resize_run
 from .build import build_networks, make_optimizer, setup_device, training_module
@@ -461,7 +462,7 @@ def _check_budget(run: _Run, budget: BudgetPlanner, it: int, progress: Progress)
 def _payload(run: _Run, it: int) -> dict:
     """The resumable checkpoint of iteration ``it`` (see :mod:`facesr.training.state`)."""
     cfg, step = run.cfg, run.step
-    payload = {"format": FORMAT, "arch": cfg.model.arch, "arch_config": run.model.arch_config(),
+    payload = {"format": FORMAT, "arch": cfg.model.arch, "arch_config": arch_config_of(run.model),
                "model": run.model.state_dict(), "ema": run.ema.state_dict() if run.ema else None,
                "optimizer": step.optimizer.state_dict(),
                "scaler": step.scaler.state_dict() if step.scaler.is_enabled() else None,
