@@ -63,9 +63,18 @@ def arch_name(model: nn.Module) -> str:
     raise ValueError(f"{type(model).__name__} is not a registered architecture (see facesr.models.registry)")
 
 
-def arch_cfg(name: str, kwargs: dict, prefix: str = "model"):
-    """Validate ``kwargs`` against architecture ``name``'s ``Cfg`` (types and ranges); return the Cfg."""
+def arch_cfg(name: str, kwargs: dict, prefix: str = "model", also_known: tuple[str, ...] = ()):
+    """Validate ``kwargs`` against architecture ``name``'s ``Cfg`` (types and ranges); return the Cfg.
+
+    ``also_known``: keys the caller takes itself (``arch``, ``max_params`` of a config's ``model:`` section),
+    named with the architecture's fields when a key is unknown.
+    """
     cls = arch_class(name)
+    fields = {f.name for f in dataclasses.fields(getattr(cls, "Cfg"))}
+    for key in kwargs:
+        if key not in fields:
+            known = ", ".join([*also_known, *sorted(fields)])
+            raise ConfigError(f"{prefix}.{key}: unknown key for architecture {name!r} (known: {known})")
     cfg = from_dict(getattr(cls, "Cfg"), kwargs, prefix)
     for key, msg in cfg.check():
         raise ConfigError(f"{prefix}.{key}: {msg}")
