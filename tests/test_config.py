@@ -30,6 +30,14 @@ def test_unknown_key_named():
         load_config(None, ["bogus=1"])
 
 
+def test_unknown_model_key_lists_every_model_key():
+    """model.* takes arch and max_params as well as the architecture's own fields: the message names them all."""
+    with pytest.raises(ConfigError, match=r"^model\.foo: unknown key") as e:
+        load_config(None, ["model.foo=1"])
+    known = str(e.value).split("known: ")[1].rstrip(")").split(", ")
+    assert {"arch", "max_params", "num_blocks", "mid_channels"} <= set(known)
+
+
 def test_unknown_key_in_yaml_file(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("train:\n  batch_size: 4\n  max_iter: 10\n")

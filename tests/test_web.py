@@ -518,6 +518,23 @@ def test_job_queue_positions_cap_and_cancel():
         q.close()
 
 
+def test_queue_full_message_counts_one_picture_in_the_singular():
+    gate = __import__("threading").Event()
+    q = JobQueue(lambda job, progress: gate.wait(10), max_queued=1)
+    try:
+        running, waiting = (Job(image=np.zeros((4, 4, 3), np.uint8), name=n) for n in "ab")
+        q.submit(running)
+        deadline = time.monotonic() + 5
+        while running.state != "running" and time.monotonic() < deadline:
+            time.sleep(0.005)
+        q.submit(waiting)
+        with pytest.raises(QueueFull, match="busy: 1 picture is already waiting"):
+            q.check_room()
+    finally:
+        gate.set()
+        q.close()
+
+
 @pytest.fixture
 def live(gated):
     app = webapp.create_app(gated, max_pixels=MAX_PIXELS, max_queued=4, upload_timeout_s=0.5, examples=False)

@@ -86,6 +86,10 @@ def read_yaml_file(path: str | Path) -> Any:
         raise ConfigError(f"{p}: YAML nested too deeply") from None
 
 
+#: the keys of a config's ``model:`` section that are not the architecture's own fields
+OWN_KEYS = ("arch", "max_params")
+
+
 @dataclass
 class ModelCfg:
     """The ``model:`` section: ``{arch: NAME, max_params: N, **the architecture's own Cfg fields}``.
@@ -99,7 +103,7 @@ class ModelCfg:
     kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kwargs", dataclasses.asdict(arch_cfg(self.arch, self.kwargs)))
+        object.__setattr__(self, "kwargs", dataclasses.asdict(arch_cfg(self.arch, self.kwargs, also_known=OWN_KEYS)))
 
     def arch_kwargs(self) -> dict:
         """All constructor arguments of the architecture (defaults filled in)."""
@@ -117,7 +121,8 @@ class ModelCfg:
         if name in ("arch", "max_params", "kwargs"):
             object.__setattr__(self, name, value)
             return
-        object.__setattr__(self, "kwargs", dataclasses.asdict(arch_cfg(self.arch, {**self.kwargs, name: value})))
+        kw = arch_cfg(self.arch, {**self.kwargs, name: value}, also_known=OWN_KEYS)
+        object.__setattr__(self, "kwargs", dataclasses.asdict(kw))
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, "max_params": self.max_params, **self.arch_kwargs()}

@@ -40,7 +40,8 @@ def add_parser(subparsers) -> None:
                    help="how the rest of the photo is upscaled (default bicubic; 'model' runs the face model "
                         "over every pixel, slow on a CPU)")
     p.add_argument("--detector", choices=["hog", "cnn"], default="hog",
-                   help="dlib detector: hog (default, fast, frontal faces) or cnn (more poses, ~20x slower)")
+                   help="dlib detector: hog (default, fast, frontal faces) or cnn (more poses; its search takes "
+                        "60-100x the CPU time of hog's)")
     p.add_argument("--min-face", type=float, default=32, metavar="PX",
                    help="faces narrower than PX photo pixels are left as background and counted (default 32)")
     p.add_argument("--save-faces", action="store_true",

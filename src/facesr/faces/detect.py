@@ -95,7 +95,7 @@ class DlibDetector:
 
     Args:
         model: ``"hog"`` (default: HOG + linear SVM, frontal faces, fast on a CPU) or ``"cnn"``
-            (dlib's MMOD CNN: more poses, about 20x slower on a CPU).
+            (dlib's MMOD CNN: more poses, far slower on a CPU; measured in the README).
         upsample: times the detector doubles the image before searching (1 finds faces down to
             about 40 pixels wide; each step costs about 4x the time).
         max_side: photos whose longer side exceeds this many pixels are area-downscaled to it for

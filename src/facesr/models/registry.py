@@ -73,9 +73,18 @@ def receptive_field_of(model: nn.Module) -> int:
     return int(getattr(model, "receptive_field")())
 
 
-def arch_cfg(name: str, kwargs: dict, prefix: str = "model"):
-    """Validate ``kwargs`` against architecture ``name``'s ``Cfg`` (types and ranges); return the Cfg."""
+def arch_cfg(name: str, kwargs: dict, prefix: str = "model", also_known: tuple[str, ...] = ()):
+    """Validate ``kwargs`` against architecture ``name``'s ``Cfg`` (types and ranges); return the Cfg.
+
+    ``also_known``: keys the caller takes itself (``arch``, ``max_params`` of a config's ``model:`` section),
+    named with the architecture's fields when a key is unknown.
+    """
     cls = arch_class(name)
+    fields = {f.name for f in dataclasses.fields(getattr(cls, "Cfg"))}
+    for key in kwargs:
+        if key not in fields:
+            known = ", ".join([*also_known, *sorted(fields)])
+            raise ConfigError(f"{prefix}.{key}: unknown key for architecture {name!r} (known: {known})")
     cfg = from_dict(getattr(cls, "Cfg"), kwargs, prefix)
     for key, msg in cfg.check():
         raise ConfigError(f"{prefix}.{key}: {msg}")

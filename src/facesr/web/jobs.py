@@ -141,8 +141,9 @@ class JobQueue:
             if self._closed:
                 raise QueueFull("The server is shutting down. Try again in a moment.")
             if len(self._waiting) >= self.max_queued:
-                raise QueueFull(f"The server is busy: {len(self._waiting)} pictures are already waiting. "
-                                f"Try again in a minute.")
+                n = len(self._waiting)
+                waiting = "1 picture is" if n == 1 else f"{n} pictures are"
+                raise QueueFull(f"The server is busy: {waiting} already waiting. Try again in a minute.")
 
     def submit(self, job: Job) -> Job:
         """Queue ``job``; raises :class:`QueueFull` when ``max_queued`` jobs already wait."""
