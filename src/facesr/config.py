@@ -11,6 +11,7 @@ import dataclasses
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -169,8 +170,8 @@ class DataCfg:
     pin_memory: bool = True
 
     @staticmethod
-    def from_config_value(value: Any, key: str) -> DataCfg:
-        return _data_cfg(value, key)
+    def from_config_value(value: Any, key: str) -> DataCfg:  # the deprecated degrade_on read as degrade_engine
+        return _section(DataCfg, value, key, _renamed_degrade_on)
 
     @property
     def degrade_on(self) -> str:
@@ -205,8 +206,8 @@ class TrainCfg:
     time_budget_min: Optional[float] = None
 
     @staticmethod
-    def from_config_value(value: Any, key: str) -> TrainCfg:
-        return _train_cfg(value, key)
+    def from_config_value(value: Any, key: str) -> TrainCfg:  # the deprecated amp read as precision
+        return _section(TrainCfg, value, key, _read_deprecated_amp)
 
 
 @dataclass
@@ -282,11 +283,11 @@ def _read_deprecated_amp(data: dict, prefix: str) -> dict:
     return data
 
 
-def _train_cfg(value: Any, key: str) -> TrainCfg:
-    """``train:`` mapping -> :class:`TrainCfg`, reading the deprecated ``amp`` key as ``precision``."""
+def _section(cls: type, value: Any, key: str, renamed: Callable[[dict, str], dict]) -> Any:
+    """Config section ``cls`` from a mapping, its deprecated keys first rewritten by ``renamed``."""
     if not isinstance(value, dict):
-        raise ConfigError(f"{key}: expected a mapping of TrainCfg fields, got {value!r}")
-    return from_dict(TrainCfg, _read_deprecated_amp(value, key), key)
+        raise ConfigError(f"{key}: expected a mapping of {cls.__name__} fields, got {value!r}")
+    return from_dict(cls, renamed(value, key), key)
 
 
 def _renamed_degrade_on(data: dict, prefix: str) -> dict:
@@ -304,13 +305,6 @@ def _renamed_degrade_on(data: dict, prefix: str) -> dict:
     warnings.warn(f"{key}: {old} is deprecated; write data.degrade_engine: {new}", FutureWarning, stacklevel=2)
     data["degrade_engine"] = new
     return data
-
-
-def _data_cfg(value: Any, key: str) -> DataCfg:
-    """``data:`` mapping -> :class:`DataCfg`, reading the deprecated ``degrade_on`` key as ``degrade_engine``."""
-    if not isinstance(value, dict):
-        raise ConfigError(f"{key}: expected a mapping of DataCfg fields, got {value!r}")
-    return from_dict(DataCfg, _renamed_degrade_on(value, key), key)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
