@@ -41,6 +41,7 @@ from facesr.data import degradations as D
 from facesr.data.kernels import gaussian_kernel
 
 from .common import (
+    bf16_l1_step,
     Row,
     cuda_sync,
     print_report,
@@ -242,13 +243,7 @@ def run_train_step_gpu(faces: list[np.ndarray], cfg: D.DegradationCfg, quick: bo
     gt_syn = torch.rand(batch, 3, 512, 512, device=dev).contiguous(memory_format=torch.channels_last)
     it = [0]
 
-    def step(lq, gt):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = model(lq)
-        loss = (out.float() - gt).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = bf16_l1_step(model, opt)
 
     def degraded():
         it[0] += 1

@@ -207,3 +207,15 @@ def print_report(title: str, rows: list[Row], file=sys.stdout) -> None:
     print(hardware_line(), file=file)
     print(format_table(rows), file=file)
     file.flush()
+
+
+def bf16_l1_step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One CUDA training step of ``model`` on an (LQ, GT) float batch: bf16 autocast, L1 loss, ``opt``."""
+    def step(lq: torch.Tensor, gt: torch.Tensor) -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(lq)
+        loss = (out.float() - gt).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step

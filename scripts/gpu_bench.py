@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from facesr.models import build_model, count_flops
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks/
+from benchmarks.common import bf16_l1_step  # noqa: E402
 
 ARCHS = {"msrresnet16": ("msrresnet", {"num_blocks": 16}),
          "lq_deep": ("lqresnet", {"mid_channels": 64, "num_blocks": 29}),
@@ -44,14 +48,8 @@ def main() -> None:
         x = torch.rand(24, 3, 128, 128, device=dev).contiguous(memory_format=torch.channels_last)
         y = torch.rand(24, 3, 512, 512, device=dev).contiguous(memory_format=torch.channels_last)
 
-        def step():
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = model(x)
-            loss = (out.float() - y).abs().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        s = timed(step, 5, 20)
+        train_step = bf16_l1_step(model, opt)
+        s = timed(lambda: train_step(x, y), 5, 20)
         print(f"{name:12s} {'train b24 bf16':22s} {1 / s:8.1f}it/s  {3 * 2 * macs * 24 / s / 1e9:8.0f}", flush=True)
         model.eval()
         xi = torch.rand(16, 3, 128, 128, device=dev).contiguous(memory_format=torch.channels_last)
