@@ -18,8 +18,10 @@ Two sets:
   config) so they can be checked by eye, and found/counted per photo is printed.
 
 Configs (``--configs``, comma-separated): ``upright`` (facesr <= 0.2: dlib HOG on the upright photo,
-upsample 1, up to 2048 px), ``rotated`` (the default now: plus the rotated copies of
-``DEFAULT_ANGLES``), ``rot15`` (copies at +-15 and +-30 degrees), ``cnn`` (dlib MMOD, upright).
+upsample 1, up to 2048 px), ``rotated`` (the default now: plus the copies turned by
+``DEFAULT_ANGLES``, +-25 degrees), ``rot-up0`` (the same, the turned copies searched without
+upsampling), ``rot30`` (copies at +-30), ``rot15`` (copies at +-15 and +-30), ``cnn`` (dlib MMOD,
+upright).
 Configs run interleaved photo by photo, so their seconds compare under the same load.  Times are
 of the full detector call (boxes and landmarks), wall clock, OpenCV on one thread.
 Needs the 'faces' extra.
@@ -49,8 +51,8 @@ def make_detector(name: str):
         return DlibDetector("hog")
     if name == "rot-up0":
         return DlibDetector("hog", rotated_upsample=0)
-    if name == "rot25":
-        return DlibDetector("hog", angles=(-25, 25))
+    if name == "rot30":
+        return DlibDetector("hog", angles=(-30, 30))
     if name == "rot15":
         return DlibDetector("hog", angles=(-30, -15, 15, 30))
     if name == "cnn":

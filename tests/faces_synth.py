@@ -136,10 +136,12 @@ def gradient_energy(img: np.ndarray, region: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- video clips (PyAV)
 
 def write_clip(path, frames: list[np.ndarray], fps=25, audio: bool = True, codec: str = "libx264",
-               fmt: str | None = None, audio_seconds: float | None = None, options: dict | None = None) -> None:
+               fmt: str | None = None, audio_seconds: float | None = None, options: dict | None = None,
+               crf: int | None = None) -> None:
     """Write uint8 RGB ``frames`` as a video at ``fps`` (H.264 yuv420p by default) with, if ``audio``, a
     mono 16 kHz AAC 440 Hz tone as long as the video (or ``audio_seconds``); ``options``: muxer options
-    (e.g. ``{"movflags": "+faststart"}``: the MP4 index before the data).  Needs PyAV."""
+    (e.g. ``{"movflags": "+faststart"}``: the MP4 index before the data); ``crf``: x264 quality (0 keeps
+    per-frame noise, as a camera's high-bitrate file does; default x264's 23).  Needs PyAV."""
     import av
     from fractions import Fraction
     with av.open(str(path), "w", format=fmt, options=options or {}) as out:
@@ -147,6 +149,8 @@ def write_clip(path, frames: list[np.ndarray], fps=25, audio: bool = True, codec
         h, w = frames[0].shape[:2] if frames else (48, 64)
         vs.width, vs.height = w, h
         vs.pix_fmt = "yuv420p"
+        if crf is not None:
+            vs.options = {"crf": str(crf)}
         a = None
         if audio:
             a = out.add_stream("aac", rate=16000)

@@ -6,6 +6,12 @@ photo (0-255).  :class:`DlibDetector` uses dlib's HOG frontal-face detector
 predictor; both model files ship inside the ``face-recognition-models`` wheel,
 so nothing is downloaded at run time.  Boxes and landmarks are pixel-centre
 coordinates of the photo that was passed in (see :mod:`facesr.faces.align`).
+
+Tilted heads: besides the upright photo, copies turned by a few angles are
+searched (:data:`DEFAULT_ANGLES`); hits are mapped back through the rotation and
+duplicates across angles suppressed, and the landmarks of each face are fitted on
+a crop turned so that the face is upright, then mapped back, so the FFHQ
+alignment carries the roll.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
 CNN_FILE = "mmod_human_face_detector.dat"
 DETECTORS = ("hog", "cnn")
 #: Roll angles (degrees) of the rotated copies searched besides the upright photo (docs/faces.md).
-DEFAULT_ANGLES = (-30.0, 30.0)
+DEFAULT_ANGLES = (-25.0, 25.0)
 
 
 @dataclass
@@ -167,10 +173,14 @@ class DlibDetector:
         max_side: photos whose longer side exceeds this many pixels are area-downscaled to it for
             the box search (landmarks are still fitted on the full-size photo).
         threshold: minimum detector score (HOG: SVM margin; 0 = dlib's default) on the upright photo.
-        angles: roll angles in degrees (counter-clockwise) of the copies searched besides the upright
-            photo; () searches the upright photo only.  dlib's frontal detector tolerates about
-            +-15 degrees of roll, so the default (-30, -15?, ...) copies cover +-40 degrees (docs/faces.md).
-        rotated_threshold: minimum score of a hit in a rotated copy (default: ``threshold``).
+        angles: degrees (counter-clockwise) by which the photo is turned for the extra searches;
+            () searches the upright photo only.  dlib's frontal detector finds most faces rolled by up
+            to about 20 degrees, so the default copies at +-25 degrees reach +-40 (docs/faces.md).
+            Each copy costs about as much as the upright search again, or more (the turned canvas
+            is larger).
+        rotated_threshold: minimum score of a hit in a turned copy (default: ``threshold``).
+        rotated_upsample: ``upsample`` for the turned copies (default: ``upsample``; 0 halves the
+            total time and misses more small tilted faces).
     """
 
     LANDMARK_FACE_PX = 200  # landmarks are fitted on a crop resampled so the face box is about this wide
