@@ -19,7 +19,8 @@ Two sets:
 
 Configs (``--configs``, comma-separated): ``upright`` (facesr <= 0.2: dlib HOG on the upright photo,
 upsample 1, up to 2048 px), ``rotated`` (the default now: plus the copies turned by
-``DEFAULT_ANGLES``, +-25 degrees), ``rot-up0`` (the same, the turned copies searched without
+``DEFAULT_ANGLES``, +-25 degrees, and the second look at weak hits), ``noverify`` (the same without
+the second look), ``rot-up0`` (the same, the turned copies searched without
 upsampling), ``rot30`` (copies at +-30), ``rot15`` (copies at +-15 and +-30), ``cnn`` (dlib MMOD,
 upright).
 Configs run interleaved photo by photo, so their seconds compare under the same load.  Times are
@@ -46,9 +47,11 @@ def make_detector(name: str):
     """A detector by benchmark config name (see the module docstring)."""
     from facesr.faces.detect import DlibDetector
     if name == "upright":
-        return DlibDetector("hog", angles=())
+        return DlibDetector("hog", angles=(), verify_below=0.0)
     if name == "rotated":
         return DlibDetector("hog")
+    if name == "noverify":
+        return DlibDetector("hog", verify_below=0.0)
     if name == "rot-up0":
         return DlibDetector("hog", rotated_upsample=0)
     if name == "rot30":

@@ -140,6 +140,9 @@ def rotation_canvas(angle_deg: float, w: int, h: int) -> tuple[np.ndarray, tuple
 UPRIGHT_BONUS = 0.25
 #: Landmarks are fitted again on a crop turned by the face's own roll when it differs from the search angle by more.
 REFIT_DEGREES = 5.0
+#: Second look: a hit scoring below ``verify_below`` is searched for again on a crop levelled by its landmarks'
+#: roll and resampled so that the face is this many pixels wide; it is kept only if found there with a score > 0.
+CONFIRM_FACE_PX = 90
 
 
 def suppress_duplicates(hits: list[_Hit], overlap: float = 0.5) -> list[_Hit]:
@@ -181,13 +184,15 @@ class DlibDetector:
         rotated_threshold: minimum score of a hit in a turned copy (default: ``threshold``).
         rotated_upsample: ``upsample`` for the turned copies (default: ``upsample``; 0 halves the
             total time and misses more small tilted faces).
+        verify_below: hits scoring below this get a second look (see :data:`CONFIRM_FACE_PX`) and are
+            dropped unless it confirms them; 0 turns it off.  HOG only.
     """
 
     LANDMARK_FACE_PX = 200  # landmarks are fitted on a crop resampled so the face box is about this wide
 
     def __init__(self, model: str = "hog", upsample: int = 1, max_side: int = 2048, threshold: float = 0.0,
                  angles: tuple[float, ...] = DEFAULT_ANGLES, rotated_threshold: float | None = None,
-                 rotated_upsample: int | None = None):
+                 rotated_upsample: int | None = None, verify_below: float = 0.5):
         if model not in DETECTORS:
             raise ValueError(f"detector model must be one of {', '.join(DETECTORS)}, got {model!r}")
         if upsample < 0 or max_side < 64:
@@ -199,6 +204,7 @@ class DlibDetector:
         self.angles = tuple(float(a) for a in angles if float(a) != 0.0)
         self.rotated_threshold = self.threshold if rotated_threshold is None else float(rotated_threshold)
         self.rotated_upsample = self.upsample if rotated_upsample is None else int(rotated_upsample)
+        self.verify_below = float(verify_below) if model == "hog" else -math.inf
         self.predictor = dlib.shape_predictor(str(folder / PREDICTOR_FILE))
         if model == "hog":
             self.detector = dlib.get_frontal_face_detector()
@@ -275,9 +281,25 @@ class DlibDetector:
         """Faces in a uint8 RGB HxWx3 photo (0-255), sorted left to right (then top to bottom)."""
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"detector takes uint8 HxWx3 RGB images, got {rgb.dtype} {tuple(rgb.shape)}")
-        faces = [Face(box=hit.box, landmarks=self._fit(rgb, hit), score=hit.score, angle=hit.angle)
-                 for hit in self._search(rgb)]
+        faces = []
+        for hit in self._search(rgb):
+            lm = self._fit(rgb, hit)
+            if hit.score < self.verify_below and not self._confirm(rgb, hit, lm):
+                continue
+            faces.append(Face(box=hit.box, landmarks=lm, score=hit.score, angle=hit.angle))
         return sorted(faces, key=lambda f: (round(f.box[0]), round(f.box[1])))
+
+    def _confirm(self, rgb: np.ndarray, hit: _Hit, landmarks: np.ndarray) -> bool:
+        """Second look at a weak hit: is a face found (score > 0) near the centre of a crop levelled by
+        the landmarks' roll and resampled so that the face is :data:`CONFIRM_FACE_PX` wide?"""
+        n = int(2.4 * CONFIRM_FACE_PX)
+        c = (n - 1) / 2.0
+        m = cv2.getRotationMatrix2D((hit.cx, hit.cy), eye_roll(landmarks), CONFIRM_FACE_PX / max(hit.side, 1.0))
+        m = m.astype(np.float64)
+        m[:, 2] += [c - hit.cx, c - hit.cy]
+        crop = warp_affine(rgb, m, (n, n), border=cv2.BORDER_REPLICATE)
+        return any(math.hypot((x0 + x1) / 2 - c, (y0 + y1) / 2 - c) < 0.35 * CONFIRM_FACE_PX
+                   for (x0, y0, x1, y1), _ in self._run(crop, 0.0, 0))
 
     def _fit(self, rgb: np.ndarray, hit: _Hit) -> np.ndarray:
         """Landmarks of a hit: fitted on a crop turned by the search angle, then once more on a crop turned
@@ -289,8 +311,8 @@ class DlibDetector:
         return lm
 
 
-#: Names :func:`load_detector` takes: ``hog`` (upright photo and its rotated copies), ``hog-upright``
-#: (the upright photo only, as facesr 0.2 did) and ``cnn`` (dlib's MMOD CNN, upright).
+#: Names :func:`load_detector` takes: ``hog`` (upright photo and its turned copies, weak hits checked twice),
+#: ``hog-upright`` (the upright photo only, as facesr 0.2 did) and ``cnn`` (dlib's MMOD CNN, upright).
 DETECTOR_NAMES = ("hog", "hog-upright", "cnn")
 
 
@@ -300,4 +322,5 @@ def load_detector(name: str = "hog", **kwargs) -> DlibDetector:
         raise ValueError(f"detector must be one of {', '.join(DETECTOR_NAMES)}, got {name!r}")
     if name != "hog":
         kwargs.setdefault("angles", ())
+        kwargs.setdefault("verify_below", 0.0)
     return DlibDetector(model=name.split("-")[0], **kwargs)

@@ -85,6 +85,8 @@ def scan(path: Path, info: vio.VideoInfo, span: vio.Span, detector, frame_cap: i
     per_frame: list[list[Face]] = []
     end = span.start
     data_end = 0.0  # end of the last packet of any stream (seconds)
+    if progress is not None:
+        progress("detect", 0, expected)
     for item in vio.read(path, info, span, audio=True):
         if not isinstance(item, vio.Frame):
             if item.pts is not None:
@@ -155,6 +157,8 @@ def write(path_in: Path, path_out: Path, info: vio.VideoInfo, span: vio.Span, fa
                                        info.time_base, templates, crf)
     try:
         batch: list[vio.Frame] = []
+        if progress is not None:
+            progress("restore", 0, len(faces))
 
         def flush():
             for fr, img in zip(batch, _restore_batch(restorer, batch, [faces[f.index] for f in batch],
