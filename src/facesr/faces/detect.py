@@ -67,7 +67,7 @@ class Face:
         """JSON-ready dict: box, landmarks, score, size and affine (lists of floats, photo pixels)."""
         d = {"box": [round(float(v), 2) for v in self.box],
              "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in np.asarray(self.landmarks)],
-             "score": round(float(self.score), 4), "size": round(self.size, 2), "search_angle": float(self.angle)}
+             "score": round(float(self.score), 4), "size": round(self.size, 2)}
         if self.affine is not None:
             d["affine_to_aligned_512"] = [[round(float(v), 6) for v in row] for row in np.asarray(self.affine)]
         return d
