@@ -306,3 +306,7 @@ def test_python_api_is_exported(tmp_path, clip, tiny):
     res = facesr.restore_video(path, tmp_path / "api.mp4", restorer=tiny, detector=S.FrameDetector(faces),
                                upscale=1, max_frames=2)
     assert res.frames == 2 and os.path.isfile(tmp_path / "api.mp4")
+    from facesr.errors import BadValueError
+    with pytest.raises(BadValueError, match="upscale"):
+        facesr.restore_video(path, tmp_path / "x.mp4", restorer=tiny, detector=S.FrameDetector(faces), upscale=3)
+    assert not (tmp_path / "x.mp4").exists()

@@ -190,6 +190,20 @@ def write(path_in: Path, path_out: Path, info: vio.VideoInfo, span: vio.Span, fa
     return writer
 
 
+def _check_values(upscale: int, background: str, min_face: float, crf: int, smooth: float, max_gap: int) -> None:
+    """BadValueError (one line) for arguments out of range."""
+    from ..errors import BadValueError
+    from ..faces.photo import BACKGROUNDS
+    if upscale not in UPSCALES:
+        raise BadValueError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, got {upscale!r}")
+    if background not in BACKGROUNDS:
+        raise BadValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
+    if min_face < 0 or smooth < 0 or max_gap < 0:
+        raise BadValueError(f"min_face, smooth and max_gap must be >= 0, got {min_face}, {smooth}, {max_gap}")
+    if not 0 <= crf <= 51:
+        raise BadValueError(f"crf must be 0..51, got {crf}")
+
+
 def restore_video(path_in: str | os.PathLike, path_out: str | os.PathLike, restorer=None, detector=None,
                   upscale: int = 2, background: str = "bicubic", min_face: float = DEFAULT_MIN_FACE,
                   start: float = 0.0, duration: float | None = None, max_frames: int | None = None,
@@ -218,8 +232,7 @@ def restore_video(path_in: str | os.PathLike, path_out: str | os.PathLike, resto
             ``total`` is None where the header gives no frame count.
     """
     t0 = time.perf_counter()
-    if upscale not in UPSCALES:
-        raise vio.VideoError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, got {upscale!r}")
+    _check_values(upscale, background, min_face, crf, smooth, max_gap)
     path_in, path_out = Path(path_in), Path(path_out)
     span = vio.Span(start, duration, max_frames)
     info = vio.probe(path_in, max_pixels)
