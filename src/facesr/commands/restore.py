@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import add_model_options, check_outputs, load_restorer, report_skipped
 
@@ -153,7 +154,7 @@ def split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
             photos.extend(expand_inputs([spec]))
         videos.extend(vids)
     seen: set = set()
-    unique = ([], [])
+    unique: tuple[list[Path], list[Path]] = ([], [])
     for kind, files in enumerate((photos, videos)):
         for f in files:
             if real(f) not in seen:
@@ -270,7 +271,9 @@ class _VideoBars:
     (frames done, frames per second, ETA when the frame count is known)."""
 
     def __init__(self, name: str):
-        self.name, self.bar, self.stage = name, None, None
+        self.name = name
+        self.bar: Any = None
+        self.stage: str | None = None
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
         from tqdm import tqdm

@@ -237,7 +237,7 @@ class DlibDetector:
         to_photo = _grid_scale_xy(w / small.shape[1], h / small.shape[0])  # search grid -> photo grid
         hits = []
         for (x0, y0, x1, y1), sc in self._run(small, self.threshold, self.upsample):
-            (px0, py0), (px1, py1) = apply(to_photo, [[x0, y0], [x1, y1]])
+            (px0, py0), (px1, py1) = apply(to_photo, np.array([[x0, y0], [x1, y1]]))
             hits.append(_Hit((px0 + px1) / 2, (py0 + py1) / 2, max(px1 - px0, py1 - py0), 0.0, sc,
                              (px0, py0, px1, py1)))
         sh, sw = small.shape[:2]
@@ -246,7 +246,7 @@ class DlibDetector:
             rotated = cv2.warpAffine(small, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
             back = compose(to_photo, invert(m))
             for (x0, y0, x1, y1), sc in self._run(rotated, self.rotated_threshold, self.rotated_upsample):
-                (cx, cy), = apply(back, [[(x0 + x1) / 2, (y0 + y1) / 2]])
+                (cx, cy), = apply(back, np.array([[(x0 + x1) / 2, (y0 + y1) / 2]]))
                 side = max(x1 - x0, y1 - y0) * linear_scale(back)
                 if -0.5 <= cx <= w - 0.5 and -0.5 <= cy <= h - 0.5:
                     hits.append(_Hit(cx, cy, side, angle, sc, (cx - side / 2, cy - side / 2,
@@ -270,7 +270,7 @@ class DlibDetector:
         c = (n - 1) / 2.0
         m = cv2.getRotationMatrix2D(((x0 + x1) / 2, (y0 + y1) / 2), angle, self.LANDMARK_FACE_PX / side)
         m = m.astype(np.float64)
-        m[:, 2] += [c - (x0 + x1) / 2, c - (y0 + y1) / 2]  # the box centre lands on the crop centre
+        m[:, 2] += np.array([c - (x0 + x1) / 2, c - (y0 + y1) / 2])  # the box centre lands on the crop centre
         crop = np.ascontiguousarray(warp_affine(rgb, m, (n, n), border=cv2.BORDER_REPLICATE))
         half = self.LANDMARK_FACE_PX * (x1 - x0) / side / 2, self.LANDMARK_FACE_PX * (y1 - y0) / side / 2
         shape = self.predictor(crop, _dlib_rect(self.dlib, c - half[0], c - half[1], c + half[0], c + half[1]))
@@ -296,7 +296,7 @@ class DlibDetector:
         c = (n - 1) / 2.0
         m = cv2.getRotationMatrix2D((hit.cx, hit.cy), eye_roll(landmarks), CONFIRM_FACE_PX / max(hit.side, 1.0))
         m = m.astype(np.float64)
-        m[:, 2] += [c - hit.cx, c - hit.cy]
+        m[:, 2] += np.array([c - hit.cx, c - hit.cy])
         crop = warp_affine(rgb, m, (n, n), border=cv2.BORDER_REPLICATE)
         return any(math.hypot((x0 + x1) / 2 - c, (y0 + y1) / 2 - c) < 0.35 * CONFIRM_FACE_PX
                    for (x0, y0, x1, y1), _ in self._run(crop, 0.0, 0))

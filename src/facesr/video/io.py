@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -153,7 +154,7 @@ class Frame:
     rgb: np.ndarray
 
 
-def read(path: str | os.PathLike, info: VideoInfo, span: Span, audio: bool = False) -> Iterator[object]:
+def read(path: str | os.PathLike, info: VideoInfo, span: Span, audio: bool = False) -> Iterator[Any]:
     """Decode the frames of ``span`` in order as :class:`Frame`; with ``audio`` also yield the audio
     packets (``av.Packet``, untouched) between them, as the file interleaves them.
 

@@ -117,12 +117,18 @@ def _check_complete(path: Path, info: vio.VideoInfo, frames: int, data_end: floa
                              f"{data_end:.2f} s")
 
 
+def _affine(face: Face) -> np.ndarray:
+    """The face's photo -> 512 aligned transform (set by the tracking)."""
+    assert face.affine is not None
+    return face.affine
+
+
 def _restore_batch(restorer, frames: list, faces: list[list[Face]], upscale: int, background: str,
                    context: int) -> list[np.ndarray]:
     """Upscaled frames with their faces restored (one model call for the faces of all ``frames``)."""
     s = restorer.scale
     lq = TEMPLATE_SIZE // s
-    crops = [crop_face(fr.rgb, f.affine, lq, margin=context) for fr, fs in zip(frames, faces) for f in fs]
+    crops = [crop_face(fr.rgb, _affine(f), lq, margin=context) for fr, fs in zip(frames, faces) for f in fs]
     restored = restorer.restore_rgb(crops) if crops else []
     k = 0
     out = []
@@ -132,7 +138,7 @@ def _restore_batch(restorer, frames: list, faces: list[list[Face]], upscale: int
                 for r in restored[k:k + len(fs)]]
         k += len(fs)
         for i in paste_order([f.size for f in fs]):
-            paste_face(img, mine[i], fs[i].affine, upscale)
+            paste_face(img, mine[i], _affine(fs[i]), upscale)
         out.append(img)
     return out
 
