@@ -57,3 +57,20 @@ def test_two_faces_keep_their_own_tracks():
     b = _faces_along(np.stack([np.linspace(200, 190, 8), np.full(8, 60.0)], axis=1))
     out = track.smooth_tracks([fa + fb for fa, fb in zip(a, b)])
     assert all(sorted(i for i, _ in fs) == [0, 1] for fs in out)
+
+
+def test_temporal_blend_steadies_a_static_face_and_follows_a_change():
+    from facesr.video.temporal import TemporalBlend
+    rng = np.random.default_rng(0)
+    lq = np.full((32, 32, 3), 60, np.uint8)
+    base = rng.integers(40, 200, (512, 512, 3)).astype(np.float64)
+    blend = TemporalBlend(0.6)
+    outs = [blend(7, t, lq, np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8)) for t in range(12)]
+    raw_diff = 3 * np.sqrt(2) * np.sqrt(2 / np.pi)  # mean |difference| of two independent N(0, 3) samples
+    blended_diff = np.mean([np.abs(a.astype(float) - b).mean() for a, b in zip(outs[4:], outs[5:])])
+    assert blended_diff < 0.7 * raw_diff
+    changed = lq + 100  # the input changes everywhere: the new restoration passes unblended
+    new = np.full((512, 512, 3), 17, np.uint8)
+    assert np.array_equal(blend(7, 12, changed, new), new)
+    assert np.array_equal(blend(7, 20, changed, new + 1), new + 1)  # after a gap: no blending
+    assert np.array_equal(TemporalBlend(0.0)(1, 1, lq, new), new)

@@ -33,6 +33,7 @@ from ..faces.photo import (
     upscale_background,
 )
 from . import io as vio
+from .temporal import DEFAULT_STRENGTH, TemporalBlend
 from .track import DEFAULT_MAX_GAP, DEFAULT_SMOOTH, smooth_tracks
 
 #: Largest frame (pixels) read by default: 3840 x 2160.
@@ -123,22 +124,25 @@ def _affine(face: Face) -> np.ndarray:
     return face.affine
 
 
-def _restore_batch(restorer, frames: list, faces: list[list[Face]], upscale: int, background: str,
-                   context: int) -> list[np.ndarray]:
-    """Upscaled frames with their faces restored (one model call for the faces of all ``frames``)."""
+def _restore_batch(restorer, frames: list, faces: list[list[tuple[int, Face]]], upscale: int, background: str,
+                   context: int, blend: TemporalBlend) -> list[np.ndarray]:
+    """Upscaled frames with their faces restored (one model call for the faces of all ``frames``, which
+    are consecutive) and blended over time per track (``blend``)."""
     s = restorer.scale
     lq = TEMPLATE_SIZE // s
-    crops = [crop_face(fr.rgb, _affine(f), lq, margin=context) for fr, fs in zip(frames, faces) for f in fs]
+    crops = [crop_face(fr.rgb, _affine(f), lq, margin=context) for fr, fs in zip(frames, faces) for _, f in fs]
     restored = restorer.restore_rgb(crops) if crops else []
     k = 0
     out = []
     for fr, fs in zip(frames, faces):
         img = upscale_background(fr.rgb, upscale, background, restorer)
-        mine = [np.ascontiguousarray(r[context * s:context * s + TEMPLATE_SIZE, context * s:context * s + TEMPLATE_SIZE])
-                for r in restored[k:k + len(fs)]]
+        mine = []
+        for (track, _), crop, r in zip(fs, crops[k:k + len(fs)], restored[k:k + len(fs)]):
+            face = np.ascontiguousarray(r[context * s:context * s + TEMPLATE_SIZE, context * s:context * s + TEMPLATE_SIZE])
+            mine.append(blend(track, fr.index, crop[context:context + lq, context:context + lq], face))
         k += len(fs)
-        for i in paste_order([f.size for f in fs]):
-            paste_face(img, mine[i], _affine(fs[i]), upscale)
+        for i in paste_order([f.size for _, f in fs]):
+            paste_face(img, mine[i], _affine(fs[i][1]), upscale)
         out.append(img)
     return out
 
@@ -150,13 +154,14 @@ def _pts(fr: vio.Frame, span: vio.Span, info: vio.VideoInfo) -> int:
     return int(round(fr.index / float(info.fps) / float(info.time_base)))
 
 
-def write(path_in: Path, path_out: Path, info: vio.VideoInfo, span: vio.Span, faces: list[list[Face]],
-          end: float, restorer, upscale: int, background: str, context: int, crf: int,
+def write(path_in: Path, path_out: Path, info: vio.VideoInfo, span: vio.Span, faces: list[list[tuple[int, Face]]],
+          end: float, restorer, upscale: int, background: str, context: int, crf: int, temporal: float,
           progress: Progress | None = None) -> vio.AtomicVideoWriter:
     """Pass 2: restore and encode the frames of the span, copying the audio of [start, end) (all of it for
     the whole video)."""
     av = vio.import_av()
     whole = span.start == 0 and span.duration is None and span.max_frames is None
+    blend = TemporalBlend(temporal)
     with av.open(str(path_in)) as c:
         templates = list(c.streams.audio)
         writer = vio.AtomicVideoWriter(path_out, info.width * upscale, info.height * upscale, info.fps,
@@ -168,7 +173,7 @@ def write(path_in: Path, path_out: Path, info: vio.VideoInfo, span: vio.Span, fa
 
         def flush():
             for fr, img in zip(batch, _restore_batch(restorer, batch, [faces[f.index] for f in batch],
-                                                     upscale, background, context)):
+                                                     upscale, background, context, blend)):
                 writer.write(img, _pts(fr, span, info))
             if progress is not None:
                 progress("restore", writer.frames, len(faces))
@@ -215,7 +220,7 @@ def restore_video(path_in: str | os.PathLike, path_out: str | os.PathLike, resto
                   start: float = 0.0, duration: float | None = None, max_frames: int | None = None,
                   max_pixels: int = DEFAULT_MAX_PIXELS, frame_cap: int = DEFAULT_FRAME_CAP, crf: int = vio.DEFAULT_CRF,
                   smooth: float = DEFAULT_SMOOTH, max_gap: int = DEFAULT_MAX_GAP, context: int = DEFAULT_CONTEXT,
-                  progress: Progress | None = None) -> VideoResult:
+                  temporal: float = DEFAULT_STRENGTH, progress: Progress | None = None) -> VideoResult:
     """Restore every face of a video file and write it upscaled, with its frame rate, frame count and audio.
 
     Args:
@@ -234,11 +239,16 @@ def restore_video(path_in: str | os.PathLike, path_out: str | os.PathLike, resto
         smooth: Gaussian sigma, in frames, of the temporal smoothing of face alignments (0 = off).
         max_gap: frames a face may go undetected and still be restored (its alignment interpolated).
         context: model-input pixels of surroundings around each aligned crop (as for photos).
+        temporal: weight of the previous frame's restored face where the aligned input did not change
+            (:mod:`facesr.video.temporal`; 0 = each frame on its own).
         progress: called as ``progress(stage, done, total)``, stage ``"detect"`` then ``"restore"``;
             ``total`` is None where the header gives no frame count.
     """
     t0 = time.perf_counter()
     _check_values(upscale, background, min_face, crf, smooth, max_gap)
+    if not 0 <= temporal < 1:
+        from ..errors import BadValueError
+        raise BadValueError(f"temporal must be in [0, 1), got {temporal}")
     path_in, path_out = Path(path_in), Path(path_out)
     span = vio.Span(start, duration, max_frames)
     info = vio.probe(path_in, max_pixels)
@@ -257,10 +267,11 @@ def restore_video(path_in: str | os.PathLike, path_out: str | os.PathLike, resto
         restorer = facesr.load()
     detections, end = scan(path_in, info, span, detector, frame_cap, progress)
     tracked = smooth_tracks(detections, max_gap=max_gap, sigma=smooth)
-    kept = [[f for _, f in fs if f.size >= min_face] for fs in tracked]
+    kept = [[(i, f) for i, f in fs if f.size >= min_face] for fs in tracked]
     small = sum(len(fs) - len(k) for fs, k in zip(tracked, kept))
-    n_tracks = len({i for fs in tracked for i, f in fs if f.size >= min_face})
-    writer = write(path_in, path_out, info, span, kept, end, restorer, upscale, background, context, crf, progress)
+    n_tracks = len({i for fs in kept for i, _ in fs})
+    writer = write(path_in, path_out, info, span, kept, end, restorer, upscale, background, context, crf, temporal,
+                   progress)
     return VideoResult(path_out, writer.frames, info.fps, info.width * upscale, info.height * upscale, n_tracks,
                        sum(len(k) for k in kept), small, info.audio_streams, writer.encoder, time.perf_counter() - t0)
 
