@@ -138,8 +138,6 @@ def rotation_canvas(angle_deg: float, w: int, h: int) -> tuple[np.ndarray, tuple
 #: Added to the score of upright hits when duplicates are suppressed: for a face found in the upright
 #: photo and in a rotated copy the upright box (dlib's calibrated one) is kept unless the other is clearly better.
 UPRIGHT_BONUS = 0.25
-#: Landmarks are fitted again on a crop turned by the face's own roll when it differs from the search angle by more.
-REFIT_DEGREES = 5.0
 #: Second look: a hit scoring below ``verify_below`` is searched for again on a crop levelled by its landmarks'
 #: roll and resampled so that the face is this many pixels wide; it is kept only if found there with a score > 0.
 CONFIRM_FACE_PX = 90
@@ -303,12 +301,11 @@ class DlibDetector:
 
     def _fit(self, rgb: np.ndarray, hit: _Hit) -> np.ndarray:
         """Landmarks of a hit: fitted on a crop turned by the search angle, then once more on a crop turned
-        by the face's own roll (from the eye line) when the two differ by over :data:`REFIT_DEGREES`."""
+        by the face's own roll (from the eye line), always, so that the landmarks of a face do not depend on
+        which search found it (a threshold on the difference made a face rolled by about that much switch
+        between two fits from frame to frame in a video)."""
         lm = self.landmarks(rgb, hit.box, hit.angle)
-        roll = eye_roll(lm)
-        if abs(roll - hit.angle) > REFIT_DEGREES:
-            lm = self.landmarks(rgb, hit.box, roll)
-        return lm
+        return self.landmarks(rgb, hit.box, eye_roll(lm))
 
 
 #: Names :func:`load_detector` takes: ``hog`` (upright photo and its turned copies, weak hits checked twice),

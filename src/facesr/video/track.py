@@ -5,8 +5,9 @@ time (landmark noise of a pixel or so), so the aligned crops jitter and the rest
 face shimmers.  Here per-frame detections are linked into tracks (nearest centre,
 frame to frame), brief dropouts are bridged by interpolation, and the similarity
 transform to the FFHQ template is smoothed along each track by a local-linear
-Gaussian filter: a straight, steady motion (a pan, a slow zoom) passes unchanged,
-frame-to-frame noise is averaged away.  Numpy only; no video library needed.
+Gaussian filter (the position: a straight, steady motion passes unchanged) and a wider plain
+Gaussian mean (scale and roll), so frame-to-frame noise is averaged away.  Numpy only; no video
+library needed.
 """
 from __future__ import annotations
 
@@ -20,8 +21,12 @@ from ..faces.detect import Face
 
 #: Frames a face may go undetected and still be the same track (bridged by interpolation).
 DEFAULT_MAX_GAP = 6
-#: Standard deviation, in frames, of the Gaussian weights of the temporal smoothing (0 = none).
-DEFAULT_SMOOTH = 2.0
+#: Standard deviation, in frames, of the Gaussian weights of the temporal smoothing of the face's position
+#: and box (0 = none; local-linear: a pan passes unchanged); its scale and roll, which the detector
+#: estimates less steadily than they change in a video (on a still face, compressed frame by frame, they
+#: wander by a few degrees), get a plain weighted mean over :data:`SHAPE_SMOOTH_FACTOR` times this.
+DEFAULT_SMOOTH = 3.0
+SHAPE_SMOOTH_FACTOR = 2.0
 #: Tracks detected in fewer frames than this are dropped as false positives (in clips at least this long).
 DEFAULT_MIN_TRACK = 3
 
@@ -43,23 +48,31 @@ class Track:
         return (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
 
 
+#: Aligned-grid point whose photo position is tracked as the face centre (the 512 template's centre).
+_CENTRE = np.array([255.5, 255.5])
+
+
 def face_state(face: Face) -> np.ndarray | None:
-    """float64 (8,) state of a detected face: the similarity transform photo -> 512 aligned face as
-    ``(a, b, tx, ty)`` (matrix ``[[a, -b, tx], [b, a, ty]]``) and the box ``(x0, y0, x1, y1)``;
-    None when its landmarks fit no transform."""
+    """float64 (8,) state of a detected face: its similarity transform photo -> 512 aligned face as
+    ``(a, b)`` (matrix ``[[a, -b], [b, a]]``: scale and rotation) and the photo point ``(cx, cy)`` that
+    lands on the aligned face's centre, then the box ``(x0, y0, x1, y1)``; None when its landmarks fit
+    no transform."""
     try:
         m = estimate_alignment(face.landmarks, TEMPLATE_SIZE)
     except ValueError:
         return None
     a, b = (m[0, 0] + m[1, 1]) / 2, (m[1, 0] - m[0, 1]) / 2
-    return np.array([a, b, m[0, 2], m[1, 2], *face.box], dtype=np.float64)
+    r = np.array([[a, -b], [b, a]])
+    cx, cy = np.linalg.solve(r, _CENTRE - m[:, 2])
+    return np.array([a, b, cx, cy, *face.box], dtype=np.float64)
 
 
 def state_face(state: np.ndarray, score: float) -> Face:
     """The :class:`Face` of a state vector, its ``affine`` set (landmarks: the template carried back)."""
     from ..faces.align import FFHQ_TEMPLATE_512, apply, invert
-    a, b, tx, ty = state[:4]
-    m = np.array([[a, -b, tx], [b, a, ty]], dtype=np.float64)
+    a, b, cx, cy = state[:4]
+    r = np.array([[a, -b], [b, a]])
+    m = np.hstack([r, (_CENTRE - r @ np.array([cx, cy]))[:, None]])
     box = tuple(float(v) for v in state[4:])
     return Face(box=box, landmarks=apply(invert(m), FFHQ_TEMPLATE_512), score=float(score), affine=m)  # type: ignore[arg-type]
 
@@ -105,10 +118,13 @@ def fill_gaps(track: Track) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return frames, states, np.isin(frames, seen)
 
 
-def smooth(states: np.ndarray, sigma: float) -> np.ndarray:
-    """Local-linear Gaussian smoothing along axis 0 (frames): at each frame a line is fitted to the
-    frames within 3 ``sigma`` by weighted least squares and evaluated there, so steady linear motion
-    is kept exactly (also at the ends) and noise is averaged.  ``sigma`` 0 returns a copy."""
+def smooth(states: np.ndarray, sigma: float, linear: bool = True) -> np.ndarray:
+    """Gaussian smoothing along axis 0 (frames).
+
+    ``linear``: at each frame a line is fitted to the frames within 3 ``sigma`` by weighted least
+    squares and evaluated there, so steady linear motion is kept exactly (also at the ends) and noise
+    is averaged; otherwise a weighted mean (steadier, but it flattens trends).  ``sigma`` 0 returns a copy.
+    """
     n = len(states)
     if sigma <= 0 or n < 3:
         return states.copy()
@@ -122,14 +138,15 @@ def smooth(states: np.ndarray, sigma: float) -> np.ndarray:
         y = states[idx]
         swy, swdy = w @ y, (w * d) @ y
         det = sw * swdd - swd * swd
-        out[t] = (swdd * swy - swd * swdy) / det if det > 1e-9 else swy / sw
+        out[t] = (swdd * swy - swd * swdy) / det if linear and det > 1e-9 else swy / sw
     return out
 
 
 def smooth_tracks(per_frame: list[list[Face]], max_gap: int = DEFAULT_MAX_GAP, sigma: float = DEFAULT_SMOOTH,
                   min_track: int = DEFAULT_MIN_TRACK) -> list[list[tuple[int, Face]]]:
     """Per frame the faces to restore, as ``(track number, face)``: detections linked into tracks, gaps of up to ``max_gap`` frames
-    bridged, transforms smoothed over time (``sigma`` frames), each with its ``affine`` (photo -> 512
+    bridged, transforms smoothed over time (position ``sigma`` frames, scale and roll twice that), each with
+    its ``affine`` (photo -> 512
     aligned face) set.  Tracks detected in fewer than ``min_track`` frames are dropped when the clip
     has at least that many frames."""
     out: list[list[tuple[int, Face]]] = [[] for _ in per_frame]
@@ -138,7 +155,8 @@ def smooth_tracks(per_frame: list[list[Face]], max_gap: int = DEFAULT_MAX_GAP, s
         if len(tr.states) < min_seen:
             continue
         frames, states, _ = fill_gaps(tr)
-        states = smooth(states, sigma)
+        states = np.concatenate([smooth(states[:, :2], SHAPE_SMOOTH_FACTOR * sigma, linear=False),
+                                 smooth(states[:, 2:], sigma)], axis=1)
         score = float(np.median(list(tr.scores.values())))
         for t, s in zip(frames, states):
             out[int(t)].append((number, state_face(s, tr.scores.get(int(t), score))))
