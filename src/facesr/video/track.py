@@ -58,7 +58,7 @@ def face_state(face: Face) -> np.ndarray | None:
     lands on the aligned face's centre, then the box ``(x0, y0, x1, y1)``; None when its landmarks fit
     no transform."""
     try:
-        m = estimate_alignment(face.landmarks, TEMPLATE_SIZE)
+        m = estimate_alignment(face.landmarks, TEMPLATE_SIZE, robust=False)
     except ValueError:
         return None
     a, b = (m[0, 0] + m[1, 1]) / 2, (m[1, 0] - m[0, 1]) / 2
