@@ -131,3 +131,98 @@ def gradient_energy(img: np.ndarray, region: np.ndarray) -> float:
     gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3)
     return float((gx ** 2 + gy ** 2).sum(axis=-1)[region].mean())
+
+
+# ----------------------------------------------------------------------------- video clips (PyAV)
+
+def write_clip(path, frames: list[np.ndarray], fps=25, audio: bool = True, codec: str = "libx264",
+               fmt: str | None = None, audio_seconds: float | None = None, options: dict | None = None,
+               crf: int | None = None) -> None:
+    """Write uint8 RGB ``frames`` as a video at ``fps`` (H.264 yuv420p by default) with, if ``audio``, a
+    mono 16 kHz AAC 440 Hz tone as long as the video (or ``audio_seconds``); ``options``: muxer options
+    (e.g. ``{"movflags": "+faststart"}``: the MP4 index before the data); ``crf``: x264 quality (0 keeps
+    per-frame noise, as a camera's high-bitrate file does; default x264's 23).  Needs PyAV."""
+    import av
+    from fractions import Fraction
+    with av.open(str(path), "w", format=fmt, options=options or {}) as out:
+        vs = out.add_stream(codec, rate=Fraction(fps))
+        h, w = frames[0].shape[:2] if frames else (48, 64)
+        vs.width, vs.height = w, h
+        vs.pix_fmt = "yuv420p"
+        if crf is not None:
+            vs.options = {"crf": str(crf)}
+        a = None
+        if audio:
+            a = out.add_stream("aac", rate=16000)
+            a.layout = "mono"
+        if not frames:
+            out.start_encoding()  # a file with its header and streams but no frame
+        for f in frames:
+            for p in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+        if a is not None:
+            n = int(16000 * (audio_seconds if audio_seconds is not None else len(frames) / float(fps)))
+            tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32)[None]
+            fr = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+            fr.sample_rate = 16000
+            for p in [*a.encode(fr), *a.encode()]:
+                out.mux(p)
+
+
+def read_clip(path) -> tuple[list[np.ndarray], dict]:
+    """Decoded uint8 RGB frames of a video and facts about it: fps, size, audio codecs and audio seconds."""
+    import av
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        info = {"fps": v.average_rate, "width": v.codec_context.width, "height": v.codec_context.height,
+                "audio": [s.codec_context.name for s in c.streams.audio], "codec": v.codec_context.name,
+                "audio_seconds": max((float(s.duration * s.time_base) for s in c.streams.audio if s.duration),
+                                     default=0.0)}
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return frames, info
+
+
+def face_clip(n: int, pan_px: float = 0.0, noise: float = 3.0, quality: int = 75, h: int = 120, w: int = 160,
+              scale: float = 0.6, angle: float = 8.0, seed: int = 0, upscale: int = 2):
+    """A clip of one degraded face (the course degradation of the sample face, fixed over time) moving
+    ``pan_px`` LQ pixels to the right per frame, with fresh Gaussian noise (sigma ``noise``) and JPEG
+    (``quality``) in every frame.  Returns ``(lq_frames, gt_frames, faces_per_frame)``: uint8 RGB
+    ``h`` x ``w`` frames, their clean ``upscale`` x versions, and the exact :class:`Face` of each frame."""
+    rng = np.random.default_rng(seed)
+    lqs, gts, faces = [], [], []
+    for t in range(n):
+        centre = (w / 2 - 0.5 * pan_px * n + pan_px * t, h / 2)
+        lq, gt, fs = make_photo([(scale, angle, centre)], h=h, w=w, upscale=upscale, seed=seed)
+        noisy = np.clip(lq + rng.normal(0, noise, lq.shape), 0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", noisy[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        lqs.append(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy())
+        gts.append(gt)
+        faces.append(fs)
+    return lqs, gts, faces
+
+
+class FrameDetector:
+    """A detector for clips: frame ``i`` (counted by calls) gets ``faces[i]``, its landmarks moved by
+    Gaussian noise of ``jitter`` pixels (a real detector's frame-to-frame wobble); frames past the
+    list, or listed in ``missing``, get no face."""
+
+    def __init__(self, faces_per_frame, jitter: float = 0.0, missing=(), seed: int = 0):
+        self.faces, self.jitter, self.missing = faces_per_frame, jitter, set(missing)
+        self.rng = np.random.default_rng(seed)
+        self.calls = 0
+
+    def __call__(self, rgb):
+        i = self.calls
+        self.calls += 1
+        if i >= len(self.faces) or i in self.missing:
+            return []
+        return [Face(box=f.box, landmarks=f.landmarks + self.rng.normal(0, self.jitter, f.landmarks.shape),
+                     score=f.score) for f in self.faces[i]]
+
+
+def temporal_difference(frames: list[np.ndarray], region: np.ndarray) -> float:
+    """Mean absolute difference between consecutive frames inside the boolean ``region`` (grey levels)."""
+    d = [np.abs(a.astype(np.float32) - b.astype(np.float32))[region].mean() for a, b in zip(frames, frames[1:])]
+    return float(np.mean(d))

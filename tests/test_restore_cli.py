@@ -138,6 +138,26 @@ def test_missing_extra_is_one_line(tmp_path, inputs, ckpt, monkeypatch, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_detector_choice_reaches_the_loader(tmp_path, inputs, ckpt, monkeypatch):
+    from facesr.faces import detect
+    asked = []
+
+    def load(name="hog", **kw):
+        asked.append(name)
+        return lambda rgb: []
+    monkeypatch.setattr(detect, "load_detector", load)
+    rc = main(["restore", str(inputs / "photo.png"), "--out", str(tmp_path / "o"), "--checkpoint", ckpt,
+               "--detector", "hog-upright", "--upscale", "1"])
+    assert rc == 0 and asked == ["hog-upright"]
+
+
+def test_bad_video_options_are_one_line(tmp_path, inputs, ckpt, fake_detector, capsys):
+    for extra in (["--crf", "60"], ["--max-frames", "0"], ["--start", "-1"], ["--duration", "0"]):
+        rc = main(["restore", str(inputs / "photo.png"), "--out", str(tmp_path / "o"), "--checkpoint", ckpt, *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and extra[0] in err
+
+
 def test_help_lists_restore(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

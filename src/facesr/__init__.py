@@ -29,4 +29,10 @@ def load(checkpoint=None, device="auto", ema=False, precision="auto", amp=None, 
     return Restorer.from_checkpoint(checkpoint, device=device, ema=ema, precision=precision, **kwargs)
 
 
-__all__ = ["load", "__version__"]
+def restore_video(path_in, path_out, **kwargs):
+    """Restore the faces of a video file (the 'video' extra); see :func:`facesr.video.restore_video`."""
+    from .video import restore_video as run
+    return run(path_in, path_out, **kwargs)
+
+
+__all__ = ["load", "restore_video", "__version__"]

@@ -84,7 +84,21 @@ def template(size: int = TEMPLATE_SIZE) -> np.ndarray:
     return apply(grid_scale(size / TEMPLATE_SIZE), FFHQ_TEMPLATE_512)
 
 
-def estimate_alignment(landmarks: np.ndarray, size: int = TEMPLATE_SIZE) -> np.ndarray:
+def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform (rotation, uniform scale, translation) mapping the (N, 2) points
+    ``src`` onto ``dst``: float64 2x3.  Unlike a robust fit it changes smoothly with the points."""
+    p, q = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    pc, qc = p - p.mean(axis=0), q - q.mean(axis=0)
+    n = float((pc ** 2).sum())
+    if n <= 0:
+        raise ValueError("landmarks are degenerate: all points coincide")
+    a = float((pc * qc).sum()) / n
+    b = float((pc[:, 0] * qc[:, 1] - pc[:, 1] * qc[:, 0]).sum()) / n
+    r = np.array([[a, -b], [b, a]])
+    return np.hstack([r, (q.mean(axis=0) - r @ p.mean(axis=0))[:, None]])
+
+
+def estimate_alignment(landmarks: np.ndarray, size: int = TEMPLATE_SIZE, robust: bool = True) -> np.ndarray:
     """Similarity transform (rotation, uniform scale, translation) from a photo to the aligned face.
 
     Args:
@@ -92,14 +106,21 @@ def estimate_alignment(landmarks: np.ndarray, size: int = TEMPLATE_SIZE) -> np.n
             (the order of :data:`FFHQ_TEMPLATE_512`).
         size: side of the aligned crop in pixels (512 = the template's own grid, 128 = the x4 model's input).
 
+        robust: fit by OpenCV's ``estimateAffinePartial2D`` with LMEDS (as GFPGAN and facexlib do; the
+            default, for photos), else by least squares over all five points (:func:`fit_similarity`; for
+            video: LMEDS picks its point subsets afresh in every frame and its fit can jump by degrees
+            between nearly equal frames).
+
     Returns:
-        float64 2x3 matrix mapping photo coordinates to aligned-crop coordinates, fitted by
-        OpenCV's ``estimateAffinePartial2D`` (LMEDS, as GFPGAN and facexlib do).
+        float64 2x3 matrix mapping photo coordinates to aligned-crop coordinates.
     """
     lm = np.asarray(landmarks, np.float64).reshape(-1, 2)
     if lm.shape != FFHQ_TEMPLATE_512.shape or not np.all(np.isfinite(lm)):
         raise ValueError(f"landmarks must be 5 finite (x, y) points, got shape {lm.shape}")
-    m, _ = cv2.estimateAffinePartial2D(lm, template(size), method=cv2.LMEDS)
+    if robust:
+        m, _ = cv2.estimateAffinePartial2D(lm, template(size), method=cv2.LMEDS)
+    else:
+        m = fit_similarity(lm, template(size))
     if m is None or not np.all(np.isfinite(m)) or linear_scale(m) <= 0:
         raise ValueError("landmarks are degenerate: no similarity transform maps them to the template")
     return m.astype(np.float64)
