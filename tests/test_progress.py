@@ -22,20 +22,25 @@ def test_log_progress_prints_first_then_every_interval_then_the_end():
         p.update(1)
     p.close()
     lines = out.getvalue().splitlines()
-    # first update at t=1, then t=31, 61, 91, then the final state at close
-    assert len(lines) == 5, lines
-    assert lines[0].startswith("facesr predict: 1/100 img (1%)") and "ETA" in lines[0]
-    assert lines[1].startswith("facesr predict: 31/100 img (31%), 1 img/s, ETA 1 min 09 s")
+    # short work stays quiet: the first line after 30 s (t=30), then t=60, 90, then the final state at close
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("facesr predict: 30/100 img (30%), 1 img/s, ETA 1 min 10 s")
+    assert lines[1].startswith("facesr predict: 60/100 img (60%)")
     assert lines[-1].startswith("facesr predict: 100/100 img (100%)") and "ETA" not in lines[-1]
 
 
 def test_log_progress_slow_units_and_unknown_total():
     out, clock = io.StringIO(), Clock()
     p = LogProgress(None, "train", "it", out, interval=30, clock=clock)
-    clock.t = 5.0
+    clock.t = 45.0
     p.update(1)
     p.close()
-    assert out.getvalue().splitlines() == ["train: 1 it, 5 s/it, elapsed 5 s"]
+    assert out.getvalue().splitlines() == ["train: 1 it, 45 s/it, elapsed 45 s"]
+    quick = io.StringIO()
+    q = LogProgress(10, "x", "img", quick, interval=30, clock=Clock())
+    q.update(10)
+    q.close()
+    assert quick.getvalue() == ""  # work shorter than the interval prints nothing
 
 
 def test_progress_chooses_by_terminal_and_quiet():

@@ -413,8 +413,7 @@ def test_progress_shows_the_first_step_and_an_eta_at_once_in_a_log(tmp_path, cap
     assert code == 0
     lines = err.splitlines()
     assert lines[0].startswith("training from iteration 0 to 4 on cpu")
-    assert lines[1].startswith("train: 1/4 it (25%)") and "ETA" in lines[1]
-    assert lines[2].startswith("first iteration: ") and "remaining 3 take about" in lines[2]
+    assert lines[1].startswith("first iteration: ") and "remaining 3 take about" in lines[1]
 
 
 def test_log_progress_lines_carry_the_postfix():
@@ -422,7 +421,9 @@ def test_log_progress_lines_carry_the_postfix():
 
     from facesr.io.progress import LogProgress
     out = io.StringIO()
-    p = LogProgress(4, "train", "it", out, interval=30, clock=lambda: 1.0)
+    t = [0.0]
+    p = LogProgress(4, "train", "it", out, interval=30, clock=lambda: t[0])
+    t[0] = 31.0
     p.set_postfix_str("loss 0.1")
     p.update(1)
     assert out.getvalue().strip().endswith(", loss 0.1")

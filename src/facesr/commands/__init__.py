@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 #: Command modules under ``facesr.commands``, in the order ``facesr --help`` lists them.
 COMMANDS: list[str] = ["train", "info", "degrade", "eval", "predict", "plot", "demo", "export", "compare",
@@ -82,19 +83,24 @@ def precision_arg(a) -> str | None:
 _PIXEL_COUNT_FROM = 10_000
 
 
-def add_max_pixels_option(p, default_mp: float = 64.0) -> None:
-    """``--max-pixels MPX``: the one cap, in megapixels, on the size an image's header may announce."""
+def add_max_pixels_option(p, default_mp: float | None = 64.0, default_help: str | None = None) -> None:
+    """``--max-pixels MPX``: the one cap, in megapixels, on the size an image's header may announce
+    (``default_mp`` None: the command picks per input kind, as ``default_help`` says)."""
+    default = default_help or f"{default_mp:g}"
     p.add_argument("--max-pixels", default=default_mp, metavar="MPX",
                    help=f"refuse images whose header announces more than MPX megapixels, before decoding "
-                        f"(default {default_mp:g}; 0 = no cap)")
+                        f"(default {default}; 0 = no cap)")
 
 
-def max_pixels_arg(a) -> int:
-    """``--max-pixels`` as a pixel count (0 = no cap); FacesrError for a bad value.  A value of 10,000 or more
-    is the old pixel-count spelling, read as such with a deprecation warning."""
+def max_pixels_arg(a) -> Any:
+    """``--max-pixels`` as a pixel count (0 = no cap; None when not given and the option has no default);
+    FacesrError for a bad value.  A value of 10,000 or more is the old pixel-count spelling, read as such
+    with a deprecation warning."""
     import math
 
     from ..errors import FacesrError
+    if a.max_pixels is None:
+        return None
     try:
         mp = float(a.max_pixels)
     except (TypeError, ValueError):

@@ -85,8 +85,8 @@ def run(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     tasks = [(str(p), deg, args.seed, args.copies, cfg.data.hq_size, cfg.data.hq_resize, str(out_dir)) for p in files]
-    from tqdm import tqdm
-    pbar = tqdm(total=len(tasks), unit="img", desc="degrade", file=sys.stderr, dynamic_ncols=True, disable=None)
+    from ..io.progress import progress
+    pbar = progress(len(tasks), "facesr degrade", "img")
     results: list[dict] = []
     warned = False
 
@@ -95,9 +95,8 @@ def run(args) -> int:
         results.append(r)
         if r["resized"] is not None and r["error"] is None and not warned:
             w, h = r["resized"]
-            tqdm.write(f"facesr degrade: warning: {r['hq']} is {w}x{h}, area-resizing HQ images to "
-                       f"{cfg.data.hq_size}x{cfg.data.hq_size} (further such images are resized silently)",
-                       file=sys.stderr)
+            pbar.write(f"facesr degrade: warning: {r['hq']} is {w}x{h}, area-resizing HQ images to "
+                       f"{cfg.data.hq_size}x{cfg.data.hq_size} (further such images are resized silently)")
             warned = True
         pbar.update(1)
 

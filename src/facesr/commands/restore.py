@@ -30,7 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import add_model_options, check_outputs, load_restorer, report_skipped
+from . import (add_max_pixels_option, add_model_options, check_outputs, load_restorer, max_pixels_arg,
+               report_skipped)
 
 NAME = "restore"
 #: --detector choices (facesr.faces.detect.load_detector names), spelled out so --help does not import dlib
@@ -60,9 +61,7 @@ def add_parser(subparsers) -> None:
                    help="also write <stem>_faces/: aligned model inputs, restored faces and faces.json "
                         "(boxes, landmarks, scores, transforms)")
     add_model_options(p)
-    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                   help="skip photos (video frames) with more than N pixels, checked before decoding "
-                        "(default 48000000 for photos, 3840x2160 for video frames)")
+    add_max_pixels_option(p, None, "48 for photos, 8.3 (3840x2160) for video frames")
     v = p.add_argument_group("videos")
     v.add_argument("--start", type=float, default=0.0, metavar="SEC", help="restore from this time on (default 0)")
     v.add_argument("--duration", type=float, default=None, metavar="SEC", help="restore this many seconds")
@@ -112,8 +111,7 @@ def _check_args(a) -> None:
     from ..errors import FacesrError
     if a.min_face < 0:
         raise FacesrError(f"--min-face must be >= 0, got {a.min_face}")
-    if a.max_pixels is not None and a.max_pixels < 1:
-        raise FacesrError(f"--max-pixels must be >= 1, got {a.max_pixels}")
+    a.max_pixels = max_pixels_arg(a)  # pixels (or None) from here on
     if a.start < 0 or (a.duration is not None and a.duration <= 0):
         raise FacesrError(f"--start must be >= 0 and --duration > 0, got {a.start} and {a.duration}")
     for flag, value in (("--max-frames", a.max_frames), ("--frame-cap", a.frame_cap)):
@@ -189,7 +187,7 @@ def _restore_photos(a, files: list[Path], mapping: dict, face_dirs: dict, detect
                     skipped: list[str]) -> None:
     """Restore each photo of ``files`` into ``mapping[photo]`` (the photo half of :func:`run`)."""
     import numpy as np
-    from tqdm import tqdm
+    from ..io.progress import progress
 
     from ..errors import FacesrError, one_line
     from ..faces.photo import DEFAULT_MAX_PIXELS, read_photo, restore_photo
@@ -199,8 +197,7 @@ def _restore_photos(a, files: list[Path], mapping: dict, face_dirs: dict, detect
     max_pixels = DEFAULT_MAX_PIXELS if a.max_pixels is None else a.max_pixels
     n_written = n_faces = n_small = 0
     no_face: list[str] = []
-    with tqdm(total=len(files), unit="photo", desc=f"facesr {NAME}", file=sys.stderr, disable=None,
-              dynamic_ncols=True) as bar:
+    with progress(len(files), f"facesr {NAME}", "photo") as bar:
         for f in files:
             try:
                 rgb, alpha = read_photo(f, max_pixels=max_pixels)
@@ -219,10 +216,10 @@ def _restore_photos(a, files: list[Path], mapping: dict, face_dirs: dict, detect
             n_small += len(res.skipped)
             if not res.faces:
                 no_face.append(f.name)
-                tqdm.write(f"facesr {NAME}: note: {f}: no face restored"
-                           f"{f' ({len(res.skipped)} too small)' if res.skipped else ''}; "
-                           f"wrote a plain {a.bg} upscale", file=sys.stderr)
-            bar.set_postfix(faces=n_faces, refresh=False)
+                bar.write(f"facesr {NAME}: note: {f}: no face restored"
+                          f"{f' ({len(res.skipped)} too small)' if res.skipped else ''}; "
+                          f"wrote a plain {a.bg} upscale")
+            bar.set_postfix_str(f"faces={n_faces}")
             bar.update(1)
 
     msg = f"wrote {n_written} photo(s) to {a.out}: {n_faces} face(s) restored"
@@ -246,7 +243,7 @@ def _restore_videos(a, mapping: dict[Path, Path], detector, restorer, skipped: l
         try:
             res = restore_video(f, o, restorer=restorer, detector=detector, upscale=a.upscale, background=a.bg,
                                 min_face=a.min_face, start=a.start, duration=a.duration, max_frames=a.max_frames,
-                                max_pixels=DEFAULT_MAX_PIXELS if a.max_pixels is None else a.max_pixels,
+                                max_pixels=DEFAULT_MAX_PIXELS if a.max_pixels is None else (a.max_pixels or None),
                                 frame_cap=DEFAULT_FRAME_CAP if a.frame_cap is None else a.frame_cap, crf=a.crf,
                                 progress=progress)
         except FacesrError as exc:
@@ -267,7 +264,7 @@ def _restore_videos(a, mapping: dict[Path, Path], detector, restorer, skipped: l
 
 
 class _VideoBars:
-    """``progress(stage, done, total)`` for :func:`facesr.video.restore_video`: one tqdm bar per stage
+    """``progress(stage, done, total)`` for :func:`facesr.video.restore_video`: one progress bar (or plain log lines) per stage
     (frames done, frames per second, ETA when the frame count is known)."""
 
     def __init__(self, name: str):
@@ -276,12 +273,11 @@ class _VideoBars:
         self.stage: str | None = None
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
-        from tqdm import tqdm
+        from ..io.progress import progress
         if stage != self.stage:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=total, unit="frame", desc=f"{self.name}: {stage}", file=sys.stderr, disable=None,
-                            dynamic_ncols=True)
+            self.bar = progress(total, f"{self.name}: {stage}", "frame")
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:

@@ -2,8 +2,8 @@
 
 :func:`progress` returns a tqdm bar when stderr is a terminal.  Elsewhere (``nohup``, CI, a script that
 captures stderr) tqdm would stay silent, so it returns a :class:`LogProgress` instead: a plain line
-(done/total, rate, ETA) on the first update and then at most every ``interval`` seconds, and a last line
-when the work ends.  ``quiet`` silences both.  Both take ``update(n)``, ``write(msg)``, ``close()`` and
+(done/total, rate, ETA) every ``interval`` seconds of work (so short work stays quiet), and a last line
+when long work ends.  ``quiet`` silences both.  Both take ``update(n)``, ``write(msg)``, ``close()`` and
 ``with``.
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ class LogProgress:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = self.clock()
-        if self.last is None or now - self.last >= self.interval:
+        if now - (self.t0 if self.last is None else self.last) >= self.interval:
             self.last, self.printed_n = now, self.n
             self.write(self.line())
 

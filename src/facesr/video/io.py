@@ -112,8 +112,8 @@ def probe(path: str | os.PathLike, max_pixels: int | None = None) -> VideoInfo:
         if w < 1 or h < 1:
             raise VideoError(f"{path}: the video stream has no frame size (empty or broken file)")
         if max_pixels is not None and w * h > max_pixels:
-            raise VideoError(f"{path}: {w}x{h} frames are {w * h / 1e6:.1f} megapixels, above the limit of "
-                             f"{max_pixels / 1e6:.1f} (max_pixels)")
+            raise VideoError(f"{path}: {w}x{h} frames are {w * h / 1e6:.3g} Mpx, over the cap of "
+                             f"{max_pixels / 1e6:g} Mpx (--max-pixels)")
         rate = v.average_rate or v.guessed_rate or v.base_rate
         if not rate or rate <= 0:
             raise VideoError(f"{path}: the video stream has no frame rate")
