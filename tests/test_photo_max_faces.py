@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+import faces_synth as S
 from facesr.faces.photo import largest_faces, restore_photo
 from facesr.inference import Restorer
 from facesr.models import build_model
-import faces_synth as S
 
 
 @pytest.fixture(scope="module")

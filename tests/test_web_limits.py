@@ -26,15 +26,15 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from facesr import cli  # noqa: E402
-from facesr.faces.photo import DEFAULT_MAX_FACES  # noqa: E402
-from facesr.inference import Restorer  # noqa: E402
-from facesr.web import app as webapp  # noqa: E402
-from facesr.web.server import ConnectionLimits  # noqa: E402
-import faces_synth as S  # noqa: E402
-from web_support import GatedRestorer, LiveServer, decode_png, face_png, has_face_detector, multipart, png_bytes  # noqa: E402
+import faces_synth as S
+from facesr import cli
+from facesr.faces.photo import DEFAULT_MAX_FACES
+from facesr.inference import Restorer
+from facesr.web import app as webapp
+from facesr.web.server import ConnectionLimits
+from web_support import GatedRestorer, LiveServer, decode_png, face_png, has_face_detector, multipart, png_bytes
 
 BAD_WORDS = ("Traceback", "b'", "\\x", "--max", "Error:", "PIL", "dlib", "stride", "numpy")
 
@@ -217,7 +217,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
     while time.monotonic() < deadline:
         try:
             chunk = sock.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except ConnectionResetError:
             return True, got
@@ -327,3 +327,63 @@ def test_pixel_cap_message_says_over_the_cap(restorer):
                                                   "image/png")})
         text = _one_line(res, 413, "100 × 101", "over this server's cap of 10,000 pixels")
         assert "unreadable" not in text and "not a picture" not in text
+
+
+# ----------------------------------------------------------------------------- stopping
+
+STOPPABLE_SERVER = """
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+from web_support import GatedRestorer
+from facesr.web.app import create_app
+from facesr.web.server import server_for
+restorer = GatedRestorer()
+restorer.gate.clear()  # every job is held in its first tile, as in a long forward pass
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen(16)  # connections wait in the backlog until uvicorn runs
+print(sock.getsockname()[1], flush=True)
+server_for(create_app(restorer, examples=False), log_level="critical").run(sockets=[sock])
+"""
+
+
+def test_sigterm_with_a_job_running_stops_the_server_within_two_seconds(tmp_path):
+    import http.client
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen([sys.executable, "-c", STOPPABLE_SERVER, str(Path(__file__).parent)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        conns, body = [], face_png(16)[1]
+        for _ in range(2):  # one runs (held), one waits
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            c.request("POST", "/restore", body=body, headers={"content-type": "image/png"})
+            conns.append(c)
+        deadline = time.monotonic() + 30
+        while True:
+            probe = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            probe.request("GET", "/healthz")
+            h = json.loads(probe.getresponse().read())
+            probe.close()
+            if (h["running"], h["queued"]) == (1, 1) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert (h["running"], h["queued"]) == (1, 1), h
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        took = time.monotonic() - t0
+        for c in conns:
+            r = c.getresponse()
+            text = r.read().decode()
+            assert r.status == 503 and "stopped before restoring" in text and "Traceback" not in text
+        assert took < 2.0, f"the server took {took:.1f} s to stop"
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -119,14 +119,14 @@ def run(args) -> int:
     _check(args)
     try:
         import fastapi  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401  (checked here: the web extra)
         _import_multipart()
     except ImportError:
         raise MissingExtraError("web", "facesr serve") from None
     import logging
 
     from ..web.app import create_app
-    from ..web.server import ConnectionLimits, uvicorn_config
+    from ..web.server import ConnectionLimits, server_for
     from . import load_restorer
 
     restorer = load_restorer(args)
@@ -138,15 +138,17 @@ def run(args) -> int:
     url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
     log = logging.getLogger("facesr.web")
+    handler = None
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("facesr serve: %(message)s"))
         log.addHandler(handler)
         log.propagate = False
+    level = log.level
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
 
     limits = ConnectionLimits(header_timeout_s=args.header_timeout, max_connections=args.max_connections)
-    server = uvicorn.Server(uvicorn_config(app, limits, log_level="warning", access_log=False))
+    server = server_for(app, limits, log_level="warning", access_log=False)
     print(f"facesr serve: {model} on {restorer.device} ({restorer.precision}); open {url} in a browser "
           f"(the HTTP API is described at {url}docs; Ctrl-C stops)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -158,5 +160,9 @@ def run(args) -> int:
         pass
     finally:
         sock.close()
+        if handler is not None:  # leave logging as it was (run() may be called in a process that goes on)
+            log.removeHandler(handler)
+            log.propagate = True
+        log.setLevel(level)
     print("facesr serve: stopped", file=sys.stderr)
     return 0

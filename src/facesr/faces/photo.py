@@ -168,6 +168,13 @@ def largest_faces(faces: list[Face], max_faces: int | None) -> tuple[list[Face],
     return ([f for i, f in enumerate(faces) if i in keep], [f for i, f in enumerate(faces) if i not in keep])
 
 
+def _affine(face: Face) -> np.ndarray:
+    """The face's photo-to-template map, which the pipeline has set by now."""
+    if face.affine is None:
+        raise ValueError("face has no alignment yet")
+    return face.affine
+
+
 def over_cap_note(n_over: int, n_restorable: int, max_faces: int) -> str:
     """The note of a photo with more faces than ``max_faces``: how many were restored and how many left out."""
     return (f"the photo has {n_restorable} faces large enough to restore; only the {max_faces} largest were "
@@ -222,14 +229,14 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
         kept.append(f)
     faces, over_cap = largest_faces(kept, max_faces)
     notes = [over_cap_note(len(over_cap), len(kept), int(max_faces))] if over_cap and max_faces is not None else []
-    crops = [crop_face(rgb, f.affine, lq_size, margin=context) for f in faces]
+    crops = [crop_face(rgb, _affine(f), lq_size, margin=context) for f in faces]
     restored = _restore_crops(restorer, crops, context, progress)
     if context:
         crops = [np.ascontiguousarray(c[context:context + lq_size, context:context + lq_size]) for c in crops]
 
     out = upscale_background(rgb, upscale, background, restorer)
     for i in paste_order([f.size for f in faces]):
-        paste_face(out, restored[i], faces[i].affine, upscale)
+        paste_face(out, restored[i], _affine(faces[i]), upscale)
 
     result_image = join_alpha(out, alpha, kind, upscale)
     return PhotoResult(image=result_image, faces=faces, skipped=skipped, upscale=upscale,

@@ -48,10 +48,14 @@ def photo_refusal(restorer, detector) -> tuple[str, int] | None:
     return None
 
 
+#: Seconds a running job gets to stop at its next tile when the server stops (then it is answered as cancelled).
+STOP_GRACE_S = 0.5
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     yield
-    app.state.service.queue.close()
+    app.state.service.queue.close(STOP_GRACE_S)  # at once if facesr.web.server already stopped the jobs
 
 
 def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: int = 8,

@@ -285,8 +285,15 @@ class JobQueue:
                     "max_queued": self.max_queued}
 
     def close(self, timeout: float = 5.0) -> None:
-        """Cancel everything, stop the worker (waits up to ``timeout`` seconds for it)."""
+        """Cancel everything and stop the worker; only the first call does anything.
+
+        Waiting jobs end (cancelled) at once.  The running job gets ``timeout`` seconds to stop at its
+        next tile; if it has not by then (a long forward pass), it is marked cancelled anyway, so whoever
+        waits for it gets an answer now, and the worker thread (a daemon) is left to finish the pass.
+        """
         with self._cond:
+            if self._closed:
+                return
             self._closed = True
             jobs = list(self._waiting) + ([self._running] if self._running else [])
         for j in jobs:
@@ -294,6 +301,11 @@ class JobQueue:
         with self._cond:
             self._cond.notify_all()
         self._thread.join(timeout)
+        with self._cond:
+            job = self._running
+            if job is not None and not job.is_finished:
+                log.info("job %s: still in a forward pass %g s after the stop; answered as cancelled", job.id, timeout)
+                self._finish(job, CANCELLED)
 
     # --------------------------------------------------------------- internals
 
@@ -379,6 +391,8 @@ class JobQueue:
                 log.error("job %s failed: %s\n%s", job.id, one_line(exc), traceback.format_exc())
             with self._cond:
                 self._running = None
+                if job.is_finished:  # abandoned by close() while it ran: already answered as cancelled
+                    continue
                 job.result = result
                 self._finish(job, state)
                 if state == DONE and job.pixels > 0 and job.finished is not None:

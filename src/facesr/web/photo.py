@@ -135,6 +135,12 @@ def _detect_with_progress(detector, progress, min_face: float, max_faces: int | 
     return detect
 
 
+def takes_detector(fn) -> bool:
+    """True when the whole-photo restorer ``fn`` takes a ``detector`` (so faces are found by this server)."""
+    names, any_kw = _accepts(fn)
+    return any_kw or "detector" in names
+
+
 def call_restore_photo(fn, image: np.ndarray, progress, detector=None, upscale: int = PHOTO_UPSCALE,
                        min_face: float | None = None, max_faces: int | None = None) -> PhotoOutcome:
     """Call a whole-photo restorer with the options it takes; returns a :class:`PhotoOutcome`.

@@ -15,13 +15,19 @@ The rest comes from uvicorn's settings: ``h11_max_incomplete_event_size`` caps t
 (more is answered 400), ``limit_concurrency`` answers 503 past the cap as a backstop, and
 ``timeout_keep_alive`` closes idle keep-alive connections.  Uploads are bounded by the app
 (:mod:`facesr.web.uploads`: a byte cap, and 408 when the body stalls).
+
+:class:`StoppingServer` stops the jobs as soon as SIGTERM or SIGINT arrives, so requests waiting for
+a job are answered (503) at once and uvicorn's graceful shutdown does not wait for a forward pass.
 """
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import h11
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 #: Seconds a client has to send its complete request headers.
@@ -73,7 +79,7 @@ class BoundedH11Protocol(H11Protocol):
     limits = ConnectionLimits()
     _header_timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             self._refuse(TOO_MANY)
@@ -119,17 +125,42 @@ def protocol_class(limits: ConnectionLimits) -> type[BoundedH11Protocol]:
     return type("BoundedH11Protocol", (BoundedH11Protocol,), {"limits": limits})
 
 
-def uvicorn_config(app, limits: ConnectionLimits | None = None, **options):
+def uvicorn_config(app, limits: ConnectionLimits | None = None, **options) -> uvicorn.Config:
     """A ``uvicorn.Config`` for ``app`` on :class:`BoundedH11Protocol` with ``limits``.
 
     ``options`` go to ``uvicorn.Config`` (e.g. ``log_level``); the protocol and the limits cannot be
     overridden there.
     """
-    import uvicorn
-
     limits = limits or ConnectionLimits()
     settings = {"lifespan": "on", "timeout_graceful_shutdown": 3, **options}
     return uvicorn.Config(app, http=protocol_class(limits), ws="none",
                           h11_max_incomplete_event_size=limits.max_header_bytes,
                           limit_concurrency=limits.max_connections + 1,
                           timeout_keep_alive=limits.keep_alive_s, **settings)
+
+
+class StoppingServer(uvicorn.Server):
+    """``uvicorn.Server`` that calls ``on_stop`` (in a thread) when the first SIGTERM or SIGINT arrives.
+
+    :func:`server_for` passes the app's ``queue.close``: waiting jobs end at once, the running one
+    stops at its next tile or within :data:`facesr.web.app.STOP_GRACE_S`, so the requests waiting for
+    them are answered before uvicorn's graceful shutdown would give up on them.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None] | None = None):
+        super().__init__(config)
+        self.on_stop = on_stop
+
+    def handle_exit(self, sig, frame) -> None:
+        first = not self.should_exit
+        super().handle_exit(sig, frame)
+        if first and self.on_stop is not None:  # not in the signal handler itself: close() may wait
+            threading.Thread(target=self.on_stop, name="facesr-stop", daemon=True).start()
+
+
+def server_for(app, limits: ConnectionLimits | None = None, **options) -> StoppingServer:
+    """A :class:`StoppingServer` for an app of :func:`facesr.web.app.create_app` (see :func:`uvicorn_config`)."""
+    from .app import STOP_GRACE_S
+
+    queue = app.state.service.queue
+    return StoppingServer(uvicorn_config(app, limits, **options), lambda: queue.close(STOP_GRACE_S))

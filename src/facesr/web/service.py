@@ -35,6 +35,7 @@ from .photo import (
     SharedDetector,
     call_restore_photo,
     face_boxes,
+    takes_detector,
     too_small_for_photo_mode,
 )
 from .responses import download_name
@@ -136,7 +137,8 @@ class WebService:
         if job.mode == "photo":
             res = call_restore_photo(self.restorer.restore_photo, job.image, progress, detector=self.detector,
                                      upscale=self.config.photo_upscale, max_faces=self.config.max_faces)
-            out, result = res.image, {"scale": res.upscale}
+            out = res.image
+            result: dict[str, object] = {"scale": res.upscale}
             if res.faces is not None and res.skipped is not None:
                 over = res.over_cap or []
                 result.update(faces=face_boxes(res.faces, res.skipped, res.upscale, over_cap=over),
@@ -167,9 +169,10 @@ class WebService:
         image = await asyncio.to_thread(decode_image, upload.data, self.config.max_pixels)
         h, w = image.shape[:2]
         photo = upload.mode == "photo"
-        refusal = too_small_for_photo_mode(image.shape, DEFAULT_MIN_FACE) if photo else None
-        if refusal is not None:  # no face worth restoring fits: say so now rather than queue a failure
-            raise refusal
+        if photo and takes_detector(self.restorer.restore_photo):  # no face worth restoring fits: say so now
+            refusal = too_small_for_photo_mode(image.shape, DEFAULT_MIN_FACE)
+            if refusal is not None:
+                raise refusal
         job = Job(image=image, name=upload.name, mode=upload.mode, unit="face" if photo else "tile",
                   note=None if photo else face_note(w, h))
         return self.queue.submit(job)
