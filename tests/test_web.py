@@ -264,9 +264,9 @@ def test_whole_photo_progress_is_per_face_and_cancels():
     lq, faces = group_photo()
     one_by_one = GatedRestorer(batch_size=1)
     seen = []
-    out, found, skipped, up = call_restore_photo(one_by_one.restore_photo, lq, lambda d, t: seen.append((d, t)),
-                                                 detector=S.FakeDetector(faces))
-    assert seen == [(0, 0), (0, 2), (1, 2), (2, 2)] and (len(found), len(skipped), up) == (2, 1, 2)
+    out, found, skipped, up, over = call_restore_photo(one_by_one.restore_photo, lq,
+                                                       lambda d, t: seen.append((d, t)), detector=S.FakeDetector(faces))
+    assert seen == [(0, 0), (0, 2), (1, 2), (2, 2)] and (len(found), len(skipped), up, over) == (2, 1, 2, [])
     assert out.shape == (480, 640, 3)
 
     # cancelled while the detector runs: no face is restored

@@ -280,14 +280,14 @@ def test_oversized_picture_and_file(page):
     page.click("#go")
     status = page.locator("#status")
     expect(status).to_contain_text("This picture is 700 × 700 pixels")
-    expect(status).to_contain_text("up to 360,000 pixels (for example 600 × 600)")
+    expect(status).to_contain_text("over this server's cap of 360,000 pixels (for example 600 × 600)")
     _plain(status.text_content())
     # a file over the byte cap is refused before uploading anything
     posts = []
     page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
     _choose(page, "enormous.png", bytes(body_limit(MAX_PIXELS) + 10))
     page.click("#go")
-    expect(status).to_contain_text("this server takes files up to")
+    expect(status).to_contain_text("over this server's cap of")
     _plain(status.text_content())
     assert posts == []
 

@@ -153,18 +153,20 @@ def multipart(fields: dict[str, tuple[str, bytes] | str], boundary: str = "faces
 
 
 class LiveServer:
-    """The app on uvicorn in a background thread, on 127.0.0.1 and a free port."""
+    """The app on uvicorn in a background thread, on 127.0.0.1 and a free port, with the connection
+    bounds of ``facesr serve`` (:func:`facesr.web.server.uvicorn_config`; ``limits`` default to its own)."""
 
-    def __init__(self, app):
+    def __init__(self, app, limits=None):
         import uvicorn
+
+        from facesr.web.server import uvicorn_config
 
         self.app = app
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="on",
-                                                    timeout_graceful_shutdown=1))
+        self.server = uvicorn.Server(uvicorn_config(app, limits, log_level="error", timeout_graceful_shutdown=1))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> "LiveServer":

@@ -7,11 +7,20 @@ has no authentication, so only bind to another address on a network you trust.
 """
 from __future__ import annotations
 
+import math
 import sys
 
-from . import add_model_options
+from . import add_model_options, warn
 
+#: Default cap on input pixels (a pixel count, as facesr.web.images.DEFAULT_MAX_PIXELS): 1024 x 1024.
 DEFAULT_MAX_PIXELS = 1024 * 1024
+#: A --max-pixels value above this is an old-style pixel count, not megapixels (nobody serves 10 Gpx inputs).
+LEGACY_PIXEL_COUNT = 10_000
+#: Defaults of the other caps (facesr.faces.photo.DEFAULT_MAX_FACES, facesr.web.server's limits), spelled out
+#: so that building the parser does not import FastAPI or the face pipeline.
+DEFAULT_MAX_FACES = 32
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_HEADER_TIMEOUT_S = 10.0
 
 
 def add_parser(subparsers) -> None:
@@ -20,9 +29,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
     add_model_options(p, ema=False)
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help="refuse inputs with more than N pixels (default 1048576 = 1024x1024); "
-                        "the request body is capped at 8 bytes per pixel + 1 MiB")
+    p.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6, metavar="MPX",
+                   help="refuse inputs of more than MPX megapixels, read from the file's header (default "
+                        "1.048576 = 1024x1024); the request body is capped at 8 bytes per pixel + 1 MiB. "
+                        "(A value above 10000 is read as a pixel count, the old spelling, with a warning.)")
+    p.add_argument("--max-faces", type=int, default=DEFAULT_MAX_FACES, metavar="N",
+                   help=f"whole-photo mode restores at most the N largest faces of a photo, and says how many "
+                        f"it left out (default {DEFAULT_MAX_FACES})")
+    p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                   help=f"most connections open at once; more get HTTP 503 (default {DEFAULT_MAX_CONNECTIONS})")
+    p.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S, metavar="SECONDS",
+                   help=f"HTTP 408 and the connection closed when a request's headers take longer "
+                        f"(default {DEFAULT_HEADER_TIMEOUT_S:g})")
     p.add_argument("--max-queue", type=int, default=8, metavar="N",
                    help="most requests waiting behind the running one; more get HTTP 503 (default 8)")
     p.add_argument("--upload-timeout", type=float, default=20.0, metavar="SECONDS",
@@ -31,14 +49,37 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def max_pixels_count(value: float) -> int:
+    """The pixel count of ``--max-pixels``: megapixels, or (above :data:`LEGACY_PIXEL_COUNT`, with a
+    deprecation warning) an old-style pixel count; FacesrError for a value that is not a finite cap."""
+    from ..errors import FacesrError
+
+    if not (math.isfinite(value) and value > 0):
+        raise FacesrError(f"--max-pixels must be a number of megapixels above 0, got {value:g}")
+    if value > LEGACY_PIXEL_COUNT:
+        count = int(value)
+        warn("serve", f"--max-pixels {count} read as a pixel count ({count / 1e6:g} megapixels); --max-pixels "
+                      f"takes megapixels now (--max-pixels {count / 1e6:g}), the pixel-count spelling will go")
+        return count
+    count = round(value * 1e6)
+    if count < 1:
+        raise FacesrError(f"--max-pixels {value:g} megapixels is less than one pixel")
+    return count
+
+
 def _check(args) -> None:
     from ..errors import FacesrError
 
-    if args.max_pixels < 1:
-        raise FacesrError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+    args.max_pixels = max_pixels_count(args.max_pixels)
+    if args.max_faces < 1:
+        raise FacesrError(f"--max-faces must be at least 1, got {args.max_faces}")
+    if args.max_connections < 1:
+        raise FacesrError(f"--max-connections must be at least 1, got {args.max_connections}")
+    if not (math.isfinite(args.header_timeout) and args.header_timeout > 0):
+        raise FacesrError(f"--header-timeout must be more than 0 seconds, got {args.header_timeout:g}")
     if args.max_queue < 0:
         raise FacesrError(f"--max-queue must be at least 0, got {args.max_queue}")
-    if not args.upload_timeout > 0:
+    if not (math.isfinite(args.upload_timeout) and args.upload_timeout > 0):
         raise FacesrError(f"--upload-timeout must be more than 0 seconds, got {args.upload_timeout:g}")
     if not 0 <= args.port <= 65535:
         raise FacesrError(f"--port must be 0 to 65535, got {args.port}")
@@ -78,34 +119,36 @@ def run(args) -> int:
     _check(args)
     try:
         import fastapi  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401  (checked here: the web extra)
         _import_multipart()
     except ImportError:
         raise MissingExtraError("web", "facesr serve") from None
     import logging
 
     from ..web.app import create_app
+    from ..web.server import ConnectionLimits, server_for
     from . import load_restorer
 
     restorer = load_restorer(args)
     model = args.checkpoint or "the shipped model"
     app = create_app(restorer, max_pixels=args.max_pixels, max_queued=args.max_queue,
-                     upload_timeout_s=args.upload_timeout, model_name=model, warmup=True)
+                     upload_timeout_s=args.upload_timeout, model_name=model, warmup=True, max_faces=args.max_faces)
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
     log = logging.getLogger("facesr.web")
+    handler = None
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("facesr serve: %(message)s"))
         log.addHandler(handler)
         log.propagate = False
+    level = log.level
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            limit_concurrency=64, timeout_keep_alive=5, timeout_graceful_shutdown=3)
-    server = uvicorn.Server(config)
+    limits = ConnectionLimits(header_timeout_s=args.header_timeout, max_connections=args.max_connections)
+    server = server_for(app, limits, log_level="warning", access_log=False)
     print(f"facesr serve: {model} on {restorer.device} ({restorer.precision}); open {url} in a browser "
           f"(the HTTP API is described at {url}docs; Ctrl-C stops)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -117,5 +160,9 @@ def run(args) -> int:
         pass
     finally:
         sock.close()
+        if handler is not None:  # leave logging as it was (run() may be called in a process that goes on)
+            log.removeHandler(handler)
+            log.propagate = True
+        log.setLevel(level)
     print("facesr serve: stopped", file=sys.stderr)
     return 0

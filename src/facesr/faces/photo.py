@@ -12,7 +12,9 @@ Pipeline of :func:`restore_photo` for a photo of ``W`` x ``H`` pixels and ``upsc
    (:mod:`facesr.faces.paste`), smallest face first.
 
 Faces whose box is narrower than ``min_face`` photo pixels are left as background and
-reported in :attr:`PhotoResult.skipped`.  Memory: the photo, the background and the output
+reported in :attr:`PhotoResult.skipped`.  At most ``max_faces`` faces are restored (the largest
+ones); the others are left as background too, in :attr:`PhotoResult.over_cap`, and
+:attr:`PhotoResult.notes` says how many.  Memory: the photo, the background and the output
 are uint8; float32 is used only inside one face's region at a time.
 """
 from __future__ import annotations
@@ -35,6 +37,8 @@ from .paste import paste_face, paste_order
 BACKGROUNDS = ("bicubic", "lanczos", "model")
 UPSCALES = (1, 2, 4)
 DEFAULT_MIN_FACE = 32
+#: Most faces restored in one photo by default (the largest ones), so one photo of a crowd has a bounded cost.
+DEFAULT_MAX_FACES = 32
 #: Extra model-input pixels of photo context around each aligned crop (cropped off the output).
 DEFAULT_CONTEXT = 16
 #: Largest input photo (pixels) read by default: 48 MP, e.g. 8000 x 6000.
@@ -56,6 +60,9 @@ class PhotoResult:
         upscale: output pixels per input pixel.
         crops: with ``keep_crops``, per restored face the aligned model input (uint8 RGB,
             128 x 128 for the x4 model) and its restoration (512 x 512); else empty.
+        over_cap: faces large enough to restore but left as background because the photo had more
+            than ``max_faces`` of them (the smallest ones; detection order).
+        notes: sentences for the user about what was left out (empty when nothing was).
     """
 
     image: object
@@ -63,6 +70,8 @@ class PhotoResult:
     skipped: list[Face]
     upscale: int
     crops: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    over_cap: list[Face] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def photo_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -106,8 +115,11 @@ def upscale_background(rgb: np.ndarray, upscale: int, method: str = "bicubic", r
     return upscale_classical(rgb, upscale, method)
 
 
-def _check_options(upscale: int, background: str, context: int, min_face: float) -> None:
+def _check_options(upscale: int, background: str, context: int, min_face: float, max_faces: int | None = None
+                   ) -> None:
     """ValueError for a :func:`restore_photo` option out of range."""
+    if max_faces is not None and (isinstance(max_faces, bool) or int(max_faces) != max_faces or max_faces < 0):
+        raise ValueError(f"max_faces must be a whole number >= 0 (or None for no cap), got {max_faces!r}")
     if upscale not in UPSCALES:
         raise ValueError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, got {upscale!r}")
     if background not in BACKGROUNDS:
@@ -144,10 +156,36 @@ def _restore_crops(restorer, crops: list[np.ndarray], context: int,
     return restored
 
 
+def largest_faces(faces: list[Face], max_faces: int | None) -> tuple[list[Face], list[Face]]:
+    """(the ``max_faces`` largest of ``faces``, the rest), both in detection order; None = no cap.
+
+    Ties in size keep the earlier detection.
+    """
+    if max_faces is None or len(faces) <= max_faces:
+        return list(faces), []
+    order = sorted(range(len(faces)), key=lambda i: (-faces[i].size, i))
+    keep = set(order[:int(max_faces)])
+    return ([f for i, f in enumerate(faces) if i in keep], [f for i, f in enumerate(faces) if i not in keep])
+
+
+def _affine(face: Face) -> np.ndarray:
+    """The face's photo-to-template map, which the pipeline has set by now."""
+    if face.affine is None:
+        raise ValueError("face has no alignment yet")
+    return face.affine
+
+
+def over_cap_note(n_over: int, n_restorable: int, max_faces: int) -> str:
+    """The note of a photo with more faces than ``max_faces``: how many were restored and how many left out."""
+    return (f"the photo has {n_restorable} faces large enough to restore; only the {max_faces} largest were "
+            f"restored, {n_over} left as they were (max_faces = {max_faces})")
+
+
 def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] | None = None,
                   upscale: int = 2, background: str = "bicubic", min_face: float = DEFAULT_MIN_FACE,
                   keep_crops: bool = False, context: int = DEFAULT_CONTEXT, max_output_pixels: int = MAX_OUTPUT_PIXELS,
-                  progress: Callable[[int, int], None] | None = None) -> PhotoResult:
+                  progress: Callable[[int, int], None] | None = None,
+                  max_faces: int | None = DEFAULT_MAX_FACES) -> PhotoResult:
     """Restore every face of a whole photo and return it upscaled (see the module docstring).
 
     Args:
@@ -167,8 +205,10 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
             so the zero padding of its convolutions stays away from the pasted face (default 16).
         max_output_pixels: refuse (ImageError) when the output would have more pixels.
         progress: called as ``progress(done, total)`` after each forward pass of restored faces.
+        max_faces: restore at most this many faces, the largest (default 32; None = no cap); the others
+            are left as background and listed in :attr:`PhotoResult.over_cap`, with a note.
     """
-    _check_options(upscale, background, context, min_face)
+    _check_options(upscale, background, context, min_face, max_faces)
     rgb, alpha, kind = split_alpha(image)
     _check_size(rgb.shape, upscale, max_output_pixels)
     if detector is None:
@@ -179,7 +219,7 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
     skipped = [f for f in found if f.size < min_face]
 
     lq_size = TEMPLATE_SIZE // restorer.scale
-    crops, kept = [], []
+    kept: list[Face] = []
     for f in faces:
         try:
             f.affine = estimate_alignment(f.landmarks, TEMPLATE_SIZE)
@@ -187,16 +227,17 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
             skipped.append(f)
             continue
         kept.append(f)
-        crops.append(crop_face(rgb, f.affine, lq_size, margin=context))
-    faces = kept
+    faces, over_cap = largest_faces(kept, max_faces)
+    notes = [over_cap_note(len(over_cap), len(kept), int(max_faces))] if over_cap and max_faces is not None else []
+    crops = [crop_face(rgb, _affine(f), lq_size, margin=context) for f in faces]
     restored = _restore_crops(restorer, crops, context, progress)
     if context:
         crops = [np.ascontiguousarray(c[context:context + lq_size, context:context + lq_size]) for c in crops]
 
     out = upscale_background(rgb, upscale, background, restorer)
     for i in paste_order([f.size for f in faces]):
-        paste_face(out, restored[i], faces[i].affine, upscale)
+        paste_face(out, restored[i], _affine(faces[i]), upscale)
 
     result_image = join_alpha(out, alpha, kind, upscale)
     return PhotoResult(image=result_image, faces=faces, skipped=skipped, upscale=upscale,
-                       crops=list(zip(crops, restored)) if keep_crops else [])
+                       crops=list(zip(crops, restored)) if keep_crops else [], over_cap=over_cap, notes=notes)

@@ -15,7 +15,9 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
+from ..faces.photo import DEFAULT_MAX_FACES
 from .images import DEFAULT_MAX_PIXELS
+from .jobs import DEFAULT_FETCHED_GRACE_S, DEFAULT_KEEP_BYTES
 from .photo import (
     NO_DETECTOR,
     NO_PHOTO_MODE,
@@ -46,16 +48,21 @@ def photo_refusal(restorer, detector) -> tuple[str, int] | None:
     return None
 
 
+#: Seconds a running job gets to stop at its next tile when the server stops (then it is answered as cancelled).
+STOP_GRACE_S = 0.5
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     yield
-    app.state.service.queue.close()
+    app.state.service.queue.close(STOP_GRACE_S)  # at once if facesr.web.server already stopped the jobs
 
 
 def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: int = 8,
                upload_timeout_s: float = 20.0, model_name: str = "the shipped model", examples: bool = True,
                keep_finished: int = 8, keep_seconds: float = 600.0, warmup: bool = False, detector=None,
-               photo_upscale: int = PHOTO_UPSCALE) -> FastAPI:
+               photo_upscale: int = PHOTO_UPSCALE, max_faces: int = DEFAULT_MAX_FACES,
+               keep_bytes: int = DEFAULT_KEEP_BYTES, fetched_grace_s: float = DEFAULT_FETCHED_GRACE_S) -> FastAPI:
     """Build the FastAPI app around one model.
 
     ``restorer``: a :class:`facesr.inference.Restorer` (anything with ``scale`` and ``restore(image,
@@ -66,7 +73,8 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
     """
     config = ServerConfig(max_pixels=max_pixels, max_queued=max_queued, upload_timeout_s=upload_timeout_s,
                           model_name=model_name, examples=examples, keep_finished=keep_finished,
-                          keep_seconds=keep_seconds, warmup=warmup, photo_upscale=photo_upscale)
+                          keep_seconds=keep_seconds, warmup=warmup, photo_upscale=photo_upscale,
+                          max_faces=max_faces, keep_bytes=keep_bytes, fetched_grace_s=fetched_grace_s)
     service = WebService(restorer, config, SharedDetector(detector), photo_refusal(restorer, detector))
     if warmup:
         service.warm_up()

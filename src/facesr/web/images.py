@@ -55,14 +55,16 @@ def pixel_limit_words(max_pixels: int) -> str:
 
 
 def too_many_pixels(w: int, h: int, max_pixels: int) -> InputError:
-    return InputError(f"This picture is {w} × {h} pixels, larger than this server takes: up to "
+    """The 413 answer for a ``w`` x ``h`` picture over the cap of ``max_pixels`` (read from its header)."""
+    return InputError(f"This picture is {w} × {h} pixels, over this server's cap of "
                       f"{pixel_limit_words(max_pixels)}. Crop it to the face or make it smaller, then try again.",
                       413)
 
 
 def too_many_bytes(n: int | None, limit: int) -> InputError:
+    """The 413 answer for an upload of ``n`` bytes (None: unknown, it passed the cap) over ``limit`` bytes."""
     size = f"This file is {megabytes(n)}" if n is not None else "This file is too large"
-    return InputError(f"{size}; this server takes files up to {megabytes(limit)}. "
+    return InputError(f"{size}, over this server's cap of {megabytes(limit)} per file. "
                       f"Crop the picture to the face or save it smaller, then try again.", 413)
 
 

@@ -8,9 +8,14 @@
   tile), ending in state ``cancelled``.
 * Each job records its position (jobs ahead of it), tiles done / total, its
   start and end time, and an estimate of the seconds left.
-* Finished jobs (and their results) are kept for ``keep_seconds`` (and at most
-  ``keep_finished`` of them), so a client can fetch the result after the job
-  told it that it is done.
+* Finished jobs (and their results) are kept so a client can fetch the result
+  after the job told it that it is done, but not for long: at most
+  ``keep_finished`` of them and ``keep_bytes`` of inputs and results together
+  (oldest dropped first; the newest is always kept), each for ``keep_seconds``
+  after it ended, or ``fetched_grace_s`` after its result was first fetched
+  (:meth:`JobQueue.mark_fetched`), whichever comes first.  The ids of dropped
+  jobs are remembered (:meth:`JobQueue.gone`), so a late request can be told
+  the result is gone rather than that it never existed.
 
 Nothing here knows about HTTP; :mod:`facesr.web.routes` maps it onto routes.
 """
@@ -35,6 +40,13 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 FINAL_STATES = (DONE, FAILED, CANCELLED)
 
 
+def duration(seconds: float) -> str:
+    """``seconds`` in words: "1 second", "45 seconds", "10 minutes" (from two minutes on)."""
+    if seconds >= 120:
+        return f"{seconds / 60:g} minutes"
+    return f"{seconds:g} second{'' if seconds == 1 else 's'}"
+
+
 class QueueFull(FacesrError):
     """``max_queued`` jobs are already waiting (HTTP 503)."""
 
@@ -44,6 +56,15 @@ class Cancelled(Exception):
 
 
 Progress = Callable[[int, int], None]
+
+#: Default cap on the bytes of inputs and results kept in finished jobs (256 MB).
+DEFAULT_KEEP_BYTES = 256 * 10**6
+#: Default seconds a result stays after its first fetch (the page fetches three images at once).
+DEFAULT_FETCHED_GRACE_S = 60.0
+#: How many ids of dropped jobs are remembered (to answer 410 rather than 404).
+GONE_REMEMBERED = 4096
+#: The idle worker drops due results at least this often (seconds).
+EXPIRE_EVERY_S = 1.0
 
 
 @dataclass(eq=False)
@@ -71,6 +92,8 @@ class Job:
     cancel_reason: str | None = None
     note: str | None = None
     unit: str = "tile"
+    error_status: int = 500
+    fetched: float | None = None
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _end: threading.Event = field(default_factory=threading.Event, repr=False)
     _callbacks: list = field(default_factory=list, repr=False)
@@ -79,6 +102,12 @@ class Job:
     @property
     def pixels(self) -> int:
         return int(self.image.shape[0] * self.image.shape[1])
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes this job holds once finished: its decoded input and its result's PNG."""
+        png = self.result.get("png", b"") if isinstance(self.result, dict) else b""
+        return int(self.image.nbytes) + len(png)
 
     @property
     def is_finished(self) -> bool:
@@ -115,15 +144,22 @@ class JobQueue:
         max_queued: most jobs waiting (not counting the running one); more raise :class:`QueueFull`.
         keep_finished: most finished jobs kept for lookup (oldest dropped first).
         keep_seconds: finished jobs are dropped this many seconds after they end.
+        keep_bytes: most bytes of inputs and result PNGs kept in finished jobs (oldest dropped first,
+            but never the newest finished job).
+        fetched_grace_s: a job whose result was fetched (:meth:`mark_fetched`) is dropped this many
+            seconds later (so the page can still fetch its other images).
     """
 
     def __init__(self, run: Callable[[Job, Progress], Any], max_queued: int = 8, keep_finished: int = 16,
-                 keep_seconds: float = 600.0):
+                 keep_seconds: float = 600.0, keep_bytes: int = DEFAULT_KEEP_BYTES,
+                 fetched_grace_s: float = DEFAULT_FETCHED_GRACE_S):
         if int(max_queued) < 0:
             raise ValueError(f"max_queued must be >= 0, got {max_queued}")
         self._run = run
         self.max_queued = int(max_queued)
         self.keep_finished, self.keep_seconds = int(keep_finished), float(keep_seconds)
+        self.keep_bytes, self.fetched_grace_s = int(keep_bytes), float(fetched_grace_s)
+        self._gone: OrderedDict[str, str] = OrderedDict()  # id -> why it was dropped (bounded)
         self._cond = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._running: Job | None = None
@@ -171,6 +207,24 @@ class JobQueue:
                 self._finish(job, CANCELLED)
                 log.info("job %s cancelled while waiting (%s)", job.id, reason)
             return True
+
+    def mark_fetched(self, job: Job) -> None:
+        """Note that ``job``'s result was fetched: it is dropped ``fetched_grace_s`` seconds from the first call."""
+        with self._cond:
+            if job.fetched is None:
+                job.fetched = time.monotonic()
+
+    def gone(self, job_id: str) -> str | None:
+        """Why the job ``job_id`` is no longer kept (a phrase, e.g. "was fetched"), or None if it never was."""
+        with self._cond:
+            self._expire()
+            return self._gone.get(job_id)
+
+    def kept(self) -> tuple[int, int]:
+        """(finished jobs kept, bytes they hold) after dropping what is due."""
+        with self._cond:
+            self._expire()
+            return len(self._finished), sum(j.kept_bytes for j in self._finished.values())
 
     def get(self, job_id: str) -> Job | None:
         """A waiting, running or recently finished job by id, else None."""
@@ -232,8 +286,15 @@ class JobQueue:
                     "max_queued": self.max_queued}
 
     def close(self, timeout: float = 5.0) -> None:
-        """Cancel everything, stop the worker (waits up to ``timeout`` seconds for it)."""
+        """Cancel everything and stop the worker; only the first call does anything.
+
+        Waiting jobs end (cancelled) at once.  The running job gets ``timeout`` seconds to stop at its
+        next tile; if it has not by then (a long forward pass), it is marked cancelled anyway, so whoever
+        waits for it gets an answer now, and the worker thread (a daemon) is left to finish the pass.
+        """
         with self._cond:
+            if self._closed:
+                return
             self._closed = True
             jobs = list(self._waiting) + ([self._running] if self._running else [])
         for j in jobs:
@@ -241,6 +302,11 @@ class JobQueue:
         with self._cond:
             self._cond.notify_all()
         self._thread.join(timeout)
+        with self._cond:
+            job = self._running
+            if job is not None and not job.is_finished:
+                log.info("job %s: still in a forward pass %g s after the stop; answered as cancelled", job.id, timeout)
+                self._finish(job, CANCELLED)
 
     # --------------------------------------------------------------- internals
 
@@ -258,8 +324,7 @@ class JobQueue:
         if state != DONE:
             job.result = None
         self._finished[job.id] = job
-        while len(self._finished) > self.keep_finished:
-            self._finished.popitem(last=False)
+        self._expire()
         with job._cb_lock:
             job._end.set()
             callbacks, job._callbacks = job._callbacks, []
@@ -271,18 +336,32 @@ class JobQueue:
                 log.exception("job %s: done-callback failed", job.id)
 
     def _expire(self) -> None:  # under the lock
-        cutoff = time.monotonic() - self.keep_seconds
-        while self._finished:
-            first = next(iter(self._finished.values()))
-            if first.finished is None or first.finished >= cutoff:
-                break
-            self._finished.popitem(last=False)
+        """Drop finished jobs past their time, then the oldest while over the count or byte cap."""
+        now = time.monotonic()
+        for job in list(self._finished.values()):
+            if job.fetched is not None and now - job.fetched > self.fetched_grace_s:
+                self._drop(job, f"was fetched more than {duration(self.fetched_grace_s)} ago")
+            elif job.finished is not None and now - job.finished > self.keep_seconds:
+                self._drop(job, f"ended more than {duration(self.keep_seconds)} ago")
+        held = sum(j.kept_bytes for j in self._finished.values())
+        while len(self._finished) > self.keep_finished or (held > self.keep_bytes and len(self._finished) > 1):
+            oldest = next(iter(self._finished.values()))
+            held -= oldest.kept_bytes
+            self._drop(oldest, "made room for newer results")
+
+    def _drop(self, job: Job, why: str) -> None:  # under the lock
+        del self._finished[job.id]
+        self._gone[job.id] = why
+        while len(self._gone) > GONE_REMEMBERED:
+            self._gone.popitem(last=False)
+        log.debug("job %s dropped: %s", job.id, why)
 
     def _worker(self) -> None:
         while True:
             with self._cond:
                 while not self._waiting and not self._closed:
-                    self._cond.wait()
+                    self._cond.wait(EXPIRE_EVERY_S)
+                    self._expire()  # results are dropped on time even when no request comes
                 if self._closed and not self._waiting:
                     return
                 job = self._waiting.popleft()
@@ -305,12 +384,16 @@ class JobQueue:
                 state = CANCELLED
             except FacesrError as exc:
                 state, job.error = FAILED, one_line(exc)
+                job.error_status = int(getattr(exc, "status", 400))
             except Exception as exc:
                 state = FAILED
-                job.error = "Restoring this picture failed on the server. The server's log has the details."
+                job.error = (f"Restoring this picture failed on the server ({type(exc).__name__}). "
+                             f"The server's log has the details.")
                 log.error("job %s failed: %s\n%s", job.id, one_line(exc), traceback.format_exc())
             with self._cond:
                 self._running = None
+                if job.is_finished:  # abandoned by close() while it ran: already answered as cancelled
+                    continue
                 job.result = result
                 self._finish(job, state)
                 if state == DONE and job.pixels > 0 and job.finished is not None:

@@ -19,8 +19,9 @@ class FaceBox(BaseModel):
     score: float = Field(description="the detector's confidence")
     size: float = Field(description="the face's width in input pixels")
     restored: bool
-    skipped: Literal["small", "pose"] | None = Field(
-        description="why the face was not restored: narrower than the minimum (small) or could not be aligned (pose)")
+    skipped: Literal["small", "pose", "cap"] | None = Field(
+        description="why the face was not restored: narrower than the minimum (small), could not be aligned (pose), "
+                    "or the photo had more faces than the server restores per photo (cap: the smallest are left)")
 
 
 class JobState(BaseModel):
@@ -46,6 +47,10 @@ class JobState(BaseModel):
     faces: list[FaceBox] | None = Field(None, description="done, whole-photo mode: restored faces, then skipped")
     faces_restored: int | None = Field(None, description="done, whole-photo mode: faces restored")
     faces_skipped: int | None = Field(None, description="done, whole-photo mode: faces found but not restored")
+    faces_over_cap: int | None = Field(None, description="done, whole-photo mode: faces left out (among the skipped "
+                                                         "ones) because the photo had more than max_faces")
+    faces_note: str | None = Field(None, description="done, whole-photo mode: a sentence when faces were left out "
+                                                     "because of the cap")
     result: str | None = Field(None, description="done only: URL of the restored PNG")
     bicubic: str | None = Field(None, description="done only: URL of the bicubic enlargement to the same size")
     input: str | None = Field(None, description="done only: URL of the decoded input as PNG")
@@ -85,6 +90,7 @@ class Info(BaseModel):
     face_note: str = Field(description="that note; {w} and {h} stand for the input's size")
     photo_mode: bool = Field(description="whether whole-photo mode (mode=photo) is available")
     photo_scale: int = Field(description="output pixels per input pixel in whole-photo mode")
+    max_faces: int = Field(description="most faces restored per photo in whole-photo mode (the largest ones)")
     photo_suggest_side: int = Field(description="pictures with a longer side are suggested for whole-photo mode")
     formats: str = Field(description="the accepted image formats, in words")
     examples: list[Example]

@@ -15,10 +15,13 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import FacesrError, MissingExtraError, one_line
+from .images import InputError
+from .jobs import Cancelled
 
 log = logging.getLogger("facesr.web")
 
@@ -32,6 +35,35 @@ NO_DETECTOR = ("Whole-photo mode is not available on this server because its fac
                "pip install \"facesr[faces]\".)")
 NO_PHOTO_MODE = ("Whole-photo restoration is not available in this version of facesr. "
                  "Crop the picture to the face and restore that.")
+
+
+class PhotoOutcome(NamedTuple):
+    """What :func:`call_restore_photo` returns.  ``image``: uint8 RGB(A) output; ``faces``: restored faces;
+    ``skipped``: faces found but not restored (too small, not alignable, or over the cap); ``upscale``:
+    output pixels per input pixel; ``over_cap``: the skipped faces left out by the ``max_faces`` cap.
+    ``faces``, ``skipped`` and ``over_cap`` are None when the restorer returned a bare image."""
+
+    image: np.ndarray
+    faces: list | None
+    skipped: list | None
+    upscale: int
+    over_cap: list | None = None
+
+
+def detector_failed(shape: tuple[int, ...]) -> InputError:
+    """The 400 answer when the face detector raised on a photo of this shape (the traceback goes to the log)."""
+    h, w = shape[:2]
+    return InputError(f"The face detector could not search this {w} × {h} picture, so no face was restored. "
+                      f"Try a larger photo, or crop the picture to one face and restore it in face mode.")
+
+
+def too_small_for_photo_mode(shape: tuple[int, ...], min_face: float) -> InputError | None:
+    """A 400 answer when a photo is too small to hold a face that whole-photo mode would restore, else None."""
+    h, w = shape[:2]
+    if min(h, w) >= min_face:
+        return None
+    return InputError(f"This {w} × {h} picture is too small for whole-photo mode: a face must be at least "
+                      f"{min_face:g} pixels wide to be restored. Restore it in face mode instead.")
 
 
 def default_detector_missing() -> str | None:
@@ -71,7 +103,7 @@ class SharedDetector:
                     self._detector = load_detector("hog")
                 except MissingExtraError as exc:
                     log.error("whole-photo mode: %s", one_line(exc))
-                    raise FacesrError(NO_DETECTOR) from None
+                    raise InputError(NO_DETECTOR, 503) from None
             return self._detector
 
 
@@ -85,27 +117,53 @@ def _accepts(fn) -> tuple[set[str], bool]:
             any(p.kind == p.VAR_KEYWORD for p in params))
 
 
+def _detect_with_progress(detector, progress, min_face: float, max_faces: int | None):
+    """The detector wrapped for a web job: checks for cancellation before and after detecting, sets the
+    total (faces that will be restored) and turns a detector crash into a 400 :class:`InputError`."""
+    def detect(rgb):
+        progress(0, 0)  # cancelled while waiting for the detector?
+        try:
+            faces = list(detector(rgb))
+        except (Cancelled, FacesrError):
+            raise
+        except Exception as exc:  # e.g. dlib's RuntimeError on a tiny picture: the picture's fault
+            log.warning("face detector failed on a %dx%d photo: %s", rgb.shape[1], rgb.shape[0], one_line(exc))
+            raise detector_failed(rgb.shape) from None
+        n = sum(1 for f in faces if f.size >= min_face)
+        progress(0, n if max_faces is None else min(n, max_faces))  # total known; cancelled while detecting?
+        return faces
+    return detect
+
+
+def takes_detector(fn) -> bool:
+    """True when the whole-photo restorer ``fn`` takes a ``detector`` (so faces are found by this server)."""
+    names, any_kw = _accepts(fn)
+    return any_kw or "detector" in names
+
+
 def call_restore_photo(fn, image: np.ndarray, progress, detector=None, upscale: int = PHOTO_UPSCALE,
-                       min_face: float | None = None):
-    """Call a whole-photo restorer with the options it takes; returns (output image, faces, skipped, upscale).
+                       min_face: float | None = None, max_faces: int | None = None) -> PhotoOutcome:
+    """Call a whole-photo restorer with the options it takes; returns a :class:`PhotoOutcome`.
 
     ``fn`` is ``Restorer.restore_photo`` (returns a :class:`facesr.faces.PhotoResult`) or any callable
     ``fn(image, ...)`` returning an image (then faces and skipped are None and ``upscale`` is read off the
     sizes).  ``progress(done, total)`` counts faces: ``(0, n)`` once the detector found ``n`` faces big
-    enough to restore, then after each batch of restored faces; it raises to cancel.
+    enough to restore (at most ``max_faces``), then after each batch of restored faces; it raises to cancel.
+    ``max_faces``: most faces restored (the largest; default :data:`facesr.faces.photo.DEFAULT_MAX_FACES`).
+    A photo too small to hold a restorable face, or one the detector fails on, raises a 400 :class:`InputError`.
     """
-    from ..faces.photo import DEFAULT_MIN_FACE
+    from ..faces.photo import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE
     names, any_kw = _accepts(fn)
     min_face = DEFAULT_MIN_FACE if min_face is None else float(min_face)
+    max_faces = DEFAULT_MAX_FACES if max_faces is None else int(max_faces)
     kwargs: dict[str, object] = {}
     if detector is not None and (any_kw or "detector" in names):
-        def detect(rgb):
-            progress(0, 0)  # cancelled while waiting for the detector?
-            faces = list(detector(rgb))
-            progress(0, sum(1 for f in faces if f.size >= min_face))  # total known; cancelled while detecting?
-            return faces
-        kwargs["detector"] = detect
-    for key, value in (("upscale", upscale), ("min_face", min_face), ("progress", progress)):
+        refusal = too_small_for_photo_mode(image.shape, min_face)
+        if refusal is not None:
+            raise refusal
+        kwargs["detector"] = _detect_with_progress(detector, progress, min_face, max_faces)
+    for key, value in (("upscale", upscale), ("min_face", min_face), ("progress", progress),
+                       ("max_faces", max_faces)):
         if any_kw or key in names:
             kwargs[key] = value
     if "progress" not in kwargs:
@@ -114,21 +172,27 @@ def call_restore_photo(fn, image: np.ndarray, progress, detector=None, upscale: 
     if "progress" not in kwargs:
         progress(1, 1)
     if hasattr(res, "image") and hasattr(res, "faces"):
-        out = np.asarray(res.image)
-        return out, list(res.faces), list(getattr(res, "skipped", []) or []), int(res.upscale)
+        over = list(getattr(res, "over_cap", []) or [])
+        return PhotoOutcome(np.asarray(res.image), list(res.faces),
+                            list(getattr(res, "skipped", []) or []) + over, int(res.upscale), over)
     out = np.asarray(res)
-    return out, None, None, max(1, round(out.shape[1] / max(1, image.shape[1])))
+    return PhotoOutcome(out, None, None, max(1, round(out.shape[1] / max(1, image.shape[1]))))
 
 
-def face_boxes(faces, skipped, upscale: float, min_face: float | None = None) -> list[dict]:
+def face_boxes(faces, skipped, upscale: float, min_face: float | None = None, over_cap=()) -> list[dict]:
     """JSON-ready detections for the page: restored faces (detection order), then the skipped ones.
 
     Each: ``{"box": [left, top, right, bottom] in output pixels (0 = the image's top-left corner),
     "landmarks": [[x, y] * 5] (same coordinates), "score", "size" (input pixels), "restored": bool,
-    "skipped": None, "small" (narrower than ``min_face`` input pixels) or "pose" (could not be aligned)}``.
+    "skipped": None, "small" (narrower than ``min_face`` input pixels), "cap" (one of ``over_cap``: left
+    out because the photo had more faces than the cap) or "pose" (could not be aligned)}``.
     """
     from ..faces.photo import DEFAULT_MIN_FACE
     min_face = DEFAULT_MIN_FACE if min_face is None else float(min_face)
+    capped = {id(f) for f in over_cap}
+
+    def why(f) -> str:
+        return "cap" if id(f) in capped else ("small" if f.size < min_face else "pose")
 
     def one(f, restored: bool) -> dict:
         x0, y0, x1, y1 = (float(v) for v in f.box)
@@ -137,6 +201,6 @@ def face_boxes(faces, skipped, upscale: float, min_face: float | None = None) ->
                for x, y in np.asarray(f.landmarks, np.float64).reshape(-1, 2)]
         return {"box": box, "landmarks": lms, "score": round(float(f.score), 3), "size": round(float(f.size), 1),
                 "restored": restored,
-                "skipped": None if restored else ("small" if f.size < min_face else "pose")}
+                "skipped": None if restored else why(f)}
 
     return [one(f, True) for f in faces] + [one(f, False) for f in skipped]

@@ -1,9 +1,10 @@
 """How ``facesr serve`` answers: plain-text errors, file names, security headers and the /docs page's policy.
 
-Errors are ``text/plain``, one line in plain words, never a traceback: 400 bad input, 404 wrong
-address (or a job that is gone), 405 wrong method, 408 stalled upload, 409 a job without a result,
-413 too large, 503 queue full (with ``Retry-After``) or whole-photo mode unavailable, 500 an
-unexpected failure (details only in the server log).
+Errors are ``text/plain``, one line in plain words, never a traceback: 400 bad input (including a
+photo the face detector cannot search), 404 wrong address, 405 wrong method, 408 stalled upload, 409
+a job without a result, 410 a result no longer kept, 413 over the cap, 503 queue full (with
+``Retry-After``), too many connections, or whole-photo mode unavailable, 500 an unexpected failure
+(details only in the server log).
 """
 from __future__ import annotations
 
@@ -36,10 +37,11 @@ CLIENT_GONE = 499
 #: What each plain-text error answer means, for the OpenAPI document (see :func:`error_answers`).
 ERROR_MEANINGS = {
     400: "bad input: not a readable image, empty, no 'image' field, unknown mode",
-    404: "no such job: it never existed, or it ended more than a few minutes ago",
+    404: "no such job: it never existed",
     408: "the upload stalled",
     409: "the job has no result: it is not done (queued, running, failed or cancelled)",
-    413: "too large: over the byte cap, or more pixels than the server takes (read from the header)",
+    410: "the job's result is gone: fetched more than a minute ago, ended too long ago, or made room for newer ones",
+    413: "over the cap: more bytes, or more pixels (read from the header), than the server takes",
     503: "the queue is full (Retry-After is set), or whole-photo mode is not available",
 }
 

@@ -39,7 +39,7 @@ STATIC_DIR = Path(__file__).with_name("static")
 STREAM_POLL_S = 0.1       # how often the /jobs stream looks at its job
 STREAM_HEARTBEAT_S = 1.0  # a line at least this often, so a vanished client is noticed
 NO_STORE = {"Cache-Control": "no-store"}
-KEPT = {"Cache-Control": "private, max-age=600"}
+KEPT = {"Cache-Control": "private, max-age=600"}  # the browser may keep what the server drops
 PNG_ANSWER = {"content": {"image/png": {}}, "description": "a PNG image"}
 
 Service = Annotated[WebService, Depends(get_service)]
@@ -68,8 +68,8 @@ pages = APIRouter()
 api = APIRouter(tags=["server"])
 jobs = APIRouter(tags=["jobs"])
 UPLOAD_ERRORS = error_answers(400, 408, 413, 503)
-JOB_ERRORS = error_answers(404)
-RESULT_ERRORS = error_answers(404, 409)
+JOB_ERRORS = error_answers(404, 410)
+RESULT_ERRORS = error_answers(404, 409, 410)
 
 
 # ----------------------------------------------------------------------------- the page
@@ -142,9 +142,10 @@ async def wait_for(job: Job, request: Request, service: WebService) -> bool:
 def restored_png(job: Job, service: WebService) -> Response:
     """The answer of ``POST /restore`` for a finished job: the PNG and its ``X-Facesr-*`` headers."""
     if job.state == FAILED:
-        return text(500, job.error or "Restoring failed on the server.")
+        return text(job.error_status, job.error or "Restoring failed on the server.")
     if job.state != DONE:
         return text(503, "The server stopped before restoring this picture. Try again in a moment.")
+    service.queue.mark_fetched(job)  # delivered with this answer: kept only a short while for /jobs/{id}/*.png
     (h, w), (ow, oh) = job.image.shape[:2], job.result["size"]
     headers = {
         **NO_STORE, "Content-Disposition": content_disposition("inline", download_name(job.name, service.job_scale(job))),
@@ -155,6 +156,7 @@ def restored_png(job: Job, service: WebService) -> Response:
     if "faces_restored" in job.result:
         headers["X-Facesr-Faces"] = str(job.result["faces_restored"])
         headers["X-Facesr-Faces-Skipped"] = str(job.result["faces_skipped"])
+        headers["X-Facesr-Faces-Over-Cap"] = str(job.result.get("faces_over_cap", 0))
     if job.note:
         headers["X-Facesr-Note"] = job.note.replace("×", "x").encode("ascii", "ignore").decode()
     return Response(job.result["png"], media_type="image/png", headers=headers)
@@ -164,15 +166,16 @@ def restored_png(job: Job, service: WebService) -> Response:
     **PNG_ANSWER, "description": "the restored image (RGBA when the input has transparency); headers "
     "X-Facesr-Input-Size / X-Facesr-Output-Size (WxH), X-Facesr-Seconds (model time), X-Facesr-Waited "
     "(seconds queued), X-Facesr-Job, X-Facesr-Note (inputs much larger than a face crop), and in whole-photo "
-    "mode X-Facesr-Faces / X-Facesr-Faces-Skipped"}})
+    "mode X-Facesr-Faces / X-Facesr-Faces-Skipped / X-Facesr-Faces-Over-Cap (skipped because the photo had more "
+    "faces than the server's max_faces, see /api/info)"}})
 async def restore(request: Request, service: Service, upload: UploadIn) -> Response:
     """Restore one picture and answer with the PNG, once its turn has come.
 
     The pixels are exactly ``Restorer.restore`` of the decoded input (EXIF rotation applied, 16-bit
     scaled to 8-bit).  In whole-photo mode (``mode=photo``, offered when ``/api/info`` says
     ``photo_mode``) the faces are found, restored one by one and pasted back over the photo enlarged
-    x2 (bicubic).  A client that disconnects cancels its job (dropped if waiting, stopped at the next
-    tile if running).
+    x2 (bicubic); at most ``max_faces`` faces (``/api/info``), the largest, are restored.  A client
+    that disconnects cancels its job (dropped if waiting, stopped at the next tile if running).
     """
     job = await service.submit(upload)
     if not await wait_for(job, request, service):
@@ -216,7 +219,7 @@ async def submit(service: Service, upload: UploadIn) -> StreamingResponse:
 
 @jobs.get("/jobs/{job_id}", response_model_exclude_unset=True, responses=JOB_ERRORS)
 async def job_state(job: AnyJob, service: Service, response: Response) -> JobState:
-    """The job's state (404 once it is no longer kept: finished jobs are kept for a few minutes)."""
+    """The job's state (410 once it is no longer kept: see ``GET /jobs/{job_id}/result.png``)."""
     response.headers.update(NO_STORE)
     return service.state(job)
 
@@ -248,7 +251,10 @@ async def cancel_job_post(job_id: str, service: Service, response: Response) -> 
 async def job_result(job: FinishedJob, service: Service,
                      download: Annotated[str | None, Query(description="any value: save as a file")] = None
                      ) -> Response:
-    """The restored image of a finished job (409 while it is not done), kept for 10 minutes."""
+    """The restored image of a finished job (409 while it is not done).
+
+    A result is kept until a minute after it is first fetched (any of its three images), ten minutes
+    at most, and while newer results leave room; then its URLs answer 410."""
     name = download_name(job.name, service.job_scale(job))
     return Response(job.result["png"], media_type="image/png", headers={
         **KEPT, "Content-Disposition": content_disposition("attachment" if download else "inline", name)})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.requests import Request
 
+from ..faces.photo import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE
 from ..io.images import encode_png
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -26,7 +27,7 @@ from .images import (
     example_faces,
     face_note,
 )
-from .jobs import DONE, Job, JobQueue, Progress
+from .jobs import DEFAULT_FETCHED_GRACE_S, DEFAULT_KEEP_BYTES, DONE, Job, JobQueue, Progress, duration
 from .models import Example, Health, Info, JobState
 from .photo import (
     PHOTO_SUGGEST_SIDE,
@@ -34,6 +35,8 @@ from .photo import (
     SharedDetector,
     call_restore_photo,
     face_boxes,
+    takes_detector,
+    too_small_for_photo_mode,
 )
 from .responses import download_name
 from .uploads import Upload
@@ -51,10 +54,16 @@ class ServerConfig:
             upload may take at most ten times this).
         model_name: shown by ``/healthz``.
         examples: offer the example faces (made from the bundled face at first use, ~0.1 s).
-        keep_finished, keep_seconds: how many finished jobs (with their results) are kept, and how long.
+        keep_finished, keep_seconds: how many finished jobs (with their results) are kept, and how long
+            (seconds after they end).
+        keep_bytes: most bytes of inputs and result PNGs kept in finished jobs (the oldest go first).
+        fetched_grace_s: seconds a result stays after it was first fetched (the page fetches the result,
+            its bicubic enlargement and the input at once); then its URLs answer 410.
         warmup: restore one 64 x 64 gray image at start, so the first user does not pay the model's
             start-up cost and the page can estimate the time left from the first job on.
         photo_upscale: output pixels per input pixel in whole-photo mode (1, 2 or 4).
+        max_faces: most faces restored per photo in whole-photo mode (the largest; the others are left
+            as they are, and the answer says how many).
     """
 
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -66,18 +75,37 @@ class ServerConfig:
     keep_seconds: float = 600.0
     warmup: bool = False
     photo_upscale: int = PHOTO_UPSCALE
+    max_faces: int = DEFAULT_MAX_FACES
+    keep_bytes: int = DEFAULT_KEEP_BYTES
+    fetched_grace_s: float = DEFAULT_FETCHED_GRACE_S
 
     def __post_init__(self):
         if int(self.max_pixels) < 1:
             raise ValueError(f"max_pixels must be at least 1, got {self.max_pixels}")
-        if self.upload_timeout_s <= 0:
+        if not self.upload_timeout_s > 0:
             raise ValueError(f"upload_timeout_s must be > 0, got {self.upload_timeout_s}")
+        if int(self.max_faces) < 1:
+            raise ValueError(f"max_faces must be at least 1, got {self.max_faces}")
+        if not (self.keep_seconds >= 0 and self.fetched_grace_s >= 0 and self.keep_bytes >= 0):
+            raise ValueError("keep_seconds, fetched_grace_s and keep_bytes must be >= 0")
         object.__setattr__(self, "max_pixels", int(self.max_pixels))
 
     @property
     def max_body(self) -> int:
         """Most request-body bytes: :func:`~facesr.web.images.body_limit` of ``max_pixels``."""
         return body_limit(self.max_pixels)
+
+
+#: The whole-photo fields of a done job's state, copied from its result.
+FACE_FIELDS = ("faces", "faces_restored", "faces_skipped", "faces_over_cap", "faces_note")
+
+
+def over_cap_words(restored: int, over: int) -> str | None:
+    """The sentence for a photo whose smallest ``over`` faces were left out by the cap, or None (none were)."""
+    if not over:
+        return None
+    return (f"This photo has more faces than this server restores in one photo: the {restored} largest were "
+            f"restored and {over} smaller {'one was' if over == 1 else 'ones were'} left as they were.")
 
 
 @functools.lru_cache(maxsize=1)
@@ -99,19 +127,23 @@ class WebService:
         self.restorer, self.config, self.detector, self.photo_refusal = restorer, config, detector, photo_refusal
         self.scale = int(restorer.scale)
         self.queue = JobQueue(self.run, max_queued=config.max_queued, keep_finished=config.keep_finished,
-                              keep_seconds=config.keep_seconds)
+                              keep_seconds=config.keep_seconds, keep_bytes=config.keep_bytes,
+                              fetched_grace_s=config.fetched_grace_s)
 
     # ------------------------------------------------------------------ the worker's side
 
     def run(self, job: Job, progress: Progress) -> dict:
         """Restore one job (in the queue's worker thread): ``{"png", "size": (w, h), "scale", faces...}``."""
         if job.mode == "photo":
-            out, faces, skipped, up = call_restore_photo(self.restorer.restore_photo, job.image, progress,
-                                                         detector=self.detector, upscale=self.config.photo_upscale)
-            result = {"scale": up}
-            if faces is not None:
-                result.update(faces=face_boxes(faces, skipped, up), faces_restored=len(faces),
-                              faces_skipped=len(skipped))
+            res = call_restore_photo(self.restorer.restore_photo, job.image, progress, detector=self.detector,
+                                     upscale=self.config.photo_upscale, max_faces=self.config.max_faces)
+            out = res.image
+            result: dict[str, object] = {"scale": res.upscale}
+            if res.faces is not None and res.skipped is not None:
+                over = res.over_cap or []
+                result.update(faces=face_boxes(res.faces, res.skipped, res.upscale, over_cap=over),
+                              faces_restored=len(res.faces), faces_skipped=len(res.skipped),
+                              faces_over_cap=len(over), faces_note=over_cap_words(len(res.faces), len(over)))
         else:
             out = np.asarray(self.restorer.restore(job.image, progress=progress))
             result = {"scale": self.scale}
@@ -137,6 +169,10 @@ class WebService:
         image = await asyncio.to_thread(decode_image, upload.data, self.config.max_pixels)
         h, w = image.shape[:2]
         photo = upload.mode == "photo"
+        if photo and takes_detector(self.restorer.restore_photo):  # no face worth restoring fits: say so now
+            refusal = too_small_for_photo_mode(image.shape, DEFAULT_MIN_FACE)
+            if refusal is not None:
+                raise refusal
         job = Job(image=image, name=upload.name, mode=upload.mode, unit="face" if photo else "tile",
                   note=None if photo else face_note(w, h))
         return self.queue.submit(job)
@@ -153,25 +189,35 @@ class WebService:
         snap["download_name"] = download_name(job.name, self.job_scale(job))
         if job.state == DONE and job.result is not None:
             snap.update(output_size=list(job.result["size"]), scale=self.job_scale(job))
-            snap.update({k: job.result[k] for k in ("faces", "faces_restored", "faces_skipped") if k in job.result})
+            snap.update({k: job.result[k] for k in FACE_FIELDS if k in job.result})
             snap.update({k: f"/jobs/{job.id}/{k}.png" for k in ("result", "bicubic", "input")})
         return JobState(**snap)
 
+    def _missing(self, job_id: str) -> InputError:
+        """410 for a job that was dropped (saying why), 404 for one that never was."""
+        why = self.queue.gone(job_id)
+        if why is not None:
+            c = self.config
+            return InputError(f"The result of this job is no longer on the server: it {why} (results are kept "
+                              f"{duration(c.fetched_grace_s)} after they are fetched and at most "
+                              f"{duration(c.keep_seconds)}). Restore the picture again.", 410)
+        return InputError("There is no such job on the server.", 404)
+
     def job(self, job_id: str) -> Job:
-        """A waiting, running or recently finished job; InputError 404 when there is none."""
+        """A waiting, running or recently finished job; InputError 410 (dropped) or 404 (never was)."""
         job = self.queue.get(job_id)
         if job is None:
-            raise InputError("There is no such job on the server (finished jobs are kept for a few minutes).", 404)
+            raise self._missing(job_id)
         return job
 
     def finished_job(self, job_id: str) -> Job:
-        """A job that is done and still kept; InputError 404 (gone) or 409 (no result)."""
-        job = self.queue.get(job_id)
-        if job is None:
-            raise InputError("This result is no longer on the server (results are kept for a few minutes). "
-                             "Restore the picture again.", 404)
+        """A job that is done and still kept; InputError 410 (dropped), 404 (never was) or 409 (no result).
+
+        Its result counts as fetched from now on (:meth:`JobQueue.mark_fetched`)."""
+        job = self.job(job_id)
         if job.state != DONE:
             raise InputError(f"This job has no result: it is {job.state}.", 409)
+        self.queue.mark_fetched(job)
         return job
 
     def health(self) -> Health:
@@ -185,8 +231,8 @@ class WebService:
         return Info(scale=self.scale, max_pixels=c.max_pixels, max_side=math.isqrt(c.max_pixels),
                     max_upload_bytes=c.max_body, max_queued=self.queue.max_queued, face_note_pixels=FACE_NOTE_PIXELS,
                     face_note=FACE_NOTE_TEMPLATE, photo_mode=self.photo_refusal is None,
-                    photo_scale=c.photo_upscale, photo_suggest_side=PHOTO_SUGGEST_SIDE, formats=FORMAT_NAMES,
-                    examples=examples)
+                    photo_scale=c.photo_upscale, max_faces=c.max_faces, photo_suggest_side=PHOTO_SUGGEST_SIDE,
+                    formats=FORMAT_NAMES, examples=examples)
 
     def example_png(self, example_id: str) -> bytes | None:
         """The PNG bytes of an example face, or None (no such example, or examples are off)."""

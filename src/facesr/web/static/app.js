@@ -31,7 +31,7 @@
   var PLACEHOLDER = els.placeholder.textContent;
   var OR_PHOTO = " Or choose Whole photo to find and restore each face in it.";
   var info = { scale: 4, max_upload_bytes: Infinity, face_note_pixels: 65536, photo_mode: false, photo_scale: 2,
-               photo_suggest_side: 256, examples: [] };
+               photo_suggest_side: 256, max_faces: 32, examples: [] };
   var picked = null;     // {file, name, url}: the file chosen now
   var current = null;    // the job whose progress and result the page shows
   var shown = [];        // object URLs in the viewer and the download link
@@ -161,8 +161,8 @@
   function start() {
     if (!picked) { say("Choose a picture first.", true); return; }
     if (picked.file.size > info.max_upload_bytes) {
-      say("This file is " + kb(picked.file.size) + "; this server takes files up to " + kb(info.max_upload_bytes) +
-          ". Crop the picture to the face or save it smaller, then try again.", true);
+      say("This file is " + kb(picked.file.size) + ", over this server's cap of " + kb(info.max_upload_bytes) +
+          " per file. Crop the picture to the face or save it smaller, then try again.", true);
       return;
     }
     stopJob("started again");
@@ -308,13 +308,14 @@
 
   // "3 faces restored, 1 too small." in words
   function faceWords(s) {
-    var small = 0, other = 0;
+    var small = 0, capped = 0, other = 0;
     s.faces.forEach(function (f) {
       if (f.restored) return;
-      if (f.skipped === "small") small++; else other++;
+      if (f.skipped === "small") small++; else if (f.skipped === "cap") capped++; else other++;
     });
     var extra = [];
     if (small) extra.push(small + " too small");
+    if (capped) extra.push(capped + " left out (this server restores at most " + info.max_faces + " per photo)");
     if (other) extra.push(other + " could not be lined up");
     if (!s.faces.length) return "No face found, so the photo is only enlarged.";
     if (!s.faces_restored) return "No face was restored (" + extra.join(", ") + "), so the photo is only enlarged.";
@@ -425,7 +426,8 @@
       var d = document.createElement("div");
       d.className = "facebox" + (f.restored ? "" : " skipped");
       var label = document.createElement("span");
-      label.textContent = f.restored ? String(i + 1) : (f.skipped === "small" ? "too small" : "not restored");
+      label.textContent = f.restored ? String(i + 1) :
+        (f.skipped === "small" ? "too small" : (f.skipped === "cap" ? "over the cap" : "not restored"));
       d.appendChild(label);
       els.boxes.appendChild(d);
     });
