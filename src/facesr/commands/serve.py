@@ -10,12 +10,10 @@ from __future__ import annotations
 import math
 import sys
 
-from . import add_model_options, warn
+from . import add_max_pixels_option, add_model_options, max_pixels_arg
 
 #: Default cap on input pixels (a pixel count, as facesr.web.images.DEFAULT_MAX_PIXELS): 1024 x 1024.
 DEFAULT_MAX_PIXELS = 1024 * 1024
-#: A --max-pixels value above this is an old-style pixel count, not megapixels (nobody serves 10 Gpx inputs).
-LEGACY_PIXEL_COUNT = 10_000
 #: Defaults of the other caps (facesr.faces.photo.DEFAULT_MAX_FACES, facesr.web.server's limits), spelled out
 #: so that building the parser does not import FastAPI or the face pipeline.
 DEFAULT_MAX_FACES = 32
@@ -29,10 +27,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
     add_model_options(p, ema=False)
-    p.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6, metavar="MPX",
-                   help="refuse inputs of more than MPX megapixels, read from the file's header (default "
-                        "1.048576 = 1024x1024); the request body is capped at 8 bytes per pixel + 1 MiB. "
-                        "(A value above 10000 is read as a pixel count, the old spelling, with a warning.)")
+    add_max_pixels_option(p, DEFAULT_MAX_PIXELS / 1e6, "1.048576 = 1024x1024; the request body is capped at 8 "
+                                                       "bytes per pixel + 1 MiB")
     p.add_argument("--max-faces", type=int, default=DEFAULT_MAX_FACES, metavar="N",
                    help=f"whole-photo mode restores at most the N largest faces of a photo, and says how many "
                         f"it left out (default {DEFAULT_MAX_FACES})")
@@ -49,28 +45,12 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def max_pixels_count(value: float) -> int:
-    """The pixel count of ``--max-pixels``: megapixels, or (above :data:`LEGACY_PIXEL_COUNT`, with a
-    deprecation warning) an old-style pixel count; FacesrError for a value that is not a finite cap."""
-    from ..errors import FacesrError
-
-    if not (math.isfinite(value) and value > 0):
-        raise FacesrError(f"--max-pixels must be a number of megapixels above 0, got {value:g}")
-    if value > LEGACY_PIXEL_COUNT:
-        count = int(value)
-        warn("serve", f"--max-pixels {count} read as a pixel count ({count / 1e6:g} megapixels); --max-pixels "
-                      f"takes megapixels now (--max-pixels {count / 1e6:g}), the pixel-count spelling will go")
-        return count
-    count = round(value * 1e6)
-    if count < 1:
-        raise FacesrError(f"--max-pixels {value:g} megapixels is less than one pixel")
-    return count
-
-
 def _check(args) -> None:
     from ..errors import FacesrError
 
-    args.max_pixels = max_pixels_count(args.max_pixels)
+    args.max_pixels = max_pixels_arg(args)
+    if args.max_pixels < 1:
+        raise FacesrError("--max-pixels: a server needs a cap of at least one pixel (0 = no cap is refused)")
     if args.max_faces < 1:
         raise FacesrError(f"--max-faces must be at least 1, got {args.max_faces}")
     if args.max_connections < 1:
