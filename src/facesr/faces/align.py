@@ -68,7 +68,7 @@ def invert(m: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(m, np.float64))
 
 
-def apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+def apply(m: np.ndarray, points: np.ndarray | list) -> np.ndarray:
     """Map (N, 2) points through the 2x3 matrix ``m``; returns float64 (N, 2)."""
     p = np.asarray(points, np.float64).reshape(-1, 2)
     return p @ np.asarray(m, np.float64)[:, :2].T + np.asarray(m, np.float64)[:, 2]

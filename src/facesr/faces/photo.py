@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -65,7 +65,7 @@ class PhotoResult:
         notes: sentences for the user about what was left out (empty when nothing was).
     """
 
-    image: object
+    image: Any  # numpy uint8 array, or a PIL image when the input was one
     faces: list[Face]
     skipped: list[Face]
     upscale: int

@@ -218,7 +218,7 @@ def _check_values(upscale: int, background: str, min_face: float, crf: int, smoo
 def restore_video(path_in: str | os.PathLike, path_out: str | os.PathLike, restorer=None, detector=None,
                   upscale: int = 2, background: str = "bicubic", min_face: float = DEFAULT_MIN_FACE,
                   start: float = 0.0, duration: float | None = None, max_frames: int | None = None,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, frame_cap: int = DEFAULT_FRAME_CAP, crf: int = vio.DEFAULT_CRF,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS, frame_cap: int = DEFAULT_FRAME_CAP, crf: int = vio.DEFAULT_CRF,
                   smooth: float = DEFAULT_SMOOTH, max_gap: int = DEFAULT_MAX_GAP, context: int = DEFAULT_CONTEXT,
                   temporal: float = DEFAULT_STRENGTH, progress: Progress | None = None) -> VideoResult:
     """Restore every face of a video file and write it upscaled, with its frame rate, frame count and audio.
