@@ -21,6 +21,9 @@ Nothing here knows about HTTP; :mod:`facesr.web.routes` maps it onto routes.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import logging
 import secrets
 import threading
@@ -38,6 +41,24 @@ log = logging.getLogger("facesr.web")
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINAL_STATES = (DONE, FAILED, CANCELLED)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (another C library, or not found)."""
+    try:
+        name = ctypes.util.find_library("c")
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last job back to the OS (glibc keeps it in its arenas otherwise, so a
+    server's resident size would stay at its largest job's peak).  Does nothing without glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def duration(seconds: float) -> str:
@@ -399,6 +420,8 @@ class JobQueue:
                     spp = (job.finished - (job.started or job.finished)) / job.pixels
                     old = self._seconds_per_pixel
                     self._seconds_per_pixel = spp if old is None else 0.5 * old + 0.5 * spp
+            del result
+            release_freed_memory()
             dt = (job.finished or 0) - (job.started or 0)
             h, w = job.image.shape[:2]
             if state == CANCELLED:
