@@ -11,7 +11,7 @@
 * Finished jobs (and their results) are kept so a client can fetch the result
   after the job told it that it is done, but not for long: at most
   ``keep_finished`` of them and ``keep_bytes`` of inputs and results together
-  (oldest dropped first; the newest is always kept), each for ``keep_seconds``
+  (fetched ones first, oldest first; the newest is always kept), each for ``keep_seconds``
   after it ended, or ``fetched_grace_s`` after its result was first fetched
   (:meth:`JobQueue.mark_fetched`), whichever comes first.  The ids of dropped
   jobs are remembered (:meth:`JobQueue.gone`), so a late request can be told
@@ -163,10 +163,10 @@ class JobQueue:
             only if it is a :class:`~facesr.errors.FacesrError`, otherwise a generic line does
             and the traceback goes to the log.
         max_queued: most jobs waiting (not counting the running one); more raise :class:`QueueFull`.
-        keep_finished: most finished jobs kept for lookup (oldest dropped first).
+        keep_finished: most finished jobs kept for lookup (the oldest fetched ones are dropped first).
         keep_seconds: finished jobs are dropped this many seconds after they end.
-        keep_bytes: most bytes of inputs and result PNGs kept in finished jobs (oldest dropped first,
-            but never the newest finished job).
+        keep_bytes: most bytes of inputs and result PNGs kept in finished jobs (the oldest fetched ones
+            are dropped first, then the oldest; never the newest finished job).
         fetched_grace_s: a job whose result was fetched (:meth:`mark_fetched`) is dropped this many
             seconds later (so the page can still fetch its other images).
     """
@@ -356,7 +356,7 @@ class JobQueue:
                 log.exception("job %s: done-callback failed", job.id)
 
     def _expire(self) -> None:  # under the lock
-        """Drop finished jobs past their time, then the oldest while over the count or byte cap."""
+        """Drop finished jobs past their time, then (fetched first, oldest first) while over the count or byte cap."""
         now = time.monotonic()
         for job in list(self._finished.values()):
             if job.fetched is not None and now - job.fetched > self.fetched_grace_s:
@@ -365,9 +365,11 @@ class JobQueue:
                 self._drop(job, f"ended more than {duration(self.keep_seconds)} ago")
         held = sum(j.kept_bytes for j in self._finished.values())
         while len(self._finished) > self.keep_finished or (held > self.keep_bytes and len(self._finished) > 1):
-            oldest = next(iter(self._finished.values()))
-            held -= oldest.kept_bytes
-            self._drop(oldest, "made room for newer results")
+            kept = list(self._finished.values())
+            # the oldest already fetched goes first, so a result nobody has fetched yet stays longest
+            victim = next((j for j in kept[:-1] if j.fetched is not None), kept[0])
+            held -= victim.kept_bytes
+            self._drop(victim, "made room for newer results")
 
     def _drop(self, job: Job, why: str) -> None:  # under the lock
         del self._finished[job.id]
