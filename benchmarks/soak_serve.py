@@ -364,6 +364,14 @@ def sigterm_with_job(proc: subprocess.Popen, url: str, photo: np.ndarray | None)
     return time.monotonic() - t0
 
 
+def per_minute(samples: list[tuple[float, int]]) -> list[float]:
+    """The RSS (MiB) sampled closest to each whole minute of the run."""
+    if not samples:
+        return []
+    last = int(samples[-1][0] // 60)
+    return [round(min(samples, key=lambda s: abs(s[0] - 60 * m))[1] / 2**20, 1) for m in range(last + 1)]
+
+
 def summary(soak: Soak, sampler: Sampler, elapsed: float, evicted: str, stop_s: float | None) -> dict:
     samples = sampler.samples
     mb = [round(b / 2**20, 1) for _, b in samples]
@@ -376,7 +384,7 @@ def summary(soak: Soak, sampler: Sampler, elapsed: float, evicted: str, stop_s: 
             "statuses": dict(sorted(soak.statuses.items())), "5xx": soak.statuses["5xx"],
             "mismatches": soak.statuses["mismatch"], "pixel_equal_answers": soak.statuses["pixel_equal"],
             "rss_mb": {"start": mb[0] if mb else 0, "middle": at(0.5), "end": at(1.0), "max": max(mb or [0]),
-                       "samples": len(mb)},
+                       "samples": len(mb), "per_minute": per_minute(samples)},
             "evicted_result": evicted, "sigterm_exit_s": None if stop_s is None else round(stop_s, 2),
             "problems": soak.problems}
 

@@ -206,6 +206,13 @@ def test_results_are_bounded_in_count_and_bytes_and_dropped_on_time(restorer):
     with TestClient(app) as c:
         first, second = _done(c, one)["id"], _done(c, one)["id"]
         assert c.get(f"/jobs/{first}").status_code == 410 and c.get(f"/jobs/{second}").status_code == 200
+    # over the cap, a result already fetched goes before an older one nobody has fetched yet
+    app = webapp.create_app(restorer, examples=False, keep_finished=2)
+    with TestClient(app) as c:
+        unfetched, fetched = _done(c, one), _done(c, one)
+        assert c.get(fetched["result"]).status_code == 200
+        _done(c, one)
+        assert c.get(unfetched["result"]).status_code == 200 and c.get(fetched["input"]).status_code == 410
 
 
 # ----------------------------------------------------------------------------- connections

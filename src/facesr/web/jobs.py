@@ -11,7 +11,7 @@
 * Finished jobs (and their results) are kept so a client can fetch the result
   after the job told it that it is done, but not for long: at most
   ``keep_finished`` of them and ``keep_bytes`` of inputs and results together
-  (oldest dropped first; the newest is always kept), each for ``keep_seconds``
+  (fetched ones first, oldest first; the newest is always kept), each for ``keep_seconds``
   after it ended, or ``fetched_grace_s`` after its result was first fetched
   (:meth:`JobQueue.mark_fetched`), whichever comes first.  The ids of dropped
   jobs are remembered (:meth:`JobQueue.gone`), so a late request can be told
@@ -21,6 +21,9 @@ Nothing here knows about HTTP; :mod:`facesr.web.routes` maps it onto routes.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import logging
 import secrets
 import threading
@@ -38,6 +41,24 @@ log = logging.getLogger("facesr.web")
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINAL_STATES = (DONE, FAILED, CANCELLED)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (another C library, or not found)."""
+    try:
+        name = ctypes.util.find_library("c")
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last job back to the OS (glibc keeps it in its arenas otherwise, so a
+    server's resident size would stay at its largest job's peak).  Does nothing without glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def duration(seconds: float) -> str:
@@ -142,10 +163,10 @@ class JobQueue:
             only if it is a :class:`~facesr.errors.FacesrError`, otherwise a generic line does
             and the traceback goes to the log.
         max_queued: most jobs waiting (not counting the running one); more raise :class:`QueueFull`.
-        keep_finished: most finished jobs kept for lookup (oldest dropped first).
+        keep_finished: most finished jobs kept for lookup (the oldest fetched ones are dropped first).
         keep_seconds: finished jobs are dropped this many seconds after they end.
-        keep_bytes: most bytes of inputs and result PNGs kept in finished jobs (oldest dropped first,
-            but never the newest finished job).
+        keep_bytes: most bytes of inputs and result PNGs kept in finished jobs (the oldest fetched ones
+            are dropped first, then the oldest; never the newest finished job).
         fetched_grace_s: a job whose result was fetched (:meth:`mark_fetched`) is dropped this many
             seconds later (so the page can still fetch its other images).
     """
@@ -336,7 +357,7 @@ class JobQueue:
                 log.exception("job %s: done-callback failed", job.id)
 
     def _expire(self) -> None:  # under the lock
-        """Drop finished jobs past their time, then the oldest while over the count or byte cap."""
+        """Drop finished jobs past their time, then (fetched first, oldest first) while over the count or byte cap."""
         now = time.monotonic()
         for job in list(self._finished.values()):
             if job.fetched is not None and now - job.fetched > self.fetched_grace_s:
@@ -345,9 +366,11 @@ class JobQueue:
                 self._drop(job, f"ended more than {duration(self.keep_seconds)} ago")
         held = sum(j.kept_bytes for j in self._finished.values())
         while len(self._finished) > self.keep_finished or (held > self.keep_bytes and len(self._finished) > 1):
-            oldest = next(iter(self._finished.values()))
-            held -= oldest.kept_bytes
-            self._drop(oldest, "made room for newer results")
+            kept = list(self._finished.values())
+            # the oldest already fetched goes first, so a result nobody has fetched yet stays longest
+            victim = next((j for j in kept[:-1] if j.fetched is not None), kept[0])
+            held -= victim.kept_bytes
+            self._drop(victim, "made room for newer results")
 
     def _drop(self, job: Job, why: str) -> None:  # under the lock
         del self._finished[job.id]
@@ -400,6 +423,8 @@ class JobQueue:
                     spp = (job.finished - (job.started or job.finished)) / job.pixels
                     old = self._seconds_per_pixel
                     self._seconds_per_pixel = spp if old is None else 0.5 * old + 0.5 * spp
+            del result
+            release_freed_memory()
             dt = (job.finished or 0) - (job.started or 0)
             h, w = job.image.shape[:2]
             if state == CANCELLED:

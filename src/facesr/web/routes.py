@@ -254,7 +254,7 @@ async def job_result(job: FinishedJob, service: Service,
     """The restored image of a finished job (409 while it is not done).
 
     A result is kept until a minute after it is first fetched (any of its three images), ten minutes
-    at most, and while newer results leave room; then its URLs answer 410."""
+    at most, and while newer results leave room (the server's defaults); then its URLs answer 410."""
     name = download_name(job.name, service.job_scale(job))
     return Response(job.result["png"], media_type="image/png", headers={
         **KEPT, "Content-Disposition": content_disposition("attachment" if download else "inline", name)})
