@@ -15,6 +15,7 @@ with torch/OpenCV on one thread (per-core rates, not inflated or deflated by
 other jobs); ``(wall)`` rates are wall clock; GPU rates are wall clock with
 synchronisation.  GFLOP/s = 2 x multiply-adds / s (``count_flops`` counts MACs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,7 @@ ALL = ("degradation", "dataloader", "train", "inference", "matmul")
 
 
 # ----------------------------------------------------------------------------- matmul roofline
+
 
 def run_matmul(quick: bool = False) -> list[Row]:
     """torch.mm GFLOP/s on large fp32 and bf16 matrices: the machine's practical compute ceiling."""
@@ -50,9 +52,12 @@ def run_matmul(quick: bool = False) -> list[Row]:
             cuda_sync()
             wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
         secs = wall if cuda else cpu
-        gf = 2 * n ** 3 * reps / secs / 1e9
-        note = f"{n}x{n} @ {n}x{n}, " + ("GPU, TF32 " + ("on" if torch.backends.cuda.matmul.allow_tf32 else "off")
-                                         if cuda and dtype == torch.float32 else ("GPU" if cuda else "1 thread, CPU time"))
+        gf = 2 * n**3 * reps / secs / 1e9
+        note = f"{n}x{n} @ {n}x{n}, " + (
+            "GPU, TF32 " + ("on" if torch.backends.cuda.matmul.allow_tf32 else "off")
+            if cuda and dtype == torch.float32
+            else ("GPU" if cuda else "1 thread, CPU time")
+        )
         rows.append(Row("GFLOP/s", f"torch.mm {name}", gf, "GFLOP/s", baseline=dtype == torch.float32, note=note))
     # The model's own dominant layer (3x3 conv, 64 -> 64 channels at 128x128) as a second reference:
     # on some CPUs the BLAS behind torch.mm is slower than oneDNN's convolution kernels.
@@ -69,19 +74,27 @@ def run_matmul(quick: bool = False) -> list[Row]:
                 torch.nn.functional.conv2d(x, w, padding=1)
             cuda_sync()
             secs = (time.perf_counter() - w0) if cuda else (time.thread_time() - c0)
-        rows.append(Row("GFLOP/s", f"conv3x3 64->64 @128x128 {'bf16' if bf16 else 'fp32'}, channels_last",
-                        2 * macs * reps * 2 / secs / 1e9, "GFLOP/s",
-                        note="the model's dominant layer; " + ("GPU" if cuda else "1 thread, CPU time")))
+        rows.append(
+            Row(
+                "GFLOP/s",
+                f"conv3x3 64->64 @128x128 {'bf16' if bf16 else 'fp32'}, channels_last",
+                2 * macs * reps * 2 / secs / 1e9,
+                "GFLOP/s",
+                note="the model's dominant layer; " + ("GPU" if cuda else "1 thread, CPU time"),
+            )
+        )
     return rows
 
 
 # ----------------------------------------------------------------------------- inference
+
 
 def run_inference(quick: bool = False) -> list[Row]:
     """MSRResNet-16 forward at 128x128 LQ: images/s and achieved GFLOP/s (fp32, channels_last, bf16)."""
     from facesr.inference.precision import auto_precision
     from facesr.inference.winograd import nnpack_available, winograd_model
     from facesr.models import build_model, count_flops
+
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
     model = build_model("msrresnet", mid_channels=64, num_blocks=16, upscale_factor=4).eval()
@@ -94,8 +107,11 @@ def run_inference(quick: bool = False) -> list[Row]:
     x = torch.rand(batch, 3, 128, 128, device=dev)
     with single_thread() if not cuda else _Null():
         auto = auto_precision(dev)[0]
-    variants = [("eager fp32", False, False), ("channels_last fp32", True, False),
-                ("bf16 autocast + channels_last", True, True)]
+    variants = [
+        ("eager fp32", False, False),
+        ("channels_last fp32", True, False),
+        ("bf16 autocast + channels_last", True, True),
+    ]
     if not cuda and nnpack_available():
         variants.insert(2, ("fp32-winograd (NNPACK, NCHW)", False, False))
     for i, (name, cl, bf16) in enumerate(variants):
@@ -113,13 +129,27 @@ def run_inference(quick: bool = False) -> list[Row]:
             cuda_sync()
             wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
         rate = n * batch / (wall if cuda else cpu)
-        default = {"bf16": cl and bf16, "fp32": cl and not bf16,
-                   "fp32-winograd": "winograd" in name}.get(auto, False)
-        rows.append(Row("inference", f"MSRResNet-16 128x128 {name}", rate, unit, baseline=i == 0,
-                        note=f"batch {batch}, {n * batch} images; {n * batch / wall:.3g} images/s wall"
-                             + (f"; facesr's default here (precision auto -> {auto})" if default else "")))
-        gf_rows.append(Row("GFLOP/s", f"MSRResNet-16 inference, {name}", 2 * macs * rate / 1e9, "GFLOP/s",
-                           note=f"{macs / 1e9:.2f} G MACs/image x 2; ratio = fraction of the fp32 matmul rate"))
+        default = {"bf16": cl and bf16, "fp32": cl and not bf16, "fp32-winograd": "winograd" in name}.get(auto, False)
+        rows.append(
+            Row(
+                "inference",
+                f"MSRResNet-16 128x128 {name}",
+                rate,
+                unit,
+                baseline=i == 0,
+                note=f"batch {batch}, {n * batch} images; {n * batch / wall:.3g} images/s wall"
+                + (f"; facesr's default here (precision auto -> {auto})" if default else ""),
+            )
+        )
+        gf_rows.append(
+            Row(
+                "GFLOP/s",
+                f"MSRResNet-16 inference, {name}",
+                2 * macs * rate / 1e9,
+                "GFLOP/s",
+                note=f"{macs / 1e9:.2f} G MACs/image x 2; ratio = fraction of the fp32 matmul rate",
+            )
+        )
     model.to(memory_format=torch.contiguous_format)
     return rows + gf_rows
 
@@ -131,12 +161,10 @@ def run_restore(quick: bool = False) -> list[Row]:
     import numpy as np
 
     import facesr
-    from facesr.assets import sample_face_path
+    from facesr.assets import sample_face_path, shipped_checkpoint
     from facesr.data.datasets import degrade_offline
     from facesr.data.degradations import DegradationCfg
     from facesr.io.images import read_rgb
-
-    from facesr.assets import shipped_checkpoint
     from facesr.models import load_model
 
     cuda = torch.cuda.is_available()
@@ -161,6 +189,7 @@ def run_restore(quick: bool = False) -> list[Row]:
 
         def __init__(self):
             from .mmagic_reference import mmagic_msrresnet
+
             self.model = mmagic_msrresnet(16).eval().to(dev)
 
     variants = {}
@@ -178,15 +207,23 @@ def run_restore(quick: bool = False) -> list[Row]:
         wall = {k: 0.0 for k in variants}
         rounds = 2 if quick else (20 if cuda else 8)
         for i in range(rounds):  # interleaved, the order reversed every other round
-            for k, r in (list(variants.items()) if i % 2 == 0 else list(variants.items())[::-1]):
+            for k, r in list(variants.items()) if i % 2 == 0 else list(variants.items())[::-1]:
                 c0, w0 = time.thread_time(), time.perf_counter()
                 r.restore(face)  # numpy out: synchronised
                 cpu[k] += time.thread_time() - c0
                 wall[k] += time.perf_counter() - w0
     unit = "images/s (GPU, wall)" if cuda else "images/CPU-s (1 thread)"
-    return [Row("restore() 128x128", k, rounds / (wall[k] if cuda else cpu[k]), unit, baseline=i == 0,
-                note=f"shipped model, {rounds} calls interleaved; {rounds / wall[k]:.3g} images/s wall")
-            for i, k in enumerate(variants)]
+    return [
+        Row(
+            "restore() 128x128",
+            k,
+            rounds / (wall[k] if cuda else cpu[k]),
+            unit,
+            baseline=i == 0,
+            note=f"shipped model, {rounds} calls interleaved; {rounds / wall[k]:.3g} images/s wall",
+        )
+        for i, k in enumerate(variants)
+    ]
 
 
 def run_backend_table(quick: bool = False) -> str | None:
@@ -197,6 +234,7 @@ def run_backend_table(quick: bool = False) -> str | None:
         return None
     import contextlib
     import io
+
     buf = io.StringIO()
     a = argparse.Namespace(mid_channels=64, num_blocks=16, batch=1, repeats=1 if quick else 3, threads=1)
     with single_thread(), contextlib.redirect_stdout(buf):
@@ -213,6 +251,7 @@ class _Null:
 
 
 # ----------------------------------------------------------------------------- driver
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
@@ -237,12 +276,15 @@ def main(argv=None) -> int:
         try:
             if name == "degradation":
                 from . import bench_degradation
+
                 rows += bench_degradation.run(a.quick)
             elif name == "dataloader":
                 from . import bench_dataloader
+
                 rows += bench_dataloader.run(a.quick)
             elif name == "train":
                 from . import bench_train
+
                 rows += bench_train.run(a.quick, a.compile)
                 if not a.quick:
                     rows.append(bench_train.real_loop_row())
@@ -251,8 +293,9 @@ def main(argv=None) -> int:
                 rows += run_restore(a.quick)
                 txt = run_backend_table(a.quick)
                 if txt:
-                    extra_text.append("== inference backends (benchmarks/bench_inference.py, 1 thread, wall clock)\n"
-                                      + txt.rstrip())
+                    extra_text.append(
+                        "== inference backends (benchmarks/bench_inference.py, 1 thread, wall clock)\n" + txt.rstrip()
+                    )
             elif name == "matmul":
                 rows += run_matmul(a.quick)
         except Exception as exc:  # keep the other benchmarks' results

@@ -13,6 +13,7 @@ against a re-creation of MMagic's eager forward, and with ``--openvino`` / ``--i
 model on ``--backend openvino`` (fp32 on the fly; the int8 IR from ``facesr export --openvino
 MODEL.xml --int8 LQ_DIR``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,6 @@ import numpy as np
 import torch
 
 import facesr
-
 from facesr.inference import Restorer
 from facesr.models import build_model
 
@@ -30,24 +30,37 @@ from .common import hardware_line
 from .mmagic_reference import mmagic_msrresnet
 
 MMAGIC = "MMagic-style eager MSRResNet-16"
-MODELS = {"msrresnet16 (0.1 shipped)": ("msrresnet", {"num_blocks": 16}),
-          "lqresnet 96x12 (0.2 shipped)": ("lqresnet", {"mid_channels": 96, "num_blocks": 12}),
-          "lqresnet 64x29": ("lqresnet", {"mid_channels": 64, "num_blocks": 29})}
+MODELS = {
+    "msrresnet16 (0.1 shipped)": ("msrresnet", {"num_blocks": 16}),
+    "lqresnet 96x12 (0.2 shipped)": ("lqresnet", {"mid_channels": 96, "num_blocks": 12}),
+    "lqresnet 64x29": ("lqresnet", {"mid_channels": 64, "num_blocks": 29}),
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--precision", default="fp32,fp32-winograd,bf16",
-                    help="comma-separated: fp32, fp32-winograd, bf16 (bf16 is slow on CPUs without native bf16)")
+    ap.add_argument(
+        "--precision",
+        default="fp32,fp32-winograd,bf16",
+        help="comma-separated: fp32, fp32-winograd, bf16 (bf16 is slow on CPUs without native bf16)",
+    )
     ap.add_argument("--openvino", action="store_true", help="also the shipped model on OpenVINO fp32")
     ap.add_argument("--int8", metavar="MODEL.xml", help="also this int8 OpenVINO IR of the shipped model")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: per-image CPU time of the process); above 1 the table is wall "
-                         "clock, and precision auto picks fp32-winograd only if OMP_WAIT_POLICY=PASSIVE was set "
-                         "before this ran (as the facesr CLI does)")
-    ap.add_argument("--batch", type=int, default=1,
-                    help="faces per call (restore_batch; MMagic eager: one NCHW batch); times are per face")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: per-image CPU time of the process); above 1 the table is wall "
+        "clock, and precision auto picks fp32-winograd only if OMP_WAIT_POLICY=PASSIVE was set "
+        "before this ran (as the facesr CLI does)",
+    )
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="faces per call (restore_batch; MMagic eager: one NCHW batch); times are per face",
+    )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     clock = time.process_time if a.threads == 1 else time.perf_counter
@@ -69,9 +82,12 @@ def main() -> None:
                     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div(255).contiguous()
                     y = mm(x).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
                 return list(y)
+
             runs[MMAGIC] = mmagic_eager
-            extra = {"facesr.load().restore (default: {})": facesr.load(),
-                     "facesr.load(precision='fp32')": facesr.load(precision="fp32")}
+            extra = {
+                "facesr.load().restore (default: {})": facesr.load(),
+                "facesr.load(precision='fp32')": facesr.load(precision="fp32"),
+            }
             if a.openvino:
                 extra["facesr.load(backend='openvino')"] = facesr.load(backend="openvino", threads=a.threads)
             if a.int8:
@@ -92,8 +108,10 @@ def main() -> None:
             med = float(np.median(ts))
             vs_mm = f"   {np.median(mm) / med:5.2f}x vs MMagic eager" if mm else ""
             clock_name = "CPU" if a.threads == 1 else "wall"
-            print(f"{prec:13s} {name:48s} {med * 1000:8.0f} ms {clock_name}/image   {base / med:5.2f}x vs msrresnet16"
-                  f"{vs_mm}")
+            print(
+                f"{prec:13s} {name:48s} {med * 1000:8.0f} ms {clock_name}/image   {base / med:5.2f}x vs msrresnet16"
+                f"{vs_mm}"
+            )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ else fp32) and at most 0.05 dB below fp32 torch (mean over the pairs).
 
 ``python benchmarks/bench_backends.py [--calib 200] [--eval-limit N] [--rounds 3]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,9 @@ SPEED_KEEP, DB_KEEP = 1.3, 0.05
 
 
 def hardware() -> str:
-    from facesr.inference.precision import cpu_flags, cpu_supports_bf16
     from benchmarks.common import hardware_line
+    from facesr.inference.precision import cpu_flags, cpu_supports_bf16
+
     f = cpu_flags()
     isa = [x for x in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni") if x in f]
     return hardware_line() + f" | ISA: {' '.join(isa) or '?'} | native bf16: {cpu_supports_bf16()}"
@@ -56,12 +58,14 @@ def hardware() -> str:
 def calibration_batches(n: int, size: int = 512) -> list[np.ndarray]:
     """``n`` degraded train-hq faces as float32 (1, 3, 128, 128) 0-1 (facesr degrade, seed 1)."""
     from facesr.data.datasets import degrade_offline
+
     files = sorted((SHARED / "data" / "train-hq").glob("*.png"))[:n]
     cfg, out = DegradationCfg(), []
     for p in files:
         hq = read_rgb(p)
         if hq.shape[:2] != (size, size):
             import cv2
+
             hq = cv2.resize(hq, (size, size), interpolation=cv2.INTER_AREA)
         lq, _ = degrade_offline(hq, cfg, 1, p.stem)
         out.append((lq.astype(np.float32).transpose(2, 0, 1)[None] / 255.0).copy())
@@ -70,6 +74,7 @@ def calibration_batches(n: int, size: int = 512) -> list[np.ndarray]:
 
 def eval_pairs(limit: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
     from facesr.cli import main as cli
+
     pairs = []
     tmp = Path(tempfile.mkdtemp(prefix="facesr-bb-"))
     for name in ("dev-val-hq", "dev-val-celebahq"):
@@ -120,6 +125,7 @@ def build_variants(calib, cache: Path | None = None) -> tuple[dict, dict]:
     (tmp / "fp32.onnx").write_bytes(onnx_bytes)
     try:
         import onnxruntime  # noqa: F401
+
         variants["onnxruntime fp32"] = OnnxModel(onnx_bytes, threads=1)
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -130,18 +136,28 @@ def build_variants(calib, cache: Path | None = None) -> tuple[dict, dict]:
             def get_next(self):
                 x = next(self.it, None)
                 return None if x is None else {"lq": x}
+
         int8 = (cache or tmp) / "ort_int8.onnx"
         if not int8.is_file():
             t0 = time.time()
-            quantize_static(str(tmp / "fp32.onnx"), str(int8), Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            quantize_static(
+                str(tmp / "fp32.onnx"),
+                str(int8),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
             print(f"onnxruntime quantize_static: {time.time() - t0:.0f} s on {len(get_calib())} faces", flush=True)
         variants["onnxruntime int8 (static QDQ)"] = OnnxModel(int8, threads=1)
     except ImportError:
         skipped["onnxruntime fp32"] = skipped["onnxruntime int8 (static QDQ)"] = "onnxruntime not installed"
     try:
-        import openvino  # noqa: F401
+        import openvino
+
         from facesr.inference.openvino import OpenVinoModel, quantize_int8, read_model
+
         variants["OpenVINO fp32"] = OpenVinoModel(onnx_bytes, "f32", threads=1)
         ov_bf16 = OpenVinoModel(onnx_bytes, "bf16", threads=1)
         variants[f"OpenVINO bf16 hint (runs {ov_bf16.precision})"] = ov_bf16
@@ -187,8 +203,18 @@ def quality(variants: dict, pairs, slow_limit: int) -> dict[str, float]:
         use = pairs[:slow_limit] if "bf16 + channels_last" in n and slow_limit else pairs
         if len(use) < len(pairs):
             ref = variants["torch fp32 (channels_last)"]
-            ref_vals = [psnr(np.rint(np.clip(ref(lq.astype(np.float32).transpose(2, 0, 1)[None] / np.float32(255.0))[0],
-                                             0, 1) * 255.0).astype(np.uint8).transpose(1, 2, 0), gt) for lq, gt in use]
+            ref_vals = [
+                psnr(
+                    np.rint(
+                        np.clip(ref(lq.astype(np.float32).transpose(2, 0, 1)[None] / np.float32(255.0))[0], 0, 1)
+                        * 255.0
+                    )
+                    .astype(np.uint8)
+                    .transpose(1, 2, 0),
+                    gt,
+                )
+                for lq, gt in use
+            ]
         for lq, gt in use:
             y = f(lq.astype(np.float32).transpose(2, 0, 1)[None] / np.float32(255.0))[0]
             sr = np.rint(np.clip(y, 0, 1) * 255.0).astype(np.uint8).transpose(1, 2, 0)
@@ -207,8 +233,12 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=3, help="timed calls per variant and batch size")
     ap.add_argument("--cache", default=None, help="folder to keep/reuse the int8 models (quantizing takes minutes)")
     ap.add_argument("--no-quality", action="store_true", help="speed only")
-    ap.add_argument("--slow-eval-limit", type=int, default=0,
-                    help="score torch bf16 on only the first N pairs (0 = all; it is emulated without native bf16)")
+    ap.add_argument(
+        "--slow-eval-limit",
+        type=int,
+        default=0,
+        help="score torch bf16 on only the first N pairs (0 = all; it is emulated without native bf16)",
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -218,17 +248,24 @@ def main(argv=None) -> None:
     q = quality(variants, pairs, a.slow_eval_limit) if pairs else {}
     sp = {b: speed(variants, b, a.rounds) for b in (1, 4)}
     from facesr.inference.precision import cpu_supports_bf16
+
     bf16, fp32 = "torch bf16 + channels_last", "torch fp32 (channels_last)"
     # The verdict baseline is what the precision policy picks on this CPU: bf16 only with native bf16
     # (without it, autocast bf16 is emulated and ~10x slower than fp32, which would flatter every row).
     base = bf16 if cpu_supports_bf16() else fp32
-    print(f"verdict baseline: {base} (native bf16: {cpu_supports_bf16()}); keep = >= {SPEED_KEEP}x faster "
-          f"at both batch sizes and <= {DB_KEEP} dB below fp32 torch")
-    print(f"\nbatch 1 and 4, 128x128 -> 512x512, 1 thread, CPU s/image (process time), {a.rounds} rounds; "
-          f"PSNR over {len(pairs)} dev-val pairs (seed 0)"
-          + (f"; torch bf16 on the first {a.slow_eval_limit}" if a.slow_eval_limit else ""))
-    print(f"{'variant':40s} {'s/img b1':>9s} {'s/img b4':>9s} {'vs bf16 b1/b4':>14s} {'vs fp32 b1/b4':>14s} "
-          f"{'PSNR dB':>8s} {'dB vs fp32':>10s}  verdict")
+    print(
+        f"verdict baseline: {base} (native bf16: {cpu_supports_bf16()}); keep = >= {SPEED_KEEP}x faster "
+        f"at both batch sizes and <= {DB_KEEP} dB below fp32 torch"
+    )
+    print(
+        f"\nbatch 1 and 4, 128x128 -> 512x512, 1 thread, CPU s/image (process time), {a.rounds} rounds; "
+        f"PSNR over {len(pairs)} dev-val pairs (seed 0)"
+        + (f"; torch bf16 on the first {a.slow_eval_limit}" if a.slow_eval_limit else "")
+    )
+    print(
+        f"{'variant':40s} {'s/img b1':>9s} {'s/img b4':>9s} {'vs bf16 b1/b4':>14s} {'vs fp32 b1/b4':>14s} "
+        f"{'PSNR dB':>8s} {'dB vs fp32':>10s}  verdict"
+    )
     for n in variants:
         r16 = [sp[b][bf16] / sp[b][n] for b in (1, 4)]
         rb = [sp[b][base] / sp[b][n] for b in (1, 4)]
@@ -238,8 +275,10 @@ def main(argv=None) -> None:
             verdict = "baseline"
         else:
             verdict = "KEEP" if min(rb) >= SPEED_KEEP and d >= -DB_KEEP else "reject"
-        print(f"{n:40s} {sp[1][n]:9.3f} {sp[4][n]:9.3f} {r16[0]:6.2f}/{r16[1]:5.2f}x {r32[0]:6.2f}/{r32[1]:5.2f}x "
-              f"{q.get(n, float('nan')):8.3f} {d:+10.3f}  {verdict}")
+        print(
+            f"{n:40s} {sp[1][n]:9.3f} {sp[4][n]:9.3f} {r16[0]:6.2f}/{r16[1]:5.2f}x {r32[0]:6.2f}/{r32[1]:5.2f}x "
+            f"{q.get(n, float('nan')):8.3f} {d:+10.3f}  {verdict}"
+        )
     for n, why in skipped.items():
         print(f"{n:40s} skipped: {why}")
     print(f"load avg at end: {os.getloadavg()[0]:.1f}")

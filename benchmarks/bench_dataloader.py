@@ -9,6 +9,7 @@ Wall-clock only: worker CPU time is not attributable here, so numbers measured
 while other jobs load the machine are pessimistic and do not scale with workers.
 Run alone: ``python -m benchmarks.bench_dataloader [--quick] [--workers 0,1,2]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,16 +29,24 @@ GROUP = "dataloader"
 PREFETCH = 2  # batches queued per worker (the trainer's default is 4; 2 keeps the untimed warm-up short)
 
 
-def measure(hq_dir: str, workers: int, batch: int, n_batches: int, crop: int | None = None,
-            exact_blur: bool = True) -> tuple[float, float]:
+def measure(
+    hq_dir: str, workers: int, batch: int, n_batches: int, crop: int | None = None, exact_blur: bool = True
+) -> tuple[float, float]:
     """(samples/s after the first batch, seconds to the first batch) for one loader setting."""
     deg = DegradationCfg()
     deg.blur.exact = exact_blur
     ds = HQDegradeDataset(hq_dir, deg, seed=0, crop_size=crop)
-    loader = DataLoader(ds, batch_size=batch, sampler=InfiniteSampler(len(ds), 0), num_workers=workers,
-                        worker_init_fn=_worker_init if workers else None, persistent_workers=workers > 0,
-                        prefetch_factor=PREFETCH if workers else None, drop_last=True,
-                        multiprocessing_context="forkserver" if workers and sys.platform != "win32" else None)
+    loader = DataLoader(
+        ds,
+        batch_size=batch,
+        sampler=InfiniteSampler(len(ds), 0),
+        num_workers=workers,
+        worker_init_fn=_worker_init if workers else None,
+        persistent_workers=workers > 0,
+        prefetch_factor=PREFETCH if workers else None,
+        drop_last=True,
+        multiprocessing_context="forkserver" if workers and sys.platform != "win32" else None,
+    )
     t0 = time.perf_counter()
     it = iter(loader)
     next(it)
@@ -61,13 +70,28 @@ def run(quick: bool = False, workers=(0, 1, 2)) -> list[Row]:
         write_faces(d, 8)
         for w in workers:
             rate, startup = measure(d, w, batch, n_batches)
-            rows.append(Row(GROUP, f"num_workers={w}", rate, "samples/s (wall)", baseline=w == workers[0],
-                            note=f"batch {batch}, {n_batches} batches timed, first batch after {startup:.1f} s"))
+            rows.append(
+                Row(
+                    GROUP,
+                    f"num_workers={w}",
+                    rate,
+                    "samples/s (wall)",
+                    baseline=w == workers[0],
+                    note=f"batch {batch}, {n_batches} batches timed, first batch after {startup:.1f} s",
+                )
+            )
         if not quick:
             w = max(workers)
             rate, startup = measure(d, w, batch, n_batches, exact_blur=False)
-            rows.append(Row(GROUP, f"num_workers={w}, blur.exact=false", rate, "samples/s (wall)",
-                            note=f"batch {batch}, {n_batches} batches timed"))
+            rows.append(
+                Row(
+                    GROUP,
+                    f"num_workers={w}, blur.exact=false",
+                    rate,
+                    "samples/s (wall)",
+                    note=f"batch {batch}, {n_batches} batches timed",
+                )
+            )
     return rows
 
 

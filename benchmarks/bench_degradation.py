@@ -24,6 +24,7 @@ CPU rows are single-threaded; their rate is items per CPU-second of the
 measuring thread (robust to other jobs on the machine), the wall-clock rate
 is in the note.  Run alone: ``python -m benchmarks.bench_degradation [--quick] [--gpu-only]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,8 @@ from facesr.data import degradations as D
 from facesr.data.kernels import gaussian_kernel
 
 from .common import (
-    bf16_l1_step,
     Row,
+    bf16_l1_step,
     cuda_sync,
     print_report,
     single_thread,
@@ -60,6 +61,7 @@ GROUP_STEP = "train step b24 (GPU)"
 
 # ----------------------------------------------------------------------------- the naive floor
 
+
 def _naive_correlate(img: np.ndarray, k: np.ndarray) -> np.ndarray:
     """float64 2-D correlation with reflect-101 borders via numpy FFT (no fast-size padding)."""
     r = k.shape[0] // 2
@@ -67,11 +69,11 @@ def _naive_correlate(img: np.ndarray, k: np.ndarray) -> np.ndarray:
     pad = np.pad(img, ((r, r), (r, r), (0, 0)), mode="reflect")
     ph, pw = pad.shape[:2]
     kf = np.zeros((ph, pw))
-    kf[:k.shape[0], :k.shape[1]] = k[::-1, ::-1]
+    kf[: k.shape[0], : k.shape[1]] = k[::-1, ::-1]
     kf = np.roll(kf, (-r, -r), (0, 1))
     spec = np.fft.rfft2(pad, axes=(0, 1)) * np.fft.rfft2(kf)[..., None]
     out = np.fft.irfft2(spec, s=(ph, pw), axes=(0, 1))
-    return out[r:r + h, r:r + w]
+    return out[r : r + h, r : r + w]
 
 
 def _naive_jpeg(img: np.ndarray, quality: int, color_order: str) -> np.ndarray:
@@ -88,8 +90,9 @@ def naive_degrade(hq: np.ndarray, p: D.DegradationParams) -> np.ndarray:
     """The course pipeline, float64 per step (uint8 only around the JPEG codec); uint8 RGB out."""
     img = hq.astype(np.float64)
     if p.blur is not None:
-        k = gaussian_kernel(p.blur["size"], p.blur["sigma_x"], p.blur["sigma_y"], p.blur["theta"],
-                            isotropic=p.blur["kernel"] == "iso")
+        k = gaussian_kernel(
+            p.blur["size"], p.blur["sigma_x"], p.blur["sigma_y"], p.blur["theta"], isotropic=p.blur["kernel"] == "iso"
+        )
         img = _naive_correlate(img, k)
     if p.down is not None:
         img = cv2.resize(img, tuple(p.down["size"][::-1]), interpolation=D.INTERP[p.down["interp"]])
@@ -106,6 +109,7 @@ def naive_degrade(hq: np.ndarray, p: D.DegradationParams) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- runs
 
+
 def _records(n: int, cfg: D.DegradationCfg) -> list[D.DegradationParams]:
     return [D.sample_params(cfg, (512, 512), D.GeneratorRng([0, 1, i])) for i in range(n)]
 
@@ -115,10 +119,17 @@ def _cpu_rate(name: str, fn, items, baseline: bool = False) -> Row:
         for it in items:
             fn(*it)
         return len(items)
+
     with single_thread():
         t = timed(work, warmup=lambda: fn(*items[0]))
-    return Row(GROUP, name, t.per_cpu_s, "samples/CPU-s", baseline=baseline,
-               note=f"{t.per_s_wall:.2f}/s wall, {t.n} samples, 1 thread")
+    return Row(
+        GROUP,
+        name,
+        t.per_cpu_s,
+        "samples/CPU-s",
+        baseline=baseline,
+        note=f"{t.per_s_wall:.2f}/s wall, {t.n} samples, 1 thread",
+    )
 
 
 class OpCounter(TorchDispatchMode):
@@ -153,6 +164,7 @@ def run_batched_cpu(faces: list[np.ndarray], cfg: D.DegradationCfg, quick: bool,
     """CPU time per sample, 512 -> 128: the exact path (sampling + OpenCV, per sample, as a DataLoader worker
     runs it) against the batched engine at each batch size, interleaved round-robin in one thread."""
     from facesr.data.batched_degradations import BatchedDegrader
+
     deg = BatchedDegrader(cfg, seed=0, device="cpu")
     batches = {b: _batch(faces, b) for b in sizes}
     n_exact = 8 if quick else 24
@@ -164,31 +176,48 @@ def run_batched_cpu(faces: list[np.ndarray], cfg: D.DegradationCfg, quick: bool,
         for i in range(n_exact):
             D.degrade(faces[i % len(faces)], cfg, D.GeneratorRng([0, 1, done["exact"] + i]))
         return n_exact
+
     jobs = {"exact": exact}
     for b in sizes:
-        jobs[b] = (lambda b=b: (deg(batches[b], 10_000 + done[b]), b)[1])
+        jobs[b] = lambda b=b: (deg(batches[b], 10_000 + done[b]), b)[1]
     with single_thread():
         deg(batches[sizes[0]][:2], 10**9)  # warm-up: noise table, FFT plans
         D.degrade(faces[0], cfg, D.GeneratorRng([9, 9, 9]))
         for r in range(rounds):
-            for k in (list(jobs) if r % 2 == 0 else list(jobs)[::-1]):
+            for k in list(jobs) if r % 2 == 0 else list(jobs)[::-1]:
                 c0 = time.thread_time()
                 done[k] += jobs[k]()
                 cpu[k] += time.thread_time() - c0
-    rows = [Row(GROUP_CPU, "exact (OpenCV, per sample: a DataLoader worker's work)", done["exact"] / cpu["exact"],
-                "samples/CPU-s", baseline=True, note=f"{1000 * cpu['exact'] / done['exact']:.1f} ms/sample, "
-                                                      f"{done['exact']} samples, 1 thread")]
+    rows = [
+        Row(
+            GROUP_CPU,
+            "exact (OpenCV, per sample: a DataLoader worker's work)",
+            done["exact"] / cpu["exact"],
+            "samples/CPU-s",
+            baseline=True,
+            note=f"{1000 * cpu['exact'] / done['exact']:.1f} ms/sample, {done['exact']} samples, 1 thread",
+        )
+    ]
     for b in sizes:
-        rows.append(Row(GROUP_CPU, f"batched, batch {b}", done[b] / cpu[b], "samples/CPU-s",
-                        note=f"{1000 * cpu[b] / done[b]:.1f} ms/sample, {done[b]} samples, 1 thread"))
+        rows.append(
+            Row(
+                GROUP_CPU,
+                f"batched, batch {b}",
+                done[b] / cpu[b],
+                "samples/CPU-s",
+                note=f"{1000 * cpu[b] / done[b]:.1f} ms/sample, {done[b]} samples, 1 thread",
+            )
+        )
     return rows
 
 
-def run_op_counts(faces: list[np.ndarray], cfg: D.DegradationCfg, quick: bool, sizes=(8, 24, 96),
-                  device: str = "cpu") -> list[Row]:
+def run_op_counts(
+    faces: list[np.ndarray], cfg: D.DegradationCfg, quick: bool, sizes=(8, 24, 96), device: str = "cpu"
+) -> list[Row]:
     """Torch ops dispatched per batch (parameter sampling to LQ), min/mean/max over a few batches: flat
     in the batch size, the proxy for kernel launches on a GPU."""
     from facesr.data.batched_degradations import BatchedDegrader
+
     deg = BatchedDegrader(cfg, seed=0, device=device, chunk=None, buckets=1)  # one pass, as on a GPU
     reps = 2 if quick else 4
     rows = []
@@ -197,16 +226,24 @@ def run_op_counts(faces: list[np.ndarray], cfg: D.DegradationCfg, quick: bool, s
         for i, b in enumerate(sizes):
             batch = _batch(faces, b, device)
             counts = np.array([count_ops(lambda j=j, x=batch, b=b: deg(x, j * b)) for j in range(reps)])
-            rows.append(Row(GROUP_OPS + f" ({device})", f"batched, batch {b}", float(counts[:, 0].mean()),
-                            "torch ops/batch", baseline=i == 0,
-                            note=f"all ops min {counts[:, 0].min()}, max {counts[:, 0].max()}; compute ops (no views) "
-                                 f"min {counts[:, 1].min()}, max {counts[:, 1].max()}; {reps} batches"))
+            rows.append(
+                Row(
+                    GROUP_OPS + f" ({device})",
+                    f"batched, batch {b}",
+                    float(counts[:, 0].mean()),
+                    "torch ops/batch",
+                    baseline=i == 0,
+                    note=f"all ops min {counts[:, 0].min()}, max {counts[:, 0].max()}; compute ops (no views) "
+                    f"min {counts[:, 1].min()}, max {counts[:, 1].max()}; {reps} batches",
+                )
+            )
     return rows
 
 
 def run_gpu(faces: list[np.ndarray], cfg: D.DegradationCfg, quick: bool, sizes=(8, 24, 96)) -> list[Row]:
     """The batched engine on CUDA: samples/s (wall, synchronised) at each batch size."""
     from facesr.data.batched_degradations import BatchedDegrader
+
     if not torch.cuda.is_available():
         return [skip(GROUP_GPU, "batched on CUDA", "samples/s (GPU, wall)", "no CUDA device")]
     dev = torch.device("cuda")
@@ -218,9 +255,17 @@ def run_gpu(faces: list[np.ndarray], cfg: D.DegradationCfg, quick: bool, sizes=(
         deg(batch, 10**9)
         cuda_sync()
         t = timed(lambda x=batch, b=b, r=reps: (sum(deg(x, j * b)[0].shape[0] for j in range(r)), cuda_sync())[0])
-        rows.append(Row(GROUP_GPU, f"batched on CUDA, batch {b}", t.per_s_wall, "samples/s (GPU, wall)", baseline=i == 0,
-                        note=f"{1000 * t.wall / reps:.2f} ms/batch; {torch.cuda.get_device_name(0)}; "
-                             f"host CPU {1000 * t.cpu / reps:.2f} ms/batch"))
+        rows.append(
+            Row(
+                GROUP_GPU,
+                f"batched on CUDA, batch {b}",
+                t.per_s_wall,
+                "samples/s (GPU, wall)",
+                baseline=i == 0,
+                note=f"{1000 * t.wall / reps:.2f} ms/batch; {torch.cuda.get_device_name(0)}; "
+                f"host CPU {1000 * t.cpu / reps:.2f} ms/batch",
+            )
+        )
     return rows
 
 
@@ -233,6 +278,7 @@ def run_train_step_gpu(faces: list[np.ndarray], cfg: D.DegradationCfg, quick: bo
     from facesr.assets import shipped_checkpoint
     from facesr.data.batched_degradations import BatchedDegrader
     from facesr.models import load_model
+
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     model = load_model(shipped_checkpoint())[0].to(dev).train().to(memory_format=torch.channels_last)
@@ -257,21 +303,39 @@ def run_train_step_gpu(faces: list[np.ndarray], cfg: D.DegradationCfg, quick: bo
             fn()
         cuda_sync()
         return (time.perf_counter() - t0) / n
-    variants = {"synthetic": lambda: step(lq_syn, gt_syn), "batched": lambda: step(*degraded()), "degrade only": degraded}
+
+    variants = {
+        "synthetic": lambda: step(lq_syn, gt_syn),
+        "batched": lambda: step(*degraded()),
+        "degrade only": degraded,
+    }
     for fn in variants.values():
         timed_loop(fn, 5)  # warm-up (cuDNN autotuning, FFT plans, noise table)
     secs = {k: 0.0 for k in variants}
     n, rounds = (10, 2) if quick else (25, 4)
     for r in range(rounds):  # interleaved, the order reversed every other round
-        for k in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+        for k in list(variants) if r % 2 == 0 else list(variants)[::-1]:
             secs[k] += timed_loop(variants[k], n) / rounds
     share = secs["degrade only"] / secs["batched"]
     name = torch.cuda.get_device_name(0)
-    return [Row(GROUP_STEP, "shipped model, synthetic batches (pure compute)", 1 / secs["synthetic"], "it/s (GPU, wall)",
-                baseline=True, note=f"batch {batch}, 128x128 LQ, bf16 + channels_last, fused Adam; {name}"),
-            Row(GROUP_STEP, "shipped model, batched degradation in the step", 1 / secs["batched"], "it/s (GPU, wall)",
-                note=f"degradation {1000 * secs['degrade only']:.2f} ms of {1000 * secs['batched']:.2f} ms per step: "
-                     f"data share {share:.1%}")]
+    return [
+        Row(
+            GROUP_STEP,
+            "shipped model, synthetic batches (pure compute)",
+            1 / secs["synthetic"],
+            "it/s (GPU, wall)",
+            baseline=True,
+            note=f"batch {batch}, 128x128 LQ, bf16 + channels_last, fused Adam; {name}",
+        ),
+        Row(
+            GROUP_STEP,
+            "shipped model, batched degradation in the step",
+            1 / secs["batched"],
+            "it/s (GPU, wall)",
+            note=f"degradation {1000 * secs['degrade only']:.2f} ms of {1000 * secs['batched']:.2f} ms per step: "
+            f"data share {share:.1%}",
+        ),
+    ]
 
 
 def run(quick: bool = False, gpu_only: bool = False) -> list[Row]:
@@ -280,8 +344,11 @@ def run(quick: bool = False, gpu_only: bool = False) -> list[Row]:
     if gpu_only:
         if not torch.cuda.is_available():
             return run_gpu(faces, cfg, quick)
-        return run_gpu(faces, cfg, quick) + run_op_counts(faces, cfg, True, device="cuda") \
+        return (
+            run_gpu(faces, cfg, quick)
+            + run_op_counts(faces, cfg, True, device="cuda")
             + run_train_step_gpu(faces, cfg, quick)
+        )
     n_naive, n_cv = (2, 8) if quick else (4, 24)
     recs = _records(max(n_cv, n_naive), cfg)
     fast = []
@@ -290,10 +357,15 @@ def run(quick: bool = False, gpu_only: bool = False) -> list[Row]:
         q.blur = dict(q.blur, exact=False) if q.blur else None
         fast.append(q)
     rows = [
-        _cpu_rate("naive float64 (numpy FFT blur, PIL JPEG)", naive_degrade,
-                  [(faces[i % 8], recs[i]) for i in range(n_naive)], baseline=True),
-        _cpu_rate("facesr exact (OpenCV uint8, bit-exact)", D.apply_params,
-                  [(faces[i % 8], recs[i]) for i in range(n_cv)]),
+        _cpu_rate(
+            "naive float64 (numpy FFT blur, PIL JPEG)",
+            naive_degrade,
+            [(faces[i % 8], recs[i]) for i in range(n_naive)],
+            baseline=True,
+        ),
+        _cpu_rate(
+            "facesr exact (OpenCV uint8, bit-exact)", D.apply_params, [(faces[i % 8], recs[i]) for i in range(n_cv)]
+        ),
         _cpu_rate("facesr blur.exact=false", D.apply_params, [(faces[i % 8], fast[i]) for i in range(n_cv)]),
     ]
     n_iso = sum(p.blur is not None and p.blur["kernel"] == "iso" for p in recs[:n_cv])
@@ -304,6 +376,7 @@ def run(quick: bool = False, gpu_only: bool = False) -> list[Row]:
     if torch.cuda.is_available():
         rows += run_op_counts(faces, cfg, True, device="cuda") + run_train_step_gpu(faces, cfg, quick)
     from .bench_vs_mmagic import run as run_vs_mmagic
+
     return rows + run_vs_mmagic(quick)
 
 

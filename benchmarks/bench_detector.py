@@ -27,6 +27,7 @@ Configs run interleaved photo by photo, so their seconds compare under the same 
 of the full detector call (boxes and landmarks), wall clock, OpenCV on one thread.
 Needs the 'faces' extra.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,6 +47,7 @@ PHOTO_W, PHOTO_H = 1024, 768
 def make_detector(name: str):
     """A detector by benchmark config name (see the module docstring)."""
     from facesr.faces.detect import DlibDetector
+
     if name == "upright":
         return DlibDetector("hog", angles=(), verify_below=0.0)
     if name == "rotated":
@@ -64,6 +66,7 @@ def make_detector(name: str):
 
 
 # ----------------------------------------------------------------------------- synthetic set
+
 
 def texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A cluttered uint8 RGB background: multi-scale coloured noise plus random lines, boxes and discs."""
@@ -98,7 +101,7 @@ def face_truth(hq: np.ndarray, detector) -> tuple[np.ndarray, np.ndarray] | None
 def paste(photo: np.ndarray, hq: np.ndarray, m: np.ndarray, centre: np.ndarray, side: float) -> None:
     """Paste ``hq`` into ``photo`` in place through the 2x3 map ``m`` with a soft ellipse around the face."""
     h, w = photo.shape[:2]
-    yy, xx = np.mgrid[0:hq.shape[0], 0:hq.shape[1]].astype(np.float32)
+    yy, xx = np.mgrid[0 : hq.shape[0], 0 : hq.shape[1]].astype(np.float32)
     r = np.sqrt(((xx - centre[0]) / (0.85 * side)) ** 2 + ((yy - centre[1] + 0.15 * side) / (1.05 * side)) ** 2)
     mask = np.clip((1.0 - r) / 0.2, 0, 1)
     f = cv2.warpAffine(hq, m, (w, h), flags=cv2.INTER_AREA if m[0, 0] ** 2 + m[0, 1] ** 2 < 1 else cv2.INTER_CUBIC)
@@ -120,6 +123,7 @@ def synthetic_set(folder: Path, seed: int = 0, limit: int | None = None):
     with ``centre`` (x, y), ``size`` (px), ``roll`` (degrees) and ``landmarks`` (5, 2), photo coordinates."""
     from facesr.faces.detect import DlibDetector
     from facesr.io.images import read_rgb
+
     truth_det = DlibDetector("hog", upsample=0, angles=())
     rng = np.random.default_rng(seed)
     files = sorted(folder.glob("*.jpg"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))[:limit]
@@ -128,7 +132,7 @@ def synthetic_set(folder: Path, seed: int = 0, limit: int | None = None):
     for start in range(0, len(jobs) - 3, 4):
         photo = texture(PHOTO_H, PHOTO_W, rng)
         truths = []
-        for cell, (f, roll) in enumerate(jobs[start:start + 4]):
+        for cell, (f, roll) in enumerate(jobs[start : start + 4]):
             hq = read_rgb(f)
             t = face_truth(hq, truth_det)
             if t is None:
@@ -144,12 +148,14 @@ def synthetic_set(folder: Path, seed: int = 0, limit: int | None = None):
             m = cv2.getRotationMatrix2D((float(cx), float(cy)), angle, k)
             m[:, 2] += [px - cx, py - cy]
             paste(photo, hq, m, np.array([cx, cy]), side)
-            truths.append({"centre": (px, py), "size": size, "roll": roll, "angle": angle,
-                           "landmarks": lm @ m[:, :2].T + m[:, 2]})
+            truths.append(
+                {"centre": (px, py), "size": size, "roll": roll, "angle": angle, "landmarks": lm @ m[:, :2].T + m[:, 2]}
+            )
         yield f"synthetic_{start // 4:03d}", degrade(photo, rng), truths
 
 
 # ----------------------------------------------------------------------------- scoring
+
 
 def match(faces, truths) -> tuple[list[int | None], int]:
     """Per truth the index of the detection that hits it (or None), and the number of false positives."""
@@ -171,6 +177,7 @@ def match(faces, truths) -> tuple[list[int | None], int]:
 def roll_error(face, truth) -> float:
     """Degrees between the roll of the alignment fitted to the detected and to the true landmarks."""
     from facesr.faces.align import estimate_alignment
+
     a = estimate_alignment(face.landmarks)
     b = estimate_alignment(truth["landmarks"])
     d = math.degrees(math.atan2(a[1, 0], a[0, 0]) - math.atan2(b[1, 0], b[0, 0]))
@@ -186,7 +193,7 @@ def timed(det, rgb):
 def run_synthetic(dets: dict, folder: Path, limit: int | None) -> dict:
     stats = {n: {"hits": 0, "fp": 0, "seconds": 0.0, "by_roll": {}, "by_size": {}, "roll_err": []} for n in dets}
     n_truth = n_photos = 0
-    for name, photo, truths in synthetic_set(folder, limit=limit):
+    for _name, photo, truths in synthetic_set(folder, limit=limit):
         n_photos += 1
         n_truth += len(truths)
         for cfg, det in dets.items():
@@ -207,11 +214,18 @@ def run_synthetic(dets: dict, folder: Path, limit: int | None) -> dict:
     out = {}
     for cfg, s in stats.items():
         err = np.array(s["roll_err"]) if s["roll_err"] else np.zeros(1)
-        out[cfg] = {"faces": n_truth, "photos": n_photos, "found": s["hits"], "recall": s["hits"] / max(1, n_truth),
-                    "false_positives": s["fp"], "s_per_photo": s["seconds"] / max(1, n_photos),
-                    "recall_by_roll": {k: f"{v[0]}/{v[1]}" for k, v in sorted(s["by_roll"].items())},
-                    "recall_by_size": {k: f"{v[0]}/{v[1]}" for k, v in sorted(s["by_size"].items())},
-                    "roll_error_deg_median": float(np.median(err)), "roll_error_deg_p95": float(np.percentile(err, 95))}
+        out[cfg] = {
+            "faces": n_truth,
+            "photos": n_photos,
+            "found": s["hits"],
+            "recall": s["hits"] / max(1, n_truth),
+            "false_positives": s["fp"],
+            "s_per_photo": s["seconds"] / max(1, n_photos),
+            "recall_by_roll": {k: f"{v[0]}/{v[1]}" for k, v in sorted(s["by_roll"].items())},
+            "recall_by_size": {k: f"{v[0]}/{v[1]}" for k, v in sorted(s["by_size"].items())},
+            "roll_error_deg_median": float(np.median(err)),
+            "roll_error_deg_p95": float(np.percentile(err, 95)),
+        }
     return out
 
 
@@ -230,6 +244,7 @@ def draw(vis: np.ndarray, faces, colour, lw: int) -> None:
 def run_whole(dets: dict, folder: Path, counts_file: Path, boxes: Path | None) -> dict:
     from facesr.faces import read_photo
     from facesr.io import IMAGE_EXTS, write_png
+
     counts = json.loads(counts_file.read_text())["clear"]
     per = {n: {"found": 0, "seconds": 0.0, "photos": {}} for n in dets}
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
@@ -250,9 +265,16 @@ def run_whole(dets: dict, folder: Path, counts_file: Path, boxes: Path | None) -
             k = min(1.0, 1200 / max(vis.shape[:2]))
             write_png(boxes / f"{f.stem}.png", cv2.resize(vis, None, fx=k, fy=k, interpolation=cv2.INTER_AREA))
     total = sum(counts.values())
-    return {cfg: {"photos": len(files), "counted": total, "detections": p["found"],
-                  "s_per_photo": p["seconds"] / max(1, len(files)), "per_photo": p["photos"]}
-            for cfg, p in per.items()}
+    return {
+        cfg: {
+            "photos": len(files),
+            "counted": total,
+            "detections": p["found"],
+            "s_per_photo": p["seconds"] / max(1, len(files)),
+            "per_photo": p["photos"],
+        }
+        for cfg, p in per.items()
+    }
 
 
 def main() -> int:
@@ -276,8 +298,11 @@ def main() -> int:
         if boxes:
             boxes.mkdir(parents=True, exist_ok=True)
         result["whole"] = run_whole(dets, Path(a.whole), Path(a.counts), boxes)
-        print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "per_photo"} for k, v in result["whole"].items()},
-                         indent=1))
+        print(
+            json.dumps(
+                {k: {kk: vv for kk, vv in v.items() if kk != "per_photo"} for k, v in result["whole"].items()}, indent=1
+            )
+        )
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=1, default=str) + "\n")
     return 0

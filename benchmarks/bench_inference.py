@@ -25,6 +25,7 @@ Usage::
     python benchmarks/bench_inference.py --num-blocks 4 --repeats 3 --threads 2
     python benchmarks/bench_inference.py --memory --mid-channels 32 --num-blocks 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,7 @@ import time
 
 def hardware_line() -> str:
     import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -52,17 +54,22 @@ def hardware_line() -> str:
         isa = []
     try:
         import onnxruntime
+
         ort = f", onnxruntime {onnxruntime.__version__}"
     except ImportError:
         ort = ", onnxruntime not installed"
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"hardware: {cpu}, {os.cpu_count()} logical cores (ISA: {' '.join(isa) or 'n/a'}){gpu}; "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads){ort}; python {platform.python_version()}")
+    return (
+        f"hardware: {cpu}, {os.cpu_count()} logical cores (ISA: {' '.join(isa) or 'n/a'}){gpu}; "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads){ort}; python {platform.python_version()}"
+    )
 
 
 def build(mid: int, blocks: int):
     import torch
+
     from facesr.models import MSRResNet
+
     torch.manual_seed(0)
     return MSRResNet(mid_channels=mid, num_blocks=blocks).eval()
 
@@ -70,22 +77,27 @@ def build(mid: int, blocks: int):
 def speed(a) -> None:
     import numpy as np
     import torch
+
     from facesr.inference import OnnxModel, Restorer, export_onnx
     from facesr.models import count_flops, count_params
 
     model = build(a.mid_channels, a.num_blocks)
     macs = count_flops(model, (3, 128, 128))
-    print(f"model: MSRResNet mid_channels={a.mid_channels} num_blocks={a.num_blocks}, "
-          f"{count_params(model):,} params, {macs / 1e9:.2f} G multiply-adds per 128x128 image "
-          f"(= {2 * macs / 1e9:.2f} GFLOP)")
+    print(
+        f"model: MSRResNet mid_channels={a.mid_channels} num_blocks={a.num_blocks}, "
+        f"{count_params(model):,} params, {macs / 1e9:.2f} G multiply-adds per 128x128 image "
+        f"(= {2 * macs / 1e9:.2f} GFLOP)"
+    )
     variants = {
         "eager fp32": lambda: Restorer(build(a.mid_channels, a.num_blocks), device="cpu", channels_last=False),
         "channels_last fp32": lambda: Restorer(build(a.mid_channels, a.num_blocks), device="cpu", channels_last=True),
-        "bf16 autocast + channels_last": lambda: Restorer(build(a.mid_channels, a.num_blocks), device="cpu",
-                                                          channels_last=True, amp=True),
+        "bf16 autocast + channels_last": lambda: Restorer(
+            build(a.mid_channels, a.num_blocks), device="cpu", channels_last=True, amp=True
+        ),
     }
     try:
         import onnxruntime  # noqa: F401
+
         onnx_bytes = export_onnx(model, check=False)
         variants["onnxruntime (CPU EP)"] = lambda: Restorer(OnnxModel(onnx_bytes, threads=a.threads))
     except ImportError:
@@ -110,16 +122,22 @@ def speed(a) -> None:
     print(f"{'variant':32s} {'s / image':>10s} {'min':>8s} {'vs eager':>9s} {'GFLOP/s':>8s} {'max |diff|':>11s}")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:32s} {med:10.4f} {min(ts):8.4f} {base / med:8.2f}x {2 * macs / med / 1e9:8.1f} "
-              f"{restorers[name][1]:>8d} lv")
-    print("vs eager = speed-up over eager fp32 (>1 is faster); GFLOP/s = 2 x multiply-adds / time; "
-          "max |diff| = largest 8-bit difference of the uint8 output from eager fp32")
+        print(
+            f"{name:32s} {med:10.4f} {min(ts):8.4f} {base / med:8.2f}x {2 * macs / med / 1e9:8.1f} "
+            f"{restorers[name][1]:>8d} lv"
+        )
+    print(
+        "vs eager = speed-up over eager fp32 (>1 is faster); GFLOP/s = 2 x multiply-adds / time; "
+        "max |diff| = largest 8-bit difference of the uint8 output from eager fp32"
+    )
 
 
 def _child_mem(a) -> None:
     """Run in a fresh process: restore one random image, print peak RSS (MiB) and seconds."""
     import numpy as np
+
     from facesr.inference import Restorer
+
     r = Restorer(build(a.mid_channels, a.num_blocks), device="cpu", tile=a.child_tile)
     if a.child_size:
         img = np.random.default_rng(0).integers(0, 256, (a.child_size, a.child_size, 3), dtype=np.uint8)
@@ -134,24 +152,46 @@ def _child_mem(a) -> None:
 
 def memory(a) -> None:
     from facesr.inference import Restorer
-    runs = [("model only (no image)", 0, 0),
-            (f"{a.mem_untiled}x{a.mem_untiled} untiled", a.mem_untiled, 0),
-            (f"{a.mem_size}x{a.mem_size} auto-tiled ({Restorer.AUTO_TILE} tiles + overlap {2 * a.num_blocks + 4})", a.mem_size, 0),
-            (f"{a.mem_size}x{a.mem_size} --tile {a.tile}", a.mem_size, a.tile)]
-    out_mb = (4 * a.mem_size) ** 2 * 3 / 2 ** 20
-    print(f"peak RSS per fresh process, MSRResNet mid_channels={a.mid_channels} num_blocks={a.num_blocks} "
-          f"(the {4 * a.mem_size}x{4 * a.mem_size} uint8 output of a {a.mem_size}x{a.mem_size} LQ alone is "
-          f"{out_mb:.0f} MiB)")
+
+    runs = [
+        ("model only (no image)", 0, 0),
+        (f"{a.mem_untiled}x{a.mem_untiled} untiled", a.mem_untiled, 0),
+        (
+            f"{a.mem_size}x{a.mem_size} auto-tiled ({Restorer.AUTO_TILE} tiles + overlap {2 * a.num_blocks + 4})",
+            a.mem_size,
+            0,
+        ),
+        (f"{a.mem_size}x{a.mem_size} --tile {a.tile}", a.mem_size, a.tile),
+    ]
+    out_mb = (4 * a.mem_size) ** 2 * 3 / 2**20
+    print(
+        f"peak RSS per fresh process, MSRResNet mid_channels={a.mid_channels} num_blocks={a.num_blocks} "
+        f"(the {4 * a.mem_size}x{4 * a.mem_size} uint8 output of a {a.mem_size}x{a.mem_size} LQ alone is "
+        f"{out_mb:.0f} MiB)"
+    )
     for label, size, tile in runs:
         if size > a.mem_untiled and size and not tile and size * size <= Restorer.AUTO_TILE_PIXELS:
             label += " (below the auto-tile size: untiled)"
-        cmd = [sys.executable, __file__, "--_child", "--mid-channels", str(a.mid_channels),
-               "--num-blocks", str(a.num_blocks), "--child-size", str(size), "--child-tile", str(tile)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--_child",
+            "--mid-channels",
+            str(a.mid_channels),
+            "--num-blocks",
+            str(a.num_blocks),
+            "--child-size",
+            str(size),
+            "--child-tile",
+            str(tile),
+        ]
         if a.threads:
             cmd += ["--threads", str(a.threads)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
-            print(f"  {label:48s} failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}")
+            print(
+                f"  {label:48s} failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}"
+            )
             continue
         rss, secs = res.stdout.split()[-2:]
         print(f"  {label:48s} {float(rss):8.0f} MiB  {float(secs):7.1f} s")
@@ -173,6 +213,7 @@ def main() -> None:
     ap.add_argument("--child-tile", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
     import torch
+
     if a.threads:
         torch.set_num_threads(a.threads)
     if a._child:

@@ -21,6 +21,7 @@ temporary folder of synthetic faces instead of the config's ``data.train_hq_dir`
 
 Run alone: ``python -m benchmarks.bench_train [--quick] [--compile]`` or the --config form.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,11 +61,22 @@ def _step_fn(model, opt, lq, gt, bf16: bool, device):
         loss.backward()
         opt.step()
         return loss
+
     return step
 
 
-def measure_variant(num_blocks: int, channels_last: bool, bf16: bool, adam: str, compile_: bool,
-                    device: torch.device, batch: int, lq_size: int, iters: int, warmup: int) -> tuple[float, float]:
+def measure_variant(
+    num_blocks: int,
+    channels_last: bool,
+    bf16: bool,
+    adam: str,
+    compile_: bool,
+    device: torch.device,
+    batch: int,
+    lq_size: int,
+    iters: int,
+    warmup: int,
+) -> tuple[float, float]:
     """(iterations per second of the clock that matters on ``device``, wall it/s)."""
     torch.manual_seed(0)
     model = build_model("msrresnet", mid_channels=64, num_blocks=num_blocks, upscale_factor=4).to(device)
@@ -110,16 +122,23 @@ def run(quick: bool = False, compile_: bool = False, blocks=(16, 24)) -> list[Ro
             group = f"{GROUP} B={nb}"
             for i, (name, cl, bf16, adam, comp) in enumerate(VARIANTS):
                 if comp and not (compile_ or cuda):
-                    rows.append(skip(group, name, unit, "inductor warm-up takes minutes on a small CPU; "
-                                                        "pass --compile (bench_train) to include it"))
+                    rows.append(
+                        skip(
+                            group,
+                            name,
+                            unit,
+                            "inductor warm-up takes minutes on a small CPU; pass --compile (bench_train) to include it",
+                        )
+                    )
                     continue
                 if comp and shutil.which("c++") is None and shutil.which("g++") is None and not cuda:
                     rows.append(skip(group, name, unit, "no C++ compiler for inductor"))
                     continue
                 try:
                     t0 = time.perf_counter()
-                    rate, wall_rate = measure_variant(nb, cl, bf16, adam, comp, device, batch, lq_size, iters,
-                                                      warmup + (2 if comp else 0))
+                    rate, wall_rate = measure_variant(
+                        nb, cl, bf16, adam, comp, device, batch, lq_size, iters, warmup + (2 if comp else 0)
+                    )
                     note = f"batch {batch}, LQ {lq_size}x{lq_size}, {iters} it; {wall_rate:.3g} it/s wall"
                     if comp:
                         note += f"; incl. warm-up {time.perf_counter() - t0:.0f} s total"
@@ -139,8 +158,15 @@ class _Null:
 
 # ----------------------------------------------------------------------------- real trainer run
 
-def run_config(config: str | None, iters: int, overrides: list[str] | None = None, synthetic: bool = False,
-               keep_val: bool = False, work_dir: str | None = None) -> dict:
+
+def run_config(
+    config: str | None,
+    iters: int,
+    overrides: list[str] | None = None,
+    synthetic: bool = False,
+    keep_val: bool = False,
+    work_dir: str | None = None,
+) -> dict:
     """Train ``iters`` iterations with the real loop; returns it/s and data-wait figures from log.jsonl."""
     from facesr.config import load_config
     from facesr.training.trainer import train
@@ -154,8 +180,12 @@ def run_config(config: str | None, iters: int, overrides: list[str] | None = Non
         if not keep_val:
             ov += ["data.val_lq_dir=null", "data.val_gt_dir=null", "data.val_hq_dir=null"]
         log_every = max(1, iters // 4)
-        ov += [f"train.max_iters={iters}", f"train.log_interval={log_every}",
-               f"train.val_interval={iters}", f"train.ckpt_interval={iters}"]
+        ov += [
+            f"train.max_iters={iters}",
+            f"train.log_interval={log_every}",
+            f"train.val_interval={iters}",
+            f"train.ckpt_interval={iters}",
+        ]
         cfg = load_config(config, ov)
         wd = Path(work_dir) if work_dir else Path(tmp) / "work"
         t0 = time.perf_counter()
@@ -167,11 +197,18 @@ def run_config(config: str | None, iters: int, overrides: list[str] | None = Non
         n_rest = sum(log_every for _ in rest)
         secs = sum(log_every / r["it_per_s"] for r in rest if r["it_per_s"] > 0)
         wait = sum(r["data_wait"] * log_every / r["it_per_s"] for r in rest if r["it_per_s"] > 0)
-        return {"it_per_s": n_rest / secs if secs else float("nan"), "data_wait": wait / secs if secs else float("nan"),
-                "first_window_it_per_s": first["it_per_s"], "first_window_data_wait": first["data_wait"],
-                "batch_size": cfg.train.batch_size, "num_workers": cfg.data.num_workers,
-                "crop_size": cfg.data.crop_size, "degrade_on": cfg.data.degrade_on, "precision": cfg.train.precision,
-                "total_s": total}
+        return {
+            "it_per_s": n_rest / secs if secs else float("nan"),
+            "data_wait": wait / secs if secs else float("nan"),
+            "first_window_it_per_s": first["it_per_s"],
+            "first_window_data_wait": first["data_wait"],
+            "batch_size": cfg.train.batch_size,
+            "num_workers": cfg.data.num_workers,
+            "crop_size": cfg.data.crop_size,
+            "degrade_on": cfg.data.degrade_on,
+            "precision": cfg.train.precision,
+            "total_s": total,
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -183,12 +220,24 @@ def real_loop_row(quick: bool = False) -> Row:
     # One torch thread in the main process: on a machine that other jobs keep busy, multi-threaded
     # OpenMP barriers stall whenever a thread is descheduled, which would swamp the measurement.
     with single_thread():
-        r = run_config(str(cfg) if cfg.is_file() else None, iters, synthetic=True,
-                       overrides=["data.crop_size=16", "train.batch_size=4", "data.num_workers=1"])
-    return Row("train (real loop)", "facesr.training.trainer.train", r["it_per_s"], "it/s (wall)", baseline=True,
-               note=(f"data-wait {r['data_wait']:.0%} after warm-up (first window {r['first_window_data_wait']:.0%}); "
-                     f"cpu_ship.yaml with batch {r['batch_size']}, crop {r['crop_size']}, workers {r['num_workers']}, "
-                     f"precision {r['precision']}, 1 torch thread, synthetic faces"))
+        r = run_config(
+            str(cfg) if cfg.is_file() else None,
+            iters,
+            synthetic=True,
+            overrides=["data.crop_size=16", "train.batch_size=4", "data.num_workers=1"],
+        )
+    return Row(
+        "train (real loop)",
+        "facesr.training.trainer.train",
+        r["it_per_s"],
+        "it/s (wall)",
+        baseline=True,
+        note=(
+            f"data-wait {r['data_wait']:.0%} after warm-up (first window {r['first_window_data_wait']:.0%}); "
+            f"cpu_ship.yaml with batch {r['batch_size']}, crop {r['crop_size']}, workers {r['num_workers']}, "
+            f"precision {r['precision']}, 1 torch thread, synthetic faces"
+        ),
+    )
 
 
 def main(argv=None) -> None:
@@ -203,10 +252,12 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     if a.config:
         r = run_config(a.config, a.iters, a.set, a.synthetic, a.keep_val)
-        print(f"{a.config}: {r['it_per_s']:.3f} it/s, data-wait {r['data_wait']:.1%} (after the first log window; "
-              f"first window {r['first_window_it_per_s']:.3f} it/s, data-wait {r['first_window_data_wait']:.1%}); "
-              f"batch {r['batch_size']}, workers {r['num_workers']}, crop {r['crop_size']}, "
-              f"degrade_on {r['degrade_on']}, precision {r['precision']}; {a.iters} iterations in {r['total_s']:.1f} s")
+        print(
+            f"{a.config}: {r['it_per_s']:.3f} it/s, data-wait {r['data_wait']:.1%} (after the first log window; "
+            f"first window {r['first_window_it_per_s']:.3f} it/s, data-wait {r['first_window_data_wait']:.1%}); "
+            f"batch {r['batch_size']}, workers {r['num_workers']}, crop {r['crop_size']}, "
+            f"degrade_on {r['degrade_on']}, precision {r['precision']}; {a.iters} iterations in {r['total_s']:.1f} s"
+        )
         return
     print_report("train", run(a.quick, a.compile))
 

@@ -18,6 +18,7 @@ every method).  Gain = PSNR in the face against the clean face, restored minus b
 whole restore_video call (both passes, encoding included), wall clock, two torch threads.
 Needs the 'faces' and 'video' extras.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import faces_synth as S  # noqa: E402
-
+import faces_synth as S
 
 #: restore_video settings compared (``--variants``): the default, no temporal blending, neither blending
 #: nor smoothing of the alignment.
@@ -45,6 +45,7 @@ def aligned_faces(folder: str | None, n: int) -> list[np.ndarray | None]:
         return [None]
     from facesr.faces import align, load_detector
     from facesr.io.images import read_rgb
+
     det = load_detector("hog-upright", upsample=0)
     out = []
     for f in sorted(Path(folder).glob("*.jpg"))[-n:]:
@@ -74,8 +75,11 @@ def aligned(frames, faces):
     """Each frame warped so that its face sits on the 512 grid (frames are x2 of the faces' photo)."""
     from facesr.faces.align import estimate_alignment, warp_affine
     from facesr.faces.paste import output_affine
-    return [warp_affine(f, output_affine(estimate_alignment(fs[0].landmarks), 2), (512, 512))
-            for f, fs in zip(frames, faces)]
+
+    return [
+        warp_affine(f, output_affine(estimate_alignment(fs[0].landmarks), 2), (512, 512))
+        for f, fs in zip(frames, faces)
+    ]
 
 
 def measure(frames, gts, faces) -> tuple[float, float]:
@@ -100,6 +104,7 @@ def main() -> int:
 
     import facesr
     from facesr.faces import load_detector
+
     torch.set_num_threads(2)
     restorer = facesr.load(device="cpu", precision="fp32")
     detector = load_detector("hog")
@@ -112,8 +117,9 @@ def main() -> int:
                     src = Path(tmp) / f"{kind}_{crf}.mp4"
                     S.write_clip(src, lq, audio=False, crf=crf)
                     decoded = S.read_clip(src)[0]
-                    bic = [cv2.resize(f, (f.shape[1] * 2, f.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
-                           for f in decoded]
+                    bic = [
+                        cv2.resize(f, (f.shape[1] * 2, f.shape[0] * 2), interpolation=cv2.INTER_CUBIC) for f in decoded
+                    ]
                     row = {"face": k, "clip": kind, "input_crf": crf}
                     row["bicubic_flicker"], psnr_bic = measure(bic, gt, faces)
                     for name, kw in VARIANTS.items():

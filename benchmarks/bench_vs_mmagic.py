@@ -14,6 +14,7 @@ The variants run interleaved (round-robin, rotating the order every sample) on t
 seeds and images, so machine load affects them alike.  Run alone:
 ``python -m benchmarks.bench_vs_mmagic [--quick] [--samples N]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,6 +43,7 @@ def run(quick: bool = False, samples: int | None = None) -> list[Row]:
             random.seed(s)
             np.random.seed(s)
             return fn(faces[s % len(faces)])
+
         return run_one
 
     variants: dict[str, object] = {}
@@ -51,8 +53,9 @@ def run(quick: bool = False, samples: int | None = None) -> list[Row]:
         pass
     variants["MMagic call sequence (re-created)"] = seeded(recreated_degrade)
     variants["facesr exact, rng=mmagic"] = lambda s: D.degrade(faces[s % len(faces)], cfg_m, D.MMagicRng(s))[0]
-    variants["facesr exact, rng=facesr (default)"] = (
-        lambda s: D.degrade(faces[s % len(faces)], cfg_f, D.GeneratorRng(s))[0])
+    variants["facesr exact, rng=facesr (default)"] = lambda s: D.degrade(
+        faces[s % len(faces)], cfg_f, D.GeneratorRng(s)
+    )[0]
     names = list(variants)
     cpu = dict.fromkeys(names, 0.0)
     level = cv2.getLogLevel() if hasattr(cv2, "getLogLevel") else None
@@ -76,8 +79,16 @@ def run(quick: bool = False, samples: int | None = None) -> list[Row]:
         rows.append(skip(GROUP, "MMagic 1.x transforms (mmagic package)", "samples/CPU-s", "mmagic not importable"))
     base = "MMagic call sequence (re-created)"
     for name in names:
-        rows.append(Row(GROUP, name, n / cpu[name], "samples/CPU-s", baseline=name == base,
-                        note=f"{1e3 * cpu[name] / n:.2f} ms/sample, {n} samples interleaved, 1 thread"))
+        rows.append(
+            Row(
+                GROUP,
+                name,
+                n / cpu[name],
+                "samples/CPU-s",
+                baseline=name == base,
+                note=f"{1e3 * cpu[name] / n:.2f} ms/sample, {n} samples interleaved, 1 thread",
+            )
+        )
     return rows
 
 

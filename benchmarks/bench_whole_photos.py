@@ -9,6 +9,7 @@ too small, detection seconds, total seconds).  With ``--counts`` (default
 Whether each box is on a real face was judged by looking at ``boxes/``: the script cannot know.
 Needs the 'faces' extra.  Run it alone: the seconds are wall clock on whatever CPU this is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,7 @@ def main() -> int:
     a = ap.parse_args()
 
     import torch
+
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(a.threads)
     import facesr
@@ -67,20 +69,37 @@ def main() -> int:
             for x, y in face.landmarks:
                 cv2.circle(vis, (int(round(x)), int(round(y))), lw, (0, 255, 0), -1)
         k = min(1.0, 1000 / max(vis.shape[:2]))
-        write_png(out / "boxes" / f"{f.stem}.png",
-                  cv2.resize(vis, None, fx=k, fy=k, interpolation=cv2.INTER_AREA) if k < 1 else vis)
-        row = {"photo": f.name, "width": rgb.shape[1], "height": rgb.shape[0], "found": len(res.faces),
-               "too_small": len(res.skipped), "present": counts.get(f.name),
-               "detect_s": round(timed_detect["s"], 3), "total_s": round(total, 3)}
+        write_png(
+            out / "boxes" / f"{f.stem}.png",
+            cv2.resize(vis, None, fx=k, fy=k, interpolation=cv2.INTER_AREA) if k < 1 else vis,
+        )
+        row = {
+            "photo": f.name,
+            "width": rgb.shape[1],
+            "height": rgb.shape[0],
+            "found": len(res.faces),
+            "too_small": len(res.skipped),
+            "present": counts.get(f.name),
+            "detect_s": round(timed_detect["s"], 3),
+            "total_s": round(total, 3),
+        }
         rows.append(row)
-        print(f"{f.name:34s} {rgb.shape[1]:5d}x{rgb.shape[0]:<5d} found {row['found']:3d} (+{row['too_small']} small)"
-              f" present {row['present']}  detect {row['detect_s']:.2f}s  total {row['total_s']:.2f}s", flush=True)
-    summary = {"photos": len(rows), "found": sum(r["found"] for r in rows),
-               "present": sum(r["present"] or 0 for r in rows),
-               "total_s": round(sum(r["total_s"] for r in rows), 2),
-               "detect_s": round(sum(r["detect_s"] for r in rows), 2),
-               "cpu": platform.processor() or platform.machine(), "threads": a.threads, "upscale": a.upscale,
-               "detector": a.detector}
+        print(
+            f"{f.name:34s} {rgb.shape[1]:5d}x{rgb.shape[0]:<5d} found {row['found']:3d} (+{row['too_small']} small)"
+            f" present {row['present']}  detect {row['detect_s']:.2f}s  total {row['total_s']:.2f}s",
+            flush=True,
+        )
+    summary = {
+        "photos": len(rows),
+        "found": sum(r["found"] for r in rows),
+        "present": sum(r["present"] or 0 for r in rows),
+        "total_s": round(sum(r["total_s"] for r in rows), 2),
+        "detect_s": round(sum(r["detect_s"] for r in rows), 2),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": a.threads,
+        "upscale": a.upscale,
+        "detector": a.detector,
+    }
     (out / "results.json").write_text(json.dumps({"summary": summary, "photos": rows}, indent=1) + "\n")
     print(json.dumps(summary))
     return 0

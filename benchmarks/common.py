@@ -4,21 +4,22 @@ Every benchmark returns a list of :class:`Row`; ratios are computed inside one
 group (rows sharing ``group``), against the group's row marked ``baseline``,
 so they always compare numbers measured side by side in the same run.
 """
+
 from __future__ import annotations
 
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import cv2
 import numpy as np
 import torch
 
-
 # ----------------------------------------------------------------------------- environment
+
 
 def cpu_model() -> str:
     try:
@@ -46,9 +47,14 @@ def gpu_name() -> str | None:
 
 def hardware_line() -> str:
     """One line: CPU model, cores, GPU, library versions, and the load average when measuring."""
-    parts = [f"CPU: {cpu_model()} x {n_cores()} cores", f"GPU: {gpu_name() or 'none'}",
-             f"torch {torch.__version__}", f"opencv {cv2.__version__}", f"numpy {np.__version__}",
-             f"python {platform.python_version()}"]
+    parts = [
+        f"CPU: {cpu_model()} x {n_cores()} cores",
+        f"GPU: {gpu_name() or 'none'}",
+        f"torch {torch.__version__}",
+        f"opencv {cv2.__version__}",
+        f"numpy {np.__version__}",
+        f"python {platform.python_version()}",
+    ]
     try:
         la = os.getloadavg()
         parts.append(f"load avg {la[0]:.1f} (others' jobs inflate wall times; CPU-time rates are robust to that)")
@@ -58,6 +64,7 @@ def hardware_line() -> str:
 
 
 # ----------------------------------------------------------------------------- timing
+
 
 @dataclass
 class Timing:
@@ -111,6 +118,7 @@ class single_thread:
 
 # ----------------------------------------------------------------------------- synthetic data
 
+
 def synthetic_face(seed: int, size: int = 512) -> np.ndarray:
     """A face-like test image, uint8 RGB HxWx3 in 0-255: smooth two-colour gradient,
     random filled ellipses (head, eyes, mouth), fine random texture (+-6 levels)."""
@@ -121,13 +129,23 @@ def synthetic_face(seed: int, size: int = 512) -> np.ndarray:
     img = np.ascontiguousarray(img.astype(np.float32))
     s = size / 512.0
     cx, cy = size // 2 + int(rng.integers(-25, 26) * s), size // 2 + int(rng.integers(-25, 26) * s)
-    cv2.ellipse(img, (cx, cy), (int(150 * s), int(195 * s)), 0, 0, 360, tuple(map(float, rng.uniform(90, 240, 3))),
-                -1, cv2.LINE_AA)
+    cv2.ellipse(
+        img,
+        (cx, cy),
+        (int(150 * s), int(195 * s)),
+        0,
+        0,
+        360,
+        tuple(map(float, rng.uniform(90, 240, 3))),
+        -1,
+        cv2.LINE_AA,
+    )
     for _ in range(int(rng.integers(6, 12))):
         c = (int(rng.integers(0, size)), int(rng.integers(0, size)))
         ax = (int(rng.integers(5, 60) * s) + 1, int(rng.integers(5, 40) * s) + 1)
-        cv2.ellipse(img, c, ax, float(rng.uniform(0, 180)), 0, 360, tuple(map(float, rng.uniform(0, 255, 3))), -1,
-                    cv2.LINE_AA)
+        cv2.ellipse(
+            img, c, ax, float(rng.uniform(0, 180)), 0, 360, tuple(map(float, rng.uniform(0, 255, 3))), -1, cv2.LINE_AA
+        )
     img += rng.normal(0.0, 6.0, img.shape).astype(np.float32)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
@@ -144,6 +162,7 @@ def write_faces(folder, n: int, size: int = 512) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- results
+
 
 @dataclass
 class Row:
@@ -211,6 +230,7 @@ def print_report(title: str, rows: list[Row], file=sys.stdout) -> None:
 
 def bf16_l1_step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """One CUDA training step of ``model`` on an (LQ, GT) float batch: bf16 autocast, L1 loss, ``opt``."""
+
     def step(lq: torch.Tensor, gt: torch.Tensor) -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out = model(lq)
@@ -218,4 +238,5 @@ def bf16_l1_step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Callable
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     return step

@@ -22,6 +22,7 @@ Each of the ``n`` samples degrades one 512x512 face (synthetic by default, or th
 
 Targets (issue 20): paired |mean difference| <= 0.02 dB and KS <= 0.03 over >= 2,000 samples.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ from .common import hardware_line, synthetic_face
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 images (float64, all pixels and channels); inf when equal."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
 def bicubic_psnr(lq: np.ndarray, gt: np.ndarray) -> float:
@@ -58,8 +59,11 @@ def ks_statistic(a, b) -> float:
     """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs."""
     a, b = np.sort(np.asarray(a, np.float64)), np.sort(np.asarray(b, np.float64))
     grid = np.concatenate([a, b])
-    return float(np.max(np.abs(np.searchsorted(a, grid, side="right") / len(a)
-                                - np.searchsorted(b, grid, side="right") / len(b))))
+    return float(
+        np.max(
+            np.abs(np.searchsorted(a, grid, side="right") / len(a) - np.searchsorted(b, grid, side="right") / len(b))
+        )
+    )
 
 
 def ks_critical(n: int, m: int, alpha: float = 0.05) -> float:
@@ -72,6 +76,7 @@ def _faces(n: int, folder: str | None, size: int) -> list[np.ndarray]:
         return [synthetic_face(10_000 + i, size) for i in range(n)]
     from facesr.data.datasets import prepare_hq
     from facesr.io import list_images, read_rgb
+
     files = list_images(folder, "--faces")
     return [prepare_hq(read_rgb(files[i % len(files)]), size, "area", str(files[i % len(files)])) for i in range(n)]
 
@@ -88,8 +93,8 @@ def run_pairs(faces: list[np.ndarray], cfg: D.DegradationCfg, seed: int, batch: 
     deg = BatchedDegrader(cfg, seed, device)
     out = {"exact": [D.apply_params(f, p) for f, p in zip(faces, records)], "record": [], "batched": [], "own": []}
     for s in range(0, n, batch):
-        gt = torch.from_numpy(np.stack(faces[s:s + batch])).permute(0, 3, 1, 2).float()
-        recs = records[s:s + batch]
+        gt = torch.from_numpy(np.stack(faces[s : s + batch])).permute(0, 3, 1, 2).float()
+        recs = records[s : s + batch]
         out["record"] += _to_u8(deg.apply(gt, recs, noise="record"))
         out["batched"] += _to_u8(deg.apply(gt, recs, noise="batched"))
         out["own"] += _to_u8(deg.apply(gt, deg.sample_params(np.arange(s, s + len(recs)), faces[0].shape[:2])))
@@ -103,12 +108,17 @@ def paired_stats(exact: list, other: list, faces: list) -> dict:
     pe = np.array([bicubic_psnr(lq, gt) for lq, gt in zip(exact, faces)])
     po = np.array([bicubic_psnr(lq, gt) for lq, gt in zip(other, faces)])
     finite = between[np.isfinite(between)]
-    return {"psnr_between_median": float(np.median(between)), "psnr_between_worst": float(between.min()),
-            "psnr_between_mean_finite": float(finite.mean()) if len(finite) else math.inf,
-            "identical_images": int((~np.isfinite(between)).sum()),
-            "bicubic_mean_exact": float(pe.mean()), "bicubic_mean_batched": float(po.mean()),
-            "bicubic_mean_diff": float(po.mean() - pe.mean()), "bicubic_max_abs_diff": float(np.abs(po - pe).max()),
-            "ks": ks_statistic(pe, po)}
+    return {
+        "psnr_between_median": float(np.median(between)),
+        "psnr_between_worst": float(between.min()),
+        "psnr_between_mean_finite": float(finite.mean()) if len(finite) else math.inf,
+        "identical_images": int((~np.isfinite(between)).sum()),
+        "bicubic_mean_exact": float(pe.mean()),
+        "bicubic_mean_batched": float(po.mean()),
+        "bicubic_mean_diff": float(po.mean() - pe.mean()),
+        "bicubic_max_abs_diff": float(np.abs(po - pe).max()),
+        "ks": ks_statistic(pe, po),
+    }
 
 
 def sampler_stats(cfg: D.DegradationCfg, seed: int, n: int, in_size=(512, 512)) -> dict:
@@ -116,10 +126,12 @@ def sampler_stats(cfg: D.DegradationCfg, seed: int, n: int, in_size=(512, 512)) 
     largest frequency difference for choices)."""
     recs = [D.sample_params(cfg, in_size, D.GeneratorRng([seed, 1, i])) for i in range(n)]
     pb = sample_batch(cfg, seed, np.arange(n), in_size)
-    cont = {"blur.sigma_x": ([r.blur["sigma_x"] for r in recs], pb.sigma_x),
-            "down.scale": ([r.down["scale"] for r in recs], pb.down_scale),
-            "noise.sigma": ([r.noise["sigma"] for r in recs], pb.noise_sigma),
-            "jpeg.quality": ([r.jpeg["quality"] for r in recs], pb.jpeg_quality)}
+    cont = {
+        "blur.sigma_x": ([r.blur["sigma_x"] for r in recs], pb.sigma_x),
+        "down.scale": ([r.down["scale"] for r in recs], pb.down_scale),
+        "noise.sigma": ([r.noise["sigma"] for r in recs], pb.noise_sigma),
+        "jpeg.quality": ([r.jpeg["quality"] for r in recs], pb.jpeg_quality),
+    }
     out = {k: ks_statistic(a, b) for k, (a, b) in cont.items()}
     out["ks_5pct_critical"] = ks_critical(n, n)
     iso_e = np.mean([r.blur["kernel"] == "iso" for r in recs])
@@ -136,9 +148,14 @@ def unpaired_stats(exact: list, own: list, faces: list) -> dict:
     pe = np.array([bicubic_psnr(lq, gt) for lq, gt in zip(exact, faces)])
     po = np.array([bicubic_psnr(lq, gt) for lq, gt in zip(own, faces)])
     d = po - pe  # same faces, independent degradations
-    return {"bicubic_mean_exact": float(pe.mean()), "bicubic_mean_batched": float(po.mean()),
-            "bicubic_mean_diff": float(d.mean()), "diff_std_error": float(d.std(ddof=1) / math.sqrt(len(d))),
-            "ks": ks_statistic(pe, po), "ks_5pct_critical": ks_critical(len(pe), len(po))}
+    return {
+        "bicubic_mean_exact": float(pe.mean()),
+        "bicubic_mean_batched": float(po.mean()),
+        "bicubic_mean_diff": float(d.mean()),
+        "diff_std_error": float(d.std(ddof=1) / math.sqrt(len(d))),
+        "ks": ks_statistic(pe, po),
+        "ks_5pct_critical": ks_critical(len(pe), len(po)),
+    }
 
 
 def measure(n: int, seed: int = 0, batch: int = 24, folder: str | None = None, device: str = "cpu") -> dict:
@@ -146,12 +163,16 @@ def measure(n: int, seed: int = 0, batch: int = 24, folder: str | None = None, d
     t0 = time.perf_counter()
     faces = _faces(n, folder, cfg.up.size)
     lq = run_pairs(faces, cfg, seed, batch, device)
-    return {"n": n, "faces": folder or "synthetic", "seed": seed,
-            "same_records_record_noise": paired_stats(lq["exact"], lq["record"], faces),
-            "same_records_batched_noise": paired_stats(lq["exact"], lq["batched"], faces),
-            "independent_draws": unpaired_stats(lq["exact"], lq["own"], faces),
-            "samplers": sampler_stats(cfg, seed, max(n, 20_000)),
-            "seconds": time.perf_counter() - t0}
+    return {
+        "n": n,
+        "faces": folder or "synthetic",
+        "seed": seed,
+        "same_records_record_noise": paired_stats(lq["exact"], lq["record"], faces),
+        "same_records_batched_noise": paired_stats(lq["exact"], lq["batched"], faces),
+        "independent_draws": unpaired_stats(lq["exact"], lq["own"], faces),
+        "samplers": sampler_stats(cfg, seed, max(n, 20_000)),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def print_report(r: dict) -> None:

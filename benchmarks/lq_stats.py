@@ -17,6 +17,7 @@ one (as ``facesr degrade`` writes it), otherwise by stem, ``<stem>_<k>``
 copies included.  The table puts the numbers measured on the challenge's 400
 validation pairs (from ../shared/data/README.md) beside ours.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,7 @@ REFERENCE = {
 def psnr_rgb(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 images, float64, all pixels and channels."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
 def mean_abs_laplacian(lq: np.ndarray) -> float:
@@ -88,11 +89,12 @@ def measure(lq_dir: Path, hq_dir: Path) -> dict:
         lq, hq = read_rgb(lq_p), read_rgb(hq_p)
         up = cv2.resize(lq, (lq.shape[1] * 4, lq.shape[0] * 4), interpolation=cv2.INTER_CUBIC)
         if up.shape != hq.shape:
-            sys.exit(f"lq_stats: {lq_p.name} x4 is {up.shape[1]}x{up.shape[0]}, HQ {hq_p.name} is {hq.shape[1]}x{hq.shape[0]}")
+            sys.exit(
+                f"lq_stats: {lq_p.name} x4 is {up.shape[1]}x{up.shape[0]}, HQ {hq_p.name} is {hq.shape[1]}x{hq.shape[0]}"
+            )
         psnrs.append(psnr_rgb(up, hq))
         laps.append(mean_abs_laplacian(lq))
-    return {"n": len(psnrs), "bicubic_psnr": summarise(psnrs),
-            "laplacian": summarise(laps)}
+    return {"n": len(psnrs), "bicubic_psnr": summarise(psnrs), "laplacian": summarise(laps)}
 
 
 def print_table(stats: dict) -> None:

@@ -5,6 +5,7 @@
 Prints the mean landmarks (pixel-centre coordinates) over the faces found, their spread, and the
 left-right symmetric version (mirrored about x = 255.5) that facesr uses.  Needs the 'faces' extra.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,7 @@ def main() -> int:
     a = ap.parse_args()
     from facesr.faces import load_detector
     from facesr.io.images import read_rgb
+
     det = load_detector("hog", upsample=0)
     pts = []
     for f in sorted(Path(a.folder).glob(f"{a.prefix}*.png")):

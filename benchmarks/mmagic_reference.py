@@ -9,6 +9,7 @@ it returns the same LQ as MMagic 1.2.0's own transforms (checked against them fr
 and as ``facesr degrade --rng mmagic``.  When ``mmagic`` is importable,
 :func:`mmagic_pipeline` returns its real transforms instead.
 """
+
 from __future__ import annotations
 
 import random
@@ -16,10 +17,20 @@ import random
 import cv2
 import numpy as np
 
-BLUR = dict(kernel_size=[41], kernel_list=["iso", "aniso"], kernel_prob=[0.5, 0.5], sigma_x=[0.2, 5],
-            sigma_y=[0.2, 5], rotate_angle=[-3.1416, 3.1416])
-DOWN = dict(resize_mode_prob=[0, 1, 0], resize_scale=[0.0625, 1], resize_opt=["bilinear", "area", "bicubic"],
-            resize_prob=[1 / 3.0, 1 / 3.0, 1 / 3.0])
+BLUR = dict(
+    kernel_size=[41],
+    kernel_list=["iso", "aniso"],
+    kernel_prob=[0.5, 0.5],
+    sigma_x=[0.2, 5],
+    sigma_y=[0.2, 5],
+    rotate_angle=[-3.1416, 3.1416],
+)
+DOWN = dict(
+    resize_mode_prob=[0, 1, 0],
+    resize_scale=[0.0625, 1],
+    resize_opt=["bilinear", "area", "bicubic"],
+    resize_prob=[1 / 3.0, 1 / 3.0, 1 / 3.0],
+)
 NOISE = dict(noise_type=["gaussian"], noise_prob=[1], gaussian_sigma=[0, 25], gaussian_gray_noise_prob=0)
 JPEG = dict(quality=[50, 95])
 UP = dict(resize_opt=["bilinear", "area", "bicubic"], resize_prob=[1 / 3.0, 1 / 3.0, 1 / 3.0], target_size=(512, 512))
@@ -29,7 +40,7 @@ _INTERP = dict(bilinear=cv2.INTER_LINEAR, bicubic=cv2.INTER_CUBIC, area=cv2.INTE
 
 # blur_kernels.py
 def _mesh_grid(k):
-    r = np.arange(-k // 2 + 1., k // 2 + 1.)
+    r = np.arange(-k // 2 + 1.0, k // 2 + 1.0)
     x, y = np.meshgrid(r, r)
     return np.hstack((x.reshape((k * k, 1)), y.reshape(k * k, 1))).reshape(k, k, 2), x, y
 
@@ -37,9 +48,9 @@ def _mesh_grid(k):
 def _bivariate_gaussian(k, sx, sy, theta, iso):
     grid, _, _ = _mesh_grid(k)
     if iso:
-        sm = np.array([[sx ** 2, 0], [0, sx ** 2]]).astype(np.float32)
+        sm = np.array([[sx**2, 0], [0, sx**2]]).astype(np.float32)
     else:
-        d = np.array([[sx ** 2, 0], [0, sy ** 2]]).astype(np.float32)
+        d = np.array([[sx**2, 0], [0, sy**2]]).astype(np.float32)
         r = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]).astype(np.float32)
         sm = np.matmul(r, np.matmul(d, r.T))
     kern = np.exp(-0.5 * np.sum(np.matmul(grid, np.linalg.inv(sm)) * grid, 2))
@@ -68,10 +79,16 @@ def random_blur(img, p=BLUR):
     rot = np.random.uniform(*p["rotate_angle"])
     beta_g = np.random.uniform(0.5, 4)
     beta_p = np.random.uniform(1, 2)
-    omega = np.random.uniform(np.pi / 3., np.pi) if ksize < 13 else np.random.uniform(np.pi / 5., np.pi)
+    omega = np.random.uniform(np.pi / 3.0, np.pi) if ksize < 13 else np.random.uniform(np.pi / 5.0, np.pi)
     kernel = _random_mixed_kernels([ktype], [1], ksize, [sx, sx], [sy, sy], [rot, rot])
-    for lo_hi, v in (((0.2, 5), sx), ((0.2, 5), sy), ((-3.1416, 3.1416), rot), ((0.5, 4), beta_g), ((1, 2), beta_p),
-                     ((np.pi / 5., np.pi), omega)):  # step updates (+ U[-0, 0]) and clips
+    for lo_hi, v in (
+        ((0.2, 5), sx),
+        ((0.2, 5), sy),
+        ((-3.1416, 3.1416), rot),
+        ((0.5, 4), beta_g),
+        ((1, 2), beta_p),
+        ((np.pi / 5.0, np.pi), omega),
+    ):  # step updates (+ U[-0, 0]) and clips
         np.clip(v + np.random.uniform(-0, 0), *lo_hi)
     return cv2.filter2D(img, -1, kernel)
 
@@ -126,20 +143,33 @@ def recreated_degrade(hq: np.ndarray) -> np.ndarray:
 
 def mmagic_pipeline():
     """MMagic's real transforms as a callable ``hq -> lq`` (ImportError when mmagic is missing)."""
-    from mmagic.datasets.transforms.random_degradations import (RandomBlur, RandomJPEGCompression, RandomNoise,
-                                                                RandomResize)
-    pipe = [RandomBlur(BLUR, ["img"]), RandomResize(DOWN, ["img"]), RandomNoise(NOISE, ["img"]),
-            RandomJPEGCompression(JPEG, ["img"]), RandomResize(UP, ["img"]), RandomResize(FINAL, ["img"])]
+    from mmagic.datasets.transforms.random_degradations import (
+        RandomBlur,
+        RandomJPEGCompression,
+        RandomNoise,
+        RandomResize,
+    )
+
+    pipe = [
+        RandomBlur(BLUR, ["img"]),
+        RandomResize(DOWN, ["img"]),
+        RandomNoise(NOISE, ["img"]),
+        RandomJPEGCompression(JPEG, ["img"]),
+        RandomResize(UP, ["img"]),
+        RandomResize(FINAL, ["img"]),
+    ]
 
     def run(hq):
         r = {"img": hq.copy()}
         for t in pipe:
             r = t(r)
         return r["img"]
+
     return run
 
 
 # --------------------------------------------------------------------------- the model's eager forward
+
 
 def mmagic_msrresnet(num_blocks: int = 16, mid_channels: int = 64):
     """MSRResNet with MMagic 1.2.0's eager ``ResidualBlockNoBN.forward`` (``identity + out * res_scale``,
@@ -157,6 +187,7 @@ def mmagic_msrresnet(num_blocks: int = 16, mid_channels: int = 64):
         identity = x
         out = self.conv2(self.relu(self.conv1(x)))
         return identity + out * self.res_scale
+
     model = build_model("msrresnet", num_blocks=num_blocks, mid_channels=mid_channels)
     for m in model.modules():
         if isinstance(m, ResidualBlockNoBN):

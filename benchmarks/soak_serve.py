@@ -23,6 +23,7 @@ Prints one JSON object (also written to ``--out``): requests by kind and status,
 mismatches (target 0), RSS at start / middle / end / max, SIGTERM exit time.  docs/robustness.md
 has the numbers of a run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,15 +50,18 @@ RSS_EVERY_S = 5.0
 
 # ----------------------------------------------------------------------------- inputs and references
 
+
 def png(img: np.ndarray) -> bytes:
     """PNG bytes of a uint8 RGB or RGBA array."""
     from facesr.io.images import encode_png
+
     return encode_png(img)
 
 
 def decode(data: bytes) -> np.ndarray:
     """A PNG answer as uint8 RGB(A)."""
     from facesr.io.images import read_image
+
     rgb, alpha = read_image(data, 0)
     return rgb if alpha is None else np.concatenate([rgb, alpha[..., None]], axis=2)
 
@@ -66,12 +70,13 @@ def face_inputs(seed: int = 0) -> list[np.ndarray]:
     """Small face crops of the bundled face (16 to 40 pixels), one with alpha."""
     from facesr.assets import sample_face_path
     from facesr.io.images import read_rgb
+
     face = read_rgb(sample_face_path())
     rng = np.random.default_rng(seed)
     out = []
     for i, size in enumerate((16, 20, 24, 28, 32, 36, 40, 24, 32, 20)):
         y, x = rng.integers(0, 128, 2)
-        img = cv2.resize(face[y:y + 384, x:x + 384], (size, size), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(face[y : y + 384, x : x + 384], (size, size), interpolation=cv2.INTER_AREA)
         if i == 7:
             img = np.concatenate([img, rng.integers(0, 256, (size, size, 1), dtype=np.uint8)], axis=2)
         out.append(np.ascontiguousarray(img))
@@ -82,12 +87,13 @@ def photo_inputs() -> list[np.ndarray]:
     """Two 360 x 240 photos of the bundled face: one face, and two (HOG finds faces of ~37 and ~44 pixels)."""
     from facesr.assets import sample_face_path
     from facesr.io.images import read_rgb
+
     face = read_rgb(sample_face_path())
     out = []
     for sizes in ((140,), (140, 105)):
         ph = np.full((240, 360, 3), 120, np.uint8)
         for (x, y), s in zip(((20, 20), (200, 30)), sizes):
-            ph[y:y + s, x:x + s] = cv2.resize(face, (s, s), interpolation=cv2.INTER_AREA)
+            ph[y : y + s, x : x + s] = cv2.resize(face, (s, s), interpolation=cv2.INTER_AREA)
         out.append(ph)
     return out
 
@@ -97,12 +103,14 @@ def references(checkpoint: str | None, faces, photos) -> tuple[list[np.ndarray],
     import torch
 
     from facesr.inference import Restorer
+
     torch.set_num_threads(1)
     r = Restorer.from_checkpoint(checkpoint, device="cpu", precision="fp32")
     face_refs = [np.asarray(r.restore(f)) for f in faces]
     photo_refs = []
     if photos:
         from facesr.faces import load_detector
+
         det = load_detector("hog")
         photo_refs = [np.asarray(r.restore_photo(p, detector=det, upscale=2).image) for p in photos]
     return face_refs, photo_refs
@@ -117,22 +125,40 @@ def bad_files(max_side: int) -> list[tuple[str, bytes, str]]:
     for i in rng.integers(2, len(mutated), 40):
         mutated[int(i)] = int(rng.integers(0, 256))
     big = max_side + 1
-    return [("random", rng.integers(0, 256, 3000, dtype=np.uint8).tobytes(), "image/png"),
-            ("truncated", good[:len(good) // 2], "image/png"),
-            ("text", b"hello, this is not a picture", "image/png"),
-            ("over-cap", png(np.zeros((big, big, 3), np.uint8)), "image/png"),
-            ("mutated-jpeg", bytes(mutated), "image/jpeg"),
-            ("wrong-type", good, "text/plain"),
-            ("empty", b"", "image/png")]
+    return [
+        ("random", rng.integers(0, 256, 3000, dtype=np.uint8).tobytes(), "image/png"),
+        ("truncated", good[: len(good) // 2], "image/png"),
+        ("text", b"hello, this is not a picture", "image/png"),
+        ("over-cap", png(np.zeros((big, big, 3), np.uint8)), "image/png"),
+        ("mutated-jpeg", bytes(mutated), "image/jpeg"),
+        ("wrong-type", good, "text/plain"),
+        ("empty", b"", "image/png"),
+    ]
 
 
 # ----------------------------------------------------------------------------- the server
 
+
 def start_server(args) -> tuple[subprocess.Popen, str]:
     """``facesr serve`` on 127.0.0.1:0 with one thread; returns (process, base URL) once it listens."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "facesr.cli", "serve", "--host", "127.0.0.1", "--port", "0", "--device", "cpu",
-           "--precision", "fp32", "--max-pixels", str(args.max_mpx), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "facesr.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--max-pixels",
+        str(args.max_mpx),
+        "--quiet",
+    ]
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
     with open(args.server_log, "w") as log:  # the child keeps its own copy of the handle
@@ -153,6 +179,7 @@ def rss_bytes(pid: int) -> int:
     """Resident memory of ``pid`` in bytes (psutil, else /proc/PID/status)."""
     try:
         import psutil
+
         return int(psutil.Process(pid).memory_info().rss)
     except ImportError:
         with open(f"/proc/{pid}/status") as f:
@@ -180,13 +207,21 @@ class Sampler(threading.Thread):
 
 # ----------------------------------------------------------------------------- the clients
 
+
 class Soak:
     """The shared state of the client threads: counts, failures, the inputs and their references."""
 
     def __init__(self, url: str, faces, face_refs, photos, photo_refs, bad, seed: int):
         import httpx
-        self.url, self.faces, self.face_refs, self.photos, self.photo_refs, self.bad = \
-            url, faces, face_refs, photos, photo_refs, bad
+
+        self.url, self.faces, self.face_refs, self.photos, self.photo_refs, self.bad = (
+            url,
+            faces,
+            face_refs,
+            photos,
+            photo_refs,
+            bad,
+        )
         self.httpx = httpx
         self.lock = threading.Lock()
         self.counts: collections.Counter = collections.Counter()
@@ -234,8 +269,9 @@ class Soak:
 
     def page(self, client, rng: random.Random) -> None:
         i = rng.randrange(len(self.faces))
-        with client.stream("POST", f"{self.url}/jobs",
-                           files={"image": (f"p{i}.png", png(self.faces[i]), "image/png")}) as r:
+        with client.stream(
+            "POST", f"{self.url}/jobs", files={"image": (f"p{i}.png", png(self.faces[i]), "image/png")}
+        ) as r:
             last = None
             for line in r.iter_lines():
                 if line.strip():
@@ -260,8 +296,11 @@ class Soak:
         if not self.photos:
             return self.face(client, rng)
         i = rng.randrange(len(self.photos))
-        r = client.post(f"{self.url}/restore", data={"mode": "photo"},
-                        files={"image": (f"photo{i}.png", png(self.photos[i]), "image/png")})
+        r = client.post(
+            f"{self.url}/restore",
+            data={"mode": "photo"},
+            files={"image": (f"photo{i}.png", png(self.photos[i]), "image/png")},
+        )
         self.count("photo", r.status_code)
         if r.status_code == 200:
             self.check_pixels("photo", r.content, self.photo_refs[i])
@@ -297,12 +336,14 @@ class Soak:
     def disconnect(self, client, rng: random.Random) -> None:
         i = rng.randrange(len(self.faces))
         body = png(cv2.resize(self.faces[i][..., :3], (80, 80), interpolation=cv2.INTER_CUBIC))
-        head = (f"POST /restore HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST /restore HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         host, port = self.url.rsplit("/", 1)[-1].split(":")
         with socket.create_connection((host, int(port)), timeout=10) as s:
             if rng.random() < 0.5:
-                s.sendall(head + body[:len(body) // 2])  # hangs up mid-upload
+                s.sendall(head + body[: len(body) // 2])  # hangs up mid-upload
                 kind = "disconnect-upload"
             else:
                 s.sendall(head + body)  # hangs up while its job waits or runs
@@ -322,8 +363,15 @@ class Soak:
     def client_loop(self, k: int, done: threading.Event) -> None:
         rng = random.Random(self.seed * 1000 + k)
         kinds, weights = list(MIX), list(MIX.values())
-        actions = {"face": self.face, "page": self.page, "photo": self.photo, "bad": self.bad_file,
-                   "cancel": self.cancel, "disconnect": self.disconnect, "info": self.info}
+        actions = {
+            "face": self.face,
+            "page": self.page,
+            "photo": self.photo,
+            "bad": self.bad_file,
+            "cancel": self.cancel,
+            "disconnect": self.disconnect,
+            "info": self.info,
+        }
         with self.httpx.Client(timeout=120) as client:
             while not done.wait(rng.uniform(0, 2 * self.think_s)):
                 kind = rng.choices(kinds, weights)[0]
@@ -334,6 +382,7 @@ class Soak:
 
 
 # ----------------------------------------------------------------------------- the end
+
 
 def check_evicted(soak: Soak, client, grace_s: float = 60.0) -> str:
     """A result fetched more than ``grace_s`` seconds ago must answer 410 now."""
@@ -349,8 +398,13 @@ def sigterm_with_job(proc: subprocess.Popen, url: str, photo: np.ndarray | None)
     host, port = url.rsplit("/", 1)[-1].split(":")
     body = png(photo if photo is not None else np.full((128, 128, 3), 100, np.uint8))
     s = socket.create_connection((host, int(port)), timeout=10)
-    s.sendall((f"POST /restore?mode={'photo' if photo is not None else 'face'} HTTP/1.1\r\nHost: x\r\n"
-               f"Content-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+    s.sendall(
+        (
+            f"POST /restore?mode={'photo' if photo is not None else 'face'} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+    )
     time.sleep(0.5)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -380,13 +434,26 @@ def summary(soak: Soak, sampler: Sampler, elapsed: float, evicted: str, stop_s: 
         t = frac * elapsed
         return min(zip(samples, mb), key=lambda s: abs(s[0][0] - t))[1] if samples else 0.0
 
-    return {"requests": soak.requests, "minutes": round(elapsed / 60, 2), "kinds": dict(soak.counts),
-            "statuses": dict(sorted(soak.statuses.items())), "5xx": soak.statuses["5xx"],
-            "mismatches": soak.statuses["mismatch"], "pixel_equal_answers": soak.statuses["pixel_equal"],
-            "rss_mb": {"start": mb[0] if mb else 0, "middle": at(0.5), "end": at(1.0), "max": max(mb or [0]),
-                       "samples": len(mb), "per_minute": per_minute(samples)},
-            "evicted_result": evicted, "sigterm_exit_s": None if stop_s is None else round(stop_s, 2),
-            "problems": soak.problems}
+    return {
+        "requests": soak.requests,
+        "minutes": round(elapsed / 60, 2),
+        "kinds": dict(soak.counts),
+        "statuses": dict(sorted(soak.statuses.items())),
+        "5xx": soak.statuses["5xx"],
+        "mismatches": soak.statuses["mismatch"],
+        "pixel_equal_answers": soak.statuses["pixel_equal"],
+        "rss_mb": {
+            "start": mb[0] if mb else 0,
+            "middle": at(0.5),
+            "end": at(1.0),
+            "max": max(mb or [0]),
+            "samples": len(mb),
+            "per_minute": per_minute(samples),
+        },
+        "evicted_result": evicted,
+        "sigterm_exit_s": None if stop_s is None else round(stop_s, 2),
+        "problems": soak.problems,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,8 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-requests", type=int, default=10000)
     ap.add_argument("--max-minutes", type=float, default=20.0)
     ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--think", type=float, default=0.8,
-                    help="mean seconds each client waits between requests (uniform 0..2x)")
+    ap.add_argument(
+        "--think", type=float, default=0.8, help="mean seconds each client waits between requests (uniform 0..2x)"
+    )
     ap.add_argument("--max-mpx", type=float, default=0.25, help="the server's --max-pixels (megapixels)")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -406,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from facesr.web.photo import default_detector_missing
+
     faces = face_inputs(args.seed)
     photos = photo_inputs() if default_detector_missing() is None else []
     face_refs, photo_refs = references(args.checkpoint, faces, photos)
@@ -427,8 +496,12 @@ def main(argv: list[str] | None = None) -> int:
             if enough or n >= args.max_requests or elapsed >= 60 * args.max_minutes or proc.poll() is not None:
                 break
             if int(elapsed) % 60 == 0:
-                print(f"soak: {elapsed / 60:.0f} min, {n} requests, {soak.statuses['5xx']} 5xx, "
-                      f"{soak.statuses['mismatch']} mismatches", file=sys.stderr, flush=True)
+                print(
+                    f"soak: {elapsed / 60:.0f} min, {n} requests, {soak.statuses['5xx']} 5xx, "
+                    f"{soak.statuses['mismatch']} mismatches",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         done.set()
         for t in threads:
@@ -436,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - t0
     time.sleep(2 * RSS_EVERY_S)  # idle: the last samples are the server at rest
     import httpx
+
     with httpx.Client(timeout=30) as client:
         evicted = check_evicted(soak, client)
     sampler.stop.set()

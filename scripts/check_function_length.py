@@ -3,6 +3,7 @@
 Usage: python scripts/check_function_length.py [--max N] [PATH ...]   (default PATH: src)
 Counts from the ``def`` line (decorators excluded) to the function's last line, docstring included.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -4,6 +4,7 @@ Prints one row per (architecture, what, precision): training it/s at batch 24 of
 (bf16 autocast + channels_last, Adam, synthetic data: pure compute) and inference images/s
 at batch 16 of 128x128 for fp32 / bf16 / fp16.  Wall clock with CUDA synchronisation.
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,11 +16,13 @@ import torch
 from facesr.models import build_model, count_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks/
-from benchmarks.common import bf16_l1_step  # noqa: E402
+from benchmarks.common import bf16_l1_step
 
-ARCHS = {"msrresnet16": ("msrresnet", {"num_blocks": 16}),
-         "lq_deep": ("lqresnet", {"mid_channels": 64, "num_blocks": 29}),
-         "lq_wide": ("lqresnet", {"mid_channels": 96, "num_blocks": 12})}
+ARCHS = {
+    "msrresnet16": ("msrresnet", {"num_blocks": 16}),
+    "lq_deep": ("lqresnet", {"mid_channels": 64, "num_blocks": 29}),
+    "lq_wide": ("lqresnet", {"mid_channels": 96, "num_blocks": 12}),
+}
 
 
 def timed(fn, warm: int, reps: int) -> float:
@@ -54,9 +57,11 @@ def main() -> None:
         model.eval()
         xi = torch.rand(16, 3, 128, 128, device=dev).contiguous(memory_format=torch.channels_last)
         for prec, dtype in (("fp32", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+
             def infer():
                 with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
                     model(xi)
+
             s = timed(infer, 3, 10)
             print(f"{name:12s} {'infer b16 ' + prec:22s} {16 / s:8.1f}img/s {2 * macs * 16 / s / 1e9:8.0f}", flush=True)
 

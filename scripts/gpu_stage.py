@@ -26,6 +26,7 @@ carries 64 MiB in all).
 ``--dry-run`` runs the same steps on the CPU within a tiny budget (small batches and patches,
 two validation faces, no test or benchmark work): tests/test_gpu_stage.py runs it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -101,10 +102,15 @@ def tail(path: Path, n: int = 240) -> str:
 
 # ----------------------------------------------------------------------------- prep (here)
 
+
 def tree_bytes() -> int:
     """Bytes of what travels to the device besides the carry: tracked plus untracked, not ignored files."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                         capture_output=True, check=True).stdout.decode()
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     return sum((REPO / f).stat().st_size for f in out.split("\0") if f and (REPO / f).is_file())
 
 
@@ -117,7 +123,7 @@ def prep(carry: Path, total_mib: float, train_dir: Path, val_dir: Path, seed: in
     (carry / "train").mkdir(parents=True)
     shutil.copytree(val_dir, carry / "val")
     val_b = sum(p.stat().st_size for p in (carry / "val").iterdir())
-    room = int(total_mib * 2 ** 20) - tree_bytes() - val_b
+    room = int(total_mib * 2**20) - tree_bytes() - val_b
     files = sorted(p for p in train_dir.iterdir() if p.is_file())
     random.Random(seed).shuffle(files)
     used = n = 0
@@ -127,16 +133,23 @@ def prep(carry: Path, total_mib: float, train_dir: Path, val_dir: Path, seed: in
             continue
         shutil.copy2(p, carry / "train" / p.name)
         used, n = used + size, n + 1
-    return {"train_faces": n, "train_mib": used / 2 ** 20, "val_faces": len(list((carry / "val").iterdir())),
-            "of": len(files), "room_mib": room / 2 ** 20}
+    return {
+        "train_faces": n,
+        "train_mib": used / 2**20,
+        "val_faces": len(list((carry / "val").iterdir())),
+        "of": len(files),
+        "room_mib": room / 2**20,
+    }
 
 
 # ----------------------------------------------------------------------------- the run (device)
+
 
 def model_overrides(weights: Path) -> list[str]:
     """``model.*`` overrides that rebuild the architecture stored in ``weights``' metadata."""
     sys.path.insert(0, str(REPO / "src"))
     from facesr.models.weights import read_weights
+
     lw = read_weights(weights)
     return [f"model.arch={lw.arch}"] + [f"model.{k}={v}" for k, v in sorted(lw.arch_config.items())]
 
@@ -146,8 +159,11 @@ def benchmarks(s: Session, dry: bool) -> None:
     if dry:
         s.say("dry run: benchmarks skipped")
         return
-    rc = run_logged([sys.executable, "-m", "benchmarks.bench_degradation", "--gpu-only"], s.out / "bench_gpu.txt",
-                    min(150.0, 0.25 * s.left()))
+    rc = run_logged(
+        [sys.executable, "-m", "benchmarks.bench_degradation", "--gpu-only"],
+        s.out / "bench_gpu.txt",
+        min(150.0, 0.25 * s.left()),
+    )
     s.say(f"bench rc={rc}: {tail(s.out / 'bench_gpu.txt', 600)}")
 
 
@@ -158,9 +174,25 @@ def start_tests(s: Session, dry: bool) -> subprocess.Popen | None:
         return None
     s.say("tests started beside the training stage")
     with open(s.out / "pytest.log", "ab") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                 "tests/test_batched_degradations.py", "tests/test_degrade_engine.py"],
-                                cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [
+                "nice",
+                "-n",
+                "10",
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/test_batched_degradations.py",
+                "tests/test_degrade_engine.py",
+            ],
+            cwd=REPO,
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def finish_tests(s: Session, p: subprocess.Popen | None, timeout_s: float) -> None:
@@ -175,11 +207,31 @@ def finish_tests(s: Session, p: subprocess.Popen | None, timeout_s: float) -> No
 
 
 def train_cmd(work: Path, budget_min: float, extra: list[str], dry: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "facesr.cli", "train", str(STAGE_CONFIG), "--work-dir", str(work),
-           "--init-from", str(WEIGHTS), "--set", f"train.time_budget_min={budget_min:.3f}", *model_overrides(WEIGHTS)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "facesr.cli",
+        "train",
+        str(STAGE_CONFIG),
+        "--work-dir",
+        str(work),
+        "--init-from",
+        str(WEIGHTS),
+        "--set",
+        f"train.time_budget_min={budget_min:.3f}",
+        *model_overrides(WEIGHTS),
+    ]
     if dry:
-        cmd += ["train.batch_size=2", "data.crop_size=16", "data.num_workers=1", "train.device=cpu", "train.amp=none",
-                "train.channels_last=false", "train.log_interval=5", "train.ckpt_interval=1000000"]
+        cmd += [
+            "train.batch_size=2",
+            "data.crop_size=16",
+            "data.num_workers=1",
+            "train.device=cpu",
+            "train.amp=none",
+            "train.channels_last=false",
+            "train.log_interval=5",
+            "train.ckpt_interval=1000000",
+        ]
     return cmd + extra
 
 
@@ -194,8 +246,12 @@ def train_stage(s: Session, runs: Path, carry: Path, dry: bool, extra: list[str]
             return None
         work = runs / attempt
         s.say(f"train ({attempt} degradation): {budget_min:.2f} min budget")
-        rc = run_logged(train_cmd(work, budget_min, data + more + extra, dry), runs / f"{attempt}.out",
-                        budget_min * 60 * 1.15 + 90, stop_signal=signal.SIGINT)
+        rc = run_logged(
+            train_cmd(work, budget_min, data + more + extra, dry),
+            runs / f"{attempt}.out",
+            budget_min * 60 * 1.15 + 90,
+            stop_signal=signal.SIGINT,
+        )
         s.say(f"train rc={rc}: {tail(runs / f'{attempt}.out')}")
         if (work / "best.json").is_file():
             return work
@@ -209,6 +265,7 @@ def export(s: Session, work: Path) -> Path:
     sys.path.insert(0, str(REPO / "src"))
     from facesr.models import build_model
     from facesr.models.weights import read_weights, save_weights
+
     val = json.loads((work / "best.json").read_text())["val"]
     use_ema = val.get("psnr_ema", -1e9) > val.get("psnr", -1e9)
     lw = read_weights(work / "best.safetensors", ema=use_ema)
@@ -226,14 +283,47 @@ def evaluate(s: Session, new: Path, carry: Path, dry: bool) -> None:
     """Step 4b: shipped and new weights, fp32, side by side on the validation faces (eval.json)."""
     tmp = Path(tempfile.mkdtemp(prefix="gpu_stage_eval_"))
     lq = tmp / "lq"
-    run_logged([sys.executable, "-m", "facesr.cli", "degrade", str(carry / "val"), str(lq), "--seed", "0",
-                "--workers", "1" if dry else "8"], tmp / "degrade.out", 120)
+    run_logged(
+        [
+            sys.executable,
+            "-m",
+            "facesr.cli",
+            "degrade",
+            str(carry / "val"),
+            str(lq),
+            "--seed",
+            "0",
+            "--workers",
+            "1" if dry else "8",
+        ],
+        tmp / "degrade.out",
+        120,
+    )
     scores = {}
     for name, w in (("shipped", WEIGHTS), ("stage", new)):
         js = tmp / f"{name}.json"
-        run_logged([sys.executable, "-m", "facesr.cli", "eval", "--checkpoint", str(w), "--lq", str(lq), "--gt",
-                    str(carry / "val"), "--precision", "fp32", "--device", "cpu" if dry else "auto", "--json", str(js)],
-                   tmp / f"{name}.out", 120)
+        run_logged(
+            [
+                sys.executable,
+                "-m",
+                "facesr.cli",
+                "eval",
+                "--checkpoint",
+                str(w),
+                "--lq",
+                str(lq),
+                "--gt",
+                str(carry / "val"),
+                "--precision",
+                "fp32",
+                "--device",
+                "cpu" if dry else "auto",
+                "--json",
+                str(js),
+            ],
+            tmp / f"{name}.out",
+            120,
+        )
         scores[name] = json.loads(js.read_text())["mean"] if js.is_file() else {"error": tail(tmp / f"{name}.out")}
     (s.out / "eval.json").write_text(json.dumps(scores, indent=2) + "\n")
     s.say(f"fp32 eval on {carry / 'val'}: {json.dumps(scores)}")
@@ -254,9 +344,12 @@ def run(a) -> int:
         s.say(f"{carry}: no train/ and val/ folders; run `python3 scripts/gpu_stage.py prep` first")
         return 2
     import torch
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
-    s.say(f"{gpu} | {os.cpu_count()} CPUs | torch {torch.__version__} | budget {a.budget_min} min | "
-          f"{len(list((carry / 'train').iterdir()))} training faces")
+    s.say(
+        f"{gpu} | {os.cpu_count()} CPUs | torch {torch.__version__} | budget {a.budget_min} min | "
+        f"{len(list((carry / 'train').iterdir()))} training faces"
+    )
     if not a.dry_run and not torch.cuda.is_available():
         s.say("no CUDA device: stopping (use --dry-run on a CPU)")
         return 2

@@ -6,10 +6,10 @@
 Each row is one LQ image (uint8 RGB, any size, shown x4); each panel is ``--panel`` pixels square
 (area-downscaled from the x4 output, so the sheet stays small). Labels are drawn above each column.
 """
+
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -37,8 +37,10 @@ def main() -> None:
     for r, f in enumerate(files):
         lq = read_rgb(f)
         h, w = lq.shape[:2]
-        panels = [cv2.resize(lq, (4 * w, 4 * h), interpolation=cv2.INTER_NEAREST),
-                  cv2.resize(lq, (4 * w, 4 * h), interpolation=cv2.INTER_CUBIC)]
+        panels = [
+            cv2.resize(lq, (4 * w, 4 * h), interpolation=cv2.INTER_NEAREST),
+            cv2.resize(lq, (4 * w, 4 * h), interpolation=cv2.INTER_CUBIC),
+        ]
         panels += [rest.restore(lq) for _, rest in models]
         for c, img in enumerate(panels):
             img = cv2.resize(img, (p, p), interpolation=cv2.INTER_AREA)

@@ -9,6 +9,7 @@ halves the file after checking that outputs stay within one 8-bit level on the
 run's validation pairs), and copies the run's config.yaml and log.jsonl next to
 the weights.  The lineage recorded by ``--init-from`` stays in the metadata.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,14 @@ def main(run: str, fp16: bool = False) -> None:
     load_into(model, lw.state_dict)
     DEST.mkdir(parents=True, exist_ok=True)
     out = DEST / "facesr_default.safetensors"
-    meta = {"source_run": run_dir.name, "iter": best["iter"], "weights": "ema" if use_ema else "raw",
-            "val_psnr": val["psnr_ema" if use_ema else "psnr"], "val_ssim": val["ssim_ema" if use_ema else "ssim"],
-            "storage": "float16" if fp16 else "float32"}
+    meta = {
+        "source_run": run_dir.name,
+        "iter": best["iter"],
+        "weights": "ema" if use_ema else "raw",
+        "val_psnr": val["psnr_ema" if use_ema else "psnr"],
+        "val_ssim": val["ssim_ema" if use_ema else "ssim"],
+        "storage": "float16" if fp16 else "float32",
+    }
     if "lineage" in lw.metadata:
         meta["lineage"] = lw.metadata["lineage"]
     save_weights(out, model, arch=lw.arch, metadata=meta, dtype=torch.float16 if fp16 else None)

@@ -6,6 +6,7 @@ Reads docs/model-lineage/: the three study runs (3 minutes each, run concurrentl
 shipped model's stages 2 and 3, each warm-started from the previous one (--init-from). PSNR is the
 reference convention on dev-val-celebahq (100 faces, degraded with seed 0), raw weights, as logged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1] / "docs" / "model-lineage"
 BICUBIC = 26.5585  # facesr eval's bicubic baseline on the same 100 pairs
@@ -31,8 +32,11 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    study = {"MSRResNet-16": ROOT / "study" / "msrresnet16", "LQResNet 64x29": ROOT / "study" / "lq_deep",
-             "LQResNet 96x12": ROOT / "stage1"}
+    study = {
+        "MSRResNet-16": ROOT / "study" / "msrresnet16",
+        "LQResNet 64x29": ROOT / "study" / "lq_deep",
+        "LQResNet 96x12": ROOT / "stage1",
+    }
     for (label, run), marker in zip(study.items(), "osD"):
         ax.scatter([3], [final_psnr(run)], marker=marker, s=50, label=f"study, 3 min: {label}", zorder=3)
     xs = [3, 6, 13]

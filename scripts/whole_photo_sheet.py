@@ -6,6 +6,7 @@
 ``facesr restore --upscale 2``).  Each row shows one crop (input-photo pixels, listed in CROPS)
 upscaled x2 by bicubic and by facesr restore, scaled to PANEL pixels wide.
 """
+
 from __future__ import annotations
 
 import sys
@@ -27,6 +28,7 @@ PANEL = 380
 def main(src: str, restored: str, out: str) -> int:
     from facesr.faces import read_photo
     from facesr.io.images import write_png
+
     rows = []
     for stem, (x0, y0, x1, y1) in CROPS.items():
         path = next(p for p in Path(src).iterdir() if p.stem == stem)
@@ -35,9 +37,11 @@ def main(src: str, restored: str, out: str) -> int:
         bic = cv2.resize(rgb, (rgb.shape[1] * 2, rgb.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
         panels = []
         for img, label in ((bic, "bicubic x2"), (res, "facesr restore x2")):
-            c = img[2 * y0:2 * y1, 2 * x0:2 * x1]
+            c = img[2 * y0 : 2 * y1, 2 * x0 : 2 * x1]
             k = PANEL / c.shape[1]
-            c = cv2.resize(c, (PANEL, round(c.shape[0] * k)), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC)
+            c = cv2.resize(
+                c, (PANEL, round(c.shape[0] * k)), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC
+            )
             c = np.ascontiguousarray(c)
             text = f"{label} ({stem})"
             (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)

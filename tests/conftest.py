@@ -1,5 +1,6 @@
 """Shared fixtures: synthetic faces (no real data needed), a hand-written MSRResNet forward,
 and access to the optional ../shared development data (tests skip when it is absent)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,10 +42,25 @@ def make_face(seed: int, size: int = 512) -> np.ndarray:
         iris = tuple(float(v) for v in rng.uniform(20, 160, 3))
         cv2.circle(img, e, int(10 * s), iris, -1, cv2.LINE_AA)
         cv2.circle(img, e, int(4 * s), (5, 5, 5), -1, cv2.LINE_AA)
-    cv2.ellipse(img, (cx, cy + int(90 * s)), (int(55 * s), int(18 * s)), 0, 0, 180, (180, 40, 50), int(max(1, 6 * s)),
-                cv2.LINE_AA)
-    cv2.line(img, (cx, cy - int(10 * s)), (cx - int(12 * s), cy + int(40 * s)), (140, 90, 70), max(1, int(3 * s)),
-             cv2.LINE_AA)
+    cv2.ellipse(
+        img,
+        (cx, cy + int(90 * s)),
+        (int(55 * s), int(18 * s)),
+        0,
+        0,
+        180,
+        (180, 40, 50),
+        int(max(1, 6 * s)),
+        cv2.LINE_AA,
+    )
+    cv2.line(
+        img,
+        (cx, cy - int(10 * s)),
+        (cx - int(12 * s), cy + int(40 * s)),
+        (140, 90, 70),
+        max(1, int(3 * s)),
+        cv2.LINE_AA,
+    )
     img += rng.normal(0, 4, img.shape).astype(np.float32)  # skin/hair texture
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
@@ -53,6 +69,7 @@ def strong_msrresnet(mid: int = 16, blocks: int = 2, seed: int = 0):
     """A random MSRResNet whose convolutions matter (full-scale init, random biases), so seams and backend
     differences would show.  Float 0-1 NCHW in, x4 out; eval mode."""
     from facesr.models import MSRResNet
+
     torch.manual_seed(seed)
     m = MSRResNet(mid_channels=mid, num_blocks=blocks)
     for mod in m.modules():
@@ -69,8 +86,11 @@ def write_rgb_png(path: Path, img: np.ndarray) -> Path:
     return path
 
 
-def reference_forward(sd: dict, x: torch.Tensor, num_blocks: int, scale: int = 4, variant: str = "mmagic") -> torch.Tensor:
+def reference_forward(
+    sd: dict, x: torch.Tensor, num_blocks: int, scale: int = 4, variant: str = "mmagic"
+) -> torch.Tensor:
     """MSRResNet written out op by op from a facesr-named state dict (input/output float 0-1 scale)."""
+
     def conv(name, t):
         return F.conv2d(t, sd[f"{name}.weight"], sd[f"{name}.bias"], padding=1)
 
@@ -100,7 +120,9 @@ def _center(lq, gt, n):
     if n is None:
         return lq, gt
     y, x = (lq.shape[0] - n) // 2, (lq.shape[1] - n) // 2
-    return np.ascontiguousarray(lq[y:y + n, x:x + n]), np.ascontiguousarray(gt[4 * y:4 * (y + n), 4 * x:4 * (x + n)])
+    return np.ascontiguousarray(lq[y : y + n, x : x + n]), np.ascontiguousarray(
+        gt[4 * y : 4 * (y + n), 4 * x : 4 * (x + n)]
+    )
 
 
 def degraded_pairs(hq_images, crop=None) -> list:
@@ -108,6 +130,7 @@ def degraded_pairs(hq_images, crop=None) -> list:
     optionally the central ``crop`` x ``crop`` LQ pixels."""
     from facesr.data.datasets import degrade_offline
     from facesr.data.degradations import DegradationCfg
+
     return [_center(degrade_offline(hq, DegradationCfg(), 0, name)[0], hq, crop) for name, hq in hq_images]
 
 
@@ -119,6 +142,7 @@ def synthetic_pairs(n: int = 2, crop=None) -> list:
 def dev_val_pairs(shared: Path, n: int = 4, crop=None) -> list:
     """:func:`degraded_pairs` of the first ``n`` dev-val-hq faces; skips the test without them."""
     from facesr.io.images import read_rgb
+
     hq_dir = shared / "data" / "dev-val-hq"
     if not hq_dir.is_dir():
         pytest.skip(f"{hq_dir} not present")
@@ -130,6 +154,7 @@ def precision_psnr(pairs, precision: str) -> tuple[float, float]:
     (reference convention: unrounded output)."""
     import facesr
     from facesr.evaluation.metrics import psnr
+
     scores = []
     for p in ("fp32", precision):
         r = facesr.load(device="cpu", precision=p)
@@ -174,6 +199,7 @@ def shared_dir():
 def ckpt(tmp_path) -> str:
     """Path of a tiny MSRResNet (8 channels, 1 block) saved as facesr safetensors, for fast CLI tests."""
     from facesr.models import MSRResNet, save_weights
+
     torch.manual_seed(0)
     path = tmp_path / "tiny.safetensors"
     save_weights(path, MSRResNet(mid_channels=8, num_blocks=1))

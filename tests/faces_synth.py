@@ -3,6 +3,7 @@
 Everything is built from the bundled public-domain sample face; no real data is needed.
 Coordinates are pixel-centre (see facesr.faces.align).
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,11 +33,16 @@ def similarity(scale: float, angle_deg: float, centre_xy: tuple[float, float], s
 def background(h: int, w: int, upscale: int = 1) -> np.ndarray:
     """Smooth uint8 RGB background (gradients and slow waves), defined so that the ``upscale`` version is
     the same scene sampled on a finer grid."""
-    yy, xx = np.mgrid[0:h * upscale, 0:w * upscale].astype(np.float64)
+    yy, xx = np.mgrid[0 : h * upscale, 0 : w * upscale].astype(np.float64)
     x, y = (xx + 0.5) / upscale - 0.5, (yy + 0.5) / upscale - 0.5  # photo coordinates of each pixel centre
-    base = np.stack([90 + 60 * np.sin(x / 37.0) + 0.2 * y,
-                     110 + 50 * np.cos(y / 29.0 + x / 71.0),
-                     140 + 40 * np.sin((x + y) / 53.0)], axis=-1)
+    base = np.stack(
+        [
+            90 + 60 * np.sin(x / 37.0) + 0.2 * y,
+            110 + 50 * np.cos(y / 29.0 + x / 71.0),
+            140 + 40 * np.sin((x + y) / 53.0),
+        ],
+        axis=-1,
+    )
     return np.clip(np.rint(base), 0, 255).astype(np.uint8)
 
 
@@ -51,6 +57,7 @@ def lq_face(seed: int = 0) -> np.ndarray:
     """The sample face degraded to 128x128 by the course pipeline (``facesr degrade --seed seed``)."""
     from facesr.data.datasets import degrade_offline
     from facesr.data.degradations import DegradationCfg
+
     lq, _ = degrade_offline(hq_face(), DegradationCfg(), seed, "sample_face")
     return lq
 
@@ -59,6 +66,7 @@ def degrade_face(hq: np.ndarray, seed: int = 0) -> np.ndarray:
     """A 512x512 face degraded to 128x128 by the course pipeline."""
     from facesr.data.datasets import degrade_offline
     from facesr.data.degradations import DegradationCfg
+
     return degrade_offline(hq, DegradationCfg(), seed, "sample_face")[0]
 
 
@@ -82,8 +90,14 @@ def face_box(to_photo_512: np.ndarray) -> tuple[float, float, float, float]:
     return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
 
 
-def make_photo(placements: list[tuple[float, float, tuple[float, float]]], h: int = 240, w: int = 320,
-               upscale: int = 4, seed: int = 0, hq: np.ndarray | None = None):
+def make_photo(
+    placements: list[tuple[float, float, tuple[float, float]]],
+    h: int = 240,
+    w: int = 320,
+    upscale: int = 4,
+    seed: int = 0,
+    hq: np.ndarray | None = None,
+):
     """A low-quality photo with degraded aligned faces, and its clean ``upscale`` x version.
 
     ``placements``: per face ``(scale, angle_deg, centre_xy)`` of the 128x128 LQ crop in the photo.
@@ -122,7 +136,7 @@ class FakeDetector:
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
     mse = d[mask].mean() if mask is not None else d.mean()
-    return 10 * math.log10(255.0 ** 2 / max(mse, 1e-12))
+    return 10 * math.log10(255.0**2 / max(mse, 1e-12))
 
 
 def gradient_energy(img: np.ndarray, region: np.ndarray) -> float:
@@ -130,20 +144,31 @@ def gradient_energy(img: np.ndarray, region: np.ndarray) -> float:
     f = img.astype(np.float32)
     gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3)
-    return float((gx ** 2 + gy ** 2).sum(axis=-1)[region].mean())
+    return float((gx**2 + gy**2).sum(axis=-1)[region].mean())
 
 
 # ----------------------------------------------------------------------------- video clips (PyAV)
 
-def write_clip(path, frames: list[np.ndarray], fps=25, audio: bool = True, codec: str = "libx264",
-               fmt: str | None = None, audio_seconds: float | None = None, options: dict | None = None,
-               crf: int | None = None) -> None:
+
+def write_clip(
+    path,
+    frames: list[np.ndarray],
+    fps=25,
+    audio: bool = True,
+    codec: str = "libx264",
+    fmt: str | None = None,
+    audio_seconds: float | None = None,
+    options: dict | None = None,
+    crf: int | None = None,
+) -> None:
     """Write uint8 RGB ``frames`` as a video at ``fps`` (H.264 yuv420p by default) with, if ``audio``, a
     mono 16 kHz AAC 440 Hz tone as long as the video (or ``audio_seconds``); ``options``: muxer options
     (e.g. ``{"movflags": "+faststart"}``: the MP4 index before the data); ``crf``: x264 quality (0 keeps
     per-frame noise, as a camera's high-bitrate file does; default x264's 23).  Needs PyAV."""
-    import av
     from fractions import Fraction
+
+    import av
+
     with av.open(str(path), "w", format=fmt, options=options or {}) as out:
         vs = out.add_stream(codec, rate=Fraction(fps))
         h, w = frames[0].shape[:2] if frames else (48, 64)
@@ -174,18 +199,33 @@ def write_clip(path, frames: list[np.ndarray], fps=25, audio: bool = True, codec
 def read_clip(path) -> tuple[list[np.ndarray], dict]:
     """Decoded uint8 RGB frames of a video and facts about it: fps, size, audio codecs and audio seconds."""
     import av
+
     with av.open(str(path)) as c:
         v = c.streams.video[0]
-        info = {"fps": v.average_rate, "width": v.codec_context.width, "height": v.codec_context.height,
-                "audio": [s.codec_context.name for s in c.streams.audio], "codec": v.codec_context.name,
-                "audio_seconds": max((float(s.duration * s.time_base) for s in c.streams.audio if s.duration),
-                                     default=0.0)}
+        info = {
+            "fps": v.average_rate,
+            "width": v.codec_context.width,
+            "height": v.codec_context.height,
+            "audio": [s.codec_context.name for s in c.streams.audio],
+            "codec": v.codec_context.name,
+            "audio_seconds": max((float(s.duration * s.time_base) for s in c.streams.audio if s.duration), default=0.0),
+        }
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     return frames, info
 
 
-def face_clip(n: int, pan_px: float = 0.0, noise: float = 3.0, quality: int = 75, h: int = 120, w: int = 160,
-              scale: float = 0.6, angle: float = 8.0, seed: int = 0, upscale: int = 2):
+def face_clip(
+    n: int,
+    pan_px: float = 0.0,
+    noise: float = 3.0,
+    quality: int = 75,
+    h: int = 120,
+    w: int = 160,
+    scale: float = 0.6,
+    angle: float = 8.0,
+    seed: int = 0,
+    upscale: int = 2,
+):
     """A clip of one degraded face (the course degradation of the sample face, fixed over time) moving
     ``pan_px`` LQ pixels to the right per frame, with fresh Gaussian noise (sigma ``noise``) and JPEG
     (``quality``) in every frame.  Returns ``(lq_frames, gt_frames, faces_per_frame)``: uint8 RGB
@@ -218,8 +258,10 @@ class FrameDetector:
         self.calls += 1
         if i >= len(self.faces) or i in self.missing:
             return []
-        return [Face(box=f.box, landmarks=f.landmarks + self.rng.normal(0, self.jitter, f.landmarks.shape),
-                     score=f.score) for f in self.faces[i]]
+        return [
+            Face(box=f.box, landmarks=f.landmarks + self.rng.normal(0, self.jitter, f.landmarks.shape), score=f.score)
+            for f in self.faces[i]
+        ]
 
 
 def temporal_difference(frames: list[np.ndarray], region: np.ndarray) -> float:

@@ -1,4 +1,5 @@
 """The batched degradation engine (data.degrade_engine: batched), on CPU tensors, against the exact OpenCV path."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import make_face
 
+from conftest import make_face
 from facesr.data import batched_ops as ops
 from facesr.data import degradations as D
 from facesr.data.batched_degradations import BatchedDegrader
@@ -27,7 +28,7 @@ def _u8(x: torch.Tensor) -> list[np.ndarray]:
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def _bicubic_psnr(lq: np.ndarray, gt: np.ndarray) -> float:
@@ -48,6 +49,7 @@ def faces():
 
 # ----------------------------------------------------------------------------- the sampler
 
+
 def test_sampler_matches_the_exact_samplers_distributions():
     """Counter-based draws follow the exact sampler's distributions (one-sample KS against the
     theoretical CDFs, choice frequencies, size truncation, quality rounding)."""
@@ -59,6 +61,7 @@ def test_sampler_matches_the_exact_samplers_distributions():
     def ks_uniform(x, lo, hi):
         u, i = (np.sort(x) - lo) / (hi - lo), np.arange(1, len(x) + 1) / len(x)
         return max(np.abs(i - u).max(), np.abs(i - 1 / len(x) - u).max())
+
     assert ks_uniform(pb.sigma_x, 0.2, 5.0) < bound and ks_uniform(pb.sigma_y, 0.2, 5.0) < bound
     assert ks_uniform(pb.theta, -3.1416, 3.1416) < bound and ks_uniform(pb.noise_sigma, 0, 25) < bound
     assert ks_uniform(pb.down_scale, 0.0625, 1.0) < bound
@@ -91,14 +94,25 @@ def test_records_round_trip(faces):
     recs = pb.to_records()
     assert recs[2].seed == [3, 4, 2] and recs[2].rng == "batched"
     back = ParamBatch.from_records([D.DegradationParams.from_json(r.to_json()) for r in recs])
-    for name in ("blur_iso", "sigma_x", "theta", "down_h", "down_interp", "noise_sigma", "noise_key", "jpeg_quality",
-                 "up_interp", "final_h"):
+    for name in (
+        "blur_iso",
+        "sigma_x",
+        "theta",
+        "down_h",
+        "down_interp",
+        "noise_sigma",
+        "noise_key",
+        "jpeg_quality",
+        "up_interp",
+        "final_h",
+    ):
         np.testing.assert_array_equal(getattr(back, name), getattr(pb, name))
     with pytest.raises(ValueError, match="one HQ size"):
         ParamBatch.from_records([recs[0], D.sample_params(cfg, (256, 256), D.GeneratorRng(0))])
 
 
 # ----------------------------------------------------------------------------- the steps, one by one
+
 
 def test_kernels_equal_the_exact_kernels():
     iso = np.array([True, False, False, True])
@@ -108,7 +122,7 @@ def test_kernels_equal_the_exact_kernels():
     for i in range(4):
         ref = gaussian_kernel(int(ks[i]), sx[i], sy[i], th[i], isotropic=bool(iso[i]))
         r = (41 - ks[i]) // 2
-        np.testing.assert_allclose(k[i, r:41 - r, r:41 - r], ref, atol=1e-9)
+        np.testing.assert_allclose(k[i, r : 41 - r, r : 41 - r], ref, atol=1e-9)
         assert k[i].sum() == pytest.approx(1.0)
     off = ops.gaussian_kernels(iso, ks, sx, sy, th, np.zeros(4, bool))
     assert (off[:, 20, 20] == 1).all() and off.sum() == 4
@@ -116,7 +130,9 @@ def test_kernels_equal_the_exact_kernels():
 
 def test_blur_follows_filter2d(faces):
     iso, ks = np.array([True, False]), np.array([41, 41])
-    k = ops.gaussian_kernels(iso, ks, np.array([2.5, 1.0]), np.array([1.0, 4.0]), np.array([0.0, 0.7]), np.ones(2, bool))
+    k = ops.gaussian_kernels(
+        iso, ks, np.array([2.5, 1.0]), np.array([1.0, 4.0]), np.array([0.0, 0.7]), np.ones(2, bool)
+    )
     out = ops.q8(ops.blur(_to_batch(faces[:2]), k))
     for i in range(2):
         ref = cv2.filter2D(faces[i], -1, k[i], borderType=cv2.BORDER_REFLECT_101)
@@ -136,14 +152,18 @@ def test_resizes_follow_cv2_on_a_padded_canvas(interp):
     imgs = [np.round(rng.uniform(0, 255, (a, a, 3))).astype(np.float32) for a, _ in CASES]
     canvas = torch.zeros(len(CASES), 3, n_in, n_in)
     for i, img in enumerate(imgs):
-        canvas[i] = torch.from_numpy(np.pad(img, ((0, n_in - img.shape[0]),) * 2 + ((0, 0),), mode="edge")).permute(2, 0, 1)
+        canvas[i] = torch.from_numpy(np.pad(img, ((0, n_in - img.shape[0]),) * 2 + ((0, 0),), mode="edge")).permute(
+            2, 0, 1
+        )
     a, b = np.array([c[0] for c in CASES]), np.array([c[1] for c in CASES])
     code = np.full(len(CASES), INTERPS.index(interp))
     out = ops.resize(canvas, a, a, b, b, code, (512, 512)).permute(0, 2, 3, 1).numpy()
     for i, img in enumerate(imgs):
         ref = cv2.resize(img, (int(b[i]), int(b[i])), interpolation=D.INTERP[interp])
-        np.testing.assert_allclose(out[i, :b[i], :b[i]], ref, atol=0.02)
-        np.testing.assert_array_equal(out[i, b[i]:, :b[i]], np.broadcast_to(out[i, b[i] - 1:b[i], :b[i]], out[i, b[i]:, :b[i]].shape))
+        np.testing.assert_allclose(out[i, : b[i], : b[i]], ref, atol=0.02)
+        np.testing.assert_array_equal(
+            out[i, b[i] :, : b[i]], np.broadcast_to(out[i, b[i] - 1 : b[i], : b[i]], out[i, b[i] :, : b[i]].shape)
+        )
 
 
 def test_noise_table_field():
@@ -169,7 +189,7 @@ def test_jpeg_model_close_to_libjpeg(faces, order, quality):
     xp = torch.nn.functional.pad(x, (0, 192 - 180, 0, 208 - 200), mode="replicate")  # edge blocks, as libjpeg
     out = ops.jpeg_approx(xp, [quality], order, (np.array([200]), np.array([180])))[0, :, :200, :180]
     out = out.permute(1, 2, 0).numpy()
-    assert 10 * np.log10(255.0 ** 2 / np.mean((out - ref) ** 2)) > 42  # measured 47-51 dB
+    assert 10 * np.log10(255.0**2 / np.mean((out - ref) ** 2)) > 42  # measured 47-51 dB
     hq = img.astype(np.float64)  # same distortion as libjpeg: PSNR to the input within 0.1 dB
     assert abs(_psnr(ref, hq) - _psnr(out, hq)) < 0.1
 
@@ -182,6 +202,7 @@ def test_quant_tables_follow_libjpeg_scaling():
 
 
 # ----------------------------------------------------------------------------- the whole pipeline
+
 
 def test_same_records_give_close_lq(faces):
     """The exact path's records through both engines: with the record's own noise field the LQ differ
@@ -213,7 +234,7 @@ def test_lq_statistics_match_on_small_faces():
     recs = [D.sample_params(cfg, (128, 128), D.GeneratorRng([2, 1, i])) for i in range(n)]
     pe = np.array([_bicubic_psnr(D.apply_params(f, p), f) for f, p in zip(hq, recs)])
     deg = BatchedDegrader(cfg, seed=2)
-    lq = [x for s in range(0, n, 40) for x in _u8(deg.apply(_to_batch(hq[s:s + 40]), recs[s:s + 40]))]
+    lq = [x for s in range(0, n, 40) for x in _u8(deg.apply(_to_batch(hq[s : s + 40]), recs[s : s + 40]))]
     pb = np.array([_bicubic_psnr(a, f) for a, f in zip(lq, hq)])
     assert abs(pb.mean() - pe.mean()) <= 0.02, (pb.mean(), pe.mean())
     assert _ks(pe, pb) <= 0.05
@@ -254,8 +275,8 @@ def test_crop_is_aligned_with_full_lq(faces):
     assert lq.shape == (2, 3, 32, 32) and gt_c.shape == (2, 3, 128, 128)
     for i in range(2):
         top, left = crop.sample(7 + i, (512, 512))[1]
-        torch.testing.assert_close(lq[i], lq_full[i, :, top:top + 32, left:left + 32])
-        torch.testing.assert_close(gt_c[i], gt[i, :, top * 4:top * 4 + 128, left * 4:left * 4 + 128])
+        torch.testing.assert_close(lq[i], lq_full[i, :, top : top + 32, left : left + 32])
+        torch.testing.assert_close(gt_c[i], gt[i, :, top * 4 : top * 4 + 128, left * 4 : left * 4 + 128])
 
 
 def _mixed_records(n: int, size: int = 128) -> list[D.DegradationParams]:
@@ -279,6 +300,7 @@ def test_op_count_does_not_grow_with_the_batch(buckets):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             Count.n += 1
             return func(*args, **(kwargs or {}))
+
     deg = BatchedDegrader(D.DegradationCfg(), 0, chunk=None, buckets=buckets)
     deg.apply(_to_batch([make_face(0, size=128)] * 3), _mixed_records(3))  # one-time setup: the noise table
     counts = []
@@ -316,7 +338,9 @@ def test_bad_inputs_are_refused(faces):
     with pytest.raises(ValueError, match="noise"):
         BatchedDegrader(D.DegradationCfg(), seed=0, noise="gpu")
     with pytest.raises(ValueError, match="size"):
-        deg.apply(_to_batch(faces[:1])[:, :, :256, :256], [D.sample_params(D.DegradationCfg(), (512, 512), D.GeneratorRng(0))])
+        deg.apply(
+            _to_batch(faces[:1])[:, :, :256, :256], [D.sample_params(D.DegradationCfg(), (512, 512), D.GeneratorRng(0))]
+        )
     with pytest.raises(ValueError, match="record"):
         deg.apply(_to_batch(faces[:1]), deg.sample_params([0], (512, 512)), noise="record")
 

@@ -1,4 +1,5 @@
 """Checkpoint I/O: facesr safetensors, MMagic and BasicSR dicts, hostile and broken files."""
+
 from __future__ import annotations
 
 import builtins
@@ -71,8 +72,15 @@ def test_mmagic_checkpoint(tmp_path, randomise):
     sd = {f"generator.{k}": v for k, v in raw.state_dict().items()}
     sd.update({f"generator_ema.{k}": v for k, v in ema.state_dict().items()})
     path = tmp_path / "iter_300000.pth"
-    torch.save({"meta": {"mmagic_version": "1.2.0"}, "state_dict": sd, "message_hub": MessageHub(),
-                "optimizer": {"state": {}, "param_groups": [{"lr": 2e-4}]}}, path)
+    torch.save(
+        {
+            "meta": {"mmagic_version": "1.2.0"},
+            "state_dict": sd,
+            "message_hub": MessageHub(),
+            "optimizer": {"state": {}, "param_groups": [{"lr": 2e-4}]},
+        },
+        path,
+    )
     model, lw = load_model(path)
     assert lw.source_format == "mmagic" and lw.arch_config["variant"] == "mmagic"
     assert torch.equal(_out(model, X), _out(raw, X))
@@ -94,14 +102,22 @@ def _to_basicsr_names(sd: dict) -> dict:
 def test_basicsr_checkpoint(tmp_path, randomise, ref_forward):
     raw, ema = _models(randomise, variant="basicsr")
     params = _to_basicsr_names(raw.state_dict())
-    assert {"body.0.conv1.weight", "body.1.conv2.bias", "upconv1.weight", "upconv2.weight", "conv_hr.weight",
-            "conv_last.weight", "conv_first.weight"} <= set(params)
+    assert {
+        "body.0.conv1.weight",
+        "body.1.conv2.bias",
+        "upconv1.weight",
+        "upconv2.weight",
+        "conv_hr.weight",
+        "conv_last.weight",
+        "conv_first.weight",
+    } <= set(params)
     path = tmp_path / "basicsr.pth"
     torch.save({"params": params, "params_ema": _to_basicsr_names(ema.state_dict())}, path)
     model, lw = load_model(path)
     assert lw.source_format == "basicsr" and model.variant == "basicsr"
-    torch.testing.assert_close(_out(model, X), ref_forward(raw.state_dict(), X, 2, variant="basicsr"),
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        _out(model, X), ref_forward(raw.state_dict(), X, 2, variant="basicsr"), rtol=0, atol=1e-6
+    )
     model_e, _ = load_model(path, ema=True)
     assert torch.equal(_out(model_e, X), _out(ema, X))
 

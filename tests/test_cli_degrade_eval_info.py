@@ -1,4 +1,5 @@
 """``facesr info``, ``facesr degrade`` and ``facesr eval`` through ``facesr.cli.main``."""
+
 from __future__ import annotations
 
 import copy
@@ -39,6 +40,7 @@ def png_info(path):
 
 # ----------------------------------------------------------------------------- info
 
+
 def test_info_json(capsys, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: {num_blocks: 16}\n")
@@ -51,8 +53,21 @@ def test_info_json(capsys, tmp_path):
     assert info["model"]["num_blocks"] == 16 and info["model"]["variant"] == "mmagic"
     assert info["fits"] is None
 
-    rc, out, _ = run(capsys, "info", "--config", cfg, "--set", "model.num_blocks=24", "--shape", 3, 32, 32,
-                     "--max-params", 2_000_000, "--json")
+    rc, out, _ = run(
+        capsys,
+        "info",
+        "--config",
+        cfg,
+        "--set",
+        "model.num_blocks=24",
+        "--shape",
+        3,
+        32,
+        32,
+        "--max-params",
+        2_000_000,
+        "--json",
+    )
     info = json.loads(out)
     assert rc == 1 and info["params"] == 2_108_419 and info["fits"] is False
     assert info["flops"] * 16 == 51_218_743_296
@@ -76,6 +91,7 @@ def test_info_checkpoint_and_errors(capsys, tmp_path):
 
 
 # ----------------------------------------------------------------------------- degrade
+
 
 def test_degrade_writes_lq_and_params(capsys, tmp_path, face_dir):
     out_dir = tmp_path / "lq"
@@ -104,8 +120,15 @@ def test_degrade_copies_and_workers_identical(capsys, tmp_path, face_dir):
     rc, _, err = run(capsys, "degrade", face_dir, b, "--copies", 2, "--seed", 1, "--workers", 2)
     assert rc == 0, err
     names = sorted(p.name for p in a.iterdir())
-    assert names == ["face_a_0.png", "face_a_1.png", "face_b_0.png", "face_b_1.png", "face_c_0.png",
-                     "face_c_1.png", "params.jsonl"]
+    assert names == [
+        "face_a_0.png",
+        "face_a_1.png",
+        "face_b_0.png",
+        "face_b_1.png",
+        "face_c_0.png",
+        "face_c_1.png",
+        "params.jsonl",
+    ]
     assert names == sorted(p.name for p in b.iterdir())
     for n in names:
         assert (a / n).read_bytes() == (b / n).read_bytes(), n
@@ -190,6 +213,7 @@ def test_degrade_odd_hq_formats(capsys, tmp_path, face):
 
 # ----------------------------------------------------------------------------- eval (folders)
 
+
 def _bicubic_pairs(tmp_path, face, n=3):
     """GT faces 128x128, LQ = area /4, predictions = bicubic x4 of the LQ (uint8)."""
     gt_dir, lq_dir, pred_dir = tmp_path / "gt", tmp_path / "lq", tmp_path / "pred"
@@ -209,7 +233,7 @@ def _bicubic_pairs(tmp_path, face, n=3):
 
 def _psnr64(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * math.log10(255.0 ** 2 / mse)
+    return 10 * math.log10(255.0**2 / mse)
 
 
 def test_eval_folders_matches_numpy_psnr(capsys, tmp_path, face):
@@ -240,6 +264,7 @@ def test_eval_crop_and_y_options(capsys, tmp_path, face):
     assert run(capsys, "eval", pred_dir, gt_dir, "--crop-border", 4, "--y", "--json", js)[0] == 0
     r = json.loads(js.read_text())["per_image"]["00000"]
     from facesr.evaluation import metrics
+
     assert r["psnr"] == pytest.approx(metrics.psnr(preds["00000"], gts["00000"], 4, True), abs=1e-9)
     assert r["psnr_challenge"] == pytest.approx(_psnr64(preds["00000"], gts["00000"]), abs=1e-6)
 
@@ -270,14 +295,30 @@ def test_eval_usage_errors(capsys, tmp_path, face):
 
 # ----------------------------------------------------------------------------- eval (checkpoint)
 
+
 def test_eval_checkpoint_mode(capsys, tmp_path, face, randomise):
     gt_dir, lq_dir, _, gts, _ = _bicubic_pairs(tmp_path, face)
     model = randomise(MSRResNet(num_blocks=1, mid_channels=8), seed=5, std=0.01).eval()
     ckpt = tmp_path / "m.safetensors"
     save_weights(ckpt, model, ema=copy.deepcopy(model))
     save, js, cs = tmp_path / "saved", tmp_path / "r.json", tmp_path / "r.csv"
-    rc, out, err = run(capsys, "eval", "--checkpoint", ckpt, "--lq", lq_dir, "--gt", gt_dir, "--save", save,
-                       "--json", js, "--csv", cs, "--ema")
+    rc, out, err = run(
+        capsys,
+        "eval",
+        "--checkpoint",
+        ckpt,
+        "--lq",
+        lq_dir,
+        "--gt",
+        gt_dir,
+        "--save",
+        save,
+        "--json",
+        js,
+        "--csv",
+        cs,
+        "--ema",
+    )
     assert rc == 0, err
     assert "reference (MMagic, unrounded)" in out and "challenge (uint8 PNG)" in out and "bicubic" in out
     res = json.loads(js.read_text())
@@ -309,6 +350,7 @@ def test_eval_checkpoint_size_mismatch(capsys, tmp_path, face):
 
 def test_eval_default_model_is_the_shipped_one(capsys, tmp_path, face, monkeypatch):
     import facesr.assets as assets
+
     gt_dir, lq_dir, _, _, _ = _bicubic_pairs(tmp_path, face, n=1)
     ckpt = tmp_path / "shipped.safetensors"
     save_weights(ckpt, MSRResNet(num_blocks=1, mid_channels=8))

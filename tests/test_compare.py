@@ -1,4 +1,5 @@
 """Comparison sheets: compare_grid with in-memory arrays and ``facesr compare`` on folders."""
+
 from __future__ import annotations
 
 import cv2
@@ -7,8 +8,8 @@ import pytest
 from PIL import Image
 
 from facesr.cli import main
-from facesr.viz.compare import compare_grid
 from facesr.io.images import read_any
+from facesr.viz.compare import compare_grid
 
 
 def _face(size=64, seed=0):
@@ -47,7 +48,7 @@ def test_compare_grid_in_memory(tmp_path):
     sr = _rows(2)[0]["sr"]
     hit = cv2.matchTemplate(sheet, sr, cv2.TM_SQDIFF)
     y, x = np.unravel_index(np.argmin(hit), hit.shape)
-    np.testing.assert_array_equal(sheet[y:y + 64, x:x + 64], sr)
+    np.testing.assert_array_equal(sheet[y : y + 64, x : x + 64], sr)
 
 
 def test_compare_grid_columns_follow_gt():
@@ -83,8 +84,20 @@ def test_compare_cli(tmp_path, capsys):
     rc = main(["compare", str(dirs["lq"]), str(dirs["sr"]), "--out", str(out), "--names", "face2", "face0", "face1"])
     assert rc == 2 and "--overwrite" in capsys.readouterr().err  # an existing sheet is kept ...
     assert np.array_equal(read_any(out)[0], two)
-    rc = main(["compare", str(dirs["lq"]), str(dirs["sr"]), "--out", str(out), "--names", "face2", "face0", "face1",
-               "--overwrite"])  # ... unless asked
+    rc = main(
+        [
+            "compare",
+            str(dirs["lq"]),
+            str(dirs["sr"]),
+            "--out",
+            str(out),
+            "--names",
+            "face2",
+            "face0",
+            "face1",
+            "--overwrite",
+        ]
+    )  # ... unless asked
     assert rc == 0
     three = read_any(out)[0]
     assert three.shape[0] > two.shape[0]

@@ -1,4 +1,5 @@
 """Typed config: defaults, unknown keys, bad types, --set overrides, presets."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,17 +46,20 @@ def test_unknown_key_in_yaml_file(tmp_path):
         load_config(p)
 
 
-@pytest.mark.parametrize("item,key", [
-    ("train.batch_size=abc", "train.batch_size"),
-    ("train.amp=yes", "train.amp"),
-    ("train.precision=none", "train.precision"),
-    ("optim.lr=fast", "optim.lr"),
-    ("sched.periods=100", "sched.periods"),
-    ("sched.periods=[100, x]", "sched.periods[1]"),
-    ("model.variant=kair", "model.variant"),
-    ("data.flip=3", "data.flip"),
-    ("train=5", "train"),
-])
+@pytest.mark.parametrize(
+    "item,key",
+    [
+        ("train.batch_size=abc", "train.batch_size"),
+        ("train.amp=yes", "train.amp"),
+        ("train.precision=none", "train.precision"),
+        ("optim.lr=fast", "optim.lr"),
+        ("sched.periods=100", "sched.periods"),
+        ("sched.periods=[100, x]", "sched.periods[1]"),
+        ("model.variant=kair", "model.variant"),
+        ("data.flip=3", "data.flip"),
+        ("train=5", "train"),
+    ],
+)
 def test_bad_type_named(item, key):
     with pytest.raises(ConfigError) as exc:
         load_config(None, [item])
@@ -63,13 +67,16 @@ def test_bad_type_named(item, key):
     assert "\n" not in str(exc.value)
 
 
-@pytest.mark.parametrize("item,key", [
-    ("train.batch_size=0", "train.batch_size"),
-    ("data.crop_size=200", "data.crop_size"),
-    ("sched.restart_weights=[1.0]", "sched.restart_weights"),
-    ("train.ema_momentum=1.5", "train.ema_momentum"),
-    ("model.upscale_factor=8", "model.upscale_factor"),
-])
+@pytest.mark.parametrize(
+    "item,key",
+    [
+        ("train.batch_size=0", "train.batch_size"),
+        ("data.crop_size=200", "data.crop_size"),
+        ("sched.restart_weights=[1.0]", "sched.restart_weights"),
+        ("train.ema_momentum=1.5", "train.ema_momentum"),
+        ("model.upscale_factor=8", "model.upscale_factor"),
+    ],
+)
 def test_cross_field_validation_named(item, key):
     with pytest.raises(ConfigError, match="^" + key.replace(".", r"\.") + ":"):
         load_config(None, [item])
@@ -87,34 +94,37 @@ def _get(cfg, dotted):
     return obj
 
 
-@pytest.mark.parametrize("item,expected", [
-    ("seed=7", 7),
-    ("model.num_blocks=24", 24),
-    ("model.mid_channels=32", 32),
-    ("model.max_params=2276356", 2_276_356),
-    ("data.train_hq_dir=/data/ffhq", "/data/ffhq"),
-    ("data.val_lq_dir=val/lq", "val/lq"),
-    ("data.val_gt_dir=val/gt", "val/gt"),
-    ("data.val_hq_dir=val/hq", "val/hq"),
-    ("data.num_workers=0", 0),
-    ("data.crop_size=64", 64),
-    ("train.batch_size=16", 16),
-    ("train.max_iters=1000", 1000),
-    ("train.val_interval=250", 250),
-    ("train.ckpt_interval=500", 500),
-    ("train.log_interval=10", 10),
-    ("train.loss=psnr", "psnr"),
-    ("train.ema_momentum=0.002", 0.002),
-    ("train.ema_momentum=null", None),
-    ("train.precision=bf16", "bf16"),
-    ("optim.lr=1e-4", 1e-4),
-    ("optim.lr=0.0003", 3e-4),
-    ("sched.periods=[100000, 100000, 100000]", [100_000, 100_000, 100_000]),
-    ("sched.restart_weights=[1.0, 0.5]", [1.0, 0.5]),
-    ("sched.eta_min=0", 0.0),
-    ("degradation.rng=mmagic", "mmagic"),
-    ("degradation.jpeg.color_order=rgb", "rgb"),
-])
+@pytest.mark.parametrize(
+    "item,expected",
+    [
+        ("seed=7", 7),
+        ("model.num_blocks=24", 24),
+        ("model.mid_channels=32", 32),
+        ("model.max_params=2276356", 2_276_356),
+        ("data.train_hq_dir=/data/ffhq", "/data/ffhq"),
+        ("data.val_lq_dir=val/lq", "val/lq"),
+        ("data.val_gt_dir=val/gt", "val/gt"),
+        ("data.val_hq_dir=val/hq", "val/hq"),
+        ("data.num_workers=0", 0),
+        ("data.crop_size=64", 64),
+        ("train.batch_size=16", 16),
+        ("train.max_iters=1000", 1000),
+        ("train.val_interval=250", 250),
+        ("train.ckpt_interval=500", 500),
+        ("train.log_interval=10", 10),
+        ("train.loss=psnr", "psnr"),
+        ("train.ema_momentum=0.002", 0.002),
+        ("train.ema_momentum=null", None),
+        ("train.precision=bf16", "bf16"),
+        ("optim.lr=1e-4", 1e-4),
+        ("optim.lr=0.0003", 3e-4),
+        ("sched.periods=[100000, 100000, 100000]", [100_000, 100_000, 100_000]),
+        ("sched.restart_weights=[1.0, 0.5]", [1.0, 0.5]),
+        ("sched.eta_min=0", 0.0),
+        ("degradation.rng=mmagic", "mmagic"),
+        ("degradation.jpeg.color_order=rgb", "rgb"),
+    ],
+)
 def test_set_overrides(item, expected):
     cfg = load_config(None, [item])
     key = item.split("=", 1)[0]
@@ -159,6 +169,7 @@ PRESETS = sorted((REPO / "configs").glob("*.yaml"))
 @pytest.mark.parametrize("path", PRESETS, ids=[p.name for p in PRESETS])
 def test_presets_load(path):
     from facesr.models import build_model, count_params
+
     cfg = load_config(path)  # every key known, every type right, cross-field checks pass
     model = build_model(cfg.model.arch, **cfg.model.arch_kwargs())
     if cfg.model.max_params is not None:
@@ -177,6 +188,7 @@ def _normalise(d: dict) -> dict:
     the snapshot's ``train.amp`` is the old spelling of ``train.precision``, and its ``data.degrade_on: cpu`` is
     today's ``degrade_engine: exact`` (``degrade_device: auto``)."""
     from facesr.config import AMP_TO_PRECISION
+
     if "amp" in d["train"]:
         d["train"]["precision"] = AMP_TO_PRECISION[d["train"].pop("amp")]
     s = d["sched"]
@@ -188,10 +200,12 @@ def _normalise(d: dict) -> dict:
     return d
 
 
-@pytest.mark.parametrize("name", ["seed_baseline.yaml", "seed_b24_l1.yaml", "seed_b24_psnr_240k.yaml",
-                                  "seed_best.yaml"])
+@pytest.mark.parametrize(
+    "name", ["seed_baseline.yaml", "seed_b24_l1.yaml", "seed_b24_psnr_240k.yaml", "seed_best.yaml"]
+)
 def test_seed_presets_resolve_to_the_course_recipe(name):
     import json
+
     expected = _normalise(json.loads(SEED_RESOLVED.read_text())[name])
     got = _normalise(load_config(REPO / "configs" / name).to_dict())
     for section, values in got.items():  # options added after the snapshot must default to off (null)
@@ -204,28 +218,35 @@ def test_seed_presets_resolve_to_the_course_recipe(name):
 
 # ----------------------------------------------------------------------------- fixed choices and cross-field rules
 
-@pytest.mark.parametrize("item,key", [
-    ("degradation.rng=numpy", "degradation.rng"),
-    ("degradation.jpeg.color_order=bgr", "degradation.jpeg.color_order"),
-    ("degradation.blur.kernel_list=[iso, box]", "degradation.blur.kernel_list[1]"),
-    ("degradation.down.resize_opt=[area, cubic]", "degradation.down.resize_opt[1]"),
-    ("degradation.final.resize_opt=[nearest]", "degradation.final.resize_opt[0]"),
-])
+
+@pytest.mark.parametrize(
+    "item,key",
+    [
+        ("degradation.rng=numpy", "degradation.rng"),
+        ("degradation.jpeg.color_order=bgr", "degradation.jpeg.color_order"),
+        ("degradation.blur.kernel_list=[iso, box]", "degradation.blur.kernel_list[1]"),
+        ("degradation.down.resize_opt=[area, cubic]", "degradation.down.resize_opt[1]"),
+        ("degradation.final.resize_opt=[nearest]", "degradation.final.resize_opt[0]"),
+    ],
+)
 def test_fixed_choices_are_checked_by_type(item, key):
     with pytest.raises(ConfigError) as exc:
         load_config(None, [item])
     assert str(exc.value).split(":")[0] == key and "is not one of" in str(exc.value)
 
 
-@pytest.mark.parametrize("overrides,ok", [
-    (["train.best_metric=psnr_challenge"], True),
-    (["train.best_metric=ssim_ema"], True),
-    (["train.best_metric=psnr_challenge_ema", "train.val_weights=ema"], True),
-    (["train.best_metric=psnr", "train.val_weights=ema"], False),  # ema validates only the EMA weights
-    (["train.best_metric=psnr_ema", "train.val_weights=raw"], False),
-    (["train.best_metric=psnr_ema", "train.ema_momentum=null"], False),  # no EMA, no _ema metrics
-    (["train.best_metric=pnsr"], False),  # a typo is caught at load time, not at the first validation
-])
+@pytest.mark.parametrize(
+    "overrides,ok",
+    [
+        (["train.best_metric=psnr_challenge"], True),
+        (["train.best_metric=ssim_ema"], True),
+        (["train.best_metric=psnr_challenge_ema", "train.val_weights=ema"], True),
+        (["train.best_metric=psnr", "train.val_weights=ema"], False),  # ema validates only the EMA weights
+        (["train.best_metric=psnr_ema", "train.val_weights=raw"], False),
+        (["train.best_metric=psnr_ema", "train.ema_momentum=null"], False),  # no EMA, no _ema metrics
+        (["train.best_metric=pnsr"], False),  # a typo is caught at load time, not at the first validation
+    ],
+)
 def test_best_metric_is_checked_at_load_time(overrides, ok):
     if ok:
         load_config(None, overrides)
@@ -237,6 +258,7 @@ def test_best_metric_is_checked_at_load_time(overrides, ok):
 def test_model_fields_set_from_python_are_validated_and_kept():
     from facesr.config import load_config
     from facesr.errors import ConfigError
+
     cfg = load_config(None)
     cfg.model.num_blocks = 8
     assert cfg.model.num_blocks == 8 and cfg.to_dict()["model"]["num_blocks"] == 8

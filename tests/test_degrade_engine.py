@@ -1,4 +1,5 @@
 """data.degrade_engine in the config and the trainer, `facesr degrade --engine batched`, and the old names."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import make_face, write_rgb_png
 
+from conftest import make_face, write_rgb_png
 from facesr.cli import main
 from facesr.config import load_config
 from facesr.errors import ConfigError
@@ -36,10 +37,12 @@ def test_engine_keys_and_the_deprecated_spelling():
 def test_old_module_is_a_deprecated_shim():
     import importlib
     import sys
+
     sys.modules.pop("facesr.data.gpu_degradations", None)
     with pytest.warns(DeprecationWarning, match="batched_degradations"):
         mod = importlib.import_module("facesr.data.gpu_degradations")
     from facesr.data.batched_degradations import BatchedDegrader
+
     assert mod.GpuDegrader is BatchedDegrader
 
 
@@ -47,9 +50,12 @@ def test_train_degrader_follows_the_config():
     import torch
 
     from facesr.data.batched_degradations import train_degrader
+
     assert train_degrader(load_config(None), torch.device("cpu")) is None
-    d = train_degrader(load_config(None, ["data.degrade_engine=batched", "data.degrade_device=cpu", "data.crop_size=32"]),
-                       torch.device("cpu"))
+    d = train_degrader(
+        load_config(None, ["data.degrade_engine=batched", "data.degrade_device=cpu", "data.crop_size=32"]),
+        torch.device("cpu"),
+    )
     assert d.device.type == "cpu" and d.out_device.type == "cpu" and d.crop_size == 32 and d.scale == 4
 
 
@@ -65,11 +71,25 @@ def test_trainer_runs_with_the_batched_engine_and_crop(tmp_path, spelling):
         write_rgb_png(hq / f"f{i}.png", make_face(i, size=64))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        cfg = load_config(None, [f"data.train_hq_dir={hq}", "data.hq_size=64", "degradation.up.size=64",
-                                 "degradation.final.size=16", "data.crop_size=8", spelling,
-                                 "data.num_workers=0", "model.mid_channels=8", "model.num_blocks=1",
-                                 "train.batch_size=2", "train.max_iters=3", "train.log_interval=1",
-                                 "train.device=cpu", "train.ema_momentum=null"])
+        cfg = load_config(
+            None,
+            [
+                f"data.train_hq_dir={hq}",
+                "data.hq_size=64",
+                "degradation.up.size=64",
+                "degradation.final.size=16",
+                "data.crop_size=8",
+                spelling,
+                "data.num_workers=0",
+                "model.mid_channels=8",
+                "model.num_blocks=1",
+                "train.batch_size=2",
+                "train.max_iters=3",
+                "train.log_interval=1",
+                "train.device=cpu",
+                "train.ema_momentum=null",
+            ],
+        )
     ds = HQDegradeDataset(str(hq), cfg.degradation, 0, hq_size=64, crop_size=8, degrade=cfg.data.degrade_on == "cpu")
     lq, gt = ds[(0, 0)]
     assert lq.numel() == 0 and tuple(gt.shape) == (3, 64, 64)  # the batched engine crops, not the dataset
@@ -82,14 +102,34 @@ def test_trainer_runs_with_the_batched_engine_and_crop(tmp_path, spelling):
 
 def _psnr(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def test_degrade_cli_batched_engine_writes_the_same_files_and_records(capsys, tmp_path, face_dir):
     exact, batched = tmp_path / "exact", tmp_path / "batched"
     assert main(["degrade", str(face_dir), str(exact), "--seed", "4", "--copies", "2"]) == 0
-    assert main(["degrade", str(face_dir), str(batched), "--seed", "4", "--copies", "2", "--engine", "batched",
-                 "--device", "cpu", "--batch", "3", "--workers", "2"]) == 0
+    assert (
+        main(
+            [
+                "degrade",
+                str(face_dir),
+                str(batched),
+                "--seed",
+                "4",
+                "--copies",
+                "2",
+                "--engine",
+                "batched",
+                "--device",
+                "cpu",
+                "--batch",
+                "3",
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     names = sorted(p.name for p in exact.iterdir())
     assert sorted(p.name for p in batched.iterdir()) == names

@@ -1,4 +1,5 @@
 """Training engine: LR schedule in the log, exact resume, non-finite loss, DDP (gloo), bad input, plots."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,11 @@ import torch
 
 from facesr.cli import main
 from facesr.config import load_config
+from facesr.io.images import write_png
 from facesr.training import trainer as trainer_mod
 from facesr.training.schedules import cosine_restart_lr
 from facesr.training.state import load_checkpoint
 from facesr.training.trainer import TrainingError, train
-from facesr.io.images import write_png
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,9 +40,20 @@ def _faces(folder: Path, n: int = 4, size: int = 64) -> Path:
     return folder
 
 
-TINY = ["data.hq_size=64", "degradation.up.size=64", "degradation.final.size=16", "model.mid_channels=8",
-        "model.num_blocks=1", "train.batch_size=2", "data.num_workers=0", "train.deterministic=true",
-        "train.log_interval=1", "train.val_interval=5", "train.ckpt_interval=3", "train.keep_last=2"]
+TINY = [
+    "data.hq_size=64",
+    "degradation.up.size=64",
+    "degradation.final.size=16",
+    "model.mid_channels=8",
+    "model.num_blocks=1",
+    "train.batch_size=2",
+    "data.num_workers=0",
+    "train.deterministic=true",
+    "train.log_interval=1",
+    "train.val_interval=5",
+    "train.ckpt_interval=3",
+    "train.keep_last=2",
+]
 
 
 def tiny_cfg(tmp_path: Path, *extra: str):
@@ -63,8 +75,14 @@ def test_reference_lr_values():
 
 
 def test_logged_lr_matches_closed_form_across_restarts(tmp_path):
-    cfg = tiny_cfg(tmp_path, "train.max_iters=34", "sched.periods=[10, 20]", "sched.eta_min=1e-6",
-                   "train.val_interval=100", "train.ckpt_interval=100")
+    cfg = tiny_cfg(
+        tmp_path,
+        "train.max_iters=34",
+        "sched.periods=[10, 20]",
+        "sched.eta_min=1e-6",
+        "train.val_interval=100",
+        "train.ckpt_interval=100",
+    )
     train(cfg, tmp_path / "wd", quiet=True)
     lines = [r for r in read_log(tmp_path / "wd") if r["kind"] == "train"]
     assert [r["iter"] for r in lines] == list(range(1, 35))
@@ -118,8 +136,9 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
         return loss * float("nan") if calls["n"] >= 5 else loss
 
     monkeypatch.setattr(trainer_mod, "get_loss", lambda name: poisoned)
-    cfg = tiny_cfg(tmp_path, "train.max_iters=20", "train.log_interval=10", "train.ckpt_interval=3",
-                   "train.val_interval=100")
+    cfg = tiny_cfg(
+        tmp_path, "train.max_iters=20", "train.log_interval=10", "train.ckpt_interval=3", "train.val_interval=100"
+    )
     with pytest.raises(TrainingError, match="non-finite"):
         train(cfg, tmp_path / "wd", quiet=True)
     ckpts = sorted((tmp_path / "wd" / "checkpoints").glob("iter_*.pt"))
@@ -132,12 +151,18 @@ def test_sigint_saves_resumable_checkpoint(tmp_path):
     hq = _faces(tmp_path / "hq")
     wd = tmp_path / "wd"
     args = [sys.executable, "-m", "facesr.cli", "train", "--work-dir", str(wd)]
-    for o in TINY + [f"data.train_hq_dir={hq}", "train.max_iters=100000", "train.ckpt_interval=100000",
-                     "train.val_interval=100000"]:
+    for o in TINY + [
+        f"data.train_hq_dir={hq}",
+        "train.max_iters=100000",
+        "train.ckpt_interval=100000",
+        "train.val_interval=100000",
+    ]:
         args += ["--set", o]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while time.time() < deadline and not ((wd / "log.jsonl").exists() and (wd / "log.jsonl").read_text().count("\n") >= 3):
+    while time.time() < deadline and not (
+        (wd / "log.jsonl").exists() and (wd / "log.jsonl").read_text().count("\n") >= 3
+    ):
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -151,13 +176,30 @@ def test_sigint_saves_resumable_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_ddp_gloo_two_processes_matches_single_process(tmp_path):
     hq = _faces(tmp_path / "hq")
-    common = TINY + [f"data.train_hq_dir={hq}", "train.max_iters=4", "train.ckpt_interval=4", "train.val_interval=100",
-                     "train.ema_momentum=null", "data.flip=false",
-                     "train.device=cpu"]  # gloo on CPU, also on a 1-GPU machine (2 ranks cannot share cuda:1)
+    common = TINY + [
+        f"data.train_hq_dir={hq}",
+        "train.max_iters=4",
+        "train.ckpt_interval=4",
+        "train.val_interval=100",
+        "train.ema_momentum=null",
+        "data.flip=false",
+        "train.device=cpu",
+    ]  # gloo on CPU, also on a 1-GPU machine (2 ranks cannot share cuda:1)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # Two ranks x batch 2 = effective batch 4 ...
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv-endpoint=localhost:0",
-            "--rdzv-backend=c10d", "-m", "facesr.cli", "train", "--work-dir", str(tmp_path / "ddp")]
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--rdzv-endpoint=localhost:0",
+        "--rdzv-backend=c10d",
+        "-m",
+        "facesr.cli",
+        "train",
+        "--work-dir",
+        str(tmp_path / "ddp"),
+    ]
     for o in common:
         args += ["--set", o]
     r = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env)
@@ -197,8 +239,17 @@ def test_train_bad_inputs_give_one_line_errors(tmp_path, capsys):
     lq, gt = tmp_path / "lq", tmp_path / "gt"
     _faces(lq, 2, 16)
     _faces(gt, 3, 64)
-    code, err = _cli(capsys, *base, *sets, "--set", f"data.train_hq_dir={hq}", "--set", f"data.val_lq_dir={lq}",
-                     "--set", f"data.val_gt_dir={gt}")
+    code, err = _cli(
+        capsys,
+        *base,
+        *sets,
+        "--set",
+        f"data.train_hq_dir={hq}",
+        "--set",
+        f"data.val_lq_dir={lq}",
+        "--set",
+        f"data.val_gt_dir={gt}",
+    )
     assert code == 2 and "unmatched pairs" in err and "face_2" in err
 
     code, err = _cli(capsys, *base, *sets, "--set", f"data.train_hq_dir={hq}", "--set", "model.max_params=100")
@@ -218,7 +269,9 @@ def test_train_bad_inputs_give_one_line_errors(tmp_path, capsys):
 
 def test_plot_renders_multiple_real_runs(tmp_path, capsys):
     for name, lr in (("run_a", "2e-4"), ("run_b", "5e-4")):
-        cfg = tiny_cfg(tmp_path, "train.max_iters=10", "train.val_interval=2", f"optim.lr={lr}", "train.ckpt_interval=100")
+        cfg = tiny_cfg(
+            tmp_path, "train.max_iters=10", "train.val_interval=2", f"optim.lr={lr}", "train.ckpt_interval=100"
+        )
         train(cfg, tmp_path / name, quiet=True)
     out = tmp_path / "fig.png"
     code = main(["plot", str(tmp_path / "run_a"), str(tmp_path / "run_b"), "--out", str(out), "--labels", "A", "B"])
@@ -231,11 +284,14 @@ def test_plot_renders_multiple_real_runs(tmp_path, capsys):
     # --x hours: against training time (train_s, logged on every train and val record)
     assert main(["plot", str(tmp_path / "run_a"), "--out", str(tmp_path / "h.png"), "--x", "hours"]) == 0
     hours = best["train_s"] / 3600
-    assert f"best psnr {best['psnr']:.4f} at iter {best['iter']} ({hours:.2f} training hours)" in capsys.readouterr().out
+    assert (
+        f"best psnr {best['psnr']:.4f} at iter {best['iter']} ({hours:.2f} training hours)" in capsys.readouterr().out
+    )
     old = tmp_path / "old"  # a log without train_s (older facesr): one clear line
     old.mkdir()
-    (old / "log.jsonl").write_text("\n".join(json.dumps({k: v for k, v in r.items() if k != "train_s"})
-                                             for r in read_log(tmp_path / "run_a")))
+    (old / "log.jsonl").write_text(
+        "\n".join(json.dumps({k: v for k, v in r.items() if k != "train_s"}) for r in read_log(tmp_path / "run_a"))
+    )
     assert main(["plot", str(old), "--out", str(tmp_path / "o.png"), "--x", "hours"]) == 2
     assert "use --x iters" in capsys.readouterr().err
 
@@ -243,8 +299,16 @@ def test_plot_renders_multiple_real_runs(tmp_path, capsys):
 def test_quickstart_falls_back_to_builtin_faces(tmp_path, capsys, monkeypatch):
     # The preset's own ../shared paths are missing relative to tmp_path: the built-in faces stand in.
     monkeypatch.chdir(tmp_path)
-    small = ["model.mid_channels=4", "model.num_blocks=0", "train.batch_size=1", "train.max_iters=2",
-             "data.num_workers=0", "train.val_interval=2", "train.precision=fp32", "train.channels_last=false"]
+    small = [
+        "model.mid_channels=4",
+        "model.num_blocks=0",
+        "train.batch_size=1",
+        "train.max_iters=2",
+        "data.num_workers=0",
+        "train.val_interval=2",
+        "train.precision=fp32",
+        "train.channels_last=false",
+    ]
     cfg = load_config(REPO / "configs" / "quickstart.yaml", small)
     summary = train(cfg, tmp_path / "wd", quiet=True)
     assert "built-in sample faces" in capsys.readouterr().err
@@ -254,8 +318,18 @@ def test_quickstart_falls_back_to_builtin_faces(tmp_path, capsys, monkeypatch):
 
 
 def test_explicit_missing_data_folder_is_an_error_not_a_fallback(tmp_path, capsys):
-    code = main(["train", str(REPO / "configs" / "quickstart.yaml"), "--work-dir", str(tmp_path / "wd"),
-                 "--set", f"data.train_hq_dir={tmp_path / 'typo'}", "train.max_iters=2", "train.precision=fp32"])
+    code = main(
+        [
+            "train",
+            str(REPO / "configs" / "quickstart.yaml"),
+            "--work-dir",
+            str(tmp_path / "wd"),
+            "--set",
+            f"data.train_hq_dir={tmp_path / 'typo'}",
+            "train.max_iters=2",
+            "train.precision=fp32",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "typo" in err and "not found" in err
     # (without ../shared the preset's own val folder still falls back, as it should; the train folder must not)
@@ -267,6 +341,7 @@ def test_crop_schedule_grows_patches_and_resumes_at_the_right_size(tmp_path, mon
     """data.crop_schedule: progressive LQ patches (e.g. 48 -> 96 -> 128), by iteration; a resumed run
     picks the size of the iteration it resumes at."""
     from facesr.data import datasets
+
     seen: list[int] = []
     real_getitem = datasets.HQDegradeDataset.__getitem__
 
@@ -275,31 +350,46 @@ def test_crop_schedule_grows_patches_and_resumes_at_the_right_size(tmp_path, mon
         seen.append(lq.shape[-1])
         assert gt.shape[-1] == 4 * lq.shape[-1]
         return lq, gt
+
     monkeypatch.setattr(datasets.HQDegradeDataset, "__getitem__", spy)
-    cfg = tiny_cfg(tmp_path, "train.max_iters=7", "data.crop_schedule=[[0, 8], [3, 12], [5, 16]]",
-                   "train.val_interval=100", "train.keep_last=5")
+    cfg = tiny_cfg(
+        tmp_path,
+        "train.max_iters=7",
+        "data.crop_schedule=[[0, 8], [3, 12], [5, 16]]",
+        "train.val_interval=100",
+        "train.keep_last=5",
+    )
     train(cfg, tmp_path / "wd", quiet=True)
     assert seen == [8] * 6 + [12] * 4 + [16] * 4  # batch 2: iterations 0-2, 3-4, 5-6
     crops = [(r["iter"], r["crop_size"]) for r in read_log(tmp_path / "wd") if r["kind"] == "crop"]
     assert crops == [(3, 12), (5, 16)]
 
     seen.clear()  # resume from the checkpoint at iteration 3 (ckpt_interval 3): patch 12, then 16
-    cfg = tiny_cfg(tmp_path, "train.max_iters=7", "data.crop_schedule=[[0, 8], [3, 12], [5, 16]]",
-                   "train.val_interval=100", "train.keep_last=5")
+    cfg = tiny_cfg(
+        tmp_path,
+        "train.max_iters=7",
+        "data.crop_schedule=[[0, 8], [3, 12], [5, 16]]",
+        "train.val_interval=100",
+        "train.keep_last=5",
+    )
     train(cfg, tmp_path / "wd", resume=str(tmp_path / "wd" / "checkpoints" / "iter_3.pt"), quiet=True)
     assert seen == [12] * 4 + [16] * 4
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["data.crop_schedule=[[1, 8]]"], "data.crop_schedule"),
-    (["data.crop_schedule=[[0, 8], [0, 12]]"], "data.crop_schedule"),
-    (["data.crop_schedule=[[0, 200]]"], "data.crop_schedule"),
-    (["data.crop_schedule=[[0, 8]]", "data.crop_size=8"], "data.crop_size"),
-    (["data.crop_schedule=[[0, 8]]", "train.time_budget_min=5", "sched.periods=[100]"], "train.time_budget_min"),
-    (["data.crop_schedule=[8, 12]"], "data.crop_schedule"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["data.crop_schedule=[[1, 8]]"], "data.crop_schedule"),
+        (["data.crop_schedule=[[0, 8], [0, 12]]"], "data.crop_schedule"),
+        (["data.crop_schedule=[[0, 200]]"], "data.crop_schedule"),
+        (["data.crop_schedule=[[0, 8]]", "data.crop_size=8"], "data.crop_size"),
+        (["data.crop_schedule=[[0, 8]]", "train.time_budget_min=5", "sched.periods=[100]"], "train.time_budget_min"),
+        (["data.crop_schedule=[8, 12]"], "data.crop_schedule"),
+    ],
+)
 def test_crop_schedule_rules(overrides, key):
     from facesr.errors import ConfigError
+
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(None, overrides)
 

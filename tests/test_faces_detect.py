@@ -3,6 +3,7 @@
 Skipped cleanly when the extra is not installed.  The aligned face is made from the bundled
 sample portrait: the detector's own landmarks on it give the transform to the FFHQ template.
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,10 +15,10 @@ pytest.importorskip("dlib")
 if __import__("importlib.util").util.find_spec("face_recognition_models") is None:
     pytest.skip("face-recognition-models is not installed", allow_module_level=True)
 
-import faces_synth as S  # noqa: E402
-from facesr.faces import align  # noqa: E402
-from facesr.faces.align import apply, compose, grid_scale  # noqa: E402
-from facesr.faces.detect import DlibDetector, eye_roll, load_detector, rotation_canvas, suppress_duplicates  # noqa: E402
+import faces_synth as S
+from facesr.faces import align
+from facesr.faces.align import apply, compose, grid_scale
+from facesr.faces.detect import DlibDetector, eye_roll, load_detector, rotation_canvas, suppress_duplicates
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,7 +43,7 @@ def _iou(a, b):
 
 def _expected_box(t_512):
     """The detector's box on the aligned face, carried into the photo (axis-aligned hull)."""
-    (box, _), = detector().boxes(aligned_face())
+    ((box, _),) = detector().boxes(aligned_face())
     x0, y0, x1, y1 = box
     pts = apply(t_512, [[x0, y0], [x1, y0], [x0, y1], [x1, y1]])
     return pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()
@@ -101,6 +102,7 @@ def test_tilted_small_face_is_found_and_its_roll_recovered(angle):
     """A face about 52 px wide rolled by up to 30 degrees, blurred and JPEG'd (q75): the default search
     finds it and the alignment fitted to its landmarks undoes the roll."""
     import cv2
+
     centre = (170.3, 121.6)
     lq, _, _ = S.make_photo([(0.7, angle, centre)], hq=aligned_face())
     lq = cv2.GaussianBlur(lq, (0, 0), 0.8)
@@ -127,6 +129,7 @@ def test_rotation_canvas_holds_the_whole_photo():
 
 def test_duplicates_across_angles_keep_the_best_hit():
     from facesr.faces.detect import UPRIGHT_BONUS, _Hit
+
     box = (0.0, 0.0, 50.0, 50.0)
     upright = _Hit(25, 25, 50, 0.0, 1.0, box)
     turned = _Hit(28, 24, 56, 25.0, 1.0 + UPRIGHT_BONUS / 2, box)
@@ -138,6 +141,7 @@ def test_duplicates_across_angles_keep_the_best_hit():
 
 def test_eye_roll_is_the_turn_that_levels_the_eyes():
     import cv2
+
     lm = align.FFHQ_TEMPLATE_512
     for a in (-30.0, 0.0, 12.0):
         m = cv2.getRotationMatrix2D((255.5, 255.5), a, 1.0)  # turn an upright face by a
@@ -146,6 +150,7 @@ def test_eye_roll_is_the_turn_that_levels_the_eyes():
 
 def test_cnn_detector_finds_the_face():
     import cv2
+
     cnn = load_detector("cnn", upsample=0)
     img = cv2.resize(aligned_face(), (256, 256), interpolation=cv2.INTER_AREA)
     assert len(cnn(img)) == 1
@@ -153,9 +158,11 @@ def test_cnn_detector_finds_the_face():
 
 def test_restore_photo_with_the_real_detector(tmp_path):
     import torch
+
     from facesr.cli import main
     from facesr.io.images import read_rgb
     from facesr.models import MSRResNet, save_weights
+
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny.safetensors"
     save_weights(ckpt, MSRResNet(mid_channels=8, num_blocks=1))
@@ -164,11 +171,24 @@ def test_restore_photo_with_the_real_detector(tmp_path):
     src.mkdir()
     photo = src / "group.png"
     import cv2
+
     cv2.imwrite(str(photo), lq[..., ::-1])
-    rc = main(["restore", str(photo), "--out", str(tmp_path / "out"), "--checkpoint", str(ckpt), "--save-faces",
-               "--upscale", "2"])
+    rc = main(
+        [
+            "restore",
+            str(photo),
+            "--out",
+            str(tmp_path / "out"),
+            "--checkpoint",
+            str(ckpt),
+            "--save-faces",
+            "--upscale",
+            "2",
+        ]
+    )
     assert rc == 0
     assert read_rgb(tmp_path / "out" / "group.png").shape == (480, 640, 3)
     import json
+
     doc = json.loads((tmp_path / "out" / "group_faces" / "faces.json").read_text())
     assert len(doc["faces"]) == 2 and doc["detector"] == "dlib-hog"

@@ -3,6 +3,7 @@
 None of these tests needs the 'faces' extra: a perfect fake detector reports the faces that the
 test itself pasted into a synthetic photo (faces_synth.py).  Coordinates are pixel-centre.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,10 @@ def test_template_is_symmetric_and_matches_gfpgan_eyes():
     assert np.allclose(template(128), (t + 0.5) / 4 - 0.5)
 
 
-@pytest.mark.parametrize("scale,angle,centre", [(1.0, 0.0, (100.0, 80.0)), (0.37, 23.0, (210.25, 97.5)),
-                                                (2.5, -41.0, (55.5, 300.75)), (0.8, 179.0, (0.0, 0.0))])
+@pytest.mark.parametrize(
+    "scale,angle,centre",
+    [(1.0, 0.0, (100.0, 80.0)), (0.37, 23.0, (210.25, 97.5)), (2.5, -41.0, (55.5, 300.75)), (0.8, 179.0, (0.0, 0.0))],
+)
 def test_alignment_recovers_the_similarity(scale, angle, centre):
     to_photo = S.similarity(scale, angle, centre, 512)
     m = estimate_alignment(apply(to_photo, template(512)))
@@ -54,15 +57,17 @@ def test_grid_scale_matches_opencv_resize():
     img = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     for k in (2, 4):
         ref = cv2.resize(img, (30 * k, 20 * k), interpolation=cv2.INTER_LINEAR)
-        got = cv2.warpAffine(img, grid_scale(k), (30 * k, 20 * k), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE)
+        got = cv2.warpAffine(
+            img, grid_scale(k), (30 * k, 20 * k), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         assert np.abs(got.astype(int) - ref).max() <= 1
 
 
 def _smooth_photo(h, w):
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = np.stack([128 + 90 * np.sin(xx / 9.0 + yy / 23.0), 128 + 90 * np.cos(yy / 11.0),
-                    128 + 80 * np.sin((xx - yy) / 13.0)], -1)
+    img = np.stack(
+        [128 + 90 * np.sin(xx / 9.0 + yy / 23.0), 128 + 90 * np.cos(yy / 11.0), 128 + 80 * np.sin((xx - yy) / 13.0)], -1
+    )
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -139,6 +144,7 @@ def test_paste_order_puts_the_largest_face_on_top():
 @pytest.fixture(scope="module")
 def restorer():
     import facesr
+
     return facesr.load(device="cpu", precision="fp32")  # not auto: the same numbers on every CPU
 
 
@@ -146,8 +152,10 @@ def restorer():
 def tiny():
     """A small random MSRResNet: fast, for tests of shapes and bookkeeping rather than quality."""
     import torch
+
     from facesr.inference import Restorer
     from facesr.models import MSRResNet
+
     torch.manual_seed(0)
     return Restorer(MSRResNet(mid_channels=8, num_blocks=1), device="cpu")
 
@@ -177,8 +185,10 @@ def test_restore_photo_recovers_the_transform_and_beats_bicubic(one_face):
     bic = cv2.resize(lq, (lq.shape[1] * 4, lq.shape[0] * 4), interpolation=cv2.INTER_CUBIC)
     gain = S.psnr(res.image, gt, core) - S.psnr(bic, gt, core)
     assert gain > 0.5, gain
-    assert np.array_equal(res.image[~(_mask_in_output(res.faces[0].affine, 4, res.image.shape) > 0)],
-                          bic[~(_mask_in_output(res.faces[0].affine, 4, res.image.shape) > 0)])
+    assert np.array_equal(
+        res.image[~(_mask_in_output(res.faces[0].affine, 4, res.image.shape) > 0)],
+        bic[~(_mask_in_output(res.faces[0].affine, 4, res.image.shape) > 0)],
+    )
 
 
 def test_paste_back_leaves_no_seam(one_face):
@@ -262,11 +272,14 @@ def test_small_faces_are_skipped_and_counted(tiny):
 
 def test_alpha_gray_and_pil_inputs(tiny):
     from PIL import Image
+
     lq, gt, faces = S.make_photo([(1.0, 0.0, (120.0, 110.0))], h=200, w=240)
     alpha = np.tile(np.linspace(0, 255, 240).astype(np.uint8), (200, 1))
     res = restore_photo(tiny, np.dstack([lq, alpha]), detector=S.FakeDetector(faces), upscale=2)
     assert res.image.shape == (400, 480, 4)
-    assert np.abs(res.image[..., 3].astype(int) - cv2.resize(alpha, (480, 400), interpolation=cv2.INTER_CUBIC)).max() == 0
+    assert (
+        np.abs(res.image[..., 3].astype(int) - cv2.resize(alpha, (480, 400), interpolation=cv2.INTER_CUBIC)).max() == 0
+    )
     res = restore_photo(tiny, Image.fromarray(lq), detector=S.FakeDetector(faces), upscale=1)
     assert isinstance(res.image, Image.Image) and res.image.size == (240, 200)
     res = restore_photo(tiny, lq[..., 1], detector=S.FakeDetector([]), upscale=1)
@@ -283,6 +296,7 @@ def test_restorer_hook(tiny):
 
 def test_missing_extra_gives_one_line(monkeypatch):
     from facesr.faces import detect
+
     monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` raise ImportError
     with pytest.raises(MissingExtraError) as exc:
         detect.load_detector()
@@ -292,15 +306,20 @@ def test_missing_extra_gives_one_line(monkeypatch):
 
 def test_missing_landmark_models_gives_one_line(monkeypatch):
     from facesr.faces import detect
+
     real = detect.importlib.util.find_spec
-    monkeypatch.setattr(detect.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "face_recognition_models" else real(name, *a))
-    with pytest.raises(MissingExtraError, match=r'facesr\[faces\]'):
+    monkeypatch.setattr(
+        detect.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "face_recognition_models" else real(name, *a),
+    )
+    with pytest.raises(MissingExtraError, match=r"facesr\[faces\]"):
         detect.models_dir()
 
 
 def test_face_record_json_roundtrip():
     import json
+
     f = Face(box=(1.0, 2.0, 3.0, 4.5), landmarks=np.arange(10.0).reshape(5, 2), score=0.5)
     d = json.loads(json.dumps(f.to_dict()))
     assert d["box"] == [1.0, 2.0, 3.0, 4.5] and d["size"] == 2.5 and "affine_to_aligned_512" not in d

@@ -1,5 +1,6 @@
 """The exact degradation path is untouched by the opt-in fast blur (``degradation.blur.exact: false``),
 and the fast blur deviates only by the documented amount."""
+
 from __future__ import annotations
 
 import cv2
@@ -16,8 +17,9 @@ def _plain_reference(hq: np.ndarray, p: D.DegradationParams) -> np.ndarray:
     """The pipeline written out with a plain ``cv2.filter2D`` blur (what ``apply_params`` must equal)."""
     img = hq
     if p.blur is not None:
-        k = gaussian_kernel(p.blur["size"], p.blur["sigma_x"], p.blur["sigma_y"], p.blur["theta"],
-                            isotropic=p.blur["kernel"] == "iso")
+        k = gaussian_kernel(
+            p.blur["size"], p.blur["sigma_x"], p.blur["sigma_y"], p.blur["theta"], isotropic=p.blur["kernel"] == "iso"
+        )
         img = cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT_101)
     if p.down is not None:
         img = D.resize(img, p.down["size"], p.down["interp"])
@@ -33,7 +35,7 @@ def _plain_reference(hq: np.ndarray, p: D.DegradationParams) -> np.ndarray:
 
 def _bicubic_psnr(lq: np.ndarray, gt: np.ndarray) -> float:
     up = cv2.resize(lq, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_CUBIC).astype(np.float64)
-    return float(10 * np.log10(255.0 ** 2 / np.mean((up - gt.astype(np.float64)) ** 2)))
+    return float(10 * np.log10(255.0**2 / np.mean((up - gt.astype(np.float64)) ** 2)))
 
 
 def _mean_abs_laplacian(img: np.ndarray) -> float:
@@ -43,6 +45,7 @@ def _mean_abs_laplacian(img: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def faces():
     from conftest import make_face
+
     return [make_face(2000 + i) for i in range(8)]
 
 

@@ -4,6 +4,7 @@ restricted unpickler: every input gives a valid result or one FacesrError line, 
 CI runs a bounded number of examples; ``FACESR_FUZZ_EXAMPLES=5000 pytest tests/test_fuzz_*.py`` runs a longer
 search (docs/robustness.md records what such runs found).
 """
+
 from __future__ import annotations
 
 import io
@@ -22,16 +23,48 @@ from facesr.models.msrresnet import MSRResNet
 from facesr.models.weights import read_weights, save_weights
 
 EXAMPLES = int(os.environ.get("FACESR_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
-KEYS = ["seed", "model", "data", "train", "optim", "sched", "degradation", "arch", "num_blocks", "mid_channels",
-        "batch_size", "max_iters", "crop_size", "lr", "periods", "prob", "kernel_size", "amp", "precision", "x"]
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
-                    st.text(max_size=12), st.sampled_from(["msrresnet", "bf16", "l1", "1e-4", ".inf", "~"]))
-trees = st.recursive(scalars, lambda kids: st.one_of(st.lists(kids, max_size=4),
-                                                    st.dictionaries(st.sampled_from(KEYS), kids, max_size=4)),
-                     max_leaves=20)
+KEYS = [
+    "seed",
+    "model",
+    "data",
+    "train",
+    "optim",
+    "sched",
+    "degradation",
+    "arch",
+    "num_blocks",
+    "mid_channels",
+    "batch_size",
+    "max_iters",
+    "crop_size",
+    "lr",
+    "periods",
+    "prob",
+    "kernel_size",
+    "amp",
+    "precision",
+    "x",
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(["msrresnet", "bf16", "l1", "1e-4", ".inf", "~"]),
+)
+trees = st.recursive(
+    scalars,
+    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.sampled_from(KEYS), kids, max_size=4)),
+    max_leaves=20,
+)
 
 
 def _only_facesr_errors(fn, *args):
@@ -59,16 +92,53 @@ def test_config_from_any_text_is_valid_or_one_line(text, tmp_path_factory):
 
 
 @FUZZ
-@given(items=st.lists(st.one_of(
-    st.text(max_size=40),
-    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(
-        ["seed", "train.max_iters", "model.num_blocks", "data.crop_size", "sched.periods", "train", "a.b.c", "",
-         "degradation.blur.prob", "model", "train.batch_size.x"]),
-        st.sampled_from(["1", "-1", "[1, 2]", "{a: 1}", "null", ".nan", "1e400", "&a [*a]", "'x'", "", "[[[[",
-                         "99999999999999999999999", "true"]))), max_size=4))
+@given(
+    items=st.lists(
+        st.one_of(
+            st.text(max_size=40),
+            st.builds(
+                lambda k, v: f"{k}={v}",
+                st.sampled_from(
+                    [
+                        "seed",
+                        "train.max_iters",
+                        "model.num_blocks",
+                        "data.crop_size",
+                        "sched.periods",
+                        "train",
+                        "a.b.c",
+                        "",
+                        "degradation.blur.prob",
+                        "model",
+                        "train.batch_size.x",
+                    ]
+                ),
+                st.sampled_from(
+                    [
+                        "1",
+                        "-1",
+                        "[1, 2]",
+                        "{a: 1}",
+                        "null",
+                        ".nan",
+                        "1e400",
+                        "&a [*a]",
+                        "'x'",
+                        "",
+                        "[[[[",
+                        "99999999999999999999999",
+                        "true",
+                    ]
+                ),
+            ),
+        ),
+        max_size=4,
+    )
+)
 def test_set_overrides_are_valid_or_one_line(items):
     def build():
         return config_from_dict(apply_overrides({}, items))
+
     _only_facesr_errors(build)
 
 
@@ -91,9 +161,12 @@ def _mutate(data: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes
 
 
 @FUZZ
-@given(kind=st.sampled_from(["safetensors", "pth"]),
-       edits=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), max_size=6),
-       cut=st.one_of(st.none(), st.integers(0, 4096)), header_len=st.one_of(st.none(), st.integers(0, 2**64 - 1)))
+@given(
+    kind=st.sampled_from(["safetensors", "pth"]),
+    edits=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), max_size=6),
+    cut=st.one_of(st.none(), st.integers(0, 4096)),
+    header_len=st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+)
 def test_mutated_checkpoints_load_or_give_one_line(tiny_checkpoints, tmp_path_factory, kind, edits, cut, header_len):
     data = _mutate(tiny_checkpoints[kind], edits, cut)
     if header_len is not None and kind == "safetensors" and len(data) >= 8:

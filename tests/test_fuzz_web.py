@@ -13,6 +13,7 @@
 CI runs ``FACESR_FUZZ_EXAMPLES`` examples per property (default 40); ``FACESR_FUZZ_EXAMPLES=2000 pytest
 tests/test_fuzz_web.py`` runs a longer search (docs/robustness.md records what such runs found).
 """
+
 from __future__ import annotations
 
 import io
@@ -34,8 +35,12 @@ from facesr.errors import ImageError
 from facesr.io.images import read_image
 
 EXAMPLES = int(os.environ.get("FACESR_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 #: Seconds one decode or one request may take (a bound, far above what a small picture needs).
 TIME_BOUND_S = 10.0
 #: Growth of the process's peak resident memory allowed over a whole property, in bytes.
@@ -60,6 +65,7 @@ def _seeds() -> dict[str, bytes]:
                 continue
             seeds[f"{fmt}-{mode}"] = _encode(fmt, mode)
     import cv2
+
     ok, png16 = cv2.imencode(".png", (np.arange(120, dtype=np.uint16).reshape(10, 12) * 500))
     seeds["PNG-16bit"] = png16.tobytes()
     return seeds
@@ -88,18 +94,21 @@ def _mutate(data: bytes, edits, cut, insert) -> bytes:
         b[pos % len(b)] = val
     if insert is not None:
         pos, blob = insert
-        b[pos % (len(b) + 1):pos % (len(b) + 1)] = blob
+        b[pos % (len(b) + 1) : pos % (len(b) + 1)] = blob
     return bytes(b[:cut] if cut is not None else b)
 
 
 mutated_pictures = st.builds(
-    _mutate, st.sampled_from(sorted(SEEDS)).map(SEEDS.__getitem__),
+    _mutate,
+    st.sampled_from(sorted(SEEDS)).map(SEEDS.__getitem__),
     st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=8),
     st.one_of(st.none(), st.integers(0, 2048)),
-    st.one_of(st.none(), st.tuples(st.integers(0, 1 << 16), st.binary(max_size=64))))
+    st.one_of(st.none(), st.tuples(st.integers(0, 1 << 16), st.binary(max_size=64))),
+)
 lying_headers = st.one_of(
     st.builds(_png_with_size, st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1)),
-    st.builds(_gif_with_size, st.integers(0, 65535), st.integers(0, 65535)))
+    st.builds(_gif_with_size, st.integers(0, 65535), st.integers(0, 65535)),
+)
 pictures = st.one_of(mutated_pictures, lying_headers, st.binary(max_size=256))
 
 
@@ -147,6 +156,7 @@ def test_read_image_on_mutated_bytes_is_a_picture_or_one_line(data, memory_bound
 @given(width=st.integers(49, 2**31 - 1), height=st.integers(49, 2**31 - 1))
 def test_a_header_over_the_cap_is_refused_before_decoding(width, height):
     from facesr.io.images import ImageTooLargeError
+
     t0 = time.perf_counter()
     with pytest.raises(ImageTooLargeError, match="over the cap"):
         read_image(_png_with_size(width, height), MAX_PIXELS)
@@ -162,17 +172,18 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-import faces_synth as S  # noqa: E402
-from facesr.web.app import create_app  # noqa: E402
-from web_support import GatedRestorer, LiveServer  # noqa: E402
+import faces_synth as S
+from facesr.web.app import create_app
+from web_support import GatedRestorer, LiveServer
 
 ALLOWED = {200, 400, 408, 413}
 
 
 @pytest.fixture(scope="module")
 def client():
-    app = create_app(GatedRestorer(seed=0), max_pixels=MAX_PIXELS, examples=False, detector=S.FakeDetector([]),
-                     upload_timeout_s=2.0)
+    app = create_app(
+        GatedRestorer(seed=0), max_pixels=MAX_PIXELS, examples=False, detector=S.FakeDetector([]), upload_timeout_s=2.0
+    )
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
@@ -189,7 +200,9 @@ def _answer_is_clean(res) -> None:
 
 boundaries = st.one_of(
     st.text(st.sampled_from("abcXYZ0123456789'()+_,-./:=? "), min_size=1, max_size=70).filter(lambda b: b.strip()),
-    st.text(max_size=20), st.just("facesrFuzz"))
+    st.text(max_size=20),
+    st.just("facesrFuzz"),
+)
 names = st.one_of(st.sampled_from(["image", "mode", "file", "IMAGE", "image ", ""]), st.text(max_size=12))
 values = st.one_of(pictures, st.sampled_from([b"face", b"photo", b"sketch", b""]), st.binary(max_size=64))
 
@@ -208,18 +221,39 @@ def forms(draw):
             header += f"\r\nContent-Type: {draw(st.sampled_from(['image/png', 'text/plain', '', 'x/y; a=b']))}"
         if draw(st.booleans()):
             header += f"\r\n{draw(st.text(max_size=20))}"
-        parts.append(b"--" + boundary.encode("utf-8", "replace") + b"\r\n" +
-                     header.encode("utf-8", "replace") + b"\r\n\r\n" + draw(values) + b"\r\n")
+        parts.append(
+            b"--"
+            + boundary.encode("utf-8", "replace")
+            + b"\r\n"
+            + header.encode("utf-8", "replace")
+            + b"\r\n\r\n"
+            + draw(values)
+            + b"\r\n"
+        )
     body = b"".join(parts)
     if draw(st.booleans()):
         body += b"--" + boundary.encode("utf-8", "replace") + b"--\r\n"
     cut = draw(st.one_of(st.none(), st.integers(0, max(0, len(body)))))
     body = body[:cut] if cut is not None else body
     quoted = draw(st.booleans())
-    ctype = f'multipart/form-data; boundary={chr(34) + boundary + chr(34) if quoted else boundary}'
-    ctype = draw(st.one_of(st.just(ctype), st.sampled_from(
-        ["multipart/form-data", "multipart/form-data; boundary=", "multipart/mixed; boundary=x", "image/png",
-         "application/octet-stream", "text/plain", "", "multipart/form-data; boundary=a; boundary=b"])))
+    ctype = f"multipart/form-data; boundary={chr(34) + boundary + chr(34) if quoted else boundary}"
+    ctype = draw(
+        st.one_of(
+            st.just(ctype),
+            st.sampled_from(
+                [
+                    "multipart/form-data",
+                    "multipart/form-data; boundary=",
+                    "multipart/mixed; boundary=x",
+                    "image/png",
+                    "application/octet-stream",
+                    "text/plain",
+                    "",
+                    "multipart/form-data; boundary=a; boundary=b",
+                ]
+            ),
+        )
+    )
     return body, ctype
 
 
@@ -238,8 +272,11 @@ def test_random_multipart_forms_get_a_png_or_one_4xx_line(client, form, query, m
 
 
 @FUZZ
-@given(data=pictures, ctype=st.sampled_from(["image/png", "image/jpeg", "application/octet-stream", "image/x"]),
-       length=st.one_of(st.none(), st.sampled_from(["-1", "abc", "1e3", "99999999999999999999", "0", " 5"])))
+@given(
+    data=pictures,
+    ctype=st.sampled_from(["image/png", "image/jpeg", "application/octet-stream", "image/x"]),
+    length=st.one_of(st.none(), st.sampled_from(["-1", "abc", "1e3", "99999999999999999999", "0", " 5"])),
+)
 def test_mutated_pictures_as_raw_bodies_get_a_png_or_one_4xx_line(client, data, ctype, length, memory_bound):
     headers = {"content-type": ctype}
     if length is not None:
@@ -254,9 +291,11 @@ def test_mutated_pictures_as_raw_bodies_get_a_png_or_one_4xx_line(client, data, 
 
 # ----------------------------------------------------------------------------- raw bytes on a socket
 
+
 @pytest.fixture(scope="module")
 def live():
     from facesr.web.server import ConnectionLimits
+
     app = create_app(GatedRestorer(seed=0), max_pixels=MAX_PIXELS, examples=False, upload_timeout_s=1.0)
     with LiveServer(app, ConnectionLimits(header_timeout_s=0.5)) as srv:
         yield srv
@@ -264,15 +303,22 @@ def live():
 
 request_lines = st.one_of(
     st.binary(max_size=200),
-    st.builds(lambda m, t, v, h: m + b" " + t + b" " + v + b"\r\n" + h,
-              st.sampled_from([b"GET", b"POST", b"DELETE", b"PUT", b"BREW", b"", b"G\x00T"]),
-              st.sampled_from([b"/", b"/restore", b"/jobs/x", b"*", b"http://x/", b"/%00", b"/" + b"a" * 300]),
-              st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"HTTP/1.1\r\nHost: x", b""]),
-              st.binary(max_size=120)))
+    st.builds(
+        lambda m, t, v, h: m + b" " + t + b" " + v + b"\r\n" + h,
+        st.sampled_from([b"GET", b"POST", b"DELETE", b"PUT", b"BREW", b"", b"G\x00T"]),
+        st.sampled_from([b"/", b"/restore", b"/jobs/x", b"*", b"http://x/", b"/%00", b"/" + b"a" * 300]),
+        st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"HTTP/1.1\r\nHost: x", b""]),
+        st.binary(max_size=120),
+    ),
+)
 
 
-@settings(max_examples=max(5, EXAMPLES // 4), deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=max(5, EXAMPLES // 4),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=request_lines)
 def test_raw_bytes_get_an_answer_or_a_close_never_a_5xx(live, data):
     s = socket.create_connection(("127.0.0.1", live.port), timeout=5)

@@ -1,4 +1,5 @@
 """The write guard: inputs, data folders and run artefacts are never written over, moved or deleted."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Hostile-input cases of issue 21 for the commands that draw pictures and for config seeds: one line, exit 2,
 nothing written; and every picture is written in the format its name says."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,13 +21,16 @@ def _run(capsys, *argv):
     return rc, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--rows", "100000"], "--rows must be in 1..32"),
-    (["--rows", "0"], "--rows must be in 1..32"),
-    (["--seed", "-1"], "--seed must be in 0.."),
-    (["--out", "x.bmp"], "cannot write .bmp"),
-    (["--out", "noending"], "cannot write a file without an ending"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--rows", "100000"], "--rows must be in 1..32"),
+        (["--rows", "0"], "--rows must be in 1..32"),
+        (["--seed", "-1"], "--seed must be in 0.."),
+        (["--out", "x.bmp"], "cannot write .bmp"),
+        (["--out", "noending"], "cannot write a file without an ending"),
+    ],
+)
 def test_demo_refuses_in_one_line_before_work(tmp_path, monkeypatch, capsys, argv, needle):
     monkeypatch.chdir(tmp_path)
     rc, err = _run(capsys, "demo", *argv)
@@ -59,8 +63,16 @@ def test_compare_writes_jpeg_for_jpg_and_refuses_unknown_endings(tmp_path, capsy
         assert im.format == "JPEG"
     rc, err = _run(capsys, "compare", str(tmp_path / "lq"), str(tmp_path / "sr"), "--out", str(tmp_path / "s.gif"))
     assert rc == 2 and "cannot write .gif" in err and not (tmp_path / "s.gif").exists()
-    rc, err = _run(capsys, "compare", str(tmp_path / "lq"), str(tmp_path / "sr"), "--out", str(tmp_path / "t.png"),
-                   "--max", "100000")
+    rc, err = _run(
+        capsys,
+        "compare",
+        str(tmp_path / "lq"),
+        str(tmp_path / "sr"),
+        "--out",
+        str(tmp_path / "t.png"),
+        "--max",
+        "100000",
+    )
     assert rc == 2 and "--max must be in 1..64" in err
 
 
@@ -74,12 +86,14 @@ def test_config_seed_out_of_range_is_one_line(key, value):
 def test_unsupported_device_is_one_line(spec):
     from facesr.devices import resolve_device
     from facesr.errors import DeviceError
+
     with pytest.raises(DeviceError, match="--device"):
         resolve_device(spec, "--device")
 
 
 def test_eval_json_is_strict_json_even_for_a_perfect_prediction(tmp_path, capsys):
     import json
+
     (tmp_path / "p").mkdir()
     Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(tmp_path / "p" / "a.png")
     rc = main(["eval", str(tmp_path / "p"), str(tmp_path / "p"), "--json", str(tmp_path / "r.json")])
@@ -103,6 +117,7 @@ def test_black_and_white_input_comes_out_gray_not_tinted(tmp_path, capsys):
 
 def test_gray_handling_keeps_tiling_exact_and_rounding_consistent():
     import facesr
+
     rng = np.random.default_rng(0)
     g = rng.integers(0, 256, (40, 40), dtype=np.uint8)
     r = facesr.load(precision="fp32")
@@ -124,6 +139,7 @@ def test_save_weights_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
 
     def full(*a, **k):
         raise SafetensorError("Error while serializing: No space left on device (os error 28)")
+
     monkeypatch.setattr(W, "save_file", full)
     with pytest.raises(OutputError, match="cannot write .*w.safetensors: .*No space left"):
         W.save_weights(tmp_path / "w.safetensors", MSRResNet(mid_channels=4, num_blocks=1))

@@ -4,6 +4,7 @@ Hostile headers are built with struct/zlib: a PNG whose IHDR claims any size, wi
 decoder must refuse them from the header alone, and must never change process-wide state (Pillow's
 ``MAX_IMAGE_PIXELS``, the warnings filters), since the web server decodes in several threads at once.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,10 +26,16 @@ from facesr.io import images as I
 
 def bomb_png(w: int, h: int) -> bytes:
     """A valid PNG header claiming ``w`` x ``h`` 8-bit RGB pixels, with one tiny IDAT (never decoded)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def png(img: np.ndarray, mode: str | None = None) -> bytes:
@@ -40,8 +47,10 @@ def png(img: np.ndarray, mode: str | None = None) -> bytes:
 @pytest.fixture
 def no_decoding(monkeypatch):
     """Fail the test if any pixel is decoded (by Pillow or OpenCV)."""
+
     def refuse(*a, **k):
         raise AssertionError("pixels were decoded")
+
     monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
     monkeypatch.setattr(cv2, "imdecode", refuse)
 
@@ -118,7 +127,7 @@ def test_decoder_changes_no_global_state_from_many_threads(global_watch):
                     rgb, alpha = I.read_image(data, max_pixels=10_000)
                     np.testing.assert_array_equal(rgb, want)
                     assert alpha is None
-        except BaseException as exc:  # noqa: BLE001  (reported by the test below)
+        except BaseException as exc:
             failures.append(exc)
 
     global_watch.clear()
@@ -133,7 +142,7 @@ def test_decoder_changes_no_global_state_from_many_threads(global_watch):
     sampler.join(10)
     assert failures == []
     assert seen == {(limit, id(filters), len(filters_before))}
-    assert global_watch == [] and Image.MAX_IMAGE_PIXELS == limit and warnings.filters is filters
+    assert global_watch == [] and limit == Image.MAX_IMAGE_PIXELS and warnings.filters is filters
     assert list(warnings.filters) == filters_before
 
 

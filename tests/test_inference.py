@@ -1,4 +1,5 @@
 """Restorer: input kinds, batching, tiling, auto-tiling, agreement with the evaluation path."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import strong_msrresnet
 from facesr.inference import Restorer, tile_boxes
 from facesr.models import CheckpointError, MSRResNet, save_weights
-
-from conftest import strong_msrresnet
 
 
 def _img(h, w, c=3, seed=0):
@@ -82,6 +82,7 @@ def test_restore_is_the_rounded_float_prediction_in_every_precision(precision):
     """The promise of the module docstring, for each precision ``auto`` can pick on some CPU."""
     from facesr.inference.winograd import nnpack_available
     from facesr.models import build_model
+
     if precision == "fp32-winograd" and not nnpack_available():
         pytest.skip("this PyTorch build or CPU has no NNPACK")
     torch.manual_seed(0)
@@ -149,6 +150,7 @@ def test_from_checkpoint(tmp_path):
 
 def test_missing_shipped_model_is_a_clear_error(monkeypatch):
     import facesr.assets as assets
+
     monkeypatch.setattr(assets, "SHIPPED_RELPATH", ("weights", "does_not_exist.safetensors"))
     with pytest.raises(CheckpointError, match="no shipped model.*checkpoint"):
         Restorer.from_checkpoint(None)

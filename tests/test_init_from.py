@@ -1,4 +1,5 @@
 """Training that accumulates: --init-from (weights only, lineage) and the wall-clock budget planner."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ from facesr.models import build_model, read_weights, save_weights
 from facesr.training import trainer as trainer_mod
 from facesr.training import validation as validation_mod
 from facesr.training.trainer import train
-
 from test_engine import read_log, tiny_cfg
 
 
@@ -27,8 +27,14 @@ def test_init_from_loads_weights_only_and_records_lineage(tmp_path):
     a_weights = read_weights(a_best).state_dict
 
     # Stage B starts from A's weights: a 0-lr run keeps them exactly (the optimiser is fresh).
-    cfg_b = tiny_cfg(tmp_path, "train.max_iters=2", "train.val_interval=2", "optim.lr=1e-30", "sched.type=constant",
-                     "train.ema_momentum=null")
+    cfg_b = tiny_cfg(
+        tmp_path,
+        "train.max_iters=2",
+        "train.val_interval=2",
+        "optim.lr=1e-30",
+        "sched.type=constant",
+        "train.ema_momentum=null",
+    )
     train(cfg_b, tmp_path / "b", quiet=True, init_from=a_best)
     b = read_weights(tmp_path / "b" / "best.safetensors")
     for k, v in a_weights.items():
@@ -72,9 +78,17 @@ def test_time_budget_plans_one_cosine_sized_to_the_run(tmp_path, monkeypatch):
     def fake_perf_counter():  # every call advances 0.25 s: the planner sees a steady speed
         clock["t"] += 0.25
         return clock["t"]
+
     monkeypatch.setattr(trainer_mod.time, "perf_counter", fake_perf_counter)
-    cfg = tiny_cfg(tmp_path, "train.max_iters=100000", "sched.periods=[100000]", "train.time_budget_min=1",
-                   "train.val_interval=100000", "train.ckpt_interval=100000", "train.log_interval=1000")
+    cfg = tiny_cfg(
+        tmp_path,
+        "train.max_iters=100000",
+        "sched.periods=[100000]",
+        "train.time_budget_min=1",
+        "train.val_interval=100000",
+        "train.ckpt_interval=100000",
+        "train.log_interval=1000",
+    )
     summary = train(cfg, tmp_path / "t", quiet=True)
     log = read_log(tmp_path / "t")
     plans = [r for r in log if r["kind"] == "plan"]
@@ -97,16 +111,25 @@ def test_timed_validation_runs_on_training_time_and_is_not_counted(tmp_path, mon
     def fake_perf_counter():
         clock["t"] += 0.25
         return clock["t"]
+
     real_evaluate = validation_mod.evaluate_pairs
 
     def slow_evaluate(*args, **kw):
         clock["t"] += 1000.0
         return real_evaluate(*args, **kw)
+
     monkeypatch.setattr(trainer_mod.time, "perf_counter", fake_perf_counter)
     monkeypatch.setattr(validation_mod, "evaluate_pairs", slow_evaluate)
-    cfg = tiny_cfg(tmp_path, "train.max_iters=100000", "sched.periods=[100000]", "train.time_budget_min=1",
-                   "train.val_interval_min=0.25", "train.val_interval=100000", "train.ckpt_interval=100000",
-                   "train.log_interval=1000")
+    cfg = tiny_cfg(
+        tmp_path,
+        "train.max_iters=100000",
+        "sched.periods=[100000]",
+        "train.time_budget_min=1",
+        "train.val_interval_min=0.25",
+        "train.val_interval=100000",
+        "train.ckpt_interval=100000",
+        "train.log_interval=1000",
+    )
     summary = train(cfg, tmp_path / "t", quiet=True)
     log = read_log(tmp_path / "t")
     plans = [r for r in log if r["kind"] == "plan"]
@@ -123,6 +146,7 @@ def test_timed_validation_runs_on_training_time_and_is_not_counted(tmp_path, mon
 def test_val_interval_min_must_be_positive():
     from facesr.config import load_config
     from facesr.errors import ConfigError
+
     with pytest.raises(ConfigError, match="train.val_interval_min"):
         load_config(None, ["train.val_interval_min=0"])
 
@@ -135,13 +159,32 @@ def test_time_budget_under_torchrun_two_processes(tmp_path):
     import sys
 
     from test_engine import TINY, _faces
+
     hq = _faces(tmp_path / "hq")
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv-endpoint=localhost:0",
-            "--rdzv-backend=c10d", "-m", "facesr.cli", "train", "--work-dir", str(tmp_path / "ddp"), "--set",
-            *[o for o in TINY if not o.startswith(("train.deterministic", "train.log_interval"))],
-            f"data.train_hq_dir={hq}", "train.device=cpu", "train.max_iters=10000000", "sched.periods=[10000000]",
-            "train.time_budget_min=0.15", "train.log_interval=1000", "train.val_interval=100000",
-            "train.ckpt_interval=100000", "train.ema_momentum=null"]
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--rdzv-endpoint=localhost:0",
+        "--rdzv-backend=c10d",
+        "-m",
+        "facesr.cli",
+        "train",
+        "--work-dir",
+        str(tmp_path / "ddp"),
+        "--set",
+        *[o for o in TINY if not o.startswith(("train.deterministic", "train.log_interval"))],
+        f"data.train_hq_dir={hq}",
+        "train.device=cpu",
+        "train.max_iters=10000000",
+        "sched.periods=[10000000]",
+        "train.time_budget_min=0.15",
+        "train.log_interval=1000",
+        "train.val_interval=100000",
+        "train.ckpt_interval=100000",
+        "train.ema_momentum=null",
+    ]
     r = subprocess.run(args, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-1500:]
     plans = [r for r in read_log(tmp_path / "ddp") if r["kind"] == "plan"]

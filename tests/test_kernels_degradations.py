@@ -1,4 +1,5 @@
 """Blur kernels and the degradation pipeline: value ranges per step, RNG behaviour, replay."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,10 @@ from facesr.data.kernels import gaussian_kernel, mesh_grid, sigma_matrix
 # ----------------------------------------------------------------------------- kernels
 
 
-@pytest.mark.parametrize("args", [(41, 0.2, 0.2, 0.0, True), (41, 5.0, 5.0, 0.0, True), (41, 3.1, 0.7, 1.1, False),
-                                  (21, 2.0, 4.5, -2.5, False)])
+@pytest.mark.parametrize(
+    "args",
+    [(41, 0.2, 0.2, 0.0, True), (41, 5.0, 5.0, 0.0, True), (41, 3.1, 0.7, 1.1, False), (21, 2.0, 4.5, -2.5, False)],
+)
 def test_kernel_sums_to_one(args):
     k = gaussian_kernel(*args)
     assert k.dtype == np.float64 and k.shape == (args[0], args[0])
@@ -46,7 +49,7 @@ def test_aniso_second_moments_match_rotated_covariance(sx, sy, theta):
     assert abs((k * x).sum()) < 1e-10 and abs((k * y).sum()) < 1e-10
     m = np.array([[(k * x * x).sum(), (k * x * y).sum()], [(k * x * y).sum(), (k * y * y).sum()]])
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-    expected = rot @ np.diag([sx ** 2, sy ** 2]) @ rot.T
+    expected = rot @ np.diag([sx**2, sy**2]) @ rot.T
     np.testing.assert_allclose(m, expected, rtol=1e-4, atol=1e-4)
     # The covariance matrix itself is float32, as MMagic builds it.
     assert sigma_matrix(sx, sy, theta, False).dtype == np.float32
@@ -64,6 +67,7 @@ def test_even_kernel_refused():
 
 
 # ----------------------------------------------------------------------------- pipeline steps
+
 
 @pytest.fixture
 def fixed_params():
@@ -88,6 +92,7 @@ def _spy(monkeypatch):
             out = _orig(img, *a, **kw)
             calls.append((_name, img, out))
             return out
+
         monkeypatch.setattr(D, name, wrapper)
     return calls
 
@@ -157,14 +162,17 @@ def test_jpeg_colour_quirk():
     # The quirk: MMagic's output is the colour-correct JPEG of the channel-reversed image, reversed back.
     np.testing.assert_array_equal(mm, D.jpeg_roundtrip(img[..., ::-1], 60, "rgb")[..., ::-1])
     # The colour-correct JPEG is closer to the input on this colourful image.
-    err = lambda a: np.mean((a.astype(float) - img) ** 2)  # noqa: E731
+    err = lambda a: np.mean((a.astype(float) - img) ** 2)
     assert err(rgb) < err(mm)
 
 
 def test_noise_statistics_on_flat_grey(monkeypatch):
     hq = np.full((256, 256, 3), 128, np.uint8)
-    p = D.DegradationParams(in_size=(256, 256), noise={"sigma": 12.5, "gray": False, "noise_seed": 7},
-                            jpeg={"quality": 90, "color_order": "mmagic"})
+    p = D.DegradationParams(
+        in_size=(256, 256),
+        noise={"sigma": 12.5, "gray": False, "noise_seed": 7},
+        jpeg={"quality": 90, "color_order": "mmagic"},
+    )
     calls = _spy(monkeypatch)
     D.apply_params(hq, p)
     noisy = calls[0][1]  # the JPEG step's input: grey + noise, before any rounding
@@ -179,8 +187,11 @@ def test_noise_statistics_on_flat_grey(monkeypatch):
 
 def test_gray_noise_is_shared_across_channels(monkeypatch):
     hq = np.full((32, 32, 3), 100, np.uint8)
-    p = D.DegradationParams(in_size=(32, 32), noise={"sigma": 10.0, "gray": True, "noise_seed": 1},
-                            jpeg={"quality": 90, "color_order": "mmagic"})
+    p = D.DegradationParams(
+        in_size=(32, 32),
+        noise={"sigma": 10.0, "gray": True, "noise_seed": 1},
+        jpeg={"quality": 90, "color_order": "mmagic"},
+    )
     calls = _spy(monkeypatch)
     D.apply_params(hq, p)
     noisy = calls[0][1]

@@ -1,5 +1,6 @@
 """--max-pixels: one unit (megapixels) in every command that decodes images; the old pixel-count spelling is read
 with a warning; an over-cap file is "over the cap", never "unreadable"."""
+
 from __future__ import annotations
 
 import numpy as np

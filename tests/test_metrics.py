@@ -1,4 +1,5 @@
 """PSNR/SSIM (MMagic reference convention) and the challenge PSNR."""
+
 from __future__ import annotations
 
 import math
@@ -75,7 +76,7 @@ def test_challenge_psnr_is_float64_rgb_mean():
     a = rng.integers(0, 256, (17, 19, 3)).astype(np.uint8)
     b = rng.integers(0, 256, (17, 19, 3)).astype(np.uint8)
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    assert metrics.psnr_challenge(a, b) == pytest.approx(10 * math.log10(255 ** 2 / mse), abs=1e-12)
+    assert metrics.psnr_challenge(a, b) == pytest.approx(10 * math.log10(255**2 / mse), abs=1e-12)
 
 
 def test_shape_mismatch_raises(pair):
@@ -97,11 +98,14 @@ def _ssim_by_hand(a: np.ndarray, b: np.ndarray) -> float:
     vals = []
     for c in range(a.shape[2]):
         x, y = a[..., c], b[..., c]
-        mx = np.zeros((h, wd)); my = np.zeros((h, wd))
-        xx = np.zeros((h, wd)); yy = np.zeros((h, wd)); xy = np.zeros((h, wd))
+        mx = np.zeros((h, wd))
+        my = np.zeros((h, wd))
+        xx = np.zeros((h, wd))
+        yy = np.zeros((h, wd))
+        xy = np.zeros((h, wd))
         for i in range(11):
             for j in range(11):
-                px, py = x[i:i + h, j:j + wd], y[i:i + h, j:j + wd]
+                px, py = x[i : i + h, j : j + wd], y[i : i + h, j : j + wd]
                 mx += w[i, j] * px
                 my += w[i, j] * py
                 xx += w[i, j] * px * px
@@ -122,6 +126,7 @@ def test_ssim_matches_independent_computation():
     assert ours == pytest.approx(_ssim_by_hand(pred, gt), abs=1e-9)
     # Y-channel SSIM: same formula on the BT.601 luma plane.
     y_ours = metrics.ssim(pred, gt, y_only=True)
-    y_ref = _ssim_by_hand(metrics.rgb_to_y(pred.astype(np.float32))[..., None],
-                          metrics.rgb_to_y(gt.astype(np.float32))[..., None])
+    y_ref = _ssim_by_hand(
+        metrics.rgb_to_y(pred.astype(np.float32))[..., None], metrics.rgb_to_y(gt.astype(np.float32))[..., None]
+    )
     assert y_ours == pytest.approx(y_ref, abs=1e-9)

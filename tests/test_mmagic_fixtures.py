@@ -5,6 +5,7 @@ The fixtures were made with OpenCV 4.9: bit-exact agreement is expected with
 OpenCV < 4.12; newer OpenCV changed some resize/filter rounding, so there at
 most 0.3% of the pixels of an image may differ, by at most 5 levels.
 """
+
 from __future__ import annotations
 
 import json

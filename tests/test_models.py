@@ -1,4 +1,5 @@
 """MSRResNet: exact parameter/FLOP counts, layer semantics (MMagic vs BasicSR) and initialisation."""
+
 from __future__ import annotations
 
 import math
@@ -106,8 +107,13 @@ def test_scales_build_and_output_shape(scale):
     assert out.shape == (1, 3, 7 * scale, 9 * scale)
     n_up = 2 if scale == 4 else 1
     up_ch = 16 * (4 if scale == 4 else scale * scale)
-    expected = (conv_params(3, 16) + 2 * 2 * conv_params(16, 16) + n_up * conv_params(16, up_ch)
-                + conv_params(16, 16) + conv_params(16, 3))
+    expected = (
+        conv_params(3, 16)
+        + 2 * 2 * conv_params(16, 16)
+        + n_up * conv_params(16, up_ch)
+        + conv_params(16, 16)
+        + conv_params(16, 3)
+    )
     assert count_params(m) == expected
     assert m.arch_config()["upscale_factor"] == scale
 
@@ -138,6 +144,7 @@ def test_residual_block_fast_path_changes_no_bit(res_scale):
     """The block skips ``* res_scale`` when it is 1.0 and adds in place; output and gradients equal
     MMagic's ``identity + out * res_scale`` exactly."""
     from facesr.models.msrresnet import ResidualBlockNoBN
+
     torch.manual_seed(0)
     block = ResidualBlockNoBN(8, res_scale=res_scale)
     torch.nn.init.normal_(block.conv2.weight, std=0.2)
@@ -145,6 +152,7 @@ def test_residual_block_fast_path_changes_no_bit(res_scale):
 
     def mmagic(x):
         return x + block.conv2(block.relu(block.conv1(x))) * block.res_scale
+
     ref = mmagic(x)
     assert torch.equal(block(x), ref)
     g_fast = torch.autograd.grad(block(x).square().sum(), [x, *block.parameters()])

@@ -1,4 +1,5 @@
 """ONNX export (dynamic batch/height/width) and the onnxruntime backend agree with PyTorch."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,11 +10,11 @@ from PIL import Image
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from facesr.cli import main  # noqa: E402
-from facesr.io.images import read_any  # noqa: E402
-from conftest import strong_msrresnet  # noqa: E402
-from facesr.inference import OnnxModel, Restorer, export_onnx  # noqa: E402
-from facesr.models import MSRResNet, save_weights  # noqa: E402
+from conftest import strong_msrresnet
+from facesr.cli import main
+from facesr.inference import OnnxModel, Restorer, export_onnx
+from facesr.io.images import read_any
+from facesr.models import MSRResNet, save_weights
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def _img(h, w, seed):
 
 def test_export_has_dynamic_axes_and_metadata(onnx_bytes):
     import onnx
+
     proto = onnx.load_from_string(onnx_bytes)
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))
@@ -80,8 +82,21 @@ def test_export_cli_and_predict_backend(tmp_path, capsys):
     Image.fromarray(_img(12, 16, 6)).save(d / "face.png")
     base = [str(d), "--checkpoint", str(ckpt)]
     assert main(["predict", *base, "--precision", "fp32", "--out", str(tmp_path / "pt")]) == 0  # compared below
-    assert main(["predict", str(d), "--backend", "onnxruntime", "--model-file", str(onnx_path),
-                 "--out", str(tmp_path / "ox")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(d),
+                "--backend",
+                "onnxruntime",
+                "--model-file",
+                str(onnx_path),
+                "--out",
+                str(tmp_path / "ox"),
+            ]
+        )
+        == 0
+    )
     assert main(["predict", *base, "--backend", "onnxruntime", "--out", str(tmp_path / "ox2")]) == 0
     pt = read_any(tmp_path / "pt" / "face.png")[0]
     for sub in ("ox", "ox2"):
@@ -91,8 +106,10 @@ def test_export_cli_and_predict_backend(tmp_path, capsys):
     assert main(["predict", str(d), "--model-file", str(onnx_path), "--out", str(tmp_path / "o3")]) == 2
     assert "--backend onnxruntime" in capsys.readouterr().err
     # the deprecated --onnx still works, with a one-line warning, and is gone from the help
-    assert main(["predict", str(d), "--backend", "onnxruntime", "--onnx", str(onnx_path),
-                 "--out", str(tmp_path / "o4")]) == 0
+    assert (
+        main(["predict", str(d), "--backend", "onnxruntime", "--onnx", str(onnx_path), "--out", str(tmp_path / "o4")])
+        == 0
+    )
     err = capsys.readouterr().err
     assert "facesr predict: warning: --onnx is deprecated; use --model-file" in err
     assert (tmp_path / "o4" / "face.png").read_bytes() == (tmp_path / "ox" / "face.png").read_bytes()
@@ -108,7 +125,9 @@ def test_bad_onnx_file_is_one_line(tmp_path, capsys):
     d = tmp_path / "in"
     d.mkdir()
     Image.fromarray(_img(8, 8, 7)).save(d / "a.png")
-    assert main(["predict", str(d), "--backend", "onnxruntime", "--model-file", str(bad), "--out",
-                 str(tmp_path / "o")]) == 2
+    assert (
+        main(["predict", str(d), "--backend", "onnxruntime", "--model-file", str(bad), "--out", str(tmp_path / "o")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("facesr predict: error:") and "bad.onnx" in err and len(err.strip().splitlines()) == 1

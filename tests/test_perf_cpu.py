@@ -1,4 +1,5 @@
 """facesr.inference.precision: native-bf16 detection from /proc/cpuinfo (the --precision auto policy)."""
+
 from __future__ import annotations
 
 import platform
@@ -18,8 +19,9 @@ ARM = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 at
 ARM_OLD = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull\n"
 
 
-@pytest.mark.parametrize("text,expected", [(ZEN3, False), (SPR, True), (ZEN4, True), (ARM, True), (ARM_OLD, False),
-                                           ("", False)])
+@pytest.mark.parametrize(
+    "text,expected", [(ZEN3, False), (SPR, True), (ZEN4, True), (ARM, True), (ARM_OLD, False), ("", False)]
+)
 def test_cpu_supports_bf16_from_text(text, expected):
     assert (bf16_feature_from_flags(cpu_flags(text)) is not None) is expected
 

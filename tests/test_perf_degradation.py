@@ -1,5 +1,6 @@
 """The exact degradation path after the speed work (docs/performance.md, "Exact path vs MMagic"):
 outputs pinned against the pre-change implementation, and the rewritten pieces against numpy/OpenCV."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,7 @@ def pin_image(seed: int, size: int = 512) -> np.ndarray:
     for _ in range(8):
         y0, x0 = r.integers(0, size - 64, 2)
         h, w = r.integers(16, 200, 2)
-        img[y0:y0 + h, x0:x0 + w] = r.uniform(0, 255, 3)
+        img[y0 : y0 + h, x0 : x0 + w] = r.uniform(0, 255, 3)
     img += r.normal(0, 8, img.shape)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
@@ -33,16 +34,32 @@ def pin_image(seed: int, size: int = 512) -> np.ndarray:
 # src/ and hash its outputs with that OpenCV (the current code must then give the same).
 PINNED_BY_OPENCV = {
     "5.0.0": {
-        ("mmagic", 0): "36b31effb17a100a", ("mmagic", 1): "e95f8d4b02e098fd", ("mmagic", 2): "71c8ae34108e18a4",
-        ("mmagic", 3): "352efb8728de4a50", ("mmagic", 4): "51896f73799517a0", ("mmagic", 5): "57a40c1528045ded",
-        ("facesr", 0): "f03e39d8a64222ab", ("facesr", 1): "bb24eca24f397ace", ("facesr", 2): "98e2e5711ee89dfb",
-        ("facesr", 3): "d574539301f626af", ("facesr", 4): "c23d0d05abea4794", ("facesr", 5): "1b20cf524c4975b3",
+        ("mmagic", 0): "36b31effb17a100a",
+        ("mmagic", 1): "e95f8d4b02e098fd",
+        ("mmagic", 2): "71c8ae34108e18a4",
+        ("mmagic", 3): "352efb8728de4a50",
+        ("mmagic", 4): "51896f73799517a0",
+        ("mmagic", 5): "57a40c1528045ded",
+        ("facesr", 0): "f03e39d8a64222ab",
+        ("facesr", 1): "bb24eca24f397ace",
+        ("facesr", 2): "98e2e5711ee89dfb",
+        ("facesr", 3): "d574539301f626af",
+        ("facesr", 4): "c23d0d05abea4794",
+        ("facesr", 5): "1b20cf524c4975b3",
     },
     "5.1.0": {
-        ("mmagic", 0): "cd1cb61c6d46a777", ("mmagic", 1): "20fb38d52aaf0b59", ("mmagic", 2): "71c8ae34108e18a4",
-        ("mmagic", 3): "e29a754d528ede9f", ("mmagic", 4): "51896f73799517a0", ("mmagic", 5): "57a40c1528045ded",
-        ("facesr", 0): "2a2dd345aeed89ad", ("facesr", 1): "bb24eca24f397ace", ("facesr", 2): "98e2e5711ee89dfb",
-        ("facesr", 3): "d574539301f626af", ("facesr", 4): "c23d0d05abea4794", ("facesr", 5): "1b20cf524c4975b3",
+        ("mmagic", 0): "cd1cb61c6d46a777",
+        ("mmagic", 1): "20fb38d52aaf0b59",
+        ("mmagic", 2): "71c8ae34108e18a4",
+        ("mmagic", 3): "e29a754d528ede9f",
+        ("mmagic", 4): "51896f73799517a0",
+        ("mmagic", 5): "57a40c1528045ded",
+        ("facesr", 0): "2a2dd345aeed89ad",
+        ("facesr", 1): "bb24eca24f397ace",
+        ("facesr", 2): "98e2e5711ee89dfb",
+        ("facesr", 3): "d574539301f626af",
+        ("facesr", 4): "c23d0d05abea4794",
+        ("facesr", 5): "1b20cf524c4975b3",
     },
 }
 CASES = sorted(PINNED_BY_OPENCV["5.0.0"])
@@ -66,8 +83,8 @@ def test_to_uint8_equals_clip_rint():
     r = np.random.default_rng(0)
     x = (r.uniform(-40, 300, (97, 61, 3))).astype(np.float32)
     ties = np.arange(-3, 260, 0.5, dtype=np.float32)
-    x.flat[:ties.size] = ties
-    x.flat[ties.size:ties.size + 6] = [-0.5, -0.49999997, 0.49999997, 254.50002, 255.49998, 1e9]
+    x.flat[: ties.size] = ties
+    x.flat[ties.size : ties.size + 6] = [-0.5, -0.49999997, 0.49999997, 254.50002, 255.49998, 1e9]
     ref = np.clip(np.rint(x), 0, 255).astype(np.uint8)
     keep = x.copy()
     assert np.array_equal(D.to_uint8(x), ref)
@@ -122,8 +139,9 @@ def test_noise_and_jpeg_steps_match_plain_numpy(gray, order):
     for s in range(4):
         p = D.sample_params(cfg, hq.shape[:2], D.GeneratorRng([s, 9]))
         img = hq
-        k = D.gaussian_kernel(p.blur["size"], p.blur["sigma_x"], p.blur["sigma_y"], p.blur["theta"],
-                              isotropic=p.blur["kernel"] == "iso")
+        k = D.gaussian_kernel(
+            p.blur["size"], p.blur["sigma_x"], p.blur["sigma_y"], p.blur["theta"], isotropic=p.blur["kernel"] == "iso"
+        )
         img = cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT_101)
         img = D.resize(img, p.down["size"], p.down["interp"])
         noise = D.noise_field(p, img.shape) * p.noise["sigma"]
@@ -144,6 +162,7 @@ def test_noise_and_jpeg_steps_match_plain_numpy(gray, order):
 def test_params_to_json_as_before(mode):
     """to_json no longer deep-copies the noise field; the JSON is what asdict() minus it gave."""
     from dataclasses import asdict
+
     p = D.sample_params(D.DegradationCfg(rng=mode), (512, 512), D.make_rng(mode, 4), seed=[4, 1])
     ref = asdict(p)
     ref.pop("noise_field")

@@ -1,4 +1,5 @@
 """``restore_photo(max_faces=N)``: only the N largest faces are restored, the rest are left and counted."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,13 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def crowd():
-    placements = [(0.5, 0.0, (45.0, 60.0)), (0.9, 4.0, (130.0, 100.0)), (0.6, -3.0, (215.0, 60.0)),
-                  (0.8, 0.0, (290.0, 120.0)), (0.7, 2.0, (360.0, 70.0))]
+    placements = [
+        (0.5, 0.0, (45.0, 60.0)),
+        (0.9, 4.0, (130.0, 100.0)),
+        (0.6, -3.0, (215.0, 60.0)),
+        (0.8, 0.0, (290.0, 120.0)),
+        (0.7, 2.0, (360.0, 70.0)),
+    ]
     lq, _, faces = S.make_photo(placements, h=200, w=400)
     return lq, faces
 
@@ -44,7 +50,7 @@ def test_restore_photo_caps_faces_and_notes_it(tiny, crowd):
     # the faces left out stay as they were (upscale 1: the photo itself); without the cap they are restored
     for f in capped.over_cap:
         x, y = (int(round(v)) for v in f.landmarks[4])  # the nose (dlib's fifth point)
-        around = np.s_[y - 2:y + 3, x - 2:x + 3]
+        around = np.s_[y - 2 : y + 3, x - 2 : x + 3]
         np.testing.assert_array_equal(capped.image[around], lq[around])
         assert not np.array_equal(full.image[around], lq[around])
     uncapped = restore_photo(tiny, lq, detector=S.FakeDetector(faces), upscale=1, max_faces=None)

@@ -1,5 +1,6 @@
 """The precision policy (``--precision auto|fp32|fp32-winograd|bf16|fp16``): what ``auto`` picks, that it equals
 the explicit choice, that it is logged once, and that bf16 costs no measurable PSNR."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,12 +8,11 @@ import pytest
 import torch
 
 import facesr
+from conftest import dev_val_pairs, precision_psnr, synthetic_pairs
 from facesr.cli import main
 from facesr.inference import Restorer
 from facesr.inference import precision as P
 from facesr.models import MSRResNet, save_weights
-
-from conftest import dev_val_pairs, precision_psnr, synthetic_pairs
 
 
 @pytest.fixture()
@@ -52,13 +52,16 @@ def test_auto_equals_the_explicit_choice_on_cpu(tiny, monkeypatch, capsys, featu
     assert err == [f"facesr: precision auto -> {expected} ({why})"]
 
 
-@pytest.mark.parametrize("capability, bf16, nnpack, expected", [
-    ("AVX2", None, True, "fp32-winograd"),  # an AVX2 CPU (e.g. CI), one torch thread
-    ("AVX2", None, False, "fp32"),  # ... whose PyTorch has no NNPACK
-    ("AVX512", None, True, "fp32"),  # AVX-512 without native bf16
-    ("AVX512", "AVX512-BF16", True, "bf16"),  # e.g. this project's development machine
-    ("AVX512_AMX", "AMX-BF16", True, "bf16"),
-])
+@pytest.mark.parametrize(
+    "capability, bf16, nnpack, expected",
+    [
+        ("AVX2", None, True, "fp32-winograd"),  # an AVX2 CPU (e.g. CI), one torch thread
+        ("AVX2", None, False, "fp32"),  # ... whose PyTorch has no NNPACK
+        ("AVX512", None, True, "fp32"),  # AVX-512 without native bf16
+        ("AVX512", "AVX512-BF16", True, "bf16"),  # e.g. this project's development machine
+        ("AVX512_AMX", "AMX-BF16", True, "bf16"),
+    ],
+)
 def test_auto_on_simulated_cpus(monkeypatch, capability, bf16, nnpack, expected):
     """Both branches of the CPU policy through the real capability checks, whatever CPU runs the test."""
     monkeypatch.setattr(P, "torch_cpu_capability", lambda: capability)
@@ -74,7 +77,8 @@ def test_auto_on_simulated_cpus(monkeypatch, capability, bf16, nnpack, expected)
 
 def test_cli_choices_are_the_policy_names():
     from facesr.commands import PRECISION_CHOICES  # spelled out there so --help does not import torch
-    assert PRECISION_CHOICES == list(P.PRECISIONS)
+
+    assert list(P.PRECISIONS) == PRECISION_CHOICES
 
 
 def test_auto_on_cuda_and_onnxruntime(monkeypatch):
@@ -111,7 +115,7 @@ def test_defaults_and_the_deprecated_amp(tiny, monkeypatch):
         assert facesr.load(device="cpu", amp=True).precision == "bf16"
     assert facesr.load(device="cpu", precision="fp32").precision == "fp32"
     with pytest.warns(DeprecationWarning, match="Restorer.AMP is deprecated"):
-        assert Restorer.AMP == {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        assert {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16} == Restorer.AMP
 
 
 def test_cli_precision_and_amp_alias(tmp_path, tiny, monkeypatch, capsys):
@@ -121,6 +125,7 @@ def test_cli_precision_and_amp_alias(tmp_path, tiny, monkeypatch, capsys):
     d = tmp_path / "in"
     d.mkdir()
     from PIL import Image
+
     Image.fromarray(_img(12, 10)).save(d / "a.png")
     base = ["predict", str(d), "--checkpoint", str(tmp_path / "m.safetensors"), "--device", "cpu"]
     assert main(base + ["--out", str(tmp_path / "auto")]) == 0

@@ -1,4 +1,5 @@
 """``facesr predict`` end to end on a temp folder of awkward inputs (small random model, CPU)."""
+
 from __future__ import annotations
 
 import io
@@ -48,8 +49,9 @@ def _run(argv, capsys):
 
 def test_predict_awkward_inputs(tmp_path, inputs, ckpt, capsys):
     out = tmp_path / "out"
-    rc, so, se = _run([str(inputs), "--out", str(out), "--checkpoint", ckpt, "--zip", str(tmp_path / "sub.zip")],
-                      capsys)
+    rc, so, se = _run(
+        [str(inputs), "--out", str(out), "--checkpoint", ckpt, "--zip", str(tmp_path / "sub.zip")], capsys
+    )
     assert rc == 1
     assert "truncated.png" in se and "notes.jpg" in se and "skipped 2" in se
     names = sorted(p.name for p in out.iterdir())
@@ -120,8 +122,13 @@ def test_tile_and_batch_options_give_same_pixels(tmp_path, ckpt, capsys):
         Image.fromarray(_rng_img(20, 24, k)).save(d / f"im{k}.png")
     base = ["--checkpoint", ckpt]
     assert _run([str(d), "--out", str(tmp_path / "a")] + base, capsys)[0] == 0
-    assert _run([str(d), "--out", str(tmp_path / "b"), "--tile", "8", "--tile-overlap", "8",
-                 "--batch-size", "2"] + base, capsys)[0] == 0
+    assert (
+        _run(
+            [str(d), "--out", str(tmp_path / "b"), "--tile", "8", "--tile-overlap", "8", "--batch-size", "2"] + base,
+            capsys,
+        )[0]
+        == 0
+    )
     for k in range(3):
         a, b = read_any(tmp_path / "a" / f"im{k}.png")[0], read_any(tmp_path / "b" / f"im{k}.png")[0]
         assert np.abs(a.astype(int) - b).max() <= 1

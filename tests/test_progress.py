@@ -1,4 +1,5 @@
 """Progress on long work: tqdm on a terminal, plain throttled lines in a log, nothing with quiet."""
+
 from __future__ import annotations
 
 import io
@@ -49,6 +50,7 @@ def test_progress_chooses_by_terminal_and_quiet():
             return True
 
     from tqdm import tqdm
+
     bar = progress(3, "x", file=Tty())
     assert isinstance(bar, tqdm)
     bar.close()
@@ -63,6 +65,7 @@ def test_heartbeat_prints_while_a_long_call_runs_off_a_terminal():
     import time
 
     from facesr.io.progress import heartbeat
+
     out = io.StringIO()
     with heartbeat("facesr export: quantizing", interval=0.05, file=out):
         time.sleep(0.18)

@@ -24,6 +24,7 @@ How the test runs the documents (the rules are also in the README's "Tests" para
   comment); several ``append`` lines may share one comment, one per line.  ``skip`` leaves the whole
   block out (REASON says why; the README says it in visible text too).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -79,7 +80,7 @@ def parse_blocks(text: str, doc: str) -> list[Block]:
             continue
         end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), len(lines))
         if m.group(1) in ("bash", "sh", "shell", "console"):
-            blocks.append(Block(doc, i + 1, lines[i + 1:end], _directives_before(lines, i)))
+            blocks.append(Block(doc, i + 1, lines[i + 1 : end], _directives_before(lines, i)))
         i = end + 1
     return blocks
 
@@ -94,7 +95,7 @@ def _directives_before(lines: list[str], fence: int) -> list[list[str]]:
     k = j
     while k >= 0 and "<!--" not in lines[k]:
         k -= 1
-    m = DIRECTIVE.search("\n".join(lines[k:j + 1]))
+    m = DIRECTIVE.search("\n".join(lines[k : j + 1]))
     if not m:
         return []
     return [_directive(line.strip()) for line in m.group(1).strip().splitlines() if line.strip()]
@@ -116,7 +117,7 @@ def split_comment(command: str) -> tuple[str, str]:
         elif ch in "'\"":
             quote = ch
         elif ch == "#" and (i == 0 or command[i - 1].isspace()):
-            return command[:i].rstrip(), command[i + 1:].strip()
+            return command[:i].rstrip(), command[i + 1 :].strip()
     return command.rstrip(), ""
 
 
@@ -191,7 +192,9 @@ print("not run")
     (block,) = parse_blocks(text, "doc.md")
     assert block.line == 5 and block.directives[0][:2] == ["append", "facesr train configs/"]
     script, skipped = block_script(block)
-    assert "facesr train configs/a.yaml --work-dir runs/a --set x=1 --set train.max_iters=4 data.num_workers=0" in script
+    assert (
+        "facesr train configs/a.yaml --work-dir runs/a --set x=1 --set train.max_iters=4 data.num_workers=0" in script
+    )
     assert skipped == ["doc.md:5: facesr train configs/b.yaml  (needs a GPU)"]
     assert "echo 'a # not a comment'\n" in script
 
@@ -213,8 +216,12 @@ def test_every_document_block_parses_and_skips_say_why():
 def _copy_tracked_files(dest: Path) -> None:
     """Copy the repository's tracked (and untracked, not ignored) files, as they are on disk, to ``dest``."""
     try:
-        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                             capture_output=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout: the README test copies `git ls-files`")
     for name in filter(None, out.decode().split("\0")):
@@ -272,8 +279,15 @@ def _run_block(script: str, cwd: Path, env: dict) -> tuple[int, str, float]:
     """Run one block's script with bash -e; (exit status, stdout + stderr, seconds).  124 = timed out."""
     t0 = time.monotonic()
     try:
-        res = subprocess.run(["bash", "-c", PRELUDE + script], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, timeout=BLOCK_TIMEOUT_S)
+        res = subprocess.run(
+            ["bash", "-c", PRELUDE + script],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=BLOCK_TIMEOUT_S,
+        )
         rc, out = res.returncode, res.stdout
     except subprocess.TimeoutExpired as e:
         text = e.output.decode(errors="replace") if isinstance(e.output, bytes) else (e.output or "")
@@ -297,8 +311,11 @@ def test_readme_blocks_run_in_order(tmp_path):
     repo = tmp_path / "facesr"
     repo.mkdir()
     _copy_tracked_files(repo)
-    env = {**os.environ, "FACESR_PYTHON": sys.executable,
-           "PYTHONPATH": os.pathsep.join([str(repo / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {
+        **os.environ,
+        "FACESR_PYTHON": sys.executable,
+        "PYTHONPATH": os.pathsep.join([str(repo / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
     mode = _shared_mode()
     if mode == "mirror":
         _mirror_shared(SHARED, tmp_path / "shared")

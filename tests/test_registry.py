@@ -4,6 +4,7 @@ The tests loop over :func:`facesr.models.available`, so a new architecture (one 
 plus one ``register(...)`` line in :mod:`facesr.models.registry`) is covered without
 touching this file.  Small instances come from the class's ``TINY`` Cfg fields.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -86,6 +87,7 @@ def test_onnx_matches_torch_and_carries_receptive_field(name):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from facesr.inference import OnnxModel, export_onnx
+
     m = _tiny(name, seed=3)
     data = export_onnx(m, check=False)
     om = OnnxModel(data)
@@ -103,6 +105,7 @@ def test_onnx_overlap_of_a_deep_model_is_its_receptive_field():
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from facesr.inference import export_onnx
+
     m = build_model("lqresnet", mid_channels=4, num_blocks=29)
     assert m.receptive_field() == 62
     assert Restorer.from_onnx(export_onnx(m, check=False)).tile_overlap == 62

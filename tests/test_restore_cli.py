@@ -3,6 +3,7 @@
 The detector is replaced by a perfect fake (the faces the test pasted), so these run without the
 'faces' extra; tests/test_faces_detect.py runs the command with the real detector.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,22 +25,31 @@ from facesr.io.images import read_any
 def fake_detector(monkeypatch):
     """Every photo 'contains' one face at a fixed place (or none, for photos smaller than it)."""
     from facesr.faces import detect
+
     _, _, faces = S.make_photo([(0.5, 10.0, (60.0, 50.0))], h=100, w=120)
 
     def load(name="hog", **kw):
         def det(rgb):
             return S.FakeDetector(faces)(rgb) if rgb.shape[0] >= 100 and rgb.shape[1] >= 100 else []
+
         return det
+
     monkeypatch.setattr(detect, "load_detector", load)
     return faces
 
 
 def _png_header_only(w: int, h: int) -> bytes:
     """A PNG whose header claims w x h pixels but which holds (almost) no data."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture()
@@ -84,8 +94,21 @@ def test_restore_folder_of_awkward_inputs(tmp_path, inputs, ckpt, fake_detector,
 
 def test_upscale_background_and_save_faces(tmp_path, inputs, ckpt, fake_detector):
     out = tmp_path / "out"
-    rc = main(["restore", str(inputs / "photo.png"), "--out", str(out), "--checkpoint", ckpt, "--upscale", "4",
-               "--bg", "lanczos", "--save-faces"])
+    rc = main(
+        [
+            "restore",
+            str(inputs / "photo.png"),
+            "--out",
+            str(out),
+            "--checkpoint",
+            ckpt,
+            "--upscale",
+            "4",
+            "--bg",
+            "lanczos",
+            "--save-faces",
+        ]
+    )
     assert rc == 0
     assert read_any(out / "photo.png")[0].shape == (400, 480, 3)
     folder = out / "photo_faces"
@@ -99,8 +122,20 @@ def test_upscale_background_and_save_faces(tmp_path, inputs, ckpt, fake_detector
 
 
 def test_min_face_skips_and_counts(tmp_path, inputs, ckpt, fake_detector, capsys):
-    rc = main(["restore", str(inputs / "photo.png"), "--out", str(tmp_path / "o"), "--checkpoint", ckpt,
-               "--min-face", "500", "--upscale", "1"])
+    rc = main(
+        [
+            "restore",
+            str(inputs / "photo.png"),
+            "--out",
+            str(tmp_path / "o"),
+            "--checkpoint",
+            ckpt,
+            "--min-face",
+            "500",
+            "--upscale",
+            "1",
+        ]
+    )
     cap = capsys.readouterr()
     assert rc == 0 and "0 face(s) restored, 1 face(s) narrower than 500 px" in cap.out
     assert "no face restored (1 too small)" in cap.err
@@ -124,8 +159,18 @@ def test_refuses_input_folder_and_overwrite(tmp_path, inputs, ckpt, fake_detecto
 
 
 def test_max_pixels_is_checked_before_decoding(tmp_path, inputs, ckpt, fake_detector, capsys):
-    rc = main(["restore", str(inputs / "photo.png"), "--out", str(tmp_path / "o"), "--checkpoint", ckpt,
-               "--max-pixels", "5000"])
+    rc = main(
+        [
+            "restore",
+            str(inputs / "photo.png"),
+            "--out",
+            str(tmp_path / "o"),
+            "--checkpoint",
+            ckpt,
+            "--max-pixels",
+            "5000",
+        ]
+    )
     assert rc == 1 and "120x100" in capsys.readouterr().err
 
 
@@ -140,14 +185,28 @@ def test_missing_extra_is_one_line(tmp_path, inputs, ckpt, monkeypatch, capsys):
 
 def test_detector_choice_reaches_the_loader(tmp_path, inputs, ckpt, monkeypatch):
     from facesr.faces import detect
+
     asked = []
 
     def load(name="hog", **kw):
         asked.append(name)
         return lambda rgb: []
+
     monkeypatch.setattr(detect, "load_detector", load)
-    rc = main(["restore", str(inputs / "photo.png"), "--out", str(tmp_path / "o"), "--checkpoint", ckpt,
-               "--detector", "hog-upright", "--upscale", "1"])
+    rc = main(
+        [
+            "restore",
+            str(inputs / "photo.png"),
+            "--out",
+            str(tmp_path / "o"),
+            "--checkpoint",
+            ckpt,
+            "--detector",
+            "hog-upright",
+            "--upscale",
+            "1",
+        ]
+    )
     assert rc == 0 and asked == ["hog-upright"]
 
 

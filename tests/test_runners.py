@@ -1,5 +1,6 @@
 """The runner protocol (one runner per backend), the one batching rule, the layering of the modules and
 the options that are refused rather than dropped."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,13 +11,12 @@ import pytest
 import torch
 
 import facesr
+from conftest import REPO, strong_msrresnet
 from facesr.batching import batch_cap, same_size_batches
 from facesr.errors import BadValueError
 from facesr.inference import Restorer, Runner, TorchRunner, make_runner
 from facesr.inference.torch_runner import channels_last_input
 from facesr.models import MSRResNet, save_weights
-
-from conftest import REPO, strong_msrresnet
 
 
 def _img(h, w, seed=0):
@@ -32,23 +32,29 @@ def _onnx_runner(model):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from facesr.inference import OnnxRuntimeRunner, export_onnx
+
     return OnnxRuntimeRunner.load(export_onnx(model, check=False))
 
 
 def _openvino_runner(model):
     pytest.importorskip("openvino")
     pytest.importorskip("onnx")
-    from facesr.inference.openvino import OpenVinoRunner
     from facesr.inference import export_onnx
+    from facesr.inference.openvino import OpenVinoRunner
+
     return OpenVinoRunner.load(export_onnx(model, check=False), threads=1)
 
 
 # ----------------------------------------------------------------------------- the protocol
 
+
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
 def test_every_runner_keeps_the_contract(model, backend):
-    runner = {"torch": lambda m: TorchRunner(m, device="cpu", precision="fp32"),
-              "onnxruntime": _onnx_runner, "openvino": _openvino_runner}[backend](model)
+    runner = {
+        "torch": lambda m: TorchRunner(m, device="cpu", precision="fp32"),
+        "onnxruntime": _onnx_runner,
+        "openvino": _openvino_runner,
+    }[backend](model)
     assert isinstance(runner, Runner) and runner.backend == backend
     assert runner.scale == 4 and runner.receptive_field == model.receptive_field() and runner.precision == "fp32"
     x = np.random.default_rng(0).random((2, 3, 9, 7), dtype=np.float32)  # 0-1
@@ -90,6 +96,7 @@ def test_the_model_sees_the_same_layout_however_the_batch_was_built(model):
 
 # ----------------------------------------------------------------------------- options are refused, not dropped
 
+
 def test_options_that_do_not_apply_are_errors(model, tmp_path):
     save_weights(tmp_path / "m.safetensors", MSRResNet(mid_channels=8, num_blocks=1))
     ckpt = tmp_path / "m.safetensors"
@@ -114,15 +121,18 @@ def test_options_that_do_not_apply_are_errors(model, tmp_path):
 def test_cli_refuses_a_device_for_the_cpu_backends(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from facesr.cli import main
+
     d = tmp_path / "in"
     d.mkdir()
     from PIL import Image
+
     Image.fromarray(_img(8, 8)).save(d / "a.png")
     assert main(["predict", str(d), "--out", str(tmp_path / "o"), "--backend", "onnxruntime", "--device", "cuda"]) == 2
     assert "--device cuda applies to --backend torch" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- batching
+
 
 def test_batch_cap_and_same_size_batches():
     assert batch_cap(128, 128, 4, 256 * 256) == 4 and batch_cap(160, 160, 4, 256 * 256) == 2
@@ -153,6 +163,7 @@ def test_same_size_batches_reads_a_stream_only_as_needed():
 def test_every_caller_packs_the_same_way(model, monkeypatch):
     """evaluate_pairs, Restorer.restore_rgb and restore_photo run the same passes for the same images."""
     from facesr.evaluation import evaluate_pairs
+
     r = Restorer(model, device="cpu", batch_size=3, precision="fp32")
     monkeypatch.setattr(Restorer, "MAX_BATCH_PIXELS", 2 * 16 * 16)
     passes = []
@@ -162,15 +173,16 @@ def test_every_caller_packs_the_same_way(model, monkeypatch):
     r.restore_rgb(imgs)
     assert passes == [1, 2, 2, 1]  # 8x8: one pass of 1 (the 3 allowed); 16x16: 2 + 2 + 1
     passes.clear()
-    evaluate_pairs(r, [(f"s{i}", im, np.zeros((im.shape[0] * 4, im.shape[1] * 4, 3), np.uint8))
-                       for i, im in enumerate(imgs)])
+    evaluate_pairs(
+        r, [(f"s{i}", im, np.zeros((im.shape[0] * 4, im.shape[1] * 4, 3), np.uint8)) for i, im in enumerate(imgs)]
+    )
     assert sorted(passes) == [1, 1, 2, 2]
 
 
 def test_restore_photo_reports_progress_per_forward_pass(model, monkeypatch):
     import faces_synth as S
-
     from facesr.faces import restore_photo
+
     lq, _, faces = S.make_photo([(0.5, 0.0, (60.0, 60.0)), (0.5, 0.0, (160.0, 60.0)), (0.5, 0.0, (260.0, 60.0))])
     r = Restorer(model, device="cpu", batch_size=3, precision="fp32")
     passes, seen = [], []
@@ -183,9 +195,16 @@ def test_restore_photo_reports_progress_per_forward_pass(model, monkeypatch):
 
 # ----------------------------------------------------------------------------- layering
 
+
 def _modules_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint(' '.join(sorted(sys.modules)))"],
-                         capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys\nprint(' '.join(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return set(out.stdout.split())
 
@@ -201,6 +220,7 @@ def test_moved_helpers_are_the_same_objects():
     from facesr.inference import join_alpha, split_alpha
     from facesr.io import alpha
     from facesr.training import distributed as training_distributed
+
     assert split_alpha is alpha.split_alpha and join_alpha is alpha.join_alpha
     for name in ("DistInfo", "init_distributed", "barrier", "cleanup", "all_reduce_max_flag", "all_reduce_max_int"):
         assert getattr(training_distributed, name) is getattr(distributed, name)

@@ -3,6 +3,7 @@
 The hostile files are built here: PNG/JPEG headers with struct/zlib, pickles, YAML bombs; a full disk is a
 monkeypatched write raising ENOSPC (the tests run as root, so chmod would not block writes).
 """
+
 from __future__ import annotations
 
 import errno
@@ -30,23 +31,37 @@ SRC = REPO / "src"
 
 # ----------------------------------------------------------------------------- hostile files
 
+
 def png_header(path: Path, w: int, h: int, pad: int = 0) -> Path:
     """A PNG whose IHDR says ``w x h`` (8-bit RGB); one tiny IDAT (whose data does not match), optional padding."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     idat = zlib.compress(b"\x00" * 1000 + b"\x00" * pad, 9)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", idat) + b"\x00" * pad + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + b"\x00" * pad
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
 def jpeg_header(path: Path, w: int, h: int) -> Path:
     """A baseline JPEG whose SOF0 says ``w x h`` (3 components); no image data."""
-    seg = lambda marker, data: b"\xff" + marker + struct.pack(">H", len(data) + 2) + data  # noqa: E731
+    seg = lambda marker, data: b"\xff" + marker + struct.pack(">H", len(data) + 2) + data
     sof = struct.pack(">BHHB", 8, h, w, 3) + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00"
     sos = struct.pack(">B", 3) + b"\x01\x00\x02\x00\x03\x00" + b"\x00\x3f\x00"
-    path.write_bytes(b"\xff\xd8" + seg(b"\xe0", b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
-                     + seg(b"\xc0", sof) + seg(b"\xda", sos) + b"\x00" * 16 + b"\xff\xd9")
+    path.write_bytes(
+        b"\xff\xd8"
+        + seg(b"\xe0", b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+        + seg(b"\xc0", sof)
+        + seg(b"\xda", sos)
+        + b"\x00" * 16
+        + b"\xff\xd9"
+    )
     return path
 
 
@@ -79,7 +94,8 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
 def bounded(code: str, tmp_path: Path, seconds: float = 2.0, mb: float = 500) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter; assert the measured part took < ``seconds`` and < ``mb`` peak RSS."""
     script = tmp_path / "bounded.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import resource, sys, time, json
         import torch, numpy, PIL.Image, facesr.cli  # imports are not what is measured
 
@@ -101,9 +117,15 @@ def bounded(code: str, tmp_path: Path, seconds: float = 2.0, mb: float = 500) ->
             rc = e.code
         dt = time.perf_counter() - t0
         print(json.dumps({"rc": rc, "seconds": dt, "peak_mb": hwm_kb() / 1024}))
-    """))
-    r = subprocess.run([sys.executable, str(script), code], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(SRC)})
+    """)
+    )
+    r = subprocess.run(
+        [sys.executable, str(script), code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
     stats = json.loads(r.stdout.strip().splitlines()[-1])
     assert stats["seconds"] < seconds, stats
     assert stats["peak_mb"] < mb, stats
@@ -113,6 +135,7 @@ def bounded(code: str, tmp_path: Path, seconds: float = 2.0, mb: float = 500) ->
 
 
 # ----------------------------------------------------------------------------- pixel caps
+
 
 def test_huge_headers_are_skipped_and_listed_by_predict(tmp_path, ckpt, capsys):
     d = tmp_path / "in"
@@ -135,8 +158,13 @@ def test_12000_square_png_fails_fast_and_small(tmp_path, ckpt):
     assert r.stats["rc"] == 1 and "over the cap of 64 Mpx" in r.stderr
     # The cap is a flag: a smaller one refuses a small image too.
     small_png(d / "big.png", 40, 40)
-    r = bounded(json.dumps(["predict", str(d), "--out", str(tmp_path / "out2"), "--checkpoint", str(ckpt),
-                            "--max-pixels", "0.001"]), tmp_path, seconds=10)
+    r = bounded(
+        json.dumps(
+            ["predict", str(d), "--out", str(tmp_path / "out2"), "--checkpoint", str(ckpt), "--max-pixels", "0.001"]
+        ),
+        tmp_path,
+        seconds=10,
+    )
     assert r.stats["rc"] == 1 and "over the cap of 0.001 Mpx" in r.stderr
 
 
@@ -149,8 +177,16 @@ def test_huge_headers_in_eval_compare_demo_degrade(tmp_path, ckpt, capsys, face)
     assert code == 2 and "over the cap" in err
     code, _, err = cli(capsys, "compare", pred, pred, gt, "--out", tmp_path / "sheet.png")
     assert code == 2 and "over the cap" in err
-    code, _, err = cli(capsys, "demo", "--image", jpeg_header(tmp_path / "x.jpg", 65000, 65000),
-                       "--checkpoint", ckpt, "--out", tmp_path / "demo.png")
+    code, _, err = cli(
+        capsys,
+        "demo",
+        "--image",
+        jpeg_header(tmp_path / "x.jpg", 65000, 65000),
+        "--checkpoint",
+        ckpt,
+        "--out",
+        tmp_path / "demo.png",
+    )
     assert code == 2 and "over the cap" in err
     hq = tmp_path / "hq"
     hq.mkdir()
@@ -163,6 +199,7 @@ def test_huge_headers_in_eval_compare_demo_degrade(tmp_path, ckpt, capsys, face)
 
 
 # ----------------------------------------------------------------------------- outputs never replace user files
+
 
 def test_eval_outputs_never_replace_inputs_or_existing_files(tmp_path, capsys):
     pred, gt = tmp_path / "pred", tmp_path / "gt"
@@ -186,6 +223,7 @@ def test_eval_outputs_never_replace_inputs_or_existing_files(tmp_path, capsys):
 
 def test_eval_save_refuses_existing_pngs(tmp_path, ckpt, capsys, face):
     import cv2
+
     lq, gt, save = tmp_path / "lq", tmp_path / "gt", tmp_path / "save"
     for d in (lq, gt, save):
         d.mkdir()
@@ -204,19 +242,31 @@ def test_predict_zip_never_replaces_an_output_png(tmp_path, ckpt, capsys):
     d = tmp_path / "in"
     d.mkdir()
     small_png(d / "00000.png")
-    code, _, err = cli(capsys, "predict", d, "--out", tmp_path / "out", "--checkpoint", ckpt,
-                       "--zip", tmp_path / "out" / "00000.png", "--overwrite")
+    code, _, err = cli(
+        capsys,
+        "predict",
+        d,
+        "--out",
+        tmp_path / "out",
+        "--checkpoint",
+        ckpt,
+        "--zip",
+        tmp_path / "out" / "00000.png",
+        "--overwrite",
+    )
     assert code == 2 and "one of the output images" in err
 
 
 def test_full_disk_and_read_only_outputs_are_one_line_without_tmp(tmp_path, ckpt, capsys, monkeypatch):
     import facesr.io.files as files
+
     d = tmp_path / "in"
     d.mkdir()
     small_png(d / "a.png")
 
     def no_space(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(files.os, "replace", no_space)
     code, _, err = cli(capsys, "predict", d, "--out", tmp_path / "out", "--checkpoint", ckpt)
     assert code == 2 and "No space left on device" in err
@@ -229,6 +279,7 @@ def test_full_disk_and_read_only_outputs_are_one_line_without_tmp(tmp_path, ckpt
         if self.name == "ro":
             raise PermissionError(errno.EACCES, "Permission denied", str(self))
         return real_mkdir(self, *a, **kw)
+
     monkeypatch.setattr(Path, "mkdir", read_only)
     code, _, err = cli(capsys, "predict", d, "--out", tmp_path / "ro", "--checkpoint", ckpt)
     assert code == 2 and "Permission denied" in err
@@ -238,22 +289,30 @@ def test_zip_with_non_utf8_file_name(tmp_path, ckpt, capsys):
     d = tmp_path / "in"
     d.mkdir()
     small_png(Path(os.fsdecode(bytes(d) + b"/caf\xe9.png")))
-    code, _, err = cli(capsys, "predict", d, "--out", tmp_path / "out", "--checkpoint", ckpt,
-                       "--zip", tmp_path / "out.zip")
+    code, _, err = cli(
+        capsys, "predict", d, "--out", tmp_path / "out", "--checkpoint", ckpt, "--zip", tmp_path / "out.zip"
+    )
     assert code == 0, err
     assert zipfile.ZipFile(tmp_path / "out.zip").namelist() == ["caf\\xe9.png"]
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
-@pytest.mark.parametrize("payload, words", [
-    ({"format": "facesr-train", "model": 5}, "not a dict of tensors"),
-    ({"format": "facesr-train", "model": {"w": torch.zeros(1)}}, "without arch_config"),
-    ({"format": "facesr-train", "model": {"w": torch.zeros(1)}, "arch_config": [1, 2]}, "must be a mapping"),
-    ({"format": "facesr-train", "model": {"w": torch.zeros(1)}, "arch": 7, "arch_config": {}}, "must be a string"),
-    ({"format": "facesr-train", "model": {"w": torch.zeros(1)}, "arch": "evil", "arch_config": {}}, "unknown architecture"),
-    ({"format": "facesr-train", "model": {"w": torch.zeros(1)}, "arch_config": {"bogus": 1}}, "unknown key"),
-])
+
+@pytest.mark.parametrize(
+    "payload, words",
+    [
+        ({"format": "facesr-train", "model": 5}, "not a dict of tensors"),
+        ({"format": "facesr-train", "model": {"w": torch.zeros(1)}}, "without arch_config"),
+        ({"format": "facesr-train", "model": {"w": torch.zeros(1)}, "arch_config": [1, 2]}, "must be a mapping"),
+        ({"format": "facesr-train", "model": {"w": torch.zeros(1)}, "arch": 7, "arch_config": {}}, "must be a string"),
+        (
+            {"format": "facesr-train", "model": {"w": torch.zeros(1)}, "arch": "evil", "arch_config": {}},
+            "unknown architecture",
+        ),
+        ({"format": "facesr-train", "model": {"w": torch.zeros(1)}, "arch_config": {"bogus": 1}}, "unknown key"),
+    ],
+)
 def test_malformed_facesr_checkpoints_are_one_line(tmp_path, capsys, payload, words):
     path = tmp_path / "bad.pt"
     torch.save(payload, path)
@@ -267,6 +326,7 @@ def test_malformed_facesr_checkpoints_are_one_line(tmp_path, capsys, payload, wo
 
 def test_malformed_safetensors_metadata(tmp_path, capsys):
     from safetensors.torch import save_file
+
     sd = {k: v.contiguous() for k, v in MSRResNet(mid_channels=8, num_blocks=1).state_dict().items()}
     path = tmp_path / "bad.safetensors"
     save_file(sd, str(path), metadata={"format": "facesr", "arch": "msrresnet", "arch_config": "{not json"})
@@ -277,8 +337,15 @@ def test_malformed_safetensors_metadata(tmp_path, capsys):
 def test_checkpoint_claiming_200000_blocks_fails_fast(tmp_path):
     sd = MSRResNet(mid_channels=64, num_blocks=16).state_dict()
     path = tmp_path / "liar.pt"
-    torch.save({"format": "facesr-train", "arch": "msrresnet", "model": sd,
-                "arch_config": {"mid_channels": 64, "num_blocks": 200000}}, path)
+    torch.save(
+        {
+            "format": "facesr-train",
+            "arch": "msrresnet",
+            "model": sd,
+            "arch_config": {"mid_channels": 64, "num_blocks": 200000},
+        },
+        path,
+    )
     assert path.stat().st_size < 12_000_000
     r = bounded(json.dumps(["info", "--checkpoint", str(path)]), tmp_path)
     assert r.stats["rc"] == 2 and "num_blocks" in r.stderr
@@ -287,8 +354,15 @@ def test_checkpoint_claiming_200000_blocks_fails_fast(tmp_path):
 def test_metadata_that_does_not_match_the_weights_is_refused_before_building(tmp_path, capsys):
     sd = MSRResNet(mid_channels=8, num_blocks=1).state_dict()
     path = tmp_path / "liar.pt"
-    torch.save({"format": "facesr-train", "arch": "msrresnet", "model": sd,
-                "arch_config": {"mid_channels": 1024, "num_blocks": 3}}, path)
+    torch.save(
+        {
+            "format": "facesr-train",
+            "arch": "msrresnet",
+            "model": sd,
+            "arch_config": {"mid_channels": 1024, "num_blocks": 3},
+        },
+        path,
+    )
     code, _, err = cli(capsys, "info", "--checkpoint", path)
     assert code == 2 and "do not fit the model" in err
 
@@ -309,27 +383,31 @@ def test_torchscript_rejection_never_suggests_weights_only_false(tmp_path, capsy
     class M(torch.nn.Module):
         def forward(self, x):
             return x
+
     path = tmp_path / "ts.pt"
     torch.jit.save(torch.jit.trace(M(), torch.zeros(1)), str(path))
-    for argv in (["info", "--checkpoint", path],
-                 ["train", "--work-dir", tmp_path / "wd", "--resume", path]):
+    for argv in (["info", "--checkpoint", path], ["train", "--work-dir", tmp_path / "wd", "--resume", path]):
         code, _, err = cli(capsys, *argv)
         assert code == 2 and "TorchScript" in err and "weights_only" not in err, err
 
 
 # ----------------------------------------------------------------------------- YAML and config ranges
 
+
 def test_yaml_alias_bomb_is_refused_fast(tmp_path):
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for i, (prev, cur) in enumerate(zip("abcdefgh", "bcdefghi")):
+    for _i, (prev, cur) in enumerate(zip("abcdefgh", "bcdefghi")):
         lines.append(f"{cur}: &{cur} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]")
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text("\n".join(lines) + "\n")
     assert bomb.stat().st_size < 700
     r = bounded(json.dumps(["info", "--config", str(bomb)]), tmp_path)
     assert r.stats["rc"] == 2 and "aliases" in r.stderr and len(r.stderr) < 400
-    r = bounded(json.dumps(["info", "--config", str(REPO / "configs" / "quickstart.yaml"),
-                            "--set", "seed=" + "&x [1]"]), tmp_path, seconds=5)  # an anchor alone is harmless
+    r = bounded(
+        json.dumps(["info", "--config", str(REPO / "configs" / "quickstart.yaml"), "--set", "seed=" + "&x [1]"]),
+        tmp_path,
+        seconds=5,
+    )  # an anchor alone is harmless
 
 
 def test_yaml_non_utf8_deep_and_oversized(tmp_path, capsys):
@@ -344,17 +422,20 @@ def test_yaml_non_utf8_deep_and_oversized(tmp_path, capsys):
     assert "nested deeper" in err
 
 
-@pytest.mark.parametrize("override, words", [
-    ("optim.lr=.inf", "optim.lr: must be a finite number"),
-    ("optim.lr=-1", "optim.lr: must be positive"),
-    ("degradation.down.resize_scale=[100,100]", "degradation.down.resize_scale"),
-    ("degradation.blur.rotate_angle=[.nan,1]", "rotate_angle: must be a finite number"),
-    ("model.mid_channels=1e7", "model.mid_channels"),
-    ("model.mid_channels=10000000", "model.mid_channels: must be in 1..1024"),
-    ("model.arch=evil", "unknown architecture 'evil'"),
-    ("degradation.blur.kernel_size=[100001]", "kernel sizes must be odd, 1..201"),
-    ("degradation.jpeg.quality=[0,500]", "degradation.jpeg.quality"),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("optim.lr=.inf", "optim.lr: must be a finite number"),
+        ("optim.lr=-1", "optim.lr: must be positive"),
+        ("degradation.down.resize_scale=[100,100]", "degradation.down.resize_scale"),
+        ("degradation.blur.rotate_angle=[.nan,1]", "rotate_angle: must be a finite number"),
+        ("model.mid_channels=1e7", "model.mid_channels"),
+        ("model.mid_channels=10000000", "model.mid_channels: must be in 1..1024"),
+        ("model.arch=evil", "unknown architecture 'evil'"),
+        ("degradation.blur.kernel_size=[100001]", "kernel sizes must be odd, 1..201"),
+        ("degradation.jpeg.quality=[0,500]", "degradation.jpeg.quality"),
+    ],
+)
 def test_config_ranges_are_validated(capsys, override, words):
     code, _, err = cli(capsys, "info", "--config", REPO / "configs" / "quickstart.yaml", "--set", override)
     assert code == 2 and words in err, err
@@ -371,8 +452,10 @@ def test_info_shape_is_capped_and_counted_without_memory(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- silent garbage
 
+
 def test_float_tiff_in_0_1_is_scaled_not_black(tmp_path):
     from facesr.io.images import read_any
+
     a = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
     Image.fromarray(a, "F").save(tmp_path / "f.tif")
     rgb, _ = read_any(tmp_path / "f.tif")
@@ -395,6 +478,7 @@ def test_symlink_loop_in_input_folder_is_listed(tmp_path, ckpt, capsys):
 
 def test_large_inputs_warn_once_and_point_to_restore(tmp_path, ckpt, capsys):
     import facesr.io.images as images
+
     images._warned_large = False
     d = tmp_path / "in"
     d.mkdir()

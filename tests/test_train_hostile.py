@@ -6,6 +6,7 @@ being written), caps that follow from the machine (memory estimate, workers by c
 disk at best.safetensors, stray checkpoints on resume, a non-UTF-8 log, and progress from the first
 iteration on.
 """
+
 from __future__ import annotations
 
 import errno
@@ -98,6 +99,7 @@ def test_backward_half_of_a_step_changes_no_state():
     from facesr.models import build_model
     from facesr.training.losses import get_loss
     from facesr.training.step import Batch, TrainStep
+
     torch.manual_seed(0)
     model = build_model("msrresnet", mid_channels=8, num_blocks=1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -134,12 +136,14 @@ def _weights_equal(a: Path, b: Path) -> None:
     assert sa["best"] == sb["best"]
 
 
-def test_signal_in_a_forward_pass_stops_at_the_last_whole_iteration_and_resumes_bit_identically(tmp_path,
-                                                                                                 long_grace):
+def test_signal_in_a_forward_pass_stops_at_the_last_whole_iteration_and_resumes_bit_identically(tmp_path, long_grace):
     common = ["train.ckpt_interval=3", "train.val_interval=3", "sched.periods=[4, 4]"]
-    train(tiny_cfg(tmp_path, "train.max_iters=8", *common), tmp_path / "ref", quiet=True, extra_losses=[_SignalAt(None)])
-    summary = train(tiny_cfg(tmp_path, "train.max_iters=8", *common), tmp_path / "wd", quiet=True,
-                    extra_losses=[_SignalAt(5)])  # the 5th forward: iterations 1-4 are whole
+    train(
+        tiny_cfg(tmp_path, "train.max_iters=8", *common), tmp_path / "ref", quiet=True, extra_losses=[_SignalAt(None)]
+    )
+    summary = train(
+        tiny_cfg(tmp_path, "train.max_iters=8", *common), tmp_path / "wd", quiet=True, extra_losses=[_SignalAt(5)]
+    )  # the 5th forward: iterations 1-4 are whole
     assert summary["stopped_by_signal"] == signal.SIGTERM and summary["iter"] == 4
     assert summary["last_checkpoint"].endswith("iter_4.pt")
     assert max(r["iter"] for r in read_log(tmp_path / "wd")) == 4
@@ -165,8 +169,11 @@ def test_signal_during_validation_writes_no_checkpoint_for_that_iteration(tmp_pa
         return real(self, it, train_s)
 
     monkeypatch.setattr(validation_mod.Validator, "evaluate", signalled)
-    summary = train(tiny_cfg(tmp_path, "train.max_iters=9", "train.val_interval=3", "train.ckpt_interval=2"),
-                    tmp_path / "wd", quiet=True)
+    summary = train(
+        tiny_cfg(tmp_path, "train.max_iters=9", "train.val_interval=3", "train.ckpt_interval=2"),
+        tmp_path / "wd",
+        quiet=True,
+    )
     assert summary["stopped_by_signal"] and summary["iter"] == 6
     # iteration 6's validation did not finish, so its checkpoint is not written: a resume validates it again
     assert sorted(p.name for p in (tmp_path / "wd" / "checkpoints").iterdir()) == ["iter_2.pt", "iter_4.pt"]
@@ -176,7 +183,7 @@ def test_signal_during_validation_writes_no_checkpoint_for_that_iteration(tmp_pa
 
 
 def test_memory_estimate_refuses_the_issue_cases_in_one_line(monkeypatch):
-    monkeypatch.setattr(memory_mod, "host_memory", lambda: (16 * 10 ** 9, 24 * 10 ** 9))
+    monkeypatch.setattr(memory_mod, "host_memory", lambda: (16 * 10**9, 24 * 10**9))
     cpu = torch.device("cpu")
     for over in (["train.batch_size=100000"], ["model.mid_channels=1024"]):
         with pytest.raises(TrainingError) as info:
@@ -196,8 +203,8 @@ def test_memory_estimate_follows_the_batch_and_the_precision():
 
 
 def test_memory_estimate_on_cuda_uses_the_gpu_free_memory(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 ** 9, 8 * 10 ** 9))
-    monkeypatch.setattr(memory_mod, "host_memory", lambda: (64 * 10 ** 9, 64 * 10 ** 9))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10**9, 8 * 10**9))
+    monkeypatch.setattr(memory_mod, "host_memory", lambda: (64 * 10**9, 64 * 10**9))
     with pytest.raises(TrainingError, match=r"on cuda:0, which has 1.0 GB free \(8.0 GB in all\)"):
         memory_mod.check_fits(load_config(None, ["train.batch_size=64"]), torch.device("cuda", 0), 2, 1000)
 
@@ -257,8 +264,9 @@ def test_overwrite_never_moves_the_config_file_or_initial_weights(tmp_path, caps
     cfg_file.write_text("train: {max_iters: 2}\n")
     code, err = _cli(capsys, "train", str(cfg_file), *_train_argv(wd, hq)[1:], "--overwrite")
     assert code == 2 and "input" in err and str(cfg_file) in err and cfg_file.is_file()
-    code, err = _cli(capsys, *_train_argv(wd, hq, "train.max_iters=2"), "--overwrite",
-                     "--init-from", str(wd / "best.safetensors"))
+    code, err = _cli(
+        capsys, *_train_argv(wd, hq, "train.max_iters=2"), "--overwrite", "--init-from", str(wd / "best.safetensors")
+    )
     assert code == 2 and "the initial weights" in err and (wd / "best.safetensors").is_file()
     assert not [p for p in tmp_path.iterdir() if ".old-" in p.name]
 
@@ -275,8 +283,9 @@ def _fake_run(run: Path) -> Path:
     return run
 
 
-@pytest.mark.parametrize("name", ["best.safetensors", "config.yaml", "log.jsonl", "checkpoints/iter_3.pt",
-                                  "plot.webp", "plot"])
+@pytest.mark.parametrize(
+    "name", ["best.safetensors", "config.yaml", "log.jsonl", "checkpoints/iter_3.pt", "plot.webp", "plot"]
+)
 def test_plot_never_replaces_a_run_file_and_writes_only_plot_formats(tmp_path, capsys, name):
     run = _fake_run(tmp_path / "run")
     before = _tree(run)
@@ -285,8 +294,16 @@ def test_plot_never_replaces_a_run_file_and_writes_only_plot_formats(tmp_path, c
     assert _tree(run) == before
 
 
-@pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".jpg", b"\xff\xd8\xff"), (".jpeg", b"\xff\xd8\xff"),
-                                           (".pdf", b"%PDF"), (".svg", b"<?xml")])
+@pytest.mark.parametrize(
+    "suffix, magic",
+    [
+        (".png", b"\x89PNG"),
+        (".jpg", b"\xff\xd8\xff"),
+        (".jpeg", b"\xff\xd8\xff"),
+        (".pdf", b"%PDF"),
+        (".svg", b"<?xml"),
+    ],
+)
 def test_plot_writes_the_format_its_name_says(tmp_path, capsys, suffix, magic):
     run = _fake_run(tmp_path / "run")
     out = tmp_path / f"curve{suffix.upper() if suffix == '.jpeg' else suffix}"
@@ -309,9 +326,16 @@ def test_plot_of_a_log_that_is_not_utf8_is_one_line_naming_it(tmp_path, capsys):
 @pytest.mark.parametrize("case", ["wrong image size", "corrupt image", "seed"])
 def test_a_run_that_fails_before_its_first_iteration_leaves_no_work_dir(tmp_path, capsys, case):
     hq = _faces(tmp_path / "hq")
-    extra = {"wrong image size": ["data.hq_resize=error", "data.hq_size=32", "degradation.up.size=32",
-                                  "degradation.final.size=8"],
-             "corrupt image": [], "seed": ["seed=-1"]}[case]
+    extra = {
+        "wrong image size": [
+            "data.hq_resize=error",
+            "data.hq_size=32",
+            "degradation.up.size=32",
+            "degradation.final.size=8",
+        ],
+        "corrupt image": [],
+        "seed": ["seed=-1"],
+    }[case]
     if case == "corrupt image":
         (hq / "face_1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     wd = tmp_path / "wd"
@@ -334,8 +358,10 @@ def test_an_empty_work_dir_the_user_made_stays_after_such_a_failure(tmp_path, ca
 
 def test_full_disk_at_best_safetensors_is_one_line_and_keeps_the_earlier_best(tmp_path, capsys, monkeypatch):
     from safetensors import SafetensorError
+
     hq = _faces(tmp_path / "hq")
     import facesr.models.weights as weights_mod
+
     real, calls = weights_mod.save_file, {"n": 0}
 
     def full_disk(tensors, filename, metadata=None):
@@ -352,8 +378,12 @@ def test_full_disk_at_best_safetensors_is_one_line_and_keeps_the_earlier_best(tm
     monkeypatch.setattr(weights_mod, "save_file", full_disk)
     monkeypatch.setattr(validation_mod.Validator, "update_best", always_better)
     wd = tmp_path / "wd"
-    code, err = _cli(capsys, *_train_argv(wd, hq, f"data.val_hq_dir={hq}", "train.val_interval=2",
-                                          "train.ckpt_interval=3", "train.max_iters=9"))
+    code, err = _cli(
+        capsys,
+        *_train_argv(
+            wd, hq, f"data.val_hq_dir={hq}", "train.val_interval=2", "train.ckpt_interval=3", "train.max_iters=9"
+        ),
+    )
     line = _last_line(err)
     assert code == 2 and "cannot write the best weights" in line and "No space left on device" in line, err
     assert "last good checkpoint iter_3.pt kept" in line
@@ -364,12 +394,17 @@ def test_full_disk_at_best_safetensors_is_one_line_and_keeps_the_earlier_best(tm
 
 def test_too_little_space_for_best_safetensors_is_refused_before_writing(tmp_path, capsys, monkeypatch):
     from collections import namedtuple
+
     hq = _faces(tmp_path / "hq")
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(state_mod.shutil, "disk_usage", lambda p: usage(3 << 20, 3 << 20, 1000))
     wd = tmp_path / "wd"
-    code, err = _cli(capsys, *_train_argv(wd, hq, f"data.val_hq_dir={hq}", "train.val_interval=2",
-                                          "train.ckpt_interval=100", "train.max_iters=4"))
+    code, err = _cli(
+        capsys,
+        *_train_argv(
+            wd, hq, f"data.val_hq_dir={hq}", "train.val_interval=2", "train.ckpt_interval=100", "train.max_iters=4"
+        ),
+    )
     assert code == 2 and "best.safetensors needs about" in _last_line(err) and "no checkpoint written yet" in err
     assert not (wd / "best.safetensors").exists()
 
@@ -398,8 +433,9 @@ def test_a_stray_checkpoint_is_passed_over_in_one_line_and_no_log_line_is_lost(t
 def test_resuming_from_an_earlier_checkpoint_says_how_many_log_lines_it_moves(tmp_path, capsys):
     train(tiny_cfg(tmp_path, "train.max_iters=9", "train.keep_last=3"), tmp_path / "wd", quiet=True)
     earlier = tmp_path / "wd" / "checkpoints" / "iter_6.pt"
-    code, err = _cli(capsys, "train", "--work-dir", str(tmp_path / "wd"), "--resume", str(earlier),
-                     "--set", "train.max_iters=9")
+    code, err = _cli(
+        capsys, "train", "--work-dir", str(tmp_path / "wd"), "--resume", str(earlier), "--set", "train.max_iters=9"
+    )
     assert code == 0
     assert "line(s) written after iteration 6" in err and "log.discarded.jsonl" in err
 
@@ -420,6 +456,7 @@ def test_log_progress_lines_carry_the_postfix():
     import io
 
     from facesr.io.progress import LogProgress
+
     out = io.StringIO()
     t = [0.0]
     p = LogProgress(4, "train", "it", out, interval=30, clock=lambda: t[0])
@@ -436,12 +473,17 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
 
 
-def _signal_run(wd: Path, hq: Path, ready, *extra: str, sig=signal.SIGTERM, delay: float = 0.0,
-                second: float | None = None) -> tuple[float, int, str]:
+def _signal_run(
+    wd: Path, hq: Path, ready, *extra: str, sig=signal.SIGTERM, delay: float = 0.0, second: float | None = None
+) -> tuple[float, int, str]:
     """Start ``facesr train``, wait for ``ready(wd)`` (and ``delay`` s), send ``sig`` (again after ``second`` s);
     returns ``(seconds from the signal to the exit, exit status, stderr)``."""
-    argv = [sys.executable, "-m", "facesr.cli", *_train_argv(wd, hq, "train.val_interval=100000",
-                                                              "train.ckpt_interval=100000", *extra)]
+    argv = [
+        sys.executable,
+        "-m",
+        "facesr.cli",
+        *_train_argv(wd, hq, "train.val_interval=100000", "train.ckpt_interval=100000", *extra),
+    ]
     proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
@@ -478,12 +520,15 @@ BIG = ["model.mid_channels=512", "model.num_blocks=2", "train.batch_size=2", "da
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage, extra, delay", [
-    ("building a batch", ["train.batch_size=3000", "data.num_workers=0"], 1.0),
-    ("starting the workers", ["train.batch_size=3000", "data.num_workers=2"], 0.0),
-    ("waiting for the workers' batch", ["train.batch_size=3000", "data.num_workers=2"], 3.0),
-    ("a forward pass", BIG, 1.5),
-])
+@pytest.mark.parametrize(
+    "stage, extra, delay",
+    [
+        ("building a batch", ["train.batch_size=3000", "data.num_workers=0"], 1.0),
+        ("starting the workers", ["train.batch_size=3000", "data.num_workers=2"], 0.0),
+        ("waiting for the workers' batch", ["train.batch_size=3000", "data.num_workers=2"], 3.0),
+        ("a forward pass", BIG, 1.5),
+    ],
+)
 def test_sigterm_ends_training_within_2_s(tmp_path, stage, extra, delay):
     hq = _faces(tmp_path / "hq")
     wd = tmp_path / "wd"
@@ -511,8 +556,9 @@ def test_a_second_sigint_stops_at_once(tmp_path):
     hq = _faces(tmp_path / "hq")
     wd = tmp_path / "wd"
     writing = lambda wd: (wd / "checkpoints" / "iter_1.pt.tmp").exists()
-    elapsed, code, err = _signal_run(wd, hq, writing, "train.max_iters=5", *BIG, "train.ckpt_interval=1",
-                                     sig=signal.SIGINT, second=0.1)
+    elapsed, code, err = _signal_run(
+        wd, hq, writing, "train.max_iters=5", *BIG, "train.ckpt_interval=1", sig=signal.SIGINT, second=0.1
+    )
     assert code == 130 and elapsed < 1.0, (elapsed, err)
     assert "a second SIGINT" in err or "interrupted" in err
     _no_partial_files(wd)
@@ -533,9 +579,11 @@ def test_a_long_torch_operation_does_not_hold_a_signal_back(tmp_path):
         "    with stop.interruptible('multiplying'):\n"
         "        print('ready', flush=True)\n"
         "        torch.linalg.matrix_power(a, 4000)\n"
-        "print('not stopped', file=sys.stderr)\n")
-    proc = subprocess.Popen([sys.executable, str(script)], env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+        "print('not stopped', file=sys.stderr)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "ready"
     time.sleep(0.3)
     t0 = time.perf_counter()
@@ -548,20 +596,35 @@ def test_a_long_torch_operation_does_not_hold_a_signal_back(tmp_path):
 @pytest.mark.slow
 def test_sigterm_mid_run_then_resume_is_bit_identical(tmp_path):
     hq = _faces(tmp_path / "hq")
-    common = ["train.deterministic=true", "train.batch_size=8", "sched.periods=[10, 10]", f"data.val_hq_dir={hq}",
-              "train.val_interval=5", "train.ckpt_interval=4"]
+    common = [
+        "train.deterministic=true",
+        "train.batch_size=8",
+        "sched.periods=[10, 10]",
+        f"data.val_hq_dir={hq}",
+        "train.val_interval=5",
+        "train.ckpt_interval=4",
+    ]
     ref = tmp_path / "ref"
-    subprocess.run([sys.executable, "-m", "facesr.cli", *_train_argv(ref, hq, *common, "train.max_iters=20")],
-                   env=_env(), check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "facesr.cli", *_train_argv(ref, hq, *common, "train.max_iters=20")],
+        env=_env(),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     wd = tmp_path / "wd"
     logged = lambda wd: (wd / "log.jsonl").exists() and (wd / "log.jsonl").read_text().count('"train"') >= 6
     _, code, err = _signal_run(wd, hq, logged, *common, "train.max_iters=100000")
     assert code == 130, err
     stopped = max(r["iter"] for r in read_log(wd))
     assert stopped < 20
-    r = subprocess.run([sys.executable, "-m", "facesr.cli", "train", "--work-dir", str(wd), "--resume", "--set",
-                        "train.max_iters=20"],
-                       env=_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "facesr.cli", "train", "--work-dir", str(wd), "--resume", "--set", "train.max_iters=20"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     _weights_equal(ref / "checkpoints" / "iter_20.pt", wd / "checkpoints" / "iter_20.pt")
 
@@ -576,10 +639,21 @@ def test_a_real_write_failure_at_best_safetensors_is_one_line(tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, 16 << 10))
 
-    r = subprocess.run([sys.executable, "-m", "facesr.cli", *_train_argv(wd, hq, f"data.val_hq_dir={hq}",
-                                                                       "train.val_interval=2", "train.max_iters=4",
-                                                                       "train.ckpt_interval=100")],
-                       env=_env(), capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facesr.cli",
+            *_train_argv(
+                wd, hq, f"data.val_hq_dir={hq}", "train.val_interval=2", "train.max_iters=4", "train.ckpt_interval=100"
+            ),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     line = r.stderr.strip().splitlines()[-1]
     assert "cannot write the best weights" in line and os.strerror(errno.EFBIG) in line, line

@@ -1,6 +1,7 @@
 """The training loop's parts on their own: the budget planner, the run log, the train step and its
 extension seam (extra losses, hooks), validation's best tracking, the resume-config merge, the
 deprecated ``train.amp`` key, and the size of the loop itself."""
+
 from __future__ import annotations
 
 import ast
@@ -11,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_engine import read_log, tiny_cfg
 
 from facesr.config import load_config
 from facesr.errors import ConfigError
@@ -24,11 +24,13 @@ from facesr.training.state import load_checkpoint
 from facesr.training.step import Batch, TrainStep
 from facesr.training.trainer import train
 from facesr.training.validation import BestWeights, Validator
+from test_engine import read_log, tiny_cfg
 
 TRAINING = Path(__file__).resolve().parents[1] / "src" / "facesr" / "training"
 
 
 # ----------------------------------------------------------------------------- BudgetPlanner (pure)
+
 
 def test_budget_planner_measures_from_5_percent_and_plans_at_15():
     p = BudgetPlanner(budget_s=100.0, start_iter=0)
@@ -63,6 +65,7 @@ def test_budget_resizes_only_a_one_period_cosine():
 
 # ----------------------------------------------------------------------------- RunLog
 
+
 def test_runlog_writes_reads_and_skips_broken_lines(tmp_path):
     log = RunLog(tmp_path).open(tensorboard=False)
     log.write({"iter": 1, "kind": "train", "loss": 0.5})
@@ -88,6 +91,7 @@ def test_runlog_truncate_moves_cut_lines_aside(tmp_path):
 
 
 # ----------------------------------------------------------------------------- TrainStep and its seam
+
 
 def _batch(seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
@@ -158,13 +162,20 @@ def test_extra_loss_and_hook_through_train_and_resume(tmp_path):
     common = ["train.ckpt_interval=3", "sched.periods=[6]", "train.val_interval=100"]
     hook = _CountingHook()
     train(tiny_cfg(tmp_path, "train.max_iters=6", *common), tmp_path / "ref", quiet=True)
-    train(tiny_cfg(tmp_path, "train.max_iters=4", *common), tmp_path / "x", quiet=True, extra_losses=[zero],
-          hooks=[hook])
+    train(
+        tiny_cfg(tmp_path, "train.max_iters=4", *common), tmp_path / "x", quiet=True, extra_losses=[zero], hooks=[hook]
+    )
     assert seen == [0, 1, 2, 3] and hook.n == 4 and hook.detached
     assert int(load_checkpoint(tmp_path / "x" / "checkpoints" / "iter_3.pt")["hooks"][0]["n"]) == 3
     resumed = _CountingHook()
-    train(tiny_cfg(tmp_path, "train.max_iters=6", *common), tmp_path / "x", resume=str(tmp_path / "x" / "checkpoints" / "iter_3.pt"),
-          quiet=True, extra_losses=[zero], hooks=[resumed])
+    train(
+        tiny_cfg(tmp_path, "train.max_iters=6", *common),
+        tmp_path / "x",
+        resume=str(tmp_path / "x" / "checkpoints" / "iter_3.pt"),
+        quiet=True,
+        extra_losses=[zero],
+        hooks=[resumed],
+    )
     assert resumed.n == 6 and seen[4:] == [3, 4, 5]  # restored at 3, then iterations 3..5
     a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "iter_6.pt") for d in ("ref", "x"))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # a zero loss is no change
@@ -173,13 +184,21 @@ def test_extra_loss_and_hook_through_train_and_resume(tmp_path):
 
 # ----------------------------------------------------------------------------- Validator
 
+
 def test_validator_keeps_the_best_and_writes_it(tmp_path):
     torch.manual_seed(0)
     model = build_model("msrresnet", mid_channels=8, num_blocks=1)
     rng = np.random.default_rng(0)
     pairs = [("a", rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))]
-    v = Validator(pairs, [("", model)], BestWeights(tmp_path, model, None, "msrresnet", []), device=torch.device("cpu"),
-                  precision="fp32", channels_last=False, best_metric="psnr")
+    v = Validator(
+        pairs,
+        [("", model)],
+        BestWeights(tmp_path, model, None, "msrresnet", []),
+        device=torch.device("cpu"),
+        precision="fp32",
+        channels_last=False,
+        best_metric="psnr",
+    )
     rec = v(5, 1.5)
     assert set(rec) == {"iter", "kind", "psnr", "ssim", "psnr_challenge", "train_s"} and model.training
     assert v.best == {"metric": "psnr", "value": rec["psnr"], "iter": 5}
@@ -192,6 +211,7 @@ def test_validator_keeps_the_best_and_writes_it(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the one resume-config merge
+
 
 def test_resumed_config_merges_cfg_and_overrides_in_one_place():
     stored = load_config(None, ["train.max_iters=10", "optim.lr=1e-3"]).to_dict()
@@ -210,6 +230,7 @@ def test_resumed_config_merges_cfg_and_overrides_in_one_place():
 
 
 # ----------------------------------------------------------------------------- train.amp -> train.precision
+
 
 def test_deprecated_train_amp_is_read_as_precision(tmp_path, capsys):
     p = tmp_path / "old.yaml"
@@ -250,6 +271,7 @@ def test_an_old_work_dir_with_train_amp_resumes_bit_identically(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the loop stays readable
+
 
 def test_no_function_in_training_is_over_100_lines():
     long = []

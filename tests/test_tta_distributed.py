@@ -1,4 +1,5 @@
 """Flip test-time augmentation in the Restorer, ``predict --skip-existing`` and ``predict`` under torchrun."""
+
 from __future__ import annotations
 
 import os
@@ -13,13 +14,11 @@ import torch
 from PIL import Image
 
 import facesr
+from conftest import strong_msrresnet
 from facesr.cli import main
 from facesr.inference import Restorer
 from facesr.inference.torch_runner import channels_last_input
 from facesr.models import build_model, save_weights
-
-
-from conftest import strong_msrresnet  # noqa: E402  (a random MSRResNet whose convolutions matter)
 
 
 def _img(h, w, seed=0):
@@ -27,6 +26,7 @@ def _img(h, w, seed=0):
 
 
 # ----------------------------------------------------------------------------- TTA
+
 
 def test_tta_flip_is_the_average_of_the_two_predictions():
     m = strong_msrresnet()
@@ -64,6 +64,7 @@ def test_tta_with_onnxruntime():
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from facesr.inference import export_onnx
+
     m = strong_msrresnet(mid=8, blocks=1)
     img = _img(16, 12, seed=2)
     torch_out = Restorer(m, device="cpu", tta="flip").predict_float(img[None])
@@ -73,6 +74,7 @@ def test_tta_with_onnxruntime():
 
 
 # ----------------------------------------------------------------------------- predict: skip-existing, torchrun
+
 
 @pytest.fixture()
 def ckpt(tmp_path):
@@ -123,14 +125,43 @@ def test_torchrun_two_processes_match_one(tmp_path, inputs, ckpt):
     # the subprocesses import the same facesr as this test does
     env["PYTHONPATH"] = os.pathsep.join([str(Path(facesr.__file__).parents[1]), env.get("PYTHONPATH", "")])
     common = ["predict", str(inputs), "--checkpoint", ckpt, "--device", "cpu", "--precision", "fp32"]
-    one = subprocess.run([sys.executable, "-m", "facesr.cli", *common, "--threads", "1", "--out",
-                          str(tmp_path / "one"), "--zip", str(tmp_path / "one.zip")], capture_output=True, text=True,
-                         env=env, timeout=120)
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facesr.cli",
+            *common,
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "one"),
+            "--zip",
+            str(tmp_path / "one.zip"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert one.returncode == 1, one.stderr[-2000:]  # broken.png
-    run = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv-backend=c10d",
-           "--rdzv-endpoint=localhost:0", "-m", "facesr.cli", *common]
-    two = subprocess.run(run + ["--out", str(tmp_path / "two"), "--zip", str(tmp_path / "two.zip")],
-                         capture_output=True, text=True, env=env, timeout=240)
+    run = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=localhost:0",
+        "-m",
+        "facesr.cli",
+        *common,
+    ]
+    two = subprocess.run(
+        run + ["--out", str(tmp_path / "two"), "--zip", str(tmp_path / "two.zip")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
     assert two.returncode != 0  # broken.png: every rank exits 1, so torchrun reports a failure
     assert "wrote 5 image(s)" in two.stdout and "(2 processes)" in two.stdout, two.stdout + two.stderr[-2000:]
     assert two.stderr.count("skipped 1 file(s)") == 1 and "broken.png" in two.stderr
@@ -144,8 +175,9 @@ def test_torchrun_two_processes_match_one(tmp_path, inputs, ckpt):
     # a restarted job: remove two outputs; --skip-existing restores just those, across 2 ranks
     for n in ("img0.png", "img3.png"):
         (tmp_path / "two" / n).unlink()
-    again = subprocess.run(run + ["--out", str(tmp_path / "two"), "--skip-existing"], capture_output=True,
-                           text=True, env=env, timeout=240)
+    again = subprocess.run(
+        run + ["--out", str(tmp_path / "two"), "--skip-existing"], capture_output=True, text=True, env=env, timeout=240
+    )
     assert "wrote 2 image(s)" in again.stdout and "kept 3 existing" in again.stdout, again.stdout + again.stderr
     for n in names:
         assert (tmp_path / "one" / n).read_bytes() == (tmp_path / "two" / n).read_bytes(), n

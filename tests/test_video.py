@@ -4,15 +4,17 @@ Skipped without PyAV (the 'video' extra).  Faces come from a scripted detector (
 pasted, with or without a per-frame wobble of its landmarks), so no dlib is needed; the tracking
 and smoothing tests are in tests/test_video_track.py.
 """
+
 from __future__ import annotations
 
 import os
 import sys
 
 import cv2
-import faces_synth as S
 import numpy as np
 import pytest
+
+import faces_synth as S
 
 # ----------------------------------------------------------------------------- with PyAV
 
@@ -28,6 +30,7 @@ def tiny():
 
     from facesr.inference import Restorer
     from facesr.models import MSRResNet
+
     torch.manual_seed(0)
     return Restorer(MSRResNet(mid_channels=8, num_blocks=1), device="cpu", precision="fp32")
 
@@ -35,6 +38,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def shipped():
     import facesr
+
     return facesr.load(device="cpu", precision="fp32")
 
 
@@ -70,8 +74,9 @@ def test_part_of_a_video_and_odd_sizes(tmp_path, tiny):
     S.write_clip(path, [np.ascontiguousarray(f[:60, :80]) for f in lq], fps=25)  # the input must be even
     res = restore_video(path, tmp_path / "a.mkv", restorer=tiny, detector=S.FrameDetector(faces), max_frames=4)
     assert res.frames == 4 and len(S.read_clip(tmp_path / "a.mkv")[0]) == 4
-    res = restore_video(path, tmp_path / "b.mp4", restorer=tiny, detector=S.FrameDetector(faces), start=0.2,
-                        duration=0.12, upscale=1)
+    res = restore_video(
+        path, tmp_path / "b.mp4", restorer=tiny, detector=S.FrameDetector(faces), start=0.2, duration=0.12, upscale=1
+    )
     frames, info = S.read_clip(tmp_path / "b.mp4")
     assert res.frames == len(frames) == 3 and (info["width"], info["height"]) == (80, 60)
     assert info["audio"] == ["aac"] and info["audio_seconds"] < 0.3
@@ -81,6 +86,7 @@ def _region(faces, upscale, shape):
     """Pixels of the output well inside the pasted face of frame 0 (mask > 0.99)."""
     from facesr.faces.align import estimate_alignment
     from facesr.faces.paste import paste_face
+
     m = np.zeros(shape, np.uint8)
     paste_face(m, np.full((512, 512, 3), 255, np.uint8), estimate_alignment(faces[0][0].landmarks), upscale)
     return m[..., 0] > 252
@@ -119,8 +125,15 @@ def test_slow_pan_does_not_flicker_and_smoothing_helps(tmp_path, shipped):
     diffs = {}
     for smooth in (2.0, 0.0):
         out = tmp_path / f"pan_{smooth}.mp4"
-        restore_video(path, out, restorer=shipped, detector=S.FrameDetector(faces, jitter=1.0, seed=1), upscale=2,
-                      smooth=smooth, crf=10)
+        restore_video(
+            path,
+            out,
+            restorer=shipped,
+            detector=S.FrameDetector(faces, jitter=1.0, seed=1),
+            upscale=2,
+            smooth=smooth,
+            crf=10,
+        )
         diffs[smooth] = _pan_flicker(S.read_clip(out)[0], faces)
     diffs["bicubic"] = _pan_flicker(_bicubic(S.read_clip(path)[0], 2), faces)
     assert diffs[2.0] <= diffs["bicubic"], diffs
@@ -131,8 +144,11 @@ def _pan_flicker(frames, faces, upscale=2):
     """Temporal difference inside the face after moving each frame back by the face's own motion."""
     from facesr.faces.align import estimate_alignment, warp_affine
     from facesr.faces.paste import output_affine
-    aligned = [warp_affine(f, output_affine(estimate_alignment(fs[0].landmarks), upscale), (512, 512))
-               for f, fs in zip(frames, faces)]
+
+    aligned = [
+        warp_affine(f, output_affine(estimate_alignment(fs[0].landmarks), upscale), (512, 512))
+        for f, fs in zip(frames, faces)
+    ]
     yy, xx = np.mgrid[0:512, 0:512]
     region = (np.abs(xx - 255.5) < 150) & (np.abs(yy - 280) < 170)
     return S.temporal_difference(aligned, region)
@@ -157,6 +173,7 @@ def _cli(inputs, out, restorer, detector, *extra):
     """Run ``facesr restore`` with the given restorer and detector (patched in)."""
     from facesr.commands import restore as cmd
     from facesr.faces import detect
+
     mp = pytest.MonkeyPatch()
     try:
         mp.setattr(detect, "load_detector", lambda name="hog", **kw: detector)
@@ -184,11 +201,11 @@ def _bad_inputs(folder):
     S.write_clip(folder / "empty.mkv", [], audio=False)
     S.write_clip(folder / "cut.mkv", [f for f in lq for _ in range(3)])
     data = (folder / "cut.mkv").read_bytes()
-    (folder / "cut.mkv").write_bytes(data[:len(data) // 2])
+    (folder / "cut.mkv").write_bytes(data[: len(data) // 2])
     (folder / "cut.mp4").write_bytes((folder / "good.mp4").read_bytes()[:3000])  # its index is at the end
     S.write_clip(folder / "fast.mp4", [f for f in lq for _ in range(3)], options={"movflags": "+faststart"})
     data = (folder / "fast.mp4").read_bytes()
-    (folder / "half.mp4").write_bytes(data[:len(data) // 2])  # index first: frames are promised, half are there
+    (folder / "half.mp4").write_bytes(data[: len(data) // 2])  # index first: frames are promised, half are there
     mdat = data.index(b"mdat") + 4
     (folder / "zero.mp4").write_bytes(data[:mdat])  # the index and no frame data
     (folder / "fast.mp4").unlink()
@@ -196,10 +213,17 @@ def _bad_inputs(folder):
     data = (folder / "alien.mkv").read_bytes()
     assert data.count(b"V_MPEG4/ISO/AVC") == 1
     (folder / "alien.mkv").write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_ALIEN/ISO/XYZ"))
-    return {"notes.mp4": "not a readable video", "still.mov": "still image", "sound.m4v": "no video stream",
-            "empty.mkv": "empty or truncated", "cut.mkv": "truncated", "cut.mp4": "not a readable video",
-            "half.mp4": "truncated", "zero.mp4": "no frame",
-            "alien.mkv": "unsupported video codec"}
+    return {
+        "notes.mp4": "not a readable video",
+        "still.mov": "still image",
+        "sound.m4v": "no video stream",
+        "empty.mkv": "empty or truncated",
+        "cut.mkv": "truncated",
+        "cut.mp4": "not a readable video",
+        "half.mp4": "truncated",
+        "zero.mp4": "no frame",
+        "alien.mkv": "unsupported video codec",
+    }
 
 
 def test_bad_videos_get_one_line_each(tmp_path, tiny, capsys):
@@ -226,6 +250,7 @@ def test_pixel_and_frame_caps(tmp_path, clip, tiny, capsys):
     with pytest.raises(VideoError, match="more than 4 frames"):  # a header that says nothing: counted while read
         from facesr.video.io import Span
         from facesr.video.restore import scan
+
         info = probe(path)
         info.frames = info.duration = None
         scan(path, info, Span(), lambda rgb: [], frame_cap=4)
@@ -302,11 +327,14 @@ def test_missing_video_extra_is_one_line(tmp_path, clip, tiny, monkeypatch, caps
 
 def test_python_api_is_exported(tmp_path, clip, tiny):
     import facesr
+
     path, _, _, faces = clip
-    res = facesr.restore_video(path, tmp_path / "api.mp4", restorer=tiny, detector=S.FrameDetector(faces),
-                               upscale=1, max_frames=2)
+    res = facesr.restore_video(
+        path, tmp_path / "api.mp4", restorer=tiny, detector=S.FrameDetector(faces), upscale=1, max_frames=2
+    )
     assert res.frames == 2 and os.path.isfile(tmp_path / "api.mp4")
     from facesr.errors import BadValueError
+
     with pytest.raises(BadValueError, match="upscale"):
         facesr.restore_video(path, tmp_path / "x.mp4", restorer=tiny, detector=S.FrameDetector(faces), upscale=3)
     assert not (tmp_path / "x.mp4").exists()

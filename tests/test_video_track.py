@@ -1,5 +1,6 @@
 """Faces followed across video frames and their alignments smoothed over time (numpy only: runs without
 the 'video' and 'faces' extras)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,6 +12,7 @@ def _faces_along(points: np.ndarray, size: float = 60.0):
     """One face per frame whose landmarks are the template scaled to ``size`` and moved to ``points``."""
     from facesr.faces.align import template
     from facesr.faces.detect import Face
+
     base = template(512) * (size / 512)
     out = []
     for x, y in points:
@@ -61,6 +63,7 @@ def test_two_faces_keep_their_own_tracks():
 
 def test_temporal_blend_steadies_a_static_face_and_follows_a_change():
     from facesr.video.temporal import TemporalBlend
+
     rng = np.random.default_rng(0)
     lq = np.full((32, 32, 3), 60, np.uint8)
     base = rng.integers(40, 200, (512, 512, 3)).astype(np.float64)
@@ -78,7 +81,9 @@ def test_temporal_blend_steadies_a_static_face_and_follows_a_change():
 
 def test_least_squares_alignment_recovers_a_similarity_and_moves_smoothly():
     import cv2
+
     from facesr.faces.align import FFHQ_TEMPLATE_512, apply, estimate_alignment, fit_similarity
+
     m = cv2.getRotationMatrix2D((40.0, 30.0), 17.0, 0.3)
     pts = apply(m, FFHQ_TEMPLATE_512)
     assert np.allclose(fit_similarity(FFHQ_TEMPLATE_512, pts), m, atol=1e-9)

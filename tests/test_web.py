@@ -4,6 +4,7 @@ API errors use FastAPI's test client; queue cap, disconnects and stalled uploads
 uvicorn server on 127.0.0.1 (a test client cannot hang up or stall).  Slow jobs are held
 at a gate (see web_support.GatedRestorer), never timed.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,25 @@ with warnings.catch_warnings():  # starlette prefers httpx2 but works with httpx
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from facesr import cli  # noqa: E402
-from facesr.inference import Restorer  # noqa: E402
-from facesr.web import app as webapp  # noqa: E402
-from facesr.web.images import body_limit, decode_image  # noqa: E402
-from facesr.web.jobs import CANCELLED, DONE, Job, JobQueue, QueueFull  # noqa: E402
-from web_support import (GatedRestorer, LiveServer, aligned_face, decode_png, face_png, group_photo,  # noqa: E402
-                         has_face_detector, multipart, png_bytes, raw_post, thread_results)
-import faces_synth as S  # noqa: E402
+import faces_synth as S
+from facesr import cli
+from facesr.inference import Restorer
+from facesr.web import app as webapp
+from facesr.web.images import body_limit, decode_image
+from facesr.web.jobs import CANCELLED, DONE, Job, JobQueue, QueueFull
+from web_support import (
+    GatedRestorer,
+    LiveServer,
+    aligned_face,
+    decode_png,
+    face_png,
+    group_photo,
+    has_face_detector,
+    multipart,
+    png_bytes,
+    raw_post,
+    thread_results,
+)
 
 MAX_PIXELS = 96 * 96
 
@@ -72,6 +84,7 @@ def _assert_plain_error(res, status: int, *words: str) -> str:
 
 
 # ----------------------------------------------------------------------------- page and API
+
 
 def test_page_is_static_files_with_strict_csp(client):
     res = client.get("/")
@@ -121,29 +134,38 @@ def test_restore_raw_chunked_and_alpha(client, gated):
 
 def _bomb_png(w: int, h: int) -> bytes:
     """A valid PNG header claiming w x h pixels, with one tiny IDAT (never decoded by the server)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_api_errors_are_plain_one_liners(client):
     _assert_plain_error(_post(client, b"hello, this is a text file"), 400, "not a picture", "PNG, JPEG")
-    _assert_plain_error(client.post("/restore", content=b"\x00\x01garbage", headers={"content-type": "image/png"}),
-                        400, "not a picture")
+    _assert_plain_error(
+        client.post("/restore", content=b"\x00\x01garbage", headers={"content-type": "image/png"}), 400, "not a picture"
+    )
     _assert_plain_error(_post(client, face_png(16)[1][:70]), 400, "damaged or incomplete")
     _assert_plain_error(_post(client, b""), 400, "empty")
     _assert_plain_error(client.post("/restore", content=b"", headers={"content-type": "image/png"}), 400, "empty")
     body, ctype = multipart({"file": ("a.png", face_png(8)[1])})
     _assert_plain_error(client.post("/restore", content=body, headers={"content-type": ctype}), 400, "'image' field")
-    _assert_plain_error(client.post("/restore", content=b"x", headers={"content-type": "text/plain"}), 400,
-                        "multipart/form-data")
+    _assert_plain_error(
+        client.post("/restore", content=b"x", headers={"content-type": "text/plain"}), 400, "multipart/form-data"
+    )
     _assert_plain_error(_post(client, face_png(16)[1], path="/restore?mode=sketch"), 400, "mode")
 
 
 def test_too_large_is_413_with_the_servers_own_limit(client):
-    text = _assert_plain_error(_post(client, png_bytes(np.zeros((97, 96, 3), np.uint8))), 413,
-                               "96 × 97", "9,216 pixels", "96 × 96")
+    text = _assert_plain_error(
+        _post(client, png_bytes(np.zeros((97, 96, 3), np.uint8))), 413, "96 × 97", "9,216 pixels", "96 × 96"
+    )
     assert "Crop" in text
     # a header claiming 400 million pixels: refused before decoding, without Pillow's own limit
     text = _assert_plain_error(_post(client, _bomb_png(20000, 20000)), 413, "9,216 pixels")
@@ -153,8 +175,11 @@ def test_too_large_is_413_with_the_servers_own_limit(client):
     huge = b"\x89PNG" + bytes(body_limit(MAX_PIXELS))
     _assert_plain_error(client.post("/restore", content=huge, headers={"content-type": "image/png"}), 413, "MB")
     # ...and a chunked one (no Content-Length) once it passes the cap
-    _assert_plain_error(client.post("/restore", content=iter([huge[:1000], huge[1000:]]),
-                                    headers={"content-type": "image/png"}), 413, "MB")
+    _assert_plain_error(
+        client.post("/restore", content=iter([huge[:1000], huge[1000:]]), headers={"content-type": "image/png"}),
+        413,
+        "MB",
+    )
 
 
 def test_healthz_info_and_examples(client):
@@ -167,6 +192,7 @@ def test_healthz_info_and_examples(client):
     from facesr.data.datasets import degrade_offline, prepare_hq
     from facesr.data.degradations import DegradationCfg
     from facesr.io.images import read_rgb
+
     hq = prepare_hq(read_rgb(sample_face_path()), 512, "area", "face")
     examples = info["examples"]
     assert len(examples) >= 3
@@ -189,8 +215,7 @@ def test_large_input_gets_a_face_crop_note(restorer):
 
 def test_whole_photo_mode_is_feature_detected(client, restorer):
     if not hasattr(Restorer, "restore_photo"):  # not there yet: refused in plain words
-        _assert_plain_error(_post(client, face_png(16)[1], path="/restore?mode=photo"), 400, "Whole-photo",
-                            "Crop")
+        _assert_plain_error(_post(client, face_png(16)[1], path="/restore?mode=photo"), 400, "Whole-photo", "Crop")
 
     class PhotoRestorer(GatedRestorer):
         def restore_photo(self, image, progress=None):
@@ -242,8 +267,9 @@ def test_whole_photo_job_restores_each_face_and_reports_boxes(restorer):
         assert all(len(f["landmarks"]) == 5 for f in got)
         want = Restorer.restore_photo(restorer, lq, detector=S.FakeDetector(faces), upscale=2).image
         np.testing.assert_array_equal(decode_png(c.get(final["result"]).content), want)
-        np.testing.assert_array_equal(decode_png(c.get(final["bicubic"]).content),
-                                      cv2.resize(lq, (640, 480), interpolation=cv2.INTER_CUBIC))
+        np.testing.assert_array_equal(
+            decode_png(c.get(final["bicubic"]).content), cv2.resize(lq, (640, 480), interpolation=cv2.INTER_CUBIC)
+        )
         np.testing.assert_array_equal(decode_png(c.get(final["input"]).content), lq)
         assert restorer.calls == []  # faces go through restore_rgb, never the whole picture through restore
         # the one-shot route says how many faces it restored
@@ -259,13 +285,14 @@ def test_whole_photo_job_restores_each_face_and_reports_boxes(restorer):
 
 
 def test_whole_photo_progress_is_per_face_and_cancels():
-    from facesr.web.jobs import Cancelled
     from facesr.web.photo import call_restore_photo
+
     lq, faces = group_photo()
     one_by_one = GatedRestorer(batch_size=1)
     seen = []
-    out, found, skipped, up, over = call_restore_photo(one_by_one.restore_photo, lq,
-                                                       lambda d, t: seen.append((d, t)), detector=S.FakeDetector(faces))
+    out, found, skipped, up, over = call_restore_photo(
+        one_by_one.restore_photo, lq, lambda d, t: seen.append((d, t)), detector=S.FakeDetector(faces)
+    )
     assert seen == [(0, 0), (0, 2), (1, 2), (2, 2)] and (len(found), len(skipped), up, over) == (2, 1, 2, [])
     assert out.shape == (480, 640, 3)
 
@@ -279,8 +306,9 @@ def test_whole_photo_progress_is_per_face_and_cancels():
             return super().__call__(rgb)
 
     restored = []
-    one_by_one.restore_rgb = lambda crops, progress=None: restored.append(len(crops)) or \
-        Restorer.restore_rgb(one_by_one, crops, progress)
+    one_by_one.restore_rgb = lambda crops, progress=None: (
+        restored.append(len(crops)) or Restorer.restore_rgb(one_by_one, crops, progress)
+    )
     app = webapp.create_app(one_by_one, examples=False, detector=SlowDetector(faces))
     with TestClient(app):
         queue = app.state.queue
@@ -291,20 +319,28 @@ def test_whole_photo_progress_is_per_face_and_cancels():
         assert job.wait(10) and job.state == CANCELLED and restored == []
         # cancelled after the first face: the second is never restored
         job = Job(image=lq, mode="photo", unit="face")
-        one_by_one.restore_rgb = lambda crops, progress=None: (restored.append(len(crops)), queue.cancel(job))[0] \
-            or Restorer.restore_rgb(one_by_one, crops, progress)
+        one_by_one.restore_rgb = lambda crops, progress=None: (
+            (restored.append(len(crops)), queue.cancel(job))[0] or Restorer.restore_rgb(one_by_one, crops, progress)
+        )
         queue.submit(job)
         assert job.wait(10) and job.state == CANCELLED and restored == [1] and (job.done, job.total) == (1, 2)
 
 
 def test_whole_photo_mode_without_the_face_detector(restorer, monkeypatch):
-    monkeypatch.setattr(webapp, "default_detector_missing",
-                        lambda: "face detection needs the 'faces' extra: pip install \"facesr[faces]\"")
+    monkeypatch.setattr(
+        webapp,
+        "default_detector_missing",
+        lambda: "face detection needs the 'faces' extra: pip install \"facesr[faces]\"",
+    )
     with TestClient(webapp.create_app(restorer, examples=False)) as c:
         assert c.get("/api/info").json()["photo_mode"] is False
         body, ctype = multipart({"image": ("group.png", face_png(16)[1]), "mode": "photo"})
-        text = _assert_plain_error(c.post("/jobs", content=body, headers={"content-type": ctype}), 503,
-                                   "face detector is not installed", "Crop the picture to one face")
+        text = _assert_plain_error(
+            c.post("/jobs", content=body, headers={"content-type": ctype}),
+            503,
+            "face detector is not installed",
+            "Crop the picture to one face",
+        )
         assert 'pip install "facesr[faces]"' in text  # a hint for whoever runs the server
         assert _post(c, face_png(16)[1]).status_code == 200  # face crops still work
 
@@ -339,6 +375,7 @@ def test_decode_matches_read_any(tmp_path):
     from PIL import Image
 
     from facesr.io.images import read_any
+
     rng = np.random.default_rng(7)
     files = []
     p = tmp_path / "rgb16.png"
@@ -368,10 +405,18 @@ def test_decode_matches_read_any(tmp_path):
 
 # ----------------------------------------------------------------------------- the API's own documentation
 
-PUBLIC_ROUTES = {"/restore": {"post"}, "/jobs": {"post"}, "/jobs/{job_id}": {"get", "delete"},
-                 "/jobs/{job_id}/cancel": {"post"}, "/jobs/{job_id}/result.png": {"get"},
-                 "/jobs/{job_id}/bicubic.png": {"get"}, "/jobs/{job_id}/input.png": {"get"}, "/healthz": {"get"},
-                 "/api/info": {"get"}, "/examples/{example_id}.png": {"get"}}
+PUBLIC_ROUTES = {
+    "/restore": {"post"},
+    "/jobs": {"post"},
+    "/jobs/{job_id}": {"get", "delete"},
+    "/jobs/{job_id}/cancel": {"post"},
+    "/jobs/{job_id}/result.png": {"get"},
+    "/jobs/{job_id}/bicubic.png": {"get"},
+    "/jobs/{job_id}/input.png": {"get"},
+    "/healthz": {"get"},
+    "/api/info": {"get"},
+    "/examples/{example_id}.png": {"get"},
+}
 
 
 def test_openapi_lists_the_routes_and_marks_cancel_deprecated(client):
@@ -390,10 +435,12 @@ def test_openapi_lists_the_routes_and_marks_cancel_deprecated(client):
     assert set(restore["responses"]) >= {"200", "400", "408", "413", "503"}
     assert "image/png" in restore["responses"]["200"]["content"]
     job_fields = set(spec["components"]["schemas"]["JobState"]["properties"])
-    final = json.loads(client.post("/jobs", files={"image": ("a.png", face_png(16)[1], "image/png")}).text
-                       .splitlines()[-1])
+    final = json.loads(
+        client.post("/jobs", files={"image": ("a.png", face_png(16)[1], "image/png")}).text.splitlines()[-1]
+    )
     assert set(final) <= job_fields and {"result", "bicubic", "input", "output_size", "scale"} <= set(final)
     from facesr.web.photo import face_boxes
+
     box = face_boxes(group_photo()[1][:1], [], 2)[0]  # what whole-photo jobs send for each face
     assert set(box) == set(spec["components"]["schemas"]["FaceBox"]["properties"])
     health = spec["paths"]["/healthz"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
@@ -406,6 +453,7 @@ def test_docs_page_is_swagger_with_its_own_policy(client):
     import re
 
     from facesr.web.responses import CSP
+
     res = client.get("/docs")
     assert res.status_code == 200 and res.headers["content-type"].startswith("text/html")
     assert "SwaggerUIBundle" in res.text and "/openapi.json" in res.text
@@ -460,6 +508,7 @@ def test_deprecated_cancel_route_still_cancels_and_says_so(client, gated):
 
 
 # ----------------------------------------------------------------------------- progress and the queue
+
 
 def test_restorer_progress_is_per_tile_and_can_cancel():
     r = GatedRestorer(tile=16, batch_size=1)
@@ -563,9 +612,9 @@ def test_twenty_concurrent_requests_succeed_or_get_503(live, gated):
     ok = [(i, r) for i, r in enumerate(results) if r[0] == 200]
     busy = [r for r in results if r[0] == 503]
     assert len(ok) == 1 + 4 and len(busy) == 15, [r[0] for r in results]
-    for i, (status, headers, body) in ok:  # each answer is the restoration of its own request's image
+    for i, (_status, _headers, body) in ok:  # each answer is the restoration of its own request's image
         np.testing.assert_array_equal(decode_png(body), gated.reference(imgs[i][0]))
-    for status, headers, body in busy:
+    for _status, headers, body in busy:
         assert body.decode().strip().startswith("The server is busy") and "Try again" in body.decode()
         assert headers["retry-after"].isdigit() and headers["content-type"].startswith("text/plain")
     assert len(gated.completed) == 5
@@ -607,6 +656,7 @@ def test_client_that_disconnects_while_queued_costs_nothing(live, gated):
 
 def _stream(live, data: bytes, name: str, lines: list, stop_when=None):
     import http.client
+
     body, ctype = multipart({"image": (name, data)})
     conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=30)
     conn.request("POST", "/jobs", body=body, headers={"Content-Type": ctype})
@@ -645,10 +695,12 @@ def test_job_stream_progress_result_panels_and_cancel_at_next_tile():
         assert final["state"] == "done" and final["total"] == 9 and final["done"] == 9
         assert final["download_name"] == "tiled face_facesr_x4.png" and final["output_size"] == [192, 192]
         import urllib.request
-        get = lambda u: urllib.request.urlopen(live.url + u, timeout=10).read()  # noqa: E731
+
+        get = lambda u: urllib.request.urlopen(live.url + u, timeout=10).read()
         np.testing.assert_array_equal(decode_png(get(final["result"])), Restorer.restore(tiled, img))
-        np.testing.assert_array_equal(decode_png(get(final["bicubic"])),
-                                      cv2.resize(img, (192, 192), interpolation=cv2.INTER_CUBIC))
+        np.testing.assert_array_equal(
+            decode_png(get(final["bicubic"])), cv2.resize(img, (192, 192), interpolation=cv2.INTER_CUBIC)
+        )
         np.testing.assert_array_equal(decode_png(get(final["input"])), img)
 
         # a running job stops at its next tile once cancelled
@@ -671,6 +723,7 @@ def test_job_stream_progress_result_panels_and_cancel_at_next_tile():
         assert lines[-1]["state"] == "cancelled" and lines[-1]["done"] == 3 and lines[-1]["total"] == 9
         assert tiled.passes == 3 and tiled.completed == []
         import urllib.error
+
         with pytest.raises(urllib.error.HTTPError) as e:
             get(f"/jobs/{job_id}/result.png")
         assert e.value.code == 409
@@ -695,9 +748,12 @@ def test_stalled_upload_is_408_not_a_server_fault(live):
 
 # ----------------------------------------------------------------------------- CLI
 
+
 def test_cli_fails_at_start_without_shipped_model(monkeypatch, capsys):
-    import facesr.assets as assets
     import uvicorn
+
+    import facesr.assets as assets
+
     monkeypatch.setattr(assets, "SHIPPED_RELPATH", ("weights", "no_such_model.safetensors"))
     monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("server started without a model"))
     assert cli.main(["serve", "--port", "0"]) == 2
@@ -707,6 +763,7 @@ def test_cli_fails_at_start_without_shipped_model(monkeypatch, capsys):
 
 def test_cli_names_the_extra_when_missing(monkeypatch, capsys):
     import sys
+
     monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi -> ImportError
     assert cli.main(["serve", "--port", "0"]) == 2
     err = capsys.readouterr().err
@@ -715,6 +772,7 @@ def test_cli_names_the_extra_when_missing(monkeypatch, capsys):
 
 def test_cli_serves_on_localhost_and_stops_on_ctrl_c(monkeypatch, capsys, restorer):
     import uvicorn
+
     seen = {}
 
     def fake_from_checkpoint(checkpoint=None, device="auto", **kw):
@@ -728,8 +786,9 @@ def test_cli_serves_on_localhost_and_stops_on_ctrl_c(monkeypatch, capsys, restor
 
     monkeypatch.setattr(Restorer, "from_checkpoint", staticmethod(fake_from_checkpoint))
     monkeypatch.setattr(uvicorn.Server, "run", ctrl_c)
-    assert cli.main(["serve", "--port", "0", "--checkpoint", "x.safetensors", "--device", "cpu",
-                     "--max-queue", "3"]) == 0
+    assert (
+        cli.main(["serve", "--port", "0", "--checkpoint", "x.safetensors", "--device", "cpu", "--max-queue", "3"]) == 0
+    )
     out, err = capsys.readouterr()
     assert seen["checkpoint"] == "x.safetensors" and str(seen["device"]) == "cpu"
     assert seen["address"][0] == "127.0.0.1" and seen["app"].state.queue.max_queued == 3

@@ -5,6 +5,7 @@ Skips when Playwright or Chromium is missing (CI installs both: Debian's ``chrom
 MSRResNet; slow jobs are held at a gate (web_support.GatedRestorer), not timed.  Set
 ``FACESR_SCREENSHOTS=DIR`` to keep screenshots of the desktop and phone pages.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,12 @@ sync_api = _need("playwright.sync_api", "playwright is not installed (pip instal
 
 
 def _chromium() -> str | None:
-    for c in (os.environ.get("FACESR_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
-              "/usr/bin/chromium"):
+    for c in (
+        os.environ.get("FACESR_CHROMIUM"),
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        "/usr/bin/chromium",
+    ):
         if c and Path(c).is_file():
             return c
     return None
@@ -47,11 +52,19 @@ if CHROMIUM is None:
         raise RuntimeError("FACESR_REQUIRE_BROWSER=1 but no Chromium found (apt-get install chromium)")
     pytest.skip("no Chromium found (apt-get install chromium, or set FACESR_CHROMIUM)", allow_module_level=True)
 
-from facesr.web.app import create_app  # noqa: E402
-from facesr.web.images import body_limit  # noqa: E402
-import faces_synth as S  # noqa: E402
-from web_support import (GatedRestorer, LiveServer, aligned_face, decode_png, face_png, group_photo,  # noqa: E402
-                         has_face_detector, png_bytes)
+import faces_synth as S
+from facesr.web.app import create_app
+from facesr.web.images import body_limit
+from web_support import (
+    GatedRestorer,
+    LiveServer,
+    aligned_face,
+    decode_png,
+    face_png,
+    group_photo,
+    has_face_detector,
+    png_bytes,
+)
 
 expect = sync_api.expect
 expect.set_options(timeout=10_000)
@@ -294,8 +307,9 @@ def test_oversized_picture_and_file(page):
 
 def test_phone_layout_scrolls_result_into_view(browser, server, restorer):
     restorer.reset()
-    ctx, page = _open(browser, server, viewport={"width": 375, "height": 667}, is_mobile=True, has_touch=True,
-                      device_scale_factor=2)
+    ctx, page = _open(
+        browser, server, viewport={"width": 375, "height": 667}, is_mobile=True, has_touch=True, device_scale_factor=2
+    )
     try:
         no_sideways = "document.documentElement.scrollWidth <= window.innerWidth"
         in_view = """() => { const r = document.getElementById('viewer').getBoundingClientRect();
@@ -324,6 +338,7 @@ def test_phone_layout_scrolls_result_into_view(browser, server, restorer):
 
 
 # ----------------------------------------------------------------------------- whole photos
+
 
 def _check_boxes(page, server, n_restored: int, labels: list[str]) -> None:
     """Toggle the face outlines on, check they sit on the detections at two zooms, toggle them off."""
@@ -358,6 +373,7 @@ def _check_boxes(page, server, n_restored: int, labels: list[str]) -> None:
 def photo_setup():
     """A server whose whole-photo mode uses a stand-in detector (no dlib needed) that a test can hold."""
     import threading
+
     lq, faces = group_photo()
 
     class HeldDetector(S.FakeDetector):

@@ -5,6 +5,7 @@ evicted after they are fetched or after a time, clean answers when the face pipe
 Real sockets on 127.0.0.1 for the connection bounds (a test client has no connection); the tiny
 model of web_support for everything else.
 """
+
 from __future__ import annotations
 
 import gc
@@ -69,10 +70,16 @@ def _png(mode: str, size=(1, 1)) -> bytes:
 
 # ----------------------------------------------------------------------------- faces per photo
 
+
 def crowd():
     """A 400 x 200 photo of five faces of different sizes (36 to 66 pixels wide) and a perfect detector's faces."""
-    placements = [(0.5, 0.0, (45.0, 60.0)), (0.9, 4.0, (130.0, 100.0)), (0.6, -3.0, (215.0, 60.0)),
-                  (0.8, 0.0, (290.0, 120.0)), (0.7, 2.0, (360.0, 70.0))]
+    placements = [
+        (0.5, 0.0, (45.0, 60.0)),
+        (0.9, 4.0, (130.0, 100.0)),
+        (0.6, -3.0, (215.0, 60.0)),
+        (0.8, 0.0, (290.0, 120.0)),
+        (0.7, 2.0, (360.0, 70.0)),
+    ]
     lq, _, faces = S.make_photo(placements, h=200, w=400)
     return lq, faces
 
@@ -81,13 +88,15 @@ def test_whole_photo_restores_only_the_largest_faces_and_says_so(restorer):
     lq, faces = crowd()
     sizes = [f.size for f in faces]
     assert min(sizes) >= 32  # all would be restored without the cap
-    app = webapp.create_app(restorer, max_pixels=400 * 200, examples=False, detector=S.FakeDetector(faces),
-                            max_faces=2)
+    app = webapp.create_app(restorer, max_pixels=400 * 200, examples=False, detector=S.FakeDetector(faces), max_faces=2)
     with TestClient(app) as c:
         assert c.get("/api/info").json()["max_faces"] == 2
         body, ctype = multipart({"image": ("crowd.png", png_bytes(lq)), "mode": "photo"})
-        lines = [json.loads(ln) for ln in c.post("/jobs", content=body, headers={"content-type": ctype})
-                 .text.splitlines() if ln.strip()]
+        lines = [
+            json.loads(ln)
+            for ln in c.post("/jobs", content=body, headers={"content-type": ctype}).text.splitlines()
+            if ln.strip()
+        ]
         final = lines[-1]
         assert final["state"] == "done" and (final["done"], final["total"]) == (2, 2), final
         assert (final["faces_restored"], final["faces_skipped"], final["faces_over_cap"]) == (2, 3, 3)
@@ -99,8 +108,11 @@ def test_whole_photo_restores_only_the_largest_faces_and_says_so(restorer):
         np.testing.assert_array_equal(decode_png(c.get(final["result"]).content), want)
         res = _photo(c, png_bytes(lq))
         assert res.status_code == 200
-        assert (res.headers["x-facesr-faces"], res.headers["x-facesr-faces-skipped"],
-                res.headers["x-facesr-faces-over-cap"]) == ("2", "3", "3")
+        assert (
+            res.headers["x-facesr-faces"],
+            res.headers["x-facesr-faces-skipped"],
+            res.headers["x-facesr-faces-over-cap"],
+        ) == ("2", "3", "3")
     with TestClient(webapp.create_app(restorer, examples=False, detector=S.FakeDetector(faces))) as c:
         assert c.get("/api/info").json()["max_faces"] == DEFAULT_MAX_FACES
         res = _photo(c, png_bytes(lq))
@@ -108,6 +120,7 @@ def test_whole_photo_restores_only_the_largest_faces_and_says_so(restorer):
 
 
 # ----------------------------------------------------------------------------- the face pipeline fails cleanly
+
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])
 def test_tiny_photo_in_whole_photo_mode_is_a_clean_400(restorer, mode):
@@ -145,13 +158,19 @@ def test_an_unexpected_failure_is_a_500_line_naming_the_kind(caplog):
             raise MemoryError("out of memory in a tile")
 
     with TestClient(webapp.create_app(Broken(), examples=False)) as c:
-        text = _one_line(c.post("/restore", files={"image": ("f.png", face_png(16)[1], "image/png")}), 500,
-                         "failed on the server", "MemoryError", "log")
+        text = _one_line(
+            c.post("/restore", files={"image": ("f.png", face_png(16)[1], "image/png")}),
+            500,
+            "failed on the server",
+            "MemoryError",
+            "log",
+        )
         assert "out of memory" not in text
     assert "out of memory in a tile" in caplog.text
 
 
 # ----------------------------------------------------------------------------- results are not kept for ever
+
 
 def _done(c, data: bytes) -> dict:
     res = c.post("/jobs", files={"image": ("f.png", data, "image/png")})
@@ -216,6 +235,7 @@ def test_results_are_bounded_in_count_and_bytes_and_dropped_on_time(restorer):
 
 
 # ----------------------------------------------------------------------------- connections
+
 
 def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
     """(the server closed ``sock`` within ``seconds``, what it sent before closing)."""
@@ -284,10 +304,12 @@ def test_connections_beyond_the_cap_get_503_and_oversized_headers_400(restorer):
 
 # ----------------------------------------------------------------------------- the command line
 
+
 def _serve(monkeypatch, restorer, *argv):
     import uvicorn
 
     from facesr.inference import Restorer as R
+
     seen = {}
 
     def ctrl_c(self, sockets=None):
@@ -303,8 +325,18 @@ def _serve(monkeypatch, restorer, *argv):
 
 
 def test_cli_max_pixels_is_megapixels_and_the_old_count_still_works(monkeypatch, capsys, restorer):
-    status, config = _serve(monkeypatch, restorer, "--max-pixels", "0.25", "--max-faces", "5",
-                            "--max-connections", "9", "--header-timeout", "2.5")
+    status, config = _serve(
+        monkeypatch,
+        restorer,
+        "--max-pixels",
+        "0.25",
+        "--max-faces",
+        "5",
+        "--max-connections",
+        "9",
+        "--header-timeout",
+        "2.5",
+    )
     err = capsys.readouterr().err
     assert status == 0 and "warning" not in err
     service = config.app.state.service
@@ -330,8 +362,9 @@ def test_cli_max_pixels_is_megapixels_and_the_old_count_still_works(monkeypatch,
 
 def test_pixel_cap_message_says_over_the_cap(restorer):
     with TestClient(webapp.create_app(restorer, examples=False, max_pixels=100 * 100)) as c:
-        res = c.post("/restore", files={"image": ("big.png", png_bytes(np.zeros((101, 100, 3), np.uint8)),
-                                                  "image/png")})
+        res = c.post(
+            "/restore", files={"image": ("big.png", png_bytes(np.zeros((101, 100, 3), np.uint8)), "image/png")}
+        )
         text = _one_line(res, 413, "100 × 101", "over this server's cap of 10,000 pixels")
         assert "unreadable" not in text and "not a picture" not in text
 
@@ -361,8 +394,12 @@ def test_sigterm_with_a_job_running_stops_the_server_within_two_seconds(tmp_path
     import sys
     from pathlib import Path
 
-    proc = subprocess.Popen([sys.executable, "-c", STOPPABLE_SERVER, str(Path(__file__).parent)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STOPPABLE_SERVER, str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         port = int(proc.stdout.readline())
         conns, body = [], face_png(16)[1]

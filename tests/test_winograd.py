@@ -1,5 +1,6 @@
 """``--precision fp32-winograd``: NNPACK's Winograd 3x3 convolutions (facesr.inference.winograd), what
 ``auto`` picks, and that the outputs stay within float rounding of fp32."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import facesr
+from conftest import REPO, dev_val_pairs, precision_psnr, randomise_, synthetic_pairs
 from facesr.cli import main
 from facesr.errors import BadValueError
 from facesr.inference import Restorer
@@ -19,8 +21,6 @@ from facesr.inference import precision as P
 from facesr.inference import winograd as W
 from facesr.io.images import read_rgb
 from facesr.models import build_model, save_weights
-
-from conftest import REPO, dev_val_pairs, precision_psnr, randomise_, synthetic_pairs
 
 needs_nnpack = pytest.mark.skipif(not W.nnpack_available(), reason="this PyTorch build or CPU has no NNPACK")
 
@@ -75,8 +75,10 @@ def test_omp_wait_policy_parsing():
     assert not P.omp_waits_passively({})
 
 
-@pytest.mark.parametrize("n_threads, env, expected", [(1, {}, "fp32-winograd"), (2, {}, "fp32"),
-                                                      (2, {"OMP_WAIT_POLICY": "PASSIVE"}, "fp32-winograd")])
+@pytest.mark.parametrize(
+    "n_threads, env, expected",
+    [(1, {}, "fp32-winograd"), (2, {}, "fp32"), (2, {"OMP_WAIT_POLICY": "PASSIVE"}, "fp32-winograd")],
+)
 def test_auto_picks_winograd_on_avx2_cpus(monkeypatch, threads, n_threads, env, expected):
     monkeypatch.setattr(P, "cpu_bf16_feature", lambda: None)
     monkeypatch.setattr(P, "cpu_prefers_winograd", lambda: True)
@@ -224,6 +226,7 @@ def test_cli_predict_with_fp32_winograd(tmp_path, capsys):
     d = tmp_path / "in"
     d.mkdir()
     from PIL import Image
+
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(d / "a.png")
     base = ["predict", str(d), "--checkpoint", str(tmp_path / "m.safetensors"), "--device", "cpu"]
     assert main(base + ["--out", str(tmp_path / "w"), "--precision", "fp32-winograd"]) == 0
@@ -231,24 +234,27 @@ def test_cli_predict_with_fp32_winograd(tmp_path, capsys):
     a, b = read_rgb(tmp_path / "w" / "a.png"), read_rgb(tmp_path / "f" / "a.png")
     assert a.shape == (48, 40, 3) and np.abs(a.astype(int) - b).max() <= 1
     capsys.readouterr()
-    assert main(base + ["--out", str(tmp_path / "x"), "--backend", "onnxruntime", "--precision",
-                        "fp32-winograd"]) == 2
+    assert main(base + ["--out", str(tmp_path / "x"), "--backend", "onnxruntime", "--precision", "fp32-winograd"]) == 2
     assert "torch only" in capsys.readouterr().err
 
 
 def test_cli_sets_a_passive_omp_wait_policy_for_inference_commands_only(tmp_path):
     """Before torch is imported, and never over the user's own setting."""
     import os
-    code = ("import os, sys\nfrom facesr.cli import main\nmain(sys.argv[1:])\n"
-            "print('POLICY', os.environ.get('OMP_WAIT_POLICY'))\n")
+
+    code = (
+        "import os, sys\nfrom facesr.cli import main\nmain(sys.argv[1:])\n"
+        "print('POLICY', os.environ.get('OMP_WAIT_POLICY'))\n"
+    )
     missing = str(tmp_path / "missing")
 
     def policy(*argv, user=None):
         env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
         if user:
             env["OMP_WAIT_POLICY"] = user
-        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env,
-                             cwd=REPO, timeout=120).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+        ).stdout
         return [ln.split(" ", 1)[1] for ln in out.splitlines() if ln.startswith("POLICY")]
 
     predict = ("predict", missing, "--out", str(tmp_path / "o"))  # fails fast: the folder is missing
@@ -277,6 +283,7 @@ def test_winograd_within_001_db_of_fp32_on_dev_val(shared_dir):
 def test_work_is_shared_evenly_between_threads(threads, monkeypatch):
     """A batch of 4 on 2 threads: 2 images in the calling thread and 2 on the pool, not 1 and 3."""
     import threading
+
     calls = []
     real = W._nnpack
 
@@ -322,12 +329,14 @@ def test_models_that_cannot_be_converted_still_run(monkeypatch):
 
 def test_winograd_works_in_a_fresh_process_without_probing_first():
     """winograd_model alone must set NNPACK up (and pin its pool) before the first convolution."""
-    code = ("import torch\nfrom facesr.inference import winograd as W\n"
-            "m, n = W.winograd_model(torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, 1, 1)).eval())\n"
-            "x = torch.rand(2, 64, 9, 7)\n"
-            "with torch.inference_mode():\n"
-            "    d = (m(x) - torch.nn.functional.conv2d(x, m[0].weight, m[0].bias, padding=1)).abs().max()\n"
-            "print('OK', n, float(d) < 1e-4 if n else W.nnpack_available())\n")
+    code = (
+        "import torch\nfrom facesr.inference import winograd as W\n"
+        "m, n = W.winograd_model(torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, 1, 1)).eval())\n"
+        "x = torch.rand(2, 64, 9, 7)\n"
+        "with torch.inference_mode():\n"
+        "    d = (m(x) - torch.nn.functional.conv2d(x, m[0].weight, m[0].bias, padding=1)).abs().max()\n"
+        "print('OK', n, float(d) < 1e-4 if n else W.nnpack_available())\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     ok = out.stdout.split()

@@ -1,5 +1,6 @@
 """A work dir belongs to one run: refusal, --overwrite, --resume with the stored config, the interrupt hint,
 pruning, log truncation, kill -9 then resume (bit-identical), full disk while checkpointing."""
+
 from __future__ import annotations
 
 import errno
@@ -16,12 +17,10 @@ import pytest
 import torch
 
 from facesr.cli import main
-from facesr.errors import TrainingError
 from facesr.training import state as state_mod
+from facesr.training.runlog import RunLog
 from facesr.training.state import prune_checkpoints
 from facesr.training.trainer import train
-from facesr.training.runlog import RunLog
-
 from test_engine import TINY, _faces, read_log, tiny_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +61,12 @@ def test_second_run_into_same_work_dir_is_refused(tmp_path, capsys):
 def test_overwrite_moves_the_old_run_aside(tmp_path, capsys):
     hq = _faces(tmp_path / "hq")
     wd = tmp_path / "wd"
-    args = ["train", "--work-dir", str(wd), *_sets(f"data.train_hq_dir={hq}", f"data.val_hq_dir={hq}",
-                                                   "train.max_iters=3")]
+    args = [
+        "train",
+        "--work-dir",
+        str(wd),
+        *_sets(f"data.train_hq_dir={hq}", f"data.val_hq_dir={hq}", "train.max_iters=3"),
+    ]
     assert main(args) == 0
     old_best = (wd / "best.safetensors").read_bytes()
     assert main([*args, "--overwrite"]) == 0
@@ -76,27 +79,31 @@ def test_overwrite_moves_the_old_run_aside(tmp_path, capsys):
 def test_resume_uses_stored_config_and_refuses_other_changes(tmp_path, capsys):
     hq = _faces(tmp_path / "hq")
     wd = tmp_path / "wd"
-    assert main(["train", "--work-dir", str(wd), *_sets(f"data.train_hq_dir={hq}", "train.max_iters=3",
-                                                        "optim.lr=1e-3")]) == 0
+    assert (
+        main(["train", "--work-dir", str(wd), *_sets(f"data.train_hq_dir={hq}", "train.max_iters=3", "optim.lr=1e-3")])
+        == 0
+    )
     stored = (wd / "config.yaml").read_text()
-    code, err = _cli(capsys, "train", "--work-dir", str(wd), "--resume", "--set", "optim.lr=5e-4",
-                     "train.max_iters=6")
+    code, err = _cli(capsys, "train", "--work-dir", str(wd), "--resume", "--set", "optim.lr=5e-4", "train.max_iters=6")
     assert code == 2 and err.count("\n") == 1 and "optim.lr" in err and "0.001 -> 0.0005" in err
     assert (wd / "config.yaml").read_text() == stored
     # A config file that disagrees with the stored one is refused, naming the differences.
     code, err = _cli(capsys, "train", str(REPO / "configs" / "quickstart.yaml"), "--work-dir", str(wd), "--resume")
     assert code == 2 and "differs" in err and "data.hq_size 64 -> 512" in err
     # Allowed: more iterations, other intervals; everything else comes from config.yaml.
-    code, err = _cli(capsys, "train", "--work-dir", str(wd), "--resume", "--set", "train.max_iters=6",
-                     "train.log_interval=2")
+    code, err = _cli(
+        capsys, "train", "--work-dir", str(wd), "--resume", "--set", "train.max_iters=6", "train.log_interval=2"
+    )
     assert code == 0, err
     cfg = _weights(wd, 6)["config"]
     assert cfg["optim"]["lr"] == 1e-3 and cfg["train"]["max_iters"] == 6 and cfg["data"]["train_hq_dir"] == str(hq)
 
 
 def test_several_set_pairs_after_one_flag(tmp_path):
-    from facesr.commands import add_set
     import argparse
+
+    from facesr.commands import add_set
+
     p = argparse.ArgumentParser()
     add_set(p)
     a = p.parse_args(["--set", "a=1", "b=2", "--set", "c=3"])
@@ -116,7 +123,7 @@ def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
 def test_log_is_cut_back_to_the_resumed_iteration(tmp_path):
     log = tmp_path / "log.jsonl"
     recs = [{"iter": i, "kind": "train"} for i in range(1, 8)] + [{"iter": 6, "kind": "plan", "max_iters": 9}]
-    log.write_text("\n".join(json.dumps(r) for r in recs) + "\n{\"iter\": 8, \"ki")  # half-written last line
+    log.write_text("\n".join(json.dumps(r) for r in recs) + '\n{"iter": 8, "ki')  # half-written last line
     assert RunLog(tmp_path).truncate(4) == 4
     kept = [json.loads(x) for x in log.read_text().splitlines()]
     assert [r["iter"] for r in kept if r["kind"] == "train"] == [1, 2, 3, 4]
@@ -125,8 +132,19 @@ def test_log_is_cut_back_to_the_resumed_iteration(tmp_path):
 
 
 def _train_args(wd: Path, hq: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "facesr.cli", "train", "--work-dir", str(wd), "--set", *TINY,
-            f"data.train_hq_dir={hq}", f"data.val_hq_dir={hq}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "facesr.cli",
+        "train",
+        "--work-dir",
+        str(wd),
+        "--set",
+        *TINY,
+        f"data.train_hq_dir={hq}",
+        f"data.val_hq_dir={hq}",
+        *extra,
+    ]
 
 
 def _env() -> dict:
@@ -141,8 +159,13 @@ def test_kill_9_then_printed_hint_continues_bit_identically(tmp_path):
     subprocess.run(_train_args(ref, hq, *common), env=_env(), check=True, capture_output=True, timeout=300)
 
     wd = tmp_path / "wd"
-    proc = subprocess.Popen(_train_args(wd, hq, *common, "train.max_iters=100000"), env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _train_args(wd, hq, *common, "train.max_iters=100000"),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (wd / "checkpoints" / "iter_8.pt").exists():
         time.sleep(0.05)
@@ -153,8 +176,13 @@ def test_kill_9_then_printed_hint_continues_bit_identically(tmp_path):
     assert done and 8 <= done[-1] < 20, done
     # The run was started with max_iters=100000; stop it at 20 like the reference (a key --resume may change).
     hint_cmd = ["facesr", "train", "--work-dir", str(wd), "--resume"]
-    r = subprocess.run([sys.executable, "-m", "facesr.cli", *hint_cmd[1:], "--set", "train.max_iters=20"],
-                       env=_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "facesr.cli", *hint_cmd[1:], "--set", "train.max_iters=20"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     a, b = _weights(ref, 20), _weights(wd, 20)
     for k in a["model"]:
@@ -170,12 +198,19 @@ def test_kill_9_then_printed_hint_continues_bit_identically(tmp_path):
 def test_interrupt_hint_is_the_exact_command_that_continues(tmp_path):
     hq = _faces(tmp_path / "hq")
     wd = tmp_path / "my wd"
-    proc = subprocess.Popen(_train_args(wd, hq, "train.max_iters=100000", "train.ckpt_interval=100000",
-                                        "train.val_interval=100000", "optim.lr=3e-4"),
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _train_args(
+            wd, hq, "train.max_iters=100000", "train.ckpt_interval=100000", "train.val_interval=100000", "optim.lr=3e-4"
+        ),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
-    while time.time() < deadline and not ((wd / "log.jsonl").exists() and
-                                          (wd / "log.jsonl").read_text().count("\n") >= 3):
+    while time.time() < deadline and not (
+        (wd / "log.jsonl").exists() and (wd / "log.jsonl").read_text().count("\n") >= 3
+    ):
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -185,8 +220,13 @@ def test_interrupt_hint_is_the_exact_command_that_continues(tmp_path):
     assert argv[:2] == ["facesr", "train"]
     stopped = max(r["iter"] for r in read_log(wd))
     # Follow the hint (with a stop condition: the stored max_iters is 100000, a key --resume may change).
-    r = subprocess.run([sys.executable, "-m", "facesr.cli", *argv[1:], "--set", f"train.max_iters={stopped + 2}"],
-                       env=_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "facesr.cli", *argv[1:], "--set", f"train.max_iters={stopped + 2}"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     cfg = torch.load(wd / "checkpoints" / f"iter_{stopped + 2}.pt", weights_only=True)["config"]
     assert cfg["optim"]["lr"] == 3e-4 and cfg["data"]["train_hq_dir"] == str(hq)  # the --set overrides kept
@@ -218,24 +258,28 @@ def test_torch_write_failure_runtimeerror_is_one_line(tmp_path, capsys, monkeypa
 
     def enforce_fail(obj, f, *a, **kw):
         f.write(b"partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
-                           "data/0: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed"
+        )
 
     monkeypatch.setattr(state_mod.torch, "save", enforce_fail)
-    code, err = _cli(capsys, "train", "--work-dir", str(tmp_path / "wd"),
-                     *_sets(f"data.train_hq_dir={hq}", "train.max_iters=3"))
+    code, err = _cli(
+        capsys, "train", "--work-dir", str(tmp_path / "wd"), *_sets(f"data.train_hq_dir={hq}", "train.max_iters=3")
+    )
     assert code == 2 and err.count("\n") == 1 and "cannot write checkpoint" in err
     assert not list((tmp_path / "wd" / "checkpoints").glob("*.tmp"))
 
 
 def test_too_little_free_space_is_refused_before_writing(tmp_path, capsys, monkeypatch):
-    import shutil
     from collections import namedtuple
+
     hq = _faces(tmp_path / "hq")
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(state_mod.shutil, "disk_usage", lambda p: usage(3 << 20, 3 << 20, 1000))
-    code, err = _cli(capsys, "train", "--work-dir", str(tmp_path / "wd"),
-                     *_sets(f"data.train_hq_dir={hq}", "train.max_iters=3"))
+    code, err = _cli(
+        capsys, "train", "--work-dir", str(tmp_path / "wd"), *_sets(f"data.train_hq_dir={hq}", "train.max_iters=3")
+    )
     assert code == 2 and "not enough free space in" in err and "needs about" in err
     assert not list((tmp_path / "wd" / "checkpoints").glob("*")) if (tmp_path / "wd" / "checkpoints").exists() else True
 
@@ -252,8 +296,13 @@ def test_truncated_latest_checkpoint_names_the_earlier_one(tmp_path, capsys):
 def test_corrupt_training_image_is_named(tmp_path, capsys):
     hq = _faces(tmp_path / "hq")
     (hq / "face_1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    code, err = _cli(capsys, "train", "--work-dir", str(tmp_path / "wd"),
-                     *_sets(f"data.train_hq_dir={hq}", "train.max_iters=6", "data.num_workers=1"))
+    code, err = _cli(
+        capsys,
+        "train",
+        "--work-dir",
+        str(tmp_path / "wd"),
+        *_sets(f"data.train_hq_dir={hq}", "train.max_iters=6", "data.num_workers=1"),
+    )
     assert code == 2 and err.count("\n") == 1 and "face_1.png" in err and "Traceback" not in err
 
 
@@ -261,11 +310,23 @@ def test_corrupt_training_image_is_named(tmp_path, capsys):
 def test_dataloader_worker_exits_when_trainer_is_killed(tmp_path):
     hq = _faces(tmp_path / "hq")
     wd = tmp_path / "wd"
-    proc = subprocess.Popen(_train_args(wd, hq, "train.max_iters=100000", "train.ckpt_interval=100000",
-                                        "train.val_interval=100000", "data.num_workers=1"),
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_args(
+            wd,
+            hq,
+            "train.max_iters=100000",
+            "train.ckpt_interval=100000",
+            "train.val_interval=100000",
+            "data.num_workers=1",
+        ),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 90
-    while time.time() < deadline and not ((wd / "log.jsonl").exists() and (wd / "log.jsonl").read_text().count("\n") >= 2):
+    while time.time() < deadline and not (
+        (wd / "log.jsonl").exists() and (wd / "log.jsonl").read_text().count("\n") >= 2
+    ):
         time.sleep(0.1)
     kids = _descendants(proc.pid)
     assert kids, "expected DataLoader worker processes"
@@ -308,6 +369,7 @@ def _alive(pid: int) -> bool:
 def test_resume_keeps_a_time_budget_plan_unless_max_iters_is_set(tmp_path):
     from facesr.config import load_config
     from facesr.training.resume import resumed_config
+
     stored = load_config(None, ["train.time_budget_min=5", "train.max_iters=777", "sched.periods=[777]"]).to_dict()
     preset = load_config(None, ["train.time_budget_min=5", "train.max_iters=100000", "sched.periods=[100000]"])
     preset.user_set = set()

@@ -1,4 +1,5 @@
 """``--zip`` writes the same bytes for the same images, whoever writes them and whenever."""
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Slow jobs are made deterministic rather than slow: :class:`GatedRestorer` stops 
 restoration at ``gate_at_tile`` tiles until the test opens :attr:`GatedRestorer.gate`,
 then checks for cancellation before going on, exactly where a real job would.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -86,7 +87,7 @@ def face_png(size: int = 32, seed: int = 0, channels: int = 3) -> tuple[np.ndarr
     face = read_rgb(sample_face_path())
     rng = np.random.default_rng(seed)
     y, x = rng.integers(0, 128, 2)
-    crop = face[y:y + 384, x:x + 384]
+    crop = face[y : y + 384, x : x + 384]
     img = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
     if channels == 4:
         img = np.concatenate([img, rng.integers(0, 256, (size, size, 1), dtype=np.uint8)], axis=2)
@@ -101,6 +102,7 @@ def aligned_face() -> np.ndarray:
     if _ALIGNED is None:
         import faces_synth as S
         from facesr.faces import align, load_detector
+
         (f,) = load_detector("hog", upsample=0)(S.hq_face())  # a 300-pixel face: no need to search at 2x
         _ALIGNED = align.crop_face(S.hq_face(), align.estimate_alignment(f.landmarks), 512)
     return _ALIGNED
@@ -112,6 +114,7 @@ _ALIGNED = None
 def has_face_detector() -> bool:
     """True when the ``faces`` extra (dlib and its landmark model) is installed."""
     from facesr.web.photo import default_detector_missing
+
     return default_detector_missing() is None
 
 
@@ -120,8 +123,10 @@ def group_photo(hq: np.ndarray | None = None):
     and restore, and one too small to restore (narrower than 32 pixels); and the exact faces, as
     ``faces_synth.make_photo`` gives them (see tests/faces_synth.py)."""
     import faces_synth as S
-    lq, _, faces = S.make_photo([(1.0, 5.0, (90.0, 130.0)), (0.9, -6.0, (230.0, 110.0)), (0.3, 0.0, (290.0, 205.0))],
-                                hq=hq)
+
+    lq, _, faces = S.make_photo(
+        [(1.0, 5.0, (90.0, 130.0)), (0.9, -6.0, (230.0, 110.0)), (0.3, 0.0, (290.0, 205.0))], hq=hq
+    )
     return lq, faces
 
 
@@ -137,17 +142,24 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(im).copy()
 
 
-def multipart(fields: dict[str, tuple[str, bytes] | str], boundary: str = "facesrTestBoundary7MA4YWxk"
-              ) -> tuple[bytes, str]:
+def multipart(
+    fields: dict[str, tuple[str, bytes] | str], boundary: str = "facesrTestBoundary7MA4YWxk"
+) -> tuple[bytes, str]:
     """A multipart/form-data body: {field: (filename, content) or plain text}; returns (body, content type)."""
     out = b""
     for name, value in fields.items():
         if isinstance(value, str):
-            out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").encode()
+            out += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n').encode()
             continue
         filename, data = value
-        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n"
-                f"Content-Type: image/png\r\n\r\n").encode() + data + b"\r\n"
+        out += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                f"Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
     out += f"--{boundary}--\r\n".encode()
     return out, f"multipart/form-data; boundary={boundary}"
 
@@ -169,7 +181,7 @@ class LiveServer:
         self.server = uvicorn.Server(uvicorn_config(app, limits, log_level="error", timeout_graceful_shutdown=1))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:
@@ -207,8 +219,9 @@ class LiveServer:
         """One POST on a fresh connection: (status, lower-cased headers, body)."""
         return self.request("POST", path, body, headers, timeout)
 
-    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None,
-                timeout: float = 30.0) -> tuple[int, dict, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict | None = None, timeout: float = 30.0
+    ) -> tuple[int, dict, bytes]:
         """One request on a fresh connection: (status, lower-cased headers, body)."""
         import http.client
 
@@ -230,8 +243,9 @@ class LiveServer:
 def raw_post(path: str, body: bytes, ctype: str, length: int | None = None) -> bytes:
     """The bytes of a POST request (headers and ``body``); ``length`` overrides Content-Length."""
     n = len(body) if length is None else length
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {n}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\nContent-Length: {n}\r\n\r\n"
+    ).encode() + body
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ Quick use::
     restorer = facesr.load()            # the shipped model; or facesr.load("best.safetensors")
     sr = restorer.restore(image)        # numpy uint8 RGB or PIL image in, same kind out (x4)
 """
+
 __version__ = "0.2.0"
 
 
@@ -24,6 +25,7 @@ def load(checkpoint=None, device="auto", ema=False, precision="auto", amp=None, 
     """
     from .inference import Restorer
     from .inference.precision import precision_from_amp
+
     if amp is not None:
         precision = precision_from_amp(amp, None if precision == "auto" else precision, stacklevel=2)
     return Restorer.from_checkpoint(checkpoint, device=device, ema=ema, precision=precision, **kwargs)
@@ -32,6 +34,7 @@ def load(checkpoint=None, device="auto", ema=False, precision="auto", amp=None, 
 def restore_video(path_in, path_out, **kwargs):
     """Restore the faces of a video file (the 'video' extra); see :func:`facesr.video.restore_video`."""
     from .video import restore_video as run
+
     return run(path_in, path_out, **kwargs)
 
 

@@ -1,4 +1,5 @@
 """Files shipped inside the package: the sample face and the default model weights."""
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,10 @@ def shipped_checkpoint() -> Path:
     """Path of the default model shipped inside the package; CheckpointError if none is installed."""
     path = _pkg_file(*SHIPPED_RELPATH)
     if not path.is_file():
-        raise CheckpointError(f"no shipped model is installed ({'/'.join((SHIPPED_PACKAGE, *SHIPPED_RELPATH))} "
-                              f"is missing); give a checkpoint file")
+        raise CheckpointError(
+            f"no shipped model is installed ({'/'.join((SHIPPED_PACKAGE, *SHIPPED_RELPATH))} "
+            f"is missing); give a checkpoint file"
+        )
     return path
 
 

@@ -6,6 +6,7 @@ activation memory of a pass stays bounded whatever the image size.  :class:`face
 (images and tiles), evaluation, ``facesr predict`` and whole-photo restoration all batch with
 :func:`same_size_batches`.  Pure Python (no torch), so light modules can use it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
@@ -25,8 +26,13 @@ def batch_cap(h: int, w: int, batch_size: int, max_pixels: int | None = MAX_BATC
     return max(1, min(int(batch_size), int(max_pixels) // max(1, h * w)))
 
 
-def same_size_batches(items: Iterable[T], size: Callable[[T], tuple[int, int]], batch_size: int,
-                      max_pixels: int | None = MAX_BATCH_PIXELS, regroup: bool = False) -> Iterator[list[T]]:
+def same_size_batches(
+    items: Iterable[T],
+    size: Callable[[T], tuple[int, int]],
+    batch_size: int,
+    max_pixels: int | None = MAX_BATCH_PIXELS,
+    regroup: bool = False,
+) -> Iterator[list[T]]:
     """Lists of items of one ``size(item) == (h, w)``, each at most :func:`batch_cap` long.
 
     ``regroup=False`` packs consecutive items only and is lazy (``items`` may be a stream: a batch

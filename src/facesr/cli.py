@@ -5,6 +5,7 @@ Errors the user can fix (:class:`facesr.errors.FacesrError`: bad config key, mis
 folder, unreadable image, foreign checkpoint, missing extra) print one line,
 ``facesr <cmd>: error: ...``, and exit 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,10 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(a, "func", None):
         ap.print_help()
         return 2
-    if (a.command in INFERENCE_COMMANDS and "torch" not in sys.modules
-            and getattr(a, "precision", "auto") in ("auto", "fp32-winograd")
-            and not str(getattr(a, "device", "auto")).startswith("cuda")
-            and getattr(a, "backend", "torch") == "torch"):
+    if (
+        a.command in INFERENCE_COMMANDS
+        and "torch" not in sys.modules
+        and getattr(a, "precision", "auto") in ("auto", "fp32-winograd")
+        and not str(getattr(a, "device", "auto")).startswith("cuda")
+        and getattr(a, "backend", "torch") == "torch"
+    ):
         # idle OpenMP threads sleep instead of spinning for milliseconds after each parallel region, so
         # that precision auto can run Winograd convolutions on several threads (inference/precision.py)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -52,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facesr {a.command}: error: {one_line(describe_os_error(exc))}", file=sys.stderr)
         return 2
     except MemoryError:
-        print(f"facesr {a.command}: error: out of memory (try smaller inputs, --tile, or a smaller batch)",
-              file=sys.stderr)
+        print(
+            f"facesr {a.command}: error: out of memory (try smaller inputs, --tile, or a smaller batch)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"facesr {a.command}: interrupted", file=sys.stderr)

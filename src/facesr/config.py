@@ -5,6 +5,7 @@ its allowed set raises :class:`ConfigError` with a one-line message naming the
 dotted key.  ``configs/*.yaml`` hold the presets; a missing section or key takes
 the default given here (the reference course recipe).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,13 +41,16 @@ class _SafeConfigLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise ConfigError(f"YAML aliases (*{event.anchor}) are not accepted in configs; write the value out "
-                              f"(line {event.start_mark.line + 1})")
+            raise ConfigError(
+                f"YAML aliases (*{event.anchor}) are not accepted in configs; write the value out "
+                f"(line {event.start_mark.line + 1})"
+            )
         if self.check_event(yaml.MappingStartEvent, yaml.SequenceStartEvent):
             self._depth += 1
             if self._depth > MAX_YAML_DEPTH:
-                raise ConfigError(f"YAML nested deeper than {MAX_YAML_DEPTH} levels "
-                                  f"(line {self.peek_event().start_mark.line + 1})")
+                raise ConfigError(
+                    f"YAML nested deeper than {MAX_YAML_DEPTH} levels (line {self.peek_event().start_mark.line + 1})"
+                )
             try:
                 return super().compose_node(parent, index)
             finally:
@@ -99,6 +103,7 @@ class ModelCfg:
     (:mod:`facesr.models.registry`) and kept, defaults filled in, in ``kwargs``;
     ``cfg.model.num_blocks`` reads them like ordinary attributes.
     """
+
     arch: str = "msrresnet"
     max_params: Optional[int] = None  # refuse to build/train a model with more trainable parameters
     kwargs: dict = field(default_factory=dict)
@@ -259,8 +264,9 @@ _warned: set[str] = set()
 def _amp_as_precision(amp: Any, key: str) -> str:
     """The ``train.precision`` a deprecated ``train.amp`` value means; warns (once per process on stderr)."""
     if amp not in AMP_TO_PRECISION:
-        raise ConfigError(f"{key}: {amp!r} is not one of 'none', 'bf16', 'fp16' (deprecated key: use "
-                          "train.precision: fp32|bf16|fp16)")
+        raise ConfigError(
+            f"{key}: {amp!r} is not one of 'none', 'bf16', 'fp16' (deprecated key: use train.precision: fp32|bf16|fp16)"
+        )
     new = AMP_TO_PRECISION[amp]
     msg = f"{key} is deprecated; read as train.precision: {new} (fp32|bf16|fp16)"
     warnings.warn(msg, DeprecationWarning, stacklevel=3)
@@ -277,8 +283,10 @@ def _read_deprecated_amp(data: dict, prefix: str) -> dict:
     data = dict(data)
     new = _amp_as_precision(data.pop("amp"), f"{prefix}.amp")
     if data.get("precision", new) != new:
-        raise ConfigError(f"{prefix}.amp: means precision {new}, which contradicts {prefix}.precision "
-                          f"{data['precision']!r}; give precision only")
+        raise ConfigError(
+            f"{prefix}.amp: means precision {new}, which contradicts {prefix}.precision "
+            f"{data['precision']!r}; give precision only"
+        )
     data["precision"] = new
     return data
 
@@ -300,8 +308,9 @@ def _renamed_degrade_on(data: dict, prefix: str) -> dict:
     key = f"{prefix}.degrade_on" if prefix else "degrade_on"
     new = {"cpu": "exact", "gpu": "batched"}.get(old)
     if new is None:
-        raise ConfigError(f"{key}: {old!r} is not one of 'cpu', 'gpu' (deprecated key: use data.degrade_engine: "
-                          "exact|batched)")
+        raise ConfigError(
+            f"{key}: {old!r} is not one of 'cpu', 'gpu' (deprecated key: use data.degrade_engine: exact|batched)"
+        )
     warnings.warn(f"{key}: {old} is deprecated; write data.degrade_engine: {new}", FutureWarning, stacklevel=2)
     data["degrade_engine"] = new
     return data
@@ -339,7 +348,7 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
             if nxt is None:
                 nxt = node[part] = {}
             if not isinstance(nxt, dict):
-                raise ConfigError(f"{'.'.join(path[:i + 1])}: is not a section, cannot set {'.'.join(path)}")
+                raise ConfigError(f"{'.'.join(path[: i + 1])}: is not a section, cannot set {'.'.join(path)}")
             node = nxt
         node[path[-1]] = value
     return data
@@ -356,8 +365,9 @@ def val_weights_used(train: TrainCfg) -> str:
 def validation_metrics(train: TrainCfg) -> list[str]:
     """The metrics validation logs: psnr, ssim, psnr_challenge for the raw weights, ``*_ema`` for the EMA ones."""
     which = val_weights_used(train)
-    return ([*VAL_METRICS] if which in ("raw", "both") else []) + \
-        ([f"{k}_ema" for k in VAL_METRICS] if which in ("ema", "both") else [])
+    return ([*VAL_METRICS] if which in ("raw", "both") else []) + (
+        [f"{k}_ema" for k in VAL_METRICS] if which in ("ema", "both") else []
+    )
 
 
 def _need(cond: bool, key: str, msg: str) -> None:
@@ -378,39 +388,71 @@ def _check_finite(d: dict, prefix: str = "") -> None:
 def _check_train(cfg: Config) -> None:
     need = _need
     metrics = validation_metrics(cfg.train)
-    need(cfg.train.best_metric in metrics, "train.best_metric",
-         f"{cfg.train.best_metric!r} is not a metric that validation of the {val_weights_used(cfg.train)} weights "
-         f"produces (choose from {', '.join(metrics)})")
+    need(
+        cfg.train.best_metric in metrics,
+        "train.best_metric",
+        f"{cfg.train.best_metric!r} is not a metric that validation of the {val_weights_used(cfg.train)} weights "
+        f"produces (choose from {', '.join(metrics)})",
+    )
 
     need(cfg.model.max_params is None or cfg.model.max_params > 0, "model.max_params", "must be positive or null")
     need(cfg.train.batch_size > 0, "train.batch_size", "must be positive")
     need(0 <= cfg.seed <= MAX_SEED, "seed", f"must be in 0..{MAX_SEED}")
     need(0 <= cfg.data.val_seed <= MAX_SEED, "data.val_seed", f"must be in 0..{MAX_SEED}")
     tb = cfg.train.time_budget_min
-    need(tb is None or (math.isfinite(tb) and tb > 0), "train.time_budget_min", "must be a positive number of minutes or null")
+    need(
+        tb is None or (math.isfinite(tb) and tb > 0),
+        "train.time_budget_min",
+        "must be a positive number of minutes or null",
+    )
     vm = cfg.train.val_interval_min
-    need(vm is None or (math.isfinite(vm) and vm > 0), "train.val_interval_min", "must be a positive number of minutes or null")
-    need(tb is None or cfg.sched.type != "cosine_restart" or len(cfg.sched.periods) == 1, "train.time_budget_min",
-         "needs a one-period cosine (sched.periods: [N], resized to the budget) or sched.type: constant")
+    need(
+        vm is None or (math.isfinite(vm) and vm > 0),
+        "train.val_interval_min",
+        "must be a positive number of minutes or null",
+    )
+    need(
+        tb is None or cfg.sched.type != "cosine_restart" or len(cfg.sched.periods) == 1,
+        "train.time_budget_min",
+        "needs a one-period cosine (sched.periods: [N], resized to the budget) or sched.type: constant",
+    )
     dirs = cfg.data.train_hq_dir
-    need(not isinstance(dirs, list) or len(dirs) > 0, "data.train_hq_dir", "must be a folder or a non-empty list of folders")
+    need(
+        not isinstance(dirs, list) or len(dirs) > 0,
+        "data.train_hq_dir",
+        "must be a folder or a non-empty list of folders",
+    )
     need(cfg.train.max_iters > 0, "train.max_iters", "must be positive")
     for k in ("val_interval", "ckpt_interval", "log_interval", "keep_last"):
         need(getattr(cfg.train, k) > 0, f"train.{k}", "must be positive")
     m = cfg.train.ema_momentum
     need(m is None or 0 < m <= 1, "train.ema_momentum", "must be in (0, 1] or null")
     need(cfg.optim.lr > 0, "optim.lr", "must be positive")
-    need(len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas), "optim.betas", "must be two numbers in [0, 1)")
+    need(
+        len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
+        "optim.betas",
+        "must be two numbers in [0, 1)",
+    )
     if cfg.sched.type == "cosine_restart":
-        need(len(cfg.sched.periods) > 0 and all(p > 0 for p in cfg.sched.periods), "sched.periods", "must be a non-empty list of positive integers")
-        need(cfg.sched.restart_weights is None or len(cfg.sched.restart_weights) == len(cfg.sched.periods), "sched.restart_weights",
-             f"needs one weight per period ({len(cfg.sched.periods)}), got {len(cfg.sched.restart_weights or [])}")
+        need(
+            len(cfg.sched.periods) > 0 and all(p > 0 for p in cfg.sched.periods),
+            "sched.periods",
+            "must be a non-empty list of positive integers",
+        )
+        need(
+            cfg.sched.restart_weights is None or len(cfg.sched.restart_weights) == len(cfg.sched.periods),
+            "sched.restart_weights",
+            f"needs one weight per period ({len(cfg.sched.periods)}), got {len(cfg.sched.restart_weights or [])}",
+        )
     need(cfg.sched.eta_min >= 0, "sched.eta_min", "must be >= 0")
     need(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
     need(cfg.train.grad_clip is None or cfg.train.grad_clip > 0, "train.grad_clip", "must be positive or null")
     need(cfg.data.prefetch_factor > 0, "data.prefetch_factor", "must be positive")
-    need(cfg.sched.restart_weights is None or all(w >= 0 for w in cfg.sched.restart_weights), "sched.restart_weights",
-         "must be >= 0")
+    need(
+        cfg.sched.restart_weights is None or all(w >= 0 for w in cfg.sched.restart_weights),
+        "sched.restart_weights",
+        "must be >= 0",
+    )
 
 
 def _check_data(cfg: Config) -> None:
@@ -420,54 +462,90 @@ def _check_data(cfg: Config) -> None:
     need(cs is None or 0 < cs <= final, "data.crop_size", f"must be null or in 1..{final}")
     sch = cfg.data.crop_schedule
     if sch is not None:
-        ok = (isinstance(sch, list) and len(sch) > 0
-              and all(isinstance(e, list) and len(e) == 2 and all(isinstance(v, int) for v in e) for e in sch))
+        ok = (
+            isinstance(sch, list)
+            and len(sch) > 0
+            and all(isinstance(e, list) and len(e) == 2 and all(isinstance(v, int) for v in e) for e in sch)
+        )
         need(ok, "data.crop_schedule", "must be a list of [iteration, patch size] pairs of integers")
-        need(sch[0][0] == 0 and all(a[0] < b[0] for a, b in zip(sch, sch[1:])), "data.crop_schedule",
-             "iterations must start at 0 and increase")
+        need(
+            sch[0][0] == 0 and all(a[0] < b[0] for a, b in zip(sch, sch[1:])),
+            "data.crop_schedule",
+            "iterations must start at 0 and increase",
+        )
         need(all(0 < c <= final for _, c in sch), "data.crop_schedule", f"patch sizes must be in 1..{final}")
         need(cs is None, "data.crop_size", "must be null when data.crop_schedule is set")
         need(cfg.data.degrade_engine == "exact", "data.crop_schedule", "needs data.degrade_engine: exact")
-        need(cfg.train.time_budget_min is None, "train.time_budget_min",
-             "cannot plan a run whose patch size changes (data.crop_schedule); give train.max_iters instead")
+        need(
+            cfg.train.time_budget_min is None,
+            "train.time_budget_min",
+            "cannot plan a run whose patch size changes (data.crop_schedule); give train.max_iters instead",
+        )
     need(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
     dd = cfg.data.degrade_device.strip().lower()
-    need(dd == "auto" or dd == "cpu" or dd.split(":")[0] in ("cuda", "mps"), "data.degrade_device",
-         f"{cfg.data.degrade_device!r} is not auto, cpu, cuda, cuda:N or mps")
+    need(
+        dd == "auto" or dd == "cpu" or dd.split(":")[0] in ("cuda", "mps"),
+        "data.degrade_device",
+        f"{cfg.data.degrade_device!r} is not auto, cpu, cuda, cuda:N or mps",
+    )
     need(cfg.data.hq_size == cfg.degradation.up.size, "data.hq_size", "must equal degradation.up.size")
-    need(cfg.data.hq_size == final * cfg.model.upscale_factor, "data.hq_size",
-         f"must equal degradation.final.size x model.upscale_factor ({final} x {cfg.model.upscale_factor})")
+    need(
+        cfg.data.hq_size == final * cfg.model.upscale_factor,
+        "data.hq_size",
+        f"must equal degradation.final.size x model.upscale_factor ({final} x {cfg.model.upscale_factor})",
+    )
 
 
 def _check_degradation(cfg: Config) -> None:
     need, deg = _need, cfg.degradation
     for sec in ("blur", "down", "noise", "jpeg", "up", "final"):
         need(0 <= getattr(cfg.degradation, sec).prob <= 1, f"degradation.{sec}.prob", "must be in [0, 1]")
-    for sec, lst, probs in (("blur", "kernel_list", "kernel_prob"), ("down", "resize_opt", "resize_prob"),
-                            ("up", "resize_opt", "resize_prob"), ("final", "resize_opt", "resize_prob")):
+    for sec, lst, probs in (
+        ("blur", "kernel_list", "kernel_prob"),
+        ("down", "resize_opt", "resize_prob"),
+        ("up", "resize_opt", "resize_prob"),
+        ("final", "resize_opt", "resize_prob"),
+    ):
         s = getattr(cfg.degradation, sec)
-        need(len(getattr(s, lst)) == len(getattr(s, probs)), f"degradation.{sec}.{probs}", f"needs one probability per entry of {lst}")
+        need(
+            len(getattr(s, lst)) == len(getattr(s, probs)),
+            f"degradation.{sec}.{probs}",
+            f"needs one probability per entry of {lst}",
+        )
         need(abs(sum(getattr(s, probs)) - 1) < 1e-6, f"degradation.{sec}.{probs}", "must sum to 1")
     need(len(deg.blur.kernel_size) > 0, "degradation.blur.kernel_size", "must be a non-empty list")
     for size in deg.blur.kernel_size:
-        need(size % 2 == 1 and 0 < size <= 201, "degradation.blur.kernel_size",
-             f"kernel sizes must be odd, 1..201, got {size}")
+        need(
+            size % 2 == 1 and 0 < size <= 201,
+            "degradation.blur.kernel_size",
+            f"kernel sizes must be odd, 1..201, got {size}",
+        )
 
     def pair(key: str, v: list, lo: float, hi: float, lo_open: bool = False) -> None:
         ok = len(v) == 2 and v[0] <= v[1] and (v[0] > lo if lo_open else v[0] >= lo) and v[1] <= hi
         need(ok, key, f"must be two numbers [low, high] within {'(' if lo_open else '['}{lo}, {hi}], got {v}")
+
     pair("degradation.blur.sigma_x", deg.blur.sigma_x, 0, 100, lo_open=True)
     pair("degradation.blur.sigma_y", deg.blur.sigma_y, 0, 100, lo_open=True)
     pair("degradation.blur.rotate_angle", deg.blur.rotate_angle, -2 * math.pi, 2 * math.pi)
     rs = deg.down.resize_scale
     up_p = deg.down.resize_mode_prob[0] if deg.down.resize_mode_prob else 0
-    need(len(rs) == 2 and 0 < rs[0] <= 1 and rs[0] <= rs[1] <= (4 if up_p > 0 else 1), "degradation.down.resize_scale",
-         f"must be [low, high] with low in (0, 1] and high in [low, {4 if up_p > 0 else 1}], got {rs}")
-    need(len(deg.down.resize_mode_prob) == 3 and all(p >= 0 for p in deg.down.resize_mode_prob)
-         and abs(sum(deg.down.resize_mode_prob) - 1) < 1e-6, "degradation.down.resize_mode_prob",
-         "must be three probabilities (up, down, keep) summing to 1")
+    need(
+        len(rs) == 2 and 0 < rs[0] <= 1 and rs[0] <= rs[1] <= (4 if up_p > 0 else 1),
+        "degradation.down.resize_scale",
+        f"must be [low, high] with low in (0, 1] and high in [low, {4 if up_p > 0 else 1}], got {rs}",
+    )
+    need(
+        len(deg.down.resize_mode_prob) == 3
+        and all(p >= 0 for p in deg.down.resize_mode_prob)
+        and abs(sum(deg.down.resize_mode_prob) - 1) < 1e-6,
+        "degradation.down.resize_mode_prob",
+        "must be three probabilities (up, down, keep) summing to 1",
+    )
     pair("degradation.noise.gaussian_sigma", deg.noise.gaussian_sigma, 0, 255)
-    need(0 <= deg.noise.gaussian_gray_noise_prob <= 1, "degradation.noise.gaussian_gray_noise_prob", "must be in [0, 1]")
+    need(
+        0 <= deg.noise.gaussian_gray_noise_prob <= 1, "degradation.noise.gaussian_gray_noise_prob", "must be in [0, 1]"
+    )
     pair("degradation.jpeg.quality", deg.jpeg.quality, 1, 100)
     for sec in ("up", "final"):
         need(0 < getattr(deg, sec).size <= 4096, f"degradation.{sec}.size", "must be in 1..4096")

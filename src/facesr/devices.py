@@ -1,4 +1,5 @@
 """Device names -> ``torch.device``, with one-line :class:`~facesr.errors.DeviceError` messages."""
+
 from __future__ import annotations
 
 import torch

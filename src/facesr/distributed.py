@@ -7,6 +7,7 @@ effective batch of ``train.batch_size x WORLD_SIZE``; ``facesr predict`` shards
 its inputs by rank.  Without torchrun every helper here is a no-op on one
 process (:class:`DistInfo` with ``enabled`` False).
 """
+
 from __future__ import annotations
 
 import os

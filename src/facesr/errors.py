@@ -7,6 +7,7 @@ image, a foreign checkpoint, a missing optional extra) derives from
 line.  Library code words its messages in terms of *values* ("tile size must be
 >= 0"); only command modules name command-line flags.
 """
+
 from __future__ import annotations
 
 MAX_MESSAGE_CHARS = 300

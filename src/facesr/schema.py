@@ -3,12 +3,14 @@
 The one converter behind :mod:`facesr.config` and the model registry's architecture ``Cfg``
 checks.  It sits below both, so neither imports the other to validate.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
-from typing import Any, Callable, Literal, Union
+from collections.abc import Callable
+from typing import Any, Literal, Union
 
 from .errors import ConfigError
 

@@ -1,4 +1,5 @@
 """Deprecated location: the OpenVINO runner now lives in :mod:`facesr.inference.openvino`."""
+
 from __future__ import annotations
 
 from ..inference.openvino import *  # noqa: F403

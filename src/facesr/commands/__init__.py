@@ -7,6 +7,7 @@ registers the modules listed in :data:`COMMANDS` and turns
 :class:`facesr.errors.FacesrError` into one line.  Library code words its errors
 in values; a command checks its own flags and names them in its messages.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,22 +15,42 @@ import sys
 from typing import Any
 
 #: Command modules under ``facesr.commands``, in the order ``facesr --help`` lists them.
-COMMANDS: list[str] = ["train", "info", "degrade", "eval", "predict", "plot", "demo", "export", "compare",
-                       "restore", "serve"]
+COMMANDS: list[str] = [
+    "train",
+    "info",
+    "degrade",
+    "eval",
+    "predict",
+    "plot",
+    "demo",
+    "export",
+    "compare",
+    "restore",
+    "serve",
+]
 
 
 def add_set(p) -> None:
     """The ``--set KEY=VALUE`` config override option."""
-    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set train.max_iters=1000 data.num_workers=4 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys, e.g. --set train.max_iters=1000 data.num_workers=4 (repeatable)",
+    )
 
 
 #: facesr.inference.precision.PRECISIONS, spelled out so that building the parser does not import torch
 PRECISION_CHOICES = ["auto", "fp32", "fp32-winograd", "bf16", "fp16"]
-PRECISION_HELP = ("auto (default): bf16 on CPUs with AVX512-BF16/AMX and on CUDA GPUs with bf16, fp16 on older "
-                  "GPUs, fp32-winograd (fp32 with NNPACK Winograd convolutions, 1.2-1.8x faster, not "
-                  "bit-identical) on AVX2 CPUs with one thread or OMP_WAIT_POLICY=PASSIVE (which facesr sets), "
-                  "else fp32; fp32: bit-reproducible (e.g. to regenerate a submission exactly)")
+PRECISION_HELP = (
+    "auto (default): bf16 on CPUs with AVX512-BF16/AMX and on CUDA GPUs with bf16, fp16 on older "
+    "GPUs, fp32-winograd (fp32 with NNPACK Winograd convolutions, 1.2-1.8x faster, not "
+    "bit-identical) on AVX2 CPUs with one thread or OMP_WAIT_POLICY=PASSIVE (which facesr sets), "
+    "else fp32; fp32: bit-reproducible (e.g. to regenerate a submission exactly)"
+)
 
 
 def warn(command: str, message: str) -> None:
@@ -70,6 +91,7 @@ def add_precision_options(p, default: str = "auto") -> None:
 def precision_arg(a) -> str | None:
     """The precision asked for by ``--precision``/``--amp`` (None when the command has neither: fp32)."""
     from ..errors import FacesrError
+
     precision = getattr(a, "precision", None)
     if getattr(a, "amp", False):
         if precision not in (None, "auto", "bf16"):
@@ -87,9 +109,13 @@ def add_max_pixels_option(p, default_mp: float | None = 64.0, default_help: str 
     """``--max-pixels MPX``: the one cap, in megapixels, on the size an image's header may announce
     (``default_mp`` None: the command picks per input kind, as ``default_help`` says)."""
     default = default_help or f"{default_mp:g}"
-    p.add_argument("--max-pixels", default=default_mp, metavar="MPX",
-                   help=f"refuse images whose header announces more than MPX megapixels, before decoding "
-                        f"(default {default}; 0 = no cap)")
+    p.add_argument(
+        "--max-pixels",
+        default=default_mp,
+        metavar="MPX",
+        help=f"refuse images whose header announces more than MPX megapixels, before decoding "
+        f"(default {default}; 0 = no cap)",
+    )
 
 
 def max_pixels_arg(a) -> Any:
@@ -99,6 +125,7 @@ def max_pixels_arg(a) -> Any:
     import math
 
     from ..errors import FacesrError
+
     if a.max_pixels is None:
         return None
     try:
@@ -108,8 +135,11 @@ def max_pixels_arg(a) -> Any:
     if not math.isfinite(mp) or mp < 0:
         raise FacesrError(f"--max-pixels must be a finite number of megapixels >= 0, got {a.max_pixels}")
     if mp >= _PIXEL_COUNT_FROM:
-        warn(a.command, f"--max-pixels {a.max_pixels} read as a pixel count ({mp / 1e6:g} megapixels); "
-                        f"--max-pixels takes megapixels now")
+        warn(
+            a.command,
+            f"--max-pixels {a.max_pixels} read as a pixel count ({mp / 1e6:g} megapixels); "
+            f"--max-pixels takes megapixels now",
+        )
         return int(mp)
     return int(round(mp * 1e6))
 
@@ -130,6 +160,7 @@ def check_output_file(path, protected, overwrite: bool, flag: str):
     from ..errors import FacesrError
     from ..io.files import OutputsExistError
     from ..io.files import check_output_file as check
+
     try:
         return check(path, protected, overwrite, flag)
     except OutputsExistError as exc:
@@ -140,6 +171,7 @@ def check_outputs(a, files, out, zip_path=None):
     """:func:`facesr.io.check_outputs` with the ``--overwrite`` hint added for existing outputs."""
     from ..errors import FacesrError
     from ..io.files import OutputsExistError, check_outputs
+
     try:
         return check_outputs(files, a.inputs, out, zip_path, a.overwrite, getattr(a, "skip_existing", False))
     except OutputsExistError as exc:
@@ -152,17 +184,30 @@ BACKEND_EXTRAS = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("openvino
 
 def add_backend_options(p) -> None:
     """``--backend torch|onnxruntime|openvino`` and ``--model-file`` (with its deprecated, hidden alias ``--onnx``)."""
-    p.add_argument("--backend", choices=["torch", *BACKEND_EXTRAS], default="torch",
-                   help="torch (default); onnxruntime or openvino: CPU runtimes in fp32, or an int8 OpenVINO "
-                        "model from 'facesr export --openvino OUT.xml --int8 LQ_DIR' (docs/performance.md)")
+    p.add_argument(
+        "--backend",
+        choices=["torch", *BACKEND_EXTRAS],
+        default="torch",
+        help="torch (default); onnxruntime or openvino: CPU runtimes in fp32, or an int8 OpenVINO "
+        "model from 'facesr export --openvino OUT.xml --int8 LQ_DIR' (docs/performance.md)",
+    )
     p.add_argument("--onnx", dest="model_file", action=DeprecatedAlias, new="--model-file", metavar="FILE")
-    p.add_argument("--model-file", dest="model_file", metavar="FILE",
-                   help="with --backend onnxruntime: an .onnx file; with --backend openvino: an .xml (fp32 or "
-                        "int8) or .onnx file (default: convert --checkpoint, or the shipped model, on the fly)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads per process (default: all cores; under torchrun 1 per process unless "
-                        "OMP_NUM_THREADS says otherwise). fp32 outputs are bit-identical between runs with the "
-                        "same threads per process on the same CPU kind")
+    p.add_argument(
+        "--model-file",
+        dest="model_file",
+        metavar="FILE",
+        help="with --backend onnxruntime: an .onnx file; with --backend openvino: an .xml (fp32 or "
+        "int8) or .onnx file (default: convert --checkpoint, or the shipped model, on the fly)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads per process (default: all cores; under torchrun 1 per process unless "
+        "OMP_NUM_THREADS says otherwise). fp32 outputs are bit-identical between runs with the "
+        "same threads per process on the same CPU kind",
+    )
 
 
 def check_backend_args(a) -> None:
@@ -171,6 +216,7 @@ def check_backend_args(a) -> None:
     from pathlib import Path
 
     from ..errors import FacesrError, MissingExtraError
+
     if getattr(a, "threads", None) is not None and not 1 <= a.threads <= 1024:
         raise FacesrError(f"--threads must be in 1..1024, got {a.threads}")
     if a.backend == "torch":
@@ -184,8 +230,10 @@ def check_backend_args(a) -> None:
     if str(getattr(a, "device", "auto")).lower() not in ("auto", "cpu"):
         raise FacesrError(f"--device {a.device} applies to --backend torch; {a.backend} runs on the CPU")
     if getattr(a, "amp", False) or getattr(a, "precision", None) in ("bf16", "fp16", "fp32-winograd"):
-        raise FacesrError(f"--{'amp' if a.amp else 'precision ' + a.precision} applies to --backend torch only "
-                          f"({a.backend} runs fp32, or the int8 of an int8 model file)")
+        raise FacesrError(
+            f"--{'amp' if a.amp else 'precision ' + a.precision} applies to --backend torch only "
+            f"({a.backend} runs fp32, or the int8 of an int8 model file)"
+        )
     if a.backend == "onnxruntime" and a.model_file and Path(a.model_file).suffix.lower() == ".xml":
         raise FacesrError(f"--model-file {a.model_file}: an OpenVINO IR runs with --backend openvino")
     extra, module = BACKEND_EXTRAS[a.backend]
@@ -200,10 +248,12 @@ def load_restorer(a, device=None, **kw):
     and ``--backend``/``--model-file`` (those present; ``device`` overrides ``--device``)."""
     from ..devices import resolve_device
     from ..inference import Restorer
+
     backend = getattr(a, "backend", "torch")
     threads = getattr(a, "threads", None)
     if threads is not None and backend == "torch":
         import torch
+
         torch.set_num_threads(threads)
     elif threads is not None:
         kw["threads"] = threads
@@ -213,8 +263,10 @@ def load_restorer(a, device=None, **kw):
             return Restorer.from_onnx(model_file, precision=precision_arg(a), **kw)
         if model_file:
             return Restorer.from_openvino(model_file, precision=precision_arg(a), **kw)
-        return Restorer.from_checkpoint(a.checkpoint, ema=getattr(a, "ema", False), backend=backend,
-                                        precision=precision_arg(a), **kw)
+        return Restorer.from_checkpoint(
+            a.checkpoint, ema=getattr(a, "ema", False), backend=backend, precision=precision_arg(a), **kw
+        )
     device = resolve_device(a.device if device is None else device, option="--device")
-    return Restorer.from_checkpoint(a.checkpoint, device=device, ema=getattr(a, "ema", False),
-                                    precision=precision_arg(a), **kw)
+    return Restorer.from_checkpoint(
+        a.checkpoint, device=device, ema=getattr(a, "ema", False), precision=precision_arg(a), **kw
+    )

@@ -2,6 +2,7 @@
 
 The drawing is :func:`facesr.viz.compare.compare_grid`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("sr_dir", metavar="SR_DIR")
     p.add_argument("gt_dir", nargs="?", metavar="GT_DIR", help="ground truth; adds a GT column and PSNR captions")
     p.add_argument("--out", required=True, help="picture to write: .png, .jpg or .webp")
-    p.add_argument("--names", nargs="+", metavar="STEM",
-                   help="image stems to show (default: the first --max in all folders)")
+    p.add_argument(
+        "--names", nargs="+", metavar="STEM", help="image stems to show (default: the first --max in all folders)"
+    )
     p.add_argument("--max", type=int, default=6, help=f"rows when --names is not given (default 6, at most {MAX_ROWS})")
     p.add_argument("--zoom", action="store_true", help="add a magnified crop of the eye region under each panel")
     p.add_argument("--title", help="title line at the top")
@@ -36,6 +38,7 @@ def run(a) -> int:
     from ..io.images import check_image_name, read_any
     from ..viz.compare import compare_grid
     from . import check_output_file, max_pixels_arg
+
     if not 1 <= a.max <= MAX_ROWS:
         raise FacesrError(f"--max must be in 1..{MAX_ROWS}, got {a.max}")
     if a.names and len(set(a.names)) > MAX_ROWS:
@@ -47,8 +50,11 @@ def run(a) -> int:
     gt = images_by_stem(a.gt_dir, "GT folder") if a.gt_dir else None
     folders = [("LQ", lq), ("SR", sr)] + ([("GT", gt)] if gt is not None else [])
     if a.names:
-        missing = [f"{n} (not in {', '.join(w for w, d in folders if n not in d)})"
-                   for n in a.names if any(n not in d for _, d in folders)]
+        missing = [
+            f"{n} (not in {', '.join(w for w, d in folders if n not in d)})"
+            for n in a.names
+            if any(n not in d for _, d in folders)
+        ]
         if missing:
             raise FacesrError(f"--names: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
         stems = list(dict.fromkeys(a.names))
@@ -56,7 +62,7 @@ def run(a) -> int:
         common = sorted(set(sr).intersection(lq, *([gt] if gt is not None else [])))
         if not common:
             raise FacesrError(f"no image stem is present in all of {', '.join(f'{w} ({len(d)})' for w, d in folders)}")
-        stems = common[:a.max]
+        stems = common[: a.max]
     out = Path(a.out)
     used = {d[s].resolve() for _, d in folders for s in stems}
     if out.resolve() in used:
@@ -70,8 +76,10 @@ def run(a) -> int:
         if gt is not None:
             g = read_any(gt[s], cap)[0]
             if g.shape != sr_img.shape:
-                raise ImageError(f"{gt[s]}: GT {g.shape[1]}x{g.shape[0]} does not match SR {sr[s]} "
-                                 f"{sr_img.shape[1]}x{sr_img.shape[0]}")
+                raise ImageError(
+                    f"{gt[s]}: GT {g.shape[1]}x{g.shape[0]} does not match SR {sr[s]} "
+                    f"{sr_img.shape[1]}x{sr_img.shape[0]}"
+                )
             row["gt"] = g
         rows.append(row)
     sheet = compare_grid(rows, out, sr_title=a.sr_title, title=a.title, zoom=a.zoom)

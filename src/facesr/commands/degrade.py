@@ -13,11 +13,11 @@ give the same LQ.  Outputs are 8-bit RGB PNGs (0-255), ``<stem>.png`` for one co
 images at a time on ``--device`` (a GPU, typically): same files and ``params.jsonl``
 (each line marked ``"engine": "batched"``), LQ within the engine's approximations.
 """
+
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import sys
 from pathlib import Path
 
 from . import add_set, report_skipped
@@ -31,11 +31,19 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--copies", type=int, default=1, help="LQ versions per HQ image, named <stem>_<k>.png")
     p.add_argument("--workers", type=int, default=0, help="worker processes (output does not depend on it)")
-    p.add_argument("--rng", choices=["facesr", "mmagic"], help="facesr: per-image private RNG; mmagic: MMagic's global "
-                   "RNG draw order, seeded with --seed before every image (bit-exact with MMagic)")
-    p.add_argument("--engine", choices=["exact", "batched"], default="exact",
-                   help="exact (default): OpenCV, bit-exact MMagic LQ; batched: the same records applied in "
-                        "batches with torch on --device (same LQ statistics; see docs/performance.md)")
+    p.add_argument(
+        "--rng",
+        choices=["facesr", "mmagic"],
+        help="facesr: per-image private RNG; mmagic: MMagic's global "
+        "RNG draw order, seeded with --seed before every image (bit-exact with MMagic)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["exact", "batched"],
+        default="exact",
+        help="exact (default): OpenCV, bit-exact MMagic LQ; batched: the same records applied in "
+        "batches with torch on --device (same LQ statistics; see docs/performance.md)",
+    )
     p.add_argument("--device", default=None, help="--engine batched: auto (default), cpu, cuda or cuda:N")
     p.add_argument("--batch", type=int, default=None, help="--engine batched: LQ images per batch (default 16)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -80,12 +88,15 @@ def run(args) -> int:
     if not args.overwrite and out_dir.is_dir():
         clashes = [n for n in names if (out_dir / n).exists()]
         if clashes:
-            raise FacesrError(f"{out_dir}: {len(clashes)} output(s) already exist ({first(clashes)}); "
-                              f"pass --overwrite to replace them")
+            raise FacesrError(
+                f"{out_dir}: {len(clashes)} output(s) already exist ({first(clashes)}); "
+                f"pass --overwrite to replace them"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
 
     tasks = [(str(p), deg, args.seed, args.copies, cfg.data.hq_size, cfg.data.hq_resize, str(out_dir)) for p in files]
     from ..io.progress import progress
+
     pbar = progress(len(tasks), "facesr degrade", "img")
     results: list[dict] = []
     warned = False
@@ -95,14 +106,17 @@ def run(args) -> int:
         results.append(r)
         if r["resized"] is not None and r["error"] is None and not warned:
             w, h = r["resized"]
-            pbar.write(f"facesr degrade: warning: {r['hq']} is {w}x{h}, area-resizing HQ images to "
-                       f"{cfg.data.hq_size}x{cfg.data.hq_size} (further such images are resized silently)")
+            pbar.write(
+                f"facesr degrade: warning: {r['hq']} is {w}x{h}, area-resizing HQ images to "
+                f"{cfg.data.hq_size}x{cfg.data.hq_size} (further such images are resized silently)"
+            )
             warned = True
         pbar.update(1)
 
     try:
         if args.engine == "batched":
             from ..data.degrade_folder import degrade_files_batched
+
             for r in degrade_files_batched(tasks, args.device or "auto", args.batch or 16, args.workers):
                 collect(r)
         elif args.workers == 0 or len(tasks) == 1:

@@ -1,4 +1,5 @@
 """``facesr demo``: the whole job end to end on a face that ships with facesr (see :mod:`facesr.viz.demo`)."""
+
 from __future__ import annotations
 
 import sys
@@ -12,13 +13,17 @@ MAX_ROWS = 32
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="degrade the bundled sample face, restore it, write a side-by-side picture")
-    p.add_argument("--out", help="picture to write, .png, .jpg or .webp (default facesr_demo.png, or facesr_demo_2.png, "
-                   "... if that exists)")
+    p.add_argument(
+        "--out",
+        help="picture to write, .png, .jpg or .webp (default facesr_demo.png, or facesr_demo_2.png, "
+        "... if that exists)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--image", help="use this 512x512 HQ face instead of the bundled one")
     p.add_argument("--seed", type=int, default=0, help="first degradation seed (default 0)")
-    p.add_argument("--rows", type=int, default=3,
-                   help=f"how many degradations (seeds seed..seed+rows-1; 1..{MAX_ROWS})")
+    p.add_argument(
+        "--rows", type=int, default=3, help=f"how many degradations (seeds seed..seed+rows-1; 1..{MAX_ROWS})"
+    )
     add_model_options(p, ema=False, precision=False)
     add_max_pixels_option(p)
     p.set_defaults(func=run)
@@ -30,12 +35,14 @@ def _output_path(a) -> str:
     from pathlib import Path
 
     from . import check_output_file
+
     if a.out is None:
         k = 1
         while Path("facesr_demo.png" if k == 1 else f"facesr_demo_{k}.png").exists():
             k += 1
         return "facesr_demo.png" if k == 1 else f"facesr_demo_{k}.png"
     from ..io.images import check_image_name
+
     check_image_name(a.out, "--out")
     check_output_file(a.out, [a.image] if a.image else [], a.overwrite, "--out")
     return a.out
@@ -49,6 +56,7 @@ def run(a) -> int:
     from ..errors import FacesrError
     from ..viz.demo import make_demo
     from . import load_restorer
+
     if not 1 <= a.rows <= MAX_ROWS:
         raise FacesrError(f"--rows must be in 1..{MAX_ROWS}, got {a.rows}")
     if not 0 <= a.seed <= MAX_SEED - a.rows + 1:
@@ -60,8 +68,10 @@ def run(a) -> int:
     _, rows = make_demo(restorer, a.image or sample_face_path(), [a.seed + k for k in range(a.rows)], a.out, cap)
     print(f"{'seed':>4}  {'degradation':<44} {'bicubic PSNR/SSIM':>18}  {'facesr PSNR/SSIM':>17}")
     for r in rows:
-        print(f"{r.seed:>4}  {r.describe():<44} {r.bicubic_psnr:8.2f} / {r.bicubic_ssim:.4f}  "
-              f"{r.sr_psnr:8.2f} / {r.sr_ssim:.4f}")
+        print(
+            f"{r.seed:>4}  {r.describe():<44} {r.bicubic_psnr:8.2f} / {r.bicubic_ssim:.4f}  "
+            f"{r.sr_psnr:8.2f} / {r.sr_ssim:.4f}"
+        )
     mb, ms = np.mean([r.bicubic_psnr for r in rows]), np.mean([r.sr_psnr for r in rows])
     mbs, mss = np.mean([r.bicubic_ssim for r in rows]), np.mean([r.sr_ssim for r in rows])
     print(f"mean  {'':<44} {mb:8.2f} / {mbs:.4f}  {ms:8.2f} / {mss:.4f}   (facesr {ms - mb:+.2f} dB)")

@@ -18,6 +18,7 @@ The scoring is :mod:`facesr.evaluation`.  PSNR is in dB; SSIM is in [-1, 1]
 (1 = identical).  Identical images give a PSNR of +inf, written as ``Infinity``
 in ``--json`` (Python's JSON dialect).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,9 @@ from . import (
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="PSNR/SSIM of predictions (PRED_DIR GT_DIR) or of a checkpoint "
-                                           "(--checkpoint --lq --gt)")
+    p = subparsers.add_parser(
+        "eval", help="PSNR/SSIM of predictions (PRED_DIR GT_DIR) or of a checkpoint (--checkpoint --lq --gt)"
+    )
     p.add_argument("pred_dir", nargs="?")
     p.add_argument("gt_dir", nargs="?")
     p.add_argument("--checkpoint", help="evaluate this model on --lq/--gt pairs (omit for the shipped model)")
@@ -48,8 +50,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto")
     add_precision_options(p)
     add_backend_options(p)
-    p.add_argument("--tta", choices=["none", "flip"], default="none",
-                   help="flip: average with the prediction of the mirrored input (2x the compute)")
+    p.add_argument(
+        "--tta",
+        choices=["none", "flip"],
+        default="none",
+        help="flip: average with the prediction of the mirrored input (2x the compute)",
+    )
     p.add_argument("--crop-border", type=int, default=0)
     add_max_pixels_option(p)
     p.add_argument("--y", action="store_true", help="score the BT.601 Y channel only")
@@ -65,6 +71,7 @@ def _check_outputs(args, pairs, save_dir: Path | None = None) -> None:
     from ..errors import FacesrError
     from ..io.files import first, real
     from . import check_output_file
+
     protected = [p for pair in pairs for p in pair]
     outs: list[Path] = []
     if save_dir is not None:
@@ -82,6 +89,7 @@ def _check_outputs(args, pairs, save_dir: Path | None = None) -> None:
 
 # ----------------------------------------------------------------------------- output
 
+
 def _fmt(v: float, nd: int = 4) -> str:
     return "inf" if math.isinf(v) else f"{v:.{nd}f}"
 
@@ -89,6 +97,7 @@ def _fmt(v: float, nd: int = 4) -> str:
 def _json_safe(value):
     """``value`` with non-finite floats (PSNR of identical images is +inf) as null: strict JSON has no Infinity."""
     import math
+
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -103,6 +112,7 @@ def _write_json(path: str, payload: dict) -> None:
     import json
 
     from ..io.files import atomic_write_bytes
+
     text = json.dumps(_json_safe(payload), indent=2, allow_nan=False)
     atomic_write_bytes(path, (text + "\n").encode("utf-8"))
 
@@ -113,6 +123,7 @@ def _write_csv(path: str, per: dict, extra: dict | None = None) -> None:
 
     from ..evaluation import KEYS
     from ..io.files import atomic_write_bytes
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     extra_cols = [f"bicubic_{k}" for k in KEYS] if extra else []
@@ -133,16 +144,21 @@ def _print_table(res: dict, out=None) -> None:
     for stem, v in per.items():
         print(f"{stem:<{width}}{_fmt(v['psnr']):>10}{_fmt(v['ssim']):>9}{_fmt(v['psnr_challenge']):>17}", file=out)
     m = res["mean"]
-    print(f"{'mean':<{width}}{_fmt(m['psnr']):>10}{_fmt(m['ssim']):>9}{_fmt(m['psnr_challenge']):>17}"
-          f"   ({len(per)} images)", file=out)
+    print(
+        f"{'mean':<{width}}{_fmt(m['psnr']):>10}{_fmt(m['ssim']):>9}{_fmt(m['psnr_challenge']):>17}"
+        f"   ({len(per)} images)",
+        file=out,
+    )
 
 
 def _progress(total: int):
     from ..io.progress import progress
+
     return progress(total, "facesr eval", "img")
 
 
 # ----------------------------------------------------------------------------- checkpoint mode
+
 
 def _load(args):
     """(Restorer, description, precision in words) for ``--checkpoint`` or, without it, the shipped model."""
@@ -164,8 +180,9 @@ def _load(args):
         desc = f"{path} ({lw.source_format}, {lw.arch}: {cfg}; {'EMA' if lw.used_ema else 'raw'} weights)"
     else:
         desc = f"shipped model {path.name} ({'EMA' if args.ema else 'raw'} weights)"
-    restorer = Restorer(model, device=resolve_device(args.device, option="--device"), precision=precision_arg(args),
-                        tta=args.tta)
+    restorer = Restorer(
+        model, device=resolve_device(args.device, option="--device"), precision=precision_arg(args), tta=args.tta
+    )
     return restorer, desc, f"{restorer.precision} ({restorer.precision_reason})"
 
 
@@ -191,8 +208,7 @@ def eval_checkpoint(args) -> int:
     _check_outputs(args, pairs, save_dir)
 
     restorer, desc, precision = _load(args)
-    loaded = load_pairs(lq_dir, gt_dir, restorer.scale, "LQ folder", "GT folder", args.crop_border,
-                        args.max_pixels)
+    loaded = load_pairs(lq_dir, gt_dir, restorer.scale, "LQ folder", "GT folder", args.crop_border, args.max_pixels)
 
     on_image = None
     if save_dir is not None:
@@ -202,8 +218,9 @@ def eval_checkpoint(args) -> int:
             write_png(save_dir / f"{stem}.png", pred_u8)
 
     with _progress(len(loaded)) as pbar:
-        res = evaluate_pairs(restorer, loaded, crop_border=args.crop_border, y_only=args.y, on_image=on_image,
-                             progress=pbar)
+        res = evaluate_pairs(
+            restorer, loaded, crop_border=args.crop_border, y_only=args.y, on_image=on_image, progress=pbar
+        )
     bic = bicubic_baseline(loaded, restorer.scale, args.crop_border, args.y)
 
     m, b = res["mean"], bic["mean"]
@@ -217,13 +234,22 @@ def eval_checkpoint(args) -> int:
     print(f"pairs:  {len(loaded)} ({lq_dir} -> {gt_dir}){'; ' + ', '.join(opts) if opts else ''}")
     print(f"reference (MMagic, unrounded):  PSNR {_fmt(m['psnr'])} dB   SSIM {_fmt(m['ssim'])}")
     print(f"challenge (uint8 PNG):          PSNR {_fmt(m['psnr_challenge'])} dB   (RGB, no crop)")
-    print(f"bicubic x4 baseline (uint8):    PSNR {_fmt(b['psnr'])} dB   SSIM {_fmt(b['ssim'])}   "
-          f"challenge PSNR {_fmt(b['psnr_challenge'])} dB")
+    print(
+        f"bicubic x4 baseline (uint8):    PSNR {_fmt(b['psnr'])} dB   SSIM {_fmt(b['ssim'])}   "
+        f"challenge PSNR {_fmt(b['psnr_challenge'])} dB"
+    )
     if save_dir is not None:
         print(f"saved:  {len(loaded)} prediction(s) in {save_dir}")
-    payload = {"mean": m, "per_image": res["per_image"], "bicubic": bic,
-               "model": desc, "precision": restorer.precision, "tta": restorer.tta,
-               "crop_border": args.crop_border, "y_only": bool(args.y)}
+    payload = {
+        "mean": m,
+        "per_image": res["per_image"],
+        "bicubic": bic,
+        "model": desc,
+        "precision": restorer.precision,
+        "tta": restorer.tta,
+        "crop_border": args.crop_border,
+        "y_only": bool(args.y),
+    }
     if args.json:
         _write_json(args.json, payload)
     if args.csv:
@@ -232,6 +258,7 @@ def eval_checkpoint(args) -> int:
 
 
 # ----------------------------------------------------------------------------- entry point
+
 
 def run(args) -> int:
     """Run ``facesr eval`` (see the module docstring); returns the exit status."""
@@ -245,16 +272,23 @@ def run(args) -> int:
         return eval_checkpoint(args)
     if not (args.pred_dir and args.gt_dir):
         raise FacesrError("give PRED_DIR GT_DIR, or --lq DIR --gt DIR [--checkpoint P] to evaluate a model")
-    for flag, val in (("--save", args.save), ("--ema", args.ema), ("--amp", args.amp),
-                      ("--precision", args.precision != "auto"), ("--tta", args.tta != "none"),
-                      ("--backend", args.backend != "torch"), ("--model-file", args.model_file)):
+    for flag, val in (
+        ("--save", args.save),
+        ("--ema", args.ema),
+        ("--amp", args.amp),
+        ("--precision", args.precision != "auto"),
+        ("--tta", args.tta != "none"),
+        ("--backend", args.backend != "torch"),
+        ("--model-file", args.model_file),
+    ):
         if val:
             raise FacesrError(f"{flag} applies to model evaluation (--lq/--gt), not to PRED_DIR GT_DIR")
     pairs = pair_files(args.pred_dir, args.gt_dir, "prediction folder", "GT folder")
     _check_outputs(args, pairs)
     with _progress(len(pairs)) as pbar:
-        res = eval_folders(args.pred_dir, args.gt_dir, args.crop_border, args.y, progress=pbar,
-                           max_pixels=args.max_pixels)
+        res = eval_folders(
+            args.pred_dir, args.gt_dir, args.crop_border, args.y, progress=pbar, max_pixels=args.max_pixels
+        )
     _print_table(res)
     if args.json:
         _write_json(args.json, res)

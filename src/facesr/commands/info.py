@@ -1,4 +1,5 @@
 """``facesr info``: parameter count, FLOPs and output shape of a model (from a config or a checkpoint)."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", help="YAML preset: count the model it builds")
     p.add_argument("--checkpoint", help="weights file: count the model it holds (neither: the shipped model)")
     p.add_argument("--ema", action="store_true", help="with --checkpoint: read the EMA weights")
-    p.add_argument("--shape", type=int, nargs="+", default=[3, 128, 128], metavar="N",
-                   help="input C H W (default 3 128 128)")
+    p.add_argument(
+        "--shape", type=int, nargs="+", default=[3, 128, 128], metavar="N", help="input C H W (default 3 128 128)"
+    )
     p.add_argument("--max-params", type=int, help="report whether the model fits under this cap (exit 1 if not)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_set(p)
@@ -41,6 +43,7 @@ def run(a) -> int:
         arch = {"arch": cfg.model.arch, **arch_config_of(model)}
     else:
         from ..assets import shipped_checkpoint
+
         path = a.checkpoint or shipped_checkpoint()
         model, lw = load_model(path, ema=a.ema)
         cap = a.max_params
@@ -53,21 +56,36 @@ def run(a) -> int:
         raise FacesrError(f"--shape: the model takes {in_ch} input channels, got C={shape[0]}")
     # Counted on the meta device: shapes only, no memory, so any --shape up to the cap is instant.
     import copy
+
     try:
         flops = count_flops(copy.deepcopy(model).to("meta"), shape)
     except RuntimeError as exc:
-        raise FacesrError(f"--shape {' '.join(map(str, shape))}: the model cannot take this input "
-                          f"({str(exc).splitlines()[0][:120]})") from None
+        raise FacesrError(
+            f"--shape {' '.join(map(str, shape))}: the model cannot take this input ({str(exc).splitlines()[0][:120]})"
+        ) from None
     out_shape = list(flops.output_shape)
     fits = None if cap is None else params <= cap
     if a.json:
-        print(json.dumps({"params": params, "flops": int(flops), "input_shape": list(shape), "output_shape": out_shape,
-                          "max_params": cap, "fits": fits, "model": arch}))
+        print(
+            json.dumps(
+                {
+                    "params": params,
+                    "flops": int(flops),
+                    "input_shape": list(shape),
+                    "output_shape": out_shape,
+                    "max_params": cap,
+                    "fits": fits,
+                    "model": arch,
+                }
+            )
+        )
     else:
         print(f"model:   {', '.join(f'{k}={v}' for k, v in arch.items())}")
         print(f"params:  {params:,} ({format_size(params)})")
-        print(f"flops:   {flops:,} ({format_size(flops)}) multiply-adds for input {'x'.join(map(str, shape))}, "
-              f"as MMagic get_flops counts")
+        print(
+            f"flops:   {flops:,} ({format_size(flops)}) multiply-adds for input {'x'.join(map(str, shape))}, "
+            f"as MMagic get_flops counts"
+        )
         print(f"output:  {'x'.join(map(str, out_shape))}")
         if cap is not None:
             print(f"cap:     {cap:,} -> {'fits' if fits else 'OVER THE CAP by ' + format(params - cap, ',')}")

@@ -1,17 +1,24 @@
 """``facesr plot``: training curves of one or more runs (see :mod:`facesr.viz.plotting`)."""
+
 from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("plot", help="training curves of one or more runs (validation PSNR vs iterations or hours)")
+    p = subparsers.add_parser(
+        "plot", help="training curves of one or more runs (validation PSNR vs iterations or hours)"
+    )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", required=True, help="figure to write: .png, .jpg, .pdf or .svg (the format its name says)")
     p.add_argument("--metric", default="psnr", choices=["psnr", "ssim", "loss", "lr"])
     p.add_argument("--labels", nargs="+", help="one legend label per run")
     p.add_argument("--title")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--x", choices=["iters", "hours"], default="iters",
-                   help="x axis: iterations, or training hours (equal-time comparisons; validation time excluded)")
+    p.add_argument(
+        "--x",
+        choices=["iters", "hours"],
+        default="iters",
+        help="x axis: iterations, or training hours (equal-time comparisons; validation time excluded)",
+    )
     p.set_defaults(func=run)
 
 

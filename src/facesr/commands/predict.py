@@ -14,6 +14,7 @@ barrier rank 0 writes the zip and reports the skipped files of all ranks.
 ``--skip-existing`` leaves outputs that are already there alone, so a preempted
 or interrupted run can be restarted and only does what is missing.
 """
+
 from __future__ import annotations
 
 import sys
@@ -38,22 +39,34 @@ def add_parser(subparsers) -> None:
     add_model_options(p)
     p.add_argument("--zip", help="also write a flat zip of the outputs (challenge layout)")
     p.add_argument("--tile", type=int, default=0, help="LQ tile size for big images (0 = auto / no tiling)")
-    p.add_argument("--tile-overlap", type=int, default=None,
-                   help="LQ context pixels around each tile (default: the model's receptive field, exact)")
+    p.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=None,
+        help="LQ context pixels around each tile (default: the model's receptive field, exact)",
+    )
     p.add_argument("--batch-size", type=int, default=4)
     add_backend_options(p)
-    p.add_argument("--tta", choices=["none", "flip"], default="none",
-                   help="flip: average with the prediction of the mirrored input (2x the compute)")
+    p.add_argument(
+        "--tta",
+        choices=["none", "flip"],
+        default="none",
+        help="flip: average with the prediction of the mirrored input (2x the compute)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_max_pixels_option(p)
-    p.add_argument("--skip-existing", action="store_true",
-                   help="leave outputs that already exist and restore only the missing ones (restart a job); "
-                        "the zip is rebuilt from all outputs")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave outputs that already exist and restore only the missing ones (restart a job); "
+        "the zip is rebuilt from all outputs",
+    )
     p.set_defaults(func=run)
 
 
 def _check_args(a) -> None:
     from ..errors import FacesrError
+
     if a.tile < 0:
         raise FacesrError(f"--tile must be >= 0, got {a.tile}")
     if a.tile_overlap is not None and a.tile_overlap < 0:
@@ -67,8 +80,7 @@ def _check_args(a) -> None:
 
 
 def _make_restorer(a, device=None):
-    return load_restorer(a, device=device, tile=a.tile, tile_overlap=a.tile_overlap, batch_size=a.batch_size,
-                         tta=a.tta)
+    return load_restorer(a, device=device, tile=a.tile, tile_overlap=a.tile_overlap, batch_size=a.batch_size, tta=a.tta)
 
 
 def _distributed(a):
@@ -77,6 +89,7 @@ def _distributed(a):
 
     from ..devices import resolve_device
     from ..distributed import DistInfo, init_distributed
+
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return DistInfo(), None
     dev_type = "cpu" if a.backend != "torch" else resolve_device(a.device, option="--device").type
@@ -111,6 +124,7 @@ def _decoded(files, max_pixels: int, skipped: list[str], bar):
 
     from ..errors import ImageError, one_line
     from ..io.images import read_any, warn_large_input
+
     for f in files:
         try:
             rgb, alpha = read_any(f, max_pixels=max_pixels)
@@ -126,6 +140,7 @@ def _complete_png(path: Path) -> bool:
     """True for a whole, valid PNG at ``path`` (what --skip-existing keeps); an empty, truncated or foreign
     file there is restored again, with a note."""
     from PIL import Image
+
     if not path.exists():
         return False
     try:
@@ -134,9 +149,11 @@ def _complete_png(path: Path) -> bool:
                 raise OSError("not a PNG")
             im.load()  # decodes every chunk: a truncated file fails here
         return True
-    except Exception as exc:  # noqa: BLE001  (any decoder error means: not a complete output)
-        print(f"facesr predict: note: {path} exists but is not a complete PNG ({type(exc).__name__}); "
-              f"restoring it again", file=sys.stderr)
+    except Exception as exc:
+        print(
+            f"facesr predict: note: {path} exists but is not a complete PNG ({type(exc).__name__}); restoring it again",
+            file=sys.stderr,
+        )
         return False
 
 
@@ -148,7 +165,7 @@ def _predict(a, files, out, zip_path, mapping, info, device) -> int:
     from ..io.progress import progress
 
     if info.enabled:  # rank r restores inputs r, r+N, ... of the sorted list
-        files = sorted(files, key=str)[info.rank::info.world_size]
+        files = sorted(files, key=str)[info.rank :: info.world_size]
     # --skip-existing: complete outputs already there are left as they are (an empty or truncated one is
     # restored again).  Checked after sharding, so the shards never depend on what other ranks write meanwhile.
     present: list[Path] = []

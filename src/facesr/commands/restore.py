@@ -23,6 +23,7 @@ at a chosen scale from a classical upscale and the restored faces, needs the ``f
 extra, and has options (detector, background, minimum face size, saved crops) that mean
 nothing to ``predict``.  Keeping them apart keeps ``predict``'s contract exact.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import (add_max_pixels_option, add_model_options, check_outputs, load_restorer, max_pixels_arg,
-               report_skipped)
+from . import add_max_pixels_option, add_model_options, check_outputs, load_restorer, max_pixels_arg, report_skipped
 
 NAME = "restore"
 #: --detector choices (facesr.faces.detect.load_detector names), spelled out so --help does not import dlib
@@ -40,37 +40,70 @@ DETECTOR_CHOICES = ("hog", "hog-upright", "cnn")
 
 def add_parser(subparsers) -> None:
     """Register ``facesr restore`` and its arguments."""
-    p = subparsers.add_parser(NAME, help="restore the faces in whole photos and videos (detect, align, restore, "
-                                         "paste back)",
-                              description=__doc__.split("\n\n")[0].split(": ", 1)[1])
-    p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_VIDEO",
-                   help="photo or video files, folders or glob patterns")
+    p = subparsers.add_parser(
+        NAME,
+        help="restore the faces in whole photos and videos (detect, align, restore, paste back)",
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+    )
+    p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_VIDEO", help="photo or video files, folders or glob patterns")
     p.add_argument("--out", required=True, help="output folder (never an input folder)")
-    p.add_argument("--upscale", type=int, choices=[1, 2, 4], default=2,
-                   help="output size = photo size x this (default 2)")
-    p.add_argument("--bg", choices=["bicubic", "lanczos", "model"], default="bicubic",
-                   help="how the rest of the photo is upscaled (default bicubic; 'model' runs the face model "
-                        "over every pixel, slow on a CPU)")
-    p.add_argument("--detector", choices=list(DETECTOR_CHOICES), default="hog",
-                   help="dlib detector: hog (default: the photo and copies rotated by +-30 degrees, for tilted "
-                        "heads), hog-upright (the photo only, ~4x faster, misses heads tilted past ~20 degrees) "
-                        "or cnn (more poses; its search takes 60-100x the CPU time of one hog pass)")
-    p.add_argument("--min-face", type=float, default=32, metavar="PX",
-                   help="faces narrower than PX photo pixels are left as background and counted (default 32)")
-    p.add_argument("--save-faces", action="store_true",
-                   help="also write <stem>_faces/: aligned model inputs, restored faces and faces.json "
-                        "(boxes, landmarks, scores, transforms)")
+    p.add_argument(
+        "--upscale", type=int, choices=[1, 2, 4], default=2, help="output size = photo size x this (default 2)"
+    )
+    p.add_argument(
+        "--bg",
+        choices=["bicubic", "lanczos", "model"],
+        default="bicubic",
+        help="how the rest of the photo is upscaled (default bicubic; 'model' runs the face model "
+        "over every pixel, slow on a CPU)",
+    )
+    p.add_argument(
+        "--detector",
+        choices=list(DETECTOR_CHOICES),
+        default="hog",
+        help="dlib detector: hog (default: the photo and copies rotated by +-30 degrees, for tilted "
+        "heads), hog-upright (the photo only, ~4x faster, misses heads tilted past ~20 degrees) "
+        "or cnn (more poses; its search takes 60-100x the CPU time of one hog pass)",
+    )
+    p.add_argument(
+        "--min-face",
+        type=float,
+        default=32,
+        metavar="PX",
+        help="faces narrower than PX photo pixels are left as background and counted (default 32)",
+    )
+    p.add_argument(
+        "--save-faces",
+        action="store_true",
+        help="also write <stem>_faces/: aligned model inputs, restored faces and faces.json "
+        "(boxes, landmarks, scores, transforms)",
+    )
     add_model_options(p)
     add_max_pixels_option(p, None, "48 for photos, 8.3 (3840x2160) for video frames")
     v = p.add_argument_group("videos")
     v.add_argument("--start", type=float, default=0.0, metavar="SEC", help="restore from this time on (default 0)")
     v.add_argument("--duration", type=float, default=None, metavar="SEC", help="restore this many seconds")
-    v.add_argument("--max-frames", type=int, default=None, metavar="N",
-                   help="restore only the first N frames (of --start/--duration): try a few seconds first")
-    v.add_argument("--frame-cap", type=int, default=None, metavar="N",
-                   help="skip videos with more than N frames to restore (default 54000, 30 min at 30 fps)")
-    v.add_argument("--crf", type=int, default=18, metavar="Q",
-                   help="H.264 quality, 0 (lossless) .. 51 (default 18, visually lossless)")
+    v.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="restore only the first N frames (of --start/--duration): try a few seconds first",
+    )
+    v.add_argument(
+        "--frame-cap",
+        type=int,
+        default=None,
+        metavar="N",
+        help="skip videos with more than N frames to restore (default 54000, 30 min at 30 fps)",
+    )
+    v.add_argument(
+        "--crf",
+        type=int,
+        default=18,
+        metavar="Q",
+        help="H.264 quality, 0 (lossless) .. 51 (default 18, visually lossless)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=run)
 
@@ -87,12 +120,15 @@ def run(a) -> int:
     face_dirs = {f: out / f"{f.stem}_faces" for f in photos} if a.save_faces else {}
     if not a.overwrite:
         from ..errors import FacesrError
+
         clashes = [str(d) for d in face_dirs.values() if d.exists()]
         if clashes:
-            raise FacesrError(f"{len(clashes)} output folder(s) exist (use --overwrite to replace): "
-                              f"{', '.join(clashes[:5])}")
+            raise FacesrError(
+                f"{len(clashes)} output folder(s) exist (use --overwrite to replace): {', '.join(clashes[:5])}"
+            )
     if videos:
         from ..video.io import import_av
+
         import_av()  # fails fast, in one line, without the 'video' extra
     detector = load_detector(a.detector)  # fails fast, in one line, without the 'faces' extra
     restorer = load_restorer(a)
@@ -109,6 +145,7 @@ def run(a) -> int:
 def _check_args(a) -> None:
     """One-line errors for option values out of range."""
     from ..errors import FacesrError
+
     if a.min_face < 0:
         raise FacesrError(f"--min-face must be >= 0, got {a.min_face}")
     a.max_pixels = max_pixels_arg(a)  # pixels (or None) from here on
@@ -167,6 +204,7 @@ def _video_outputs(a, videos: list[Path], out: Path) -> dict[Path, Path]:
     from ..errors import FacesrError
     from ..io.files import first, real
     from ..video.io import output_name
+
     mapping = {f: out / output_name(f) for f in videos}
     names: dict[Path, Path] = {}
     for f, o in mapping.items():
@@ -183,16 +221,17 @@ def _video_outputs(a, videos: list[Path], out: Path) -> dict[Path, Path]:
     return mapping
 
 
-def _restore_photos(a, files: list[Path], mapping: dict, face_dirs: dict, detector, restorer,
-                    skipped: list[str]) -> None:
+def _restore_photos(
+    a, files: list[Path], mapping: dict, face_dirs: dict, detector, restorer, skipped: list[str]
+) -> None:
     """Restore each photo of ``files`` into ``mapping[photo]`` (the photo half of :func:`run`)."""
     import numpy as np
-    from ..io.progress import progress
 
     from ..errors import FacesrError, one_line
     from ..faces.photo import DEFAULT_MAX_PIXELS, read_photo, restore_photo
     from ..io.files import atomic_write_bytes
     from ..io.images import encode_png
+    from ..io.progress import progress
 
     max_pixels = DEFAULT_MAX_PIXELS if a.max_pixels is None else a.max_pixels
     n_written = n_faces = n_small = 0
@@ -202,8 +241,15 @@ def _restore_photos(a, files: list[Path], mapping: dict, face_dirs: dict, detect
             try:
                 rgb, alpha = read_photo(f, max_pixels=max_pixels)
                 img = rgb if alpha is None else np.dstack([rgb, alpha])
-                res = restore_photo(restorer, img, detector=detector, upscale=a.upscale, background=a.bg,
-                                    min_face=a.min_face, keep_crops=a.save_faces)
+                res = restore_photo(
+                    restorer,
+                    img,
+                    detector=detector,
+                    upscale=a.upscale,
+                    background=a.bg,
+                    min_face=a.min_face,
+                    keep_crops=a.save_faces,
+                )
             except FacesrError as exc:
                 skipped.append(one_line(exc))
                 bar.update(1)
@@ -216,9 +262,11 @@ def _restore_photos(a, files: list[Path], mapping: dict, face_dirs: dict, detect
             n_small += len(res.skipped)
             if not res.faces:
                 no_face.append(f.name)
-                bar.write(f"facesr {NAME}: note: {f}: no face restored"
-                          f"{f' ({len(res.skipped)} too small)' if res.skipped else ''}; "
-                          f"wrote a plain {a.bg} upscale")
+                bar.write(
+                    f"facesr {NAME}: note: {f}: no face restored"
+                    f"{f' ({len(res.skipped)} too small)' if res.skipped else ''}; "
+                    f"wrote a plain {a.bg} upscale"
+                )
             bar.set_postfix_str(f"faces={n_faces}")
             bar.update(1)
 
@@ -241,11 +289,22 @@ def _restore_videos(a, mapping: dict[Path, Path], detector, restorer, skipped: l
     for f, o in mapping.items():
         progress = _VideoBars(f.name)
         try:
-            res = restore_video(f, o, restorer=restorer, detector=detector, upscale=a.upscale, background=a.bg,
-                                min_face=a.min_face, start=a.start, duration=a.duration, max_frames=a.max_frames,
-                                max_pixels=DEFAULT_MAX_PIXELS if a.max_pixels is None else (a.max_pixels or None),
-                                frame_cap=DEFAULT_FRAME_CAP if a.frame_cap is None else a.frame_cap, crf=a.crf,
-                                progress=progress)
+            res = restore_video(
+                f,
+                o,
+                restorer=restorer,
+                detector=detector,
+                upscale=a.upscale,
+                background=a.bg,
+                min_face=a.min_face,
+                start=a.start,
+                duration=a.duration,
+                max_frames=a.max_frames,
+                max_pixels=DEFAULT_MAX_PIXELS if a.max_pixels is None else (a.max_pixels or None),
+                frame_cap=DEFAULT_FRAME_CAP if a.frame_cap is None else a.frame_cap,
+                crf=a.crf,
+                progress=progress,
+            )
         except FacesrError as exc:
             skipped.append(one_line(exc))
             continue
@@ -253,13 +312,21 @@ def _restore_videos(a, mapping: dict[Path, Path], detector, restorer, skipped: l
             progress.close()
         n_written += 1
         audio = f"{res.audio_streams} audio stream(s) copied" if res.audio_streams else "no audio"
-        faces = (f"{res.tracks} face(s) restored in {res.face_frames} face-frames" if res.face_frames
-                 else f"no face restored; wrote a plain {a.bg} upscale")
-        print(f"{o}: {res.frames} frames at {float(res.fps):.3f} fps, {res.width}x{res.height}, {faces}, {audio} "
-              f"({res.seconds:.1f} s)")
+        faces = (
+            f"{res.tracks} face(s) restored in {res.face_frames} face-frames"
+            if res.face_frames
+            else f"no face restored; wrote a plain {a.bg} upscale"
+        )
+        print(
+            f"{o}: {res.frames} frames at {float(res.fps):.3f} fps, {res.width}x{res.height}, {faces}, {audio} "
+            f"({res.seconds:.1f} s)"
+        )
         if not res.face_frames:
-            print(f"facesr {NAME}: note: {f}: no face restored"
-                  f"{f' ({res.small} face-frames too small)' if res.small else ''}", file=sys.stderr)
+            print(
+                f"facesr {NAME}: note: {f}: no face restored"
+                f"{f' ({res.small} face-frames too small)' if res.small else ''}",
+                file=sys.stderr,
+            )
     print(f"wrote {n_written} video(s) to {a.out}")
 
 
@@ -274,6 +341,7 @@ class _VideoBars:
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
         from ..io.progress import progress
+
         if stage != self.stage:
             self.close()
             self.stage = stage
@@ -296,11 +364,16 @@ def _save_faces(folder: Path, photo: Path, shape, res, a, atomic_write_bytes, en
         atomic_write_bytes(folder / names["restored"], encode_png(sr))
         records.append({"index": i, **face.to_dict(), "files": names})
     doc = {
-        "photo": str(photo), "width": int(shape[1]), "height": int(shape[0]), "upscale": res.upscale,
-        "background": a.bg, "detector": f"dlib-{a.detector}", "min_face": a.min_face,
+        "photo": str(photo),
+        "width": int(shape[1]),
+        "height": int(shape[0]),
+        "upscale": res.upscale,
+        "background": a.bg,
+        "detector": f"dlib-{a.detector}",
+        "min_face": a.min_face,
         "coordinates": "input-photo pixels, pixel-centre convention (pixel i spans i-0.5..i+0.5); "
-                       "box = (x0, y0, x1, y1) edges; affine_to_aligned_512 maps photo (x, y, 1) to the "
-                       "512x512 FFHQ-aligned face",
+        "box = (x0, y0, x1, y1) edges; affine_to_aligned_512 maps photo (x, y, 1) to the "
+        "512x512 FFHQ-aligned face",
         "landmark_order": ["right_eye_outer", "right_eye_inner", "left_eye_outer", "left_eye_inner", "nose_base"],
         "faces": records,
         "skipped_small": [s.to_dict() for s in res.skipped],

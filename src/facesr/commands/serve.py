@@ -5,6 +5,7 @@ The app itself is :mod:`facesr.web.app` (FastAPI, run by uvicorn; its API is des
 server starts listening.  The server binds to 127.0.0.1 unless told otherwise; it
 has no authentication, so only bind to another address on a network you trust.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,25 +23,52 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("serve", help="a local web page: upload a blurry face, compare it restored x4 "
-                                            "with bicubic (also an HTTP API)")
+    p = subparsers.add_parser(
+        "serve", help="a local web page: upload a blurry face, compare it restored x4 with bicubic (also an HTTP API)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
     add_model_options(p, ema=False)
-    add_max_pixels_option(p, DEFAULT_MAX_PIXELS / 1e6, "1.048576 = 1024x1024; the request body is capped at 8 "
-                                                       "bytes per pixel + 1 MiB")
-    p.add_argument("--max-faces", type=int, default=DEFAULT_MAX_FACES, metavar="N",
-                   help=f"whole-photo mode restores at most the N largest faces of a photo, and says how many "
-                        f"it left out (default {DEFAULT_MAX_FACES})")
-    p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
-                   help=f"most connections open at once; more get HTTP 503 (default {DEFAULT_MAX_CONNECTIONS})")
-    p.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S, metavar="SECONDS",
-                   help=f"HTTP 408 and the connection closed when a request's headers take longer "
-                        f"(default {DEFAULT_HEADER_TIMEOUT_S:g})")
-    p.add_argument("--max-queue", type=int, default=8, metavar="N",
-                   help="most requests waiting behind the running one; more get HTTP 503 (default 8)")
-    p.add_argument("--upload-timeout", type=float, default=20.0, metavar="SECONDS",
-                   help="HTTP 408 when an upload sends nothing for this long (default 20)")
+    add_max_pixels_option(
+        p, DEFAULT_MAX_PIXELS / 1e6, "1.048576 = 1024x1024; the request body is capped at 8 bytes per pixel + 1 MiB"
+    )
+    p.add_argument(
+        "--max-faces",
+        type=int,
+        default=DEFAULT_MAX_FACES,
+        metavar="N",
+        help=f"whole-photo mode restores at most the N largest faces of a photo, and says how many "
+        f"it left out (default {DEFAULT_MAX_FACES})",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"most connections open at once; more get HTTP 503 (default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"HTTP 408 and the connection closed when a request's headers take longer "
+        f"(default {DEFAULT_HEADER_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=8,
+        metavar="N",
+        help="most requests waiting behind the running one; more get HTTP 503 (default 8)",
+    )
+    p.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="HTTP 408 when an upload sends nothing for this long (default 20)",
+    )
     p.add_argument("--quiet", action="store_true", help="do not log each job on stderr")
     p.set_defaults(func=run)
 
@@ -100,6 +128,7 @@ def run(args) -> int:
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401  (checked here: the web extra)
+
         _import_multipart()
     except ImportError:
         raise MissingExtraError("web", "facesr serve") from None
@@ -111,8 +140,15 @@ def run(args) -> int:
 
     restorer = load_restorer(args)
     model = args.checkpoint or "the shipped model"
-    app = create_app(restorer, max_pixels=args.max_pixels, max_queued=args.max_queue,
-                     upload_timeout_s=args.upload_timeout, model_name=model, warmup=True, max_faces=args.max_faces)
+    app = create_app(
+        restorer,
+        max_pixels=args.max_pixels,
+        max_queued=args.max_queue,
+        upload_timeout_s=args.upload_timeout,
+        model_name=model,
+        warmup=True,
+        max_faces=args.max_faces,
+    )
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
@@ -129,11 +165,17 @@ def run(args) -> int:
 
     limits = ConnectionLimits(header_timeout_s=args.header_timeout, max_connections=args.max_connections)
     server = server_for(app, limits, log_level="warning", access_log=False)
-    print(f"facesr serve: {model} on {restorer.device} ({restorer.precision}); open {url} in a browser "
-          f"(the HTTP API is described at {url}docs; Ctrl-C stops)", flush=True)
+    print(
+        f"facesr serve: {model} on {restorer.device} ({restorer.precision}); open {url} in a browser "
+        f"(the HTTP API is described at {url}docs; Ctrl-C stops)",
+        flush=True,
+    )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"facesr serve: warning: listening on {args.host}, so other machines can reach this page "
-              f"(it has no password)", file=sys.stderr)
+        print(
+            f"facesr serve: warning: listening on {args.host}, so other machines can reach this page "
+            f"(it has no password)",
+            file=sys.stderr,
+        )
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:

@@ -47,6 +47,7 @@ distribution of the bicubic-x4 PSNR over 2,000 samples) is in docs/performance.m
 pinned by tests/test_batched_degradations.py.  TF32 is switched off inside a call, since
 its 10-bit mantissa would move values by more than the rounding steps above.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -101,10 +102,18 @@ class BatchedDegrader:
     changes the result.
     """
 
-    def __init__(self, deg_cfg: DegradationCfg, seed: int, device: torch.device | str = "cpu",
-                 crop_size: int | None = None, scale: int = 4, noise: str = "batched",
-                 out_device: torch.device | str | None = None, buckets: int | None = None,
-                 chunk: int | None = 0):
+    def __init__(
+        self,
+        deg_cfg: DegradationCfg,
+        seed: int,
+        device: torch.device | str = "cpu",
+        crop_size: int | None = None,
+        scale: int = 4,
+        noise: str = "batched",
+        out_device: torch.device | str | None = None,
+        buckets: int | None = None,
+        chunk: int | None = 0,
+    ):
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
         self.cfg, self.seed = deg_cfg, int(seed)
@@ -143,8 +152,9 @@ class BatchedDegrader:
 
     # -- applying ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def apply(self, gt255: torch.Tensor, params: ParamBatch | Sequence[DegradationParams],
-              noise: str | None = None) -> torch.Tensor:
+    def apply(
+        self, gt255: torch.Tensor, params: ParamBatch | Sequence[DegradationParams], noise: str | None = None
+    ) -> torch.Tensor:
         """Degrade (N, 3, H, W) GT on the **0-255** scale with per-sample parameters (a :class:`ParamBatch` or
         exact-path records); returns the LQ (N, 3, h, w) on ``device``, float32 0-255, integer-valued."""
         pb = params if isinstance(params, ParamBatch) else ParamBatch.from_records(params)
@@ -159,7 +169,7 @@ class BatchedDegrader:
         if self.chunk is None or n <= self.chunk:
             return self._apply(gt255, pb, noise)
         parts = [np.arange(s, min(s + self.chunk, n)) for s in range(0, n, self.chunk)]
-        return torch.cat([self._apply(gt255[int(i[0]):int(i[-1]) + 1], pb.subset(i), noise) for i in parts])
+        return torch.cat([self._apply(gt255[int(i[0]) : int(i[-1]) + 1], pb.subset(i), noise) for i in parts])
 
     def _apply(self, gt255: torch.Tensor, pb: ParamBatch, noise: str) -> torch.Tensor:
         """:meth:`apply` on one pass's samples."""
@@ -172,8 +182,10 @@ class BatchedDegrader:
             h, w = pb.sizes_after("up")
             fh, fw = pb.sizes_after("final")
             if np.any(fh != fh[0]) or np.any(fw != fw[0]):
-                raise ValueError(f"samples end at different sizes ({sorted(set(zip(fh.tolist(), fw.tolist())))}); "
-                                 "check the resize steps of the degradation config")
+                raise ValueError(
+                    f"samples end at different sizes ({sorted(set(zip(fh.tolist(), fw.tolist())))}); "
+                    "check the resize steps of the degradation config"
+                )
             return ops.resize_u8(x, h, w, fh, fw, pb.interp_of("final"), (int(fh[0]), int(fw[0])))
 
     def _middle(self, x: torch.Tensor, pb: ParamBatch, noise: str) -> torch.Tensor:
@@ -213,7 +225,9 @@ class BatchedDegrader:
         uh, uw = pb.sizes_after("up")
         return ops.resize_u8(x, h, w, uh, uw, pb.interp_of("up"), (int(uh.max()), int(uw.max())))
 
-    def __call__(self, gt_batch: torch.Tensor, first_sample_no: int, stride: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, gt_batch: torch.Tensor, first_sample_no: int, stride: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Degrade a GT batch: float **0-1** (N, 3, H, W) -> ``(lq, gt)``, float32 0-1 on ``out_device``.
 
         Sample ``i`` is training sample ``first_sample_no + i * stride`` (``stride`` = world size under
@@ -252,7 +266,9 @@ def train_degrader(cfg, device: torch.device) -> BatchedDegrader | None:
     if cfg.data.degrade_engine != "batched":
         return None
     from ..devices import resolve_device
+
     spec = cfg.data.degrade_device
     where = device if spec == "auto" else resolve_device(spec, option="data.degrade_device")
-    return BatchedDegrader(cfg.degradation, cfg.seed, where, cfg.data.crop_size, cfg.model.upscale_factor,
-                           out_device=device)
+    return BatchedDegrader(
+        cfg.degradation, cfg.seed, where, cfg.data.crop_size, cfg.model.upscale_factor, out_device=device
+    )

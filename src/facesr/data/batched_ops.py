@@ -15,6 +15,7 @@ How the steps follow OpenCV (the exact path) is described where each is defined;
 the module docstring of :mod:`facesr.data.batched_degradations` sums up the
 differences, and docs/performance.md gives the measured agreement.
 """
+
 from __future__ import annotations
 
 from functools import cache
@@ -25,7 +26,9 @@ import torch.nn.functional as F
 
 from .batched_params import INTERPS
 
-LINEAR, AREA, CUBIC, LANCZOS, NEAREST = (INTERPS.index(k) for k in ("bilinear", "area", "bicubic", "lanczos", "nearest"))
+LINEAR, AREA, CUBIC, LANCZOS, NEAREST = (
+    INTERPS.index(k) for k in ("bilinear", "area", "bicubic", "lanczos", "nearest")
+)
 #: OpenCV's uint8 INTER_LINEAR (11-bit fixed point, truncating) comes out 1/8 level low on average.
 LINEAR_U8_BIAS = 0.125
 
@@ -54,8 +57,10 @@ def _const(name: str, make, device: torch.device, dtype: torch.dtype) -> torch.T
 
 # ----------------------------------------------------------------------------- blur
 
-def gaussian_kernels(iso: np.ndarray, ksize: np.ndarray, sigma_x: np.ndarray, sigma_y: np.ndarray,
-                     theta: np.ndarray, on: np.ndarray) -> np.ndarray:
+
+def gaussian_kernels(
+    iso: np.ndarray, ksize: np.ndarray, sigma_x: np.ndarray, sigma_y: np.ndarray, theta: np.ndarray, on: np.ndarray
+) -> np.ndarray:
     """(N, K, K) float64 normalised kernels, K = the largest ``ksize``; as :func:`facesr.data.kernels.gaussian_kernel`
     (covariance rounded to float32, density in float64, normalised twice).  Smaller kernels sit in the
     middle, zero around; samples with ``on`` false get the identity (a centred 1)."""
@@ -64,10 +69,12 @@ def gaussian_kernels(iso: np.ndarray, ksize: np.ndarray, sigma_x: np.ndarray, si
     yy, xx = ax[None, :, None], ax[None, None, :]
     c = np.where(iso, 1.0, np.cos(theta)).astype(np.float32)
     s = np.where(iso, 0.0, np.sin(theta)).astype(np.float32)
-    vx = (sigma_x ** 2).astype(np.float32)
-    vy = np.where(iso, sigma_x ** 2, sigma_y ** 2).astype(np.float32)
+    vx = (sigma_x**2).astype(np.float32)
+    vy = np.where(iso, sigma_x**2, sigma_y**2).astype(np.float32)
     # Sigma = R diag(vx, vy) R^T in float32, as kernels.sigma_matrix
-    a, b, d = (v.astype(np.float64) for v in (c * c * vx + s * s * vy, c * s * vx - s * c * vy, s * s * vx + c * c * vy))
+    a, b, d = (
+        v.astype(np.float64) for v in (c * c * vx + s * s * vy, c * s * vx - s * c * vy, s * s * vx + c * c * vy)
+    )
     det = a * d - b * b  # Sigma^-1, rounded to float32 as np.linalg.inv of a float32 matrix returns it
     ia, ib, id_ = ((v / det).astype(np.float32).astype(np.float64)[:, None, None] for v in (d, -b, a))
     q = ia * xx * xx + 2 * ib * xx * yy + id_ * yy * yy  # [x y] Sigma^-1 [x y]^T
@@ -104,10 +111,11 @@ def blur(x: torch.Tensor, kernels: np.ndarray) -> torch.Tensor:
     kf = F.pad(_dev(kernels[:, ::-1, ::-1].astype(np.float32), x.device), (0, lw - k, 0, lh - k))
     kspec = torch.fft.rfft2(torch.roll(kf, (-r, -r), (1, 2)))
     y = torch.fft.irfft2(torch.fft.rfft2(xp, s=(lh, lw)) * kspec[:, None], s=(lh, lw))
-    return y[:, :, r:r + h, r:r + w]
+    return y[:, :, r : r + h, r : r + w]
 
 
 # ----------------------------------------------------------------------------- resize: source coordinates
+
 
 def _axis_coords(n_in: np.ndarray, n_out: np.ndarray, interp: np.ndarray, length: int) -> dict[str, np.ndarray]:
     """Per-sample source coordinates (float64, host) along one axis for ``length`` output pixels.
@@ -131,8 +139,9 @@ def _axis_coords(n_in: np.ndarray, n_out: np.ndarray, interp: np.ndarray, length
     return {"point": point, "f1": d * scale, "f2": np.minimum(d * scale + scale, ni)}
 
 
-def _families(interp: np.ndarray, in_h: np.ndarray, in_w: np.ndarray, out_h: np.ndarray,
-              out_w: np.ndarray) -> np.ndarray:
+def _families(
+    interp: np.ndarray, in_h: np.ndarray, in_w: np.ndarray, out_h: np.ndarray, out_w: np.ndarray
+) -> np.ndarray:
     """Which kernel computes each sample: 0 linear (bilinear, area enlarging, nearest, same-size copy),
     1 bicubic, 2 area shrinking (both axes), 3 Lanczos-4."""
     same = (in_h == out_h) & (in_w == out_w)
@@ -155,6 +164,7 @@ def _grid(py: np.ndarray, px: np.ndarray, device: torch.device, dtype: torch.dty
 
 
 # ----------------------------------------------------------------------------- resize: the kernels
+
 
 def _resize_sampled(x: torch.Tensor, cy: dict, cx: dict, mode: str) -> torch.Tensor:
     """Bilinear or bicubic ``grid_sample`` at the per-sample points (border = per-tap clamping, as OpenCV)."""
@@ -249,8 +259,15 @@ def _resize_family(f: int, x: torch.Tensor, cy: dict, cx: dict, in_h, in_w, out_
     return _resize_lanczos(x, cy, cx, in_h, in_w)
 
 
-def resize(x: torch.Tensor, in_h: np.ndarray, in_w: np.ndarray, out_h: np.ndarray, out_w: np.ndarray,
-           interp: np.ndarray, canvas: tuple[int, int]) -> torch.Tensor:
+def resize(
+    x: torch.Tensor,
+    in_h: np.ndarray,
+    in_w: np.ndarray,
+    out_h: np.ndarray,
+    out_w: np.ndarray,
+    interp: np.ndarray,
+    canvas: tuple[int, int],
+) -> torch.Tensor:
     """Resize each sample with ``cv2.resize``'s float formulas; no rounding.
 
     ``x``: (N, C, Hs, Ws) canvas, sample i's image its top-left ``in_h[i] x in_w[i]`` (the rest
@@ -288,6 +305,7 @@ def resize_u8(x: torch.Tensor, in_h, in_w, out_h, out_w, interp: np.ndarray, can
 
 # ----------------------------------------------------------------------------- noise
 
+
 class NoiseBank:
     """Gaussian noise for a batch from a fixed table of N(0, 1) values, one cheap gather per pixel.
 
@@ -313,11 +331,13 @@ class NoiseBank:
             self._tables[key] = self.table_cpu.to(device)
         return self._tables[key]
 
-    def offsets(self, keys: np.ndarray, gray: np.ndarray, h: np.ndarray, w: np.ndarray, channels: int,
-                canvas: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def offsets(
+        self, keys: np.ndarray, gray: np.ndarray, h: np.ndarray, w: np.ndarray, channels: int, canvas: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Host index terms (channel (N, C), row (N, Hc), column (N, Wc)), each < 2**bits; a pixel's table
         entry is their sum modulo 2**bits.  Canvas pixels past (h, w) take the edge pixel's entry."""
         from .batched_params import key64
+
         m = (1 << self.bits) - 1
         a = (key64(keys, 1).astype(np.int64) & m) | 1
         b = key64(keys, 2).astype(np.int64) & m
@@ -325,15 +345,28 @@ class NoiseBank:
         cols = np.minimum(np.arange(canvas[1])[None, :], w[:, None] - 1)
         ch = np.arange(channels)[None, :] * (~np.asarray(gray, dtype=bool))[:, None]
         a = a[:, None]
-        return ((a * ((ch * (h * w)[:, None]) & m)) & m, (a * ((rows * w[:, None]) & m)) & m, (a * cols + b[:, None]) & m)
+        return (
+            (a * ((ch * (h * w)[:, None]) & m)) & m,
+            (a * ((rows * w[:, None]) & m)) & m,
+            (a * cols + b[:, None]) & m,
+        )
 
-    def field(self, keys: np.ndarray, gray: np.ndarray, h: np.ndarray, w: np.ndarray, channels: int,
-              canvas: tuple[int, int], device: torch.device) -> torch.Tensor:
+    def field(
+        self,
+        keys: np.ndarray,
+        gray: np.ndarray,
+        h: np.ndarray,
+        w: np.ndarray,
+        channels: int,
+        canvas: tuple[int, int],
+        device: torch.device,
+    ) -> torch.Tensor:
         """(N, C, Hc, Wc) standard-normal field (see :meth:`offsets`); gray samples share one map."""
         t_c, t_r, t_x = self.offsets(keys, gray, h, w, channels, canvas)
         n = len(keys)
-        idx = _dev(t_c.astype(np.int32), device).view(n, channels, 1, 1) \
-            + _dev(t_r.astype(np.int32), device).view(n, 1, canvas[0], 1)
+        idx = _dev(t_c.astype(np.int32), device).view(n, channels, 1, 1) + _dev(t_r.astype(np.int32), device).view(
+            n, 1, canvas[0], 1
+        )
         idx = (idx + _dev(t_x.astype(np.int32), device).view(n, 1, 1, canvas[1])).bitwise_and_((1 << self.bits) - 1)
         return self.table(device).index_select(0, idx.flatten()).view(n, channels, canvas[0], canvas[1])
 
@@ -342,6 +375,7 @@ def record_noise(records, h: np.ndarray, w: np.ndarray, canvas: tuple[int, int],
     """The exact path's own numpy noise fields of ``records`` on a canvas (edge-repeated), (N, 3, Hc, Wc).
     Per-record host work: for agreement checks and offline degradation, not the training hot path."""
     from .degradations import noise_field
+
     hh, ww = canvas
     out = np.zeros((len(records), 3, hh, ww), np.float32)
     for i, p in enumerate(records):
@@ -357,15 +391,19 @@ def record_noise(records, h: np.ndarray, w: np.ndarray, canvas: tuple[int, int],
 # ----------------------------------------------------------------------------- JPEG model
 
 # ITU-T T.81 Annex K example tables (natural order), as used by libjpeg for quality scaling.
-_STD_LUMA = np.array([
-    [16, 11, 10, 16, 24, 40, 51, 61],
-    [12, 12, 14, 19, 26, 58, 60, 55],
-    [14, 13, 16, 24, 40, 57, 69, 56],
-    [14, 17, 22, 29, 51, 87, 80, 62],
-    [18, 22, 37, 56, 68, 109, 103, 77],
-    [24, 35, 55, 64, 81, 104, 113, 92],
-    [49, 64, 78, 87, 103, 121, 120, 101],
-    [72, 92, 95, 98, 112, 100, 103, 99]], np.int64)
+_STD_LUMA = np.array(
+    [
+        [16, 11, 10, 16, 24, 40, 51, 61],
+        [12, 12, 14, 19, 26, 58, 60, 55],
+        [14, 13, 16, 24, 40, 57, 69, 56],
+        [14, 17, 22, 29, 51, 87, 80, 62],
+        [18, 22, 37, 56, 68, 109, 103, 77],
+        [24, 35, 55, 64, 81, 104, 113, 92],
+        [49, 64, 78, 87, 103, 121, 120, 101],
+        [72, 92, 95, 98, 112, 100, 103, 99],
+    ],
+    np.int64,
+)
 _STD_CHROMA = np.full((8, 8), 99, np.int64)
 _STD_CHROMA[:4, :4] = [[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]]
 
@@ -441,7 +479,9 @@ def _colour_matrices(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return to.astype(np.float32), back.astype(np.float32)
 
 
-def jpeg_approx(x: torch.Tensor, quality, rgb=False, sizes: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
+def jpeg_approx(
+    x: torch.Tensor, quality, rgb=False, sizes: tuple[np.ndarray, np.ndarray] | None = None
+) -> torch.Tensor:
     """Approximate libjpeg 4:2:0 baseline encode+decode of a batch.
 
     ``x``: (N, 3, H, W) RGB on the **0-255** scale, integer-valued (already rounded and
@@ -460,8 +500,9 @@ def jpeg_approx(x: torch.Tensor, quality, rgb=False, sizes: tuple[np.ndarray, np
         vals = [rgb] * n if isinstance(rgb, (str, bool)) else list(rgb)
         rgb = [v is True or v == "rgb" for v in vals]
     to, back = (_dev(m, x.device, x.dtype) for m in _colour_matrices(np.asarray(rgb, dtype=bool).reshape(n)))
-    ycc = torch.baddbmm(_const("ycc_bias", lambda: _TO_YCC_BIAS, x.device, x.dtype).view(1, 3, 1), to,
-                        x.reshape(n, 3, h * w))
+    ycc = torch.baddbmm(
+        _const("ycc_bias", lambda: _TO_YCC_BIAS, x.device, x.dtype).view(1, 3, 1), to, x.reshape(n, 3, h * w)
+    )
     ycc = torch.floor(ycc).view(n, 3, h, w)
     # h2v2 downsampling: 2x2 sum with libjpeg's alternating 1/2 bias (mean 1.5), >> 2.
     cc = torch.floor((F.avg_pool2d(ycc[:, 1:], 2) * 4 + 1.5) / 4)

@@ -19,6 +19,7 @@ on the host, so every decision that depends on them (which samples share an
 interpolation, the largest intermediate size) costs no device sync and no torch op;
 the per-sample tables the device needs are built from them and copied once per step.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -35,9 +36,30 @@ INTERPS = ("bilinear", "area", "bicubic", "lanczos", "nearest")
 MODES = ("up", "down", "keep")
 
 # Draw slots of one sample (each one 64-bit hash).
-_SLOTS = ("blur_gate", "kernel", "ksize", "sigma_x", "sigma_y", "theta", "down_gate", "down_interp", "mode", "scale",
-          "noise_gate", "sigma", "gray", "noise_key", "jpeg_gate", "quality", "up_gate", "up_interp",
-          "final_gate", "final_interp", "crop_top", "crop_left")
+_SLOTS = (
+    "blur_gate",
+    "kernel",
+    "ksize",
+    "sigma_x",
+    "sigma_y",
+    "theta",
+    "down_gate",
+    "down_interp",
+    "mode",
+    "scale",
+    "noise_gate",
+    "sigma",
+    "gray",
+    "noise_key",
+    "jpeg_gate",
+    "quality",
+    "up_gate",
+    "up_interp",
+    "final_gate",
+    "final_interp",
+    "crop_top",
+    "crop_left",
+)
 _SLOT = {name: i for i, name in enumerate(_SLOTS)}
 #: Stream number of the batched sampler in the ``(seed, stream, sample)`` key (the exact path's training
 #: stream is 1, the sampler permutation 2, the old per-sample batched path 3).
@@ -47,6 +69,7 @@ _GAMMA = _U64(0x9E3779B97F4A7C15)
 
 
 # ----------------------------------------------------------------------------- counter-based hashing
+
 
 def splitmix64(z: np.ndarray) -> np.ndarray:
     """SplitMix64's output function (a bijection of 64-bit words) on a uint64 array; wraps modulo 2**64."""
@@ -62,8 +85,11 @@ def key64(*words) -> np.ndarray:
     h = np.zeros((), dtype=_U64)
     with np.errstate(over="ignore"):
         for w in words:
-            w = np.asarray(w).astype(np.int64, copy=False).astype(_U64) if not isinstance(w, int) \
+            w = (
+                np.asarray(w).astype(np.int64, copy=False).astype(_U64)
+                if not isinstance(w, int)
                 else _U64(w & 0xFFFFFFFFFFFFFFFF)
+            )
             h = splitmix64(h + _GAMMA ^ w)
     return h
 
@@ -88,6 +114,7 @@ def _choice(u: np.ndarray, p: Sequence[float]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- the batch of parameters
+
 
 @dataclass
 class ParamBatch:
@@ -174,10 +201,14 @@ class ParamBatch:
             raise ValueError("no degradation records")
         in_size = (int(records[0].in_size[0]), int(records[0].in_size[1]))
         if any(tuple(int(v) for v in p.in_size) != in_size for p in records):
-            raise ValueError(f"records sampled for sizes {sorted({tuple(p.in_size) for p in records})}; one batch "
-                             "needs one HQ size")
-        cols: dict[str, list] = {f.name: [] for f in fields(cls) if f.type.startswith("np.ndarray")
-                                 and f.name not in ("crop_top", "crop_left", "sample_nos")}
+            raise ValueError(
+                f"records sampled for sizes {sorted({tuple(p.in_size) for p in records})}; one batch needs one HQ size"
+            )
+        cols: dict[str, list] = {
+            f.name: []
+            for f in fields(cls)
+            if f.type.startswith("np.ndarray") and f.name not in ("crop_top", "crop_left", "sample_nos")
+        }
         for p in records:
             _record_row(p, cols, *in_size)
         return cls(in_size=in_size, records=list(records), **{k: _column(k, v) for k, v in cols.items()})  # type: ignore[arg-type]
@@ -187,8 +218,11 @@ class ParamBatch:
         field then comes from ``noise_seed`` with numpy, another realisation of the same noise)."""
         if self.records is not None:
             return list(self.records)
-        cols = {f.name: getattr(self, f.name).tolist() for f in fields(self)
-                if isinstance(getattr(self, f.name), np.ndarray)}
+        cols = {
+            f.name: getattr(self, f.name).tolist()
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), np.ndarray)
+        }
         nos = cols.get("sample_nos") or [None] * len(self)
         seeds = [None if s is None or self.run_seed is None else [self.run_seed, STREAM, s] for s in nos]
         return [_row_record(cols, i, self.in_size, seeds[i]) for i in range(len(self))]
@@ -240,23 +274,34 @@ def _row_record(c: dict[str, list], i: int, in_size: tuple[int, int], seed: Any)
     """Row ``i`` of the column lists as an exact-path record."""
     p = DegradationParams(in_size=(int(in_size[0]), int(in_size[1])), rng="batched", seed=seed)
     if c["blur_on"][i]:
-        p.blur = {"kernel": "iso" if c["blur_iso"][i] else "aniso", "size": c["blur_ksize"][i],
-                  "sigma_x": c["sigma_x"][i], "sigma_y": c["sigma_y"][i], "theta": c["theta"][i]}
+        p.blur = {
+            "kernel": "iso" if c["blur_iso"][i] else "aniso",
+            "size": c["blur_ksize"][i],
+            "sigma_x": c["sigma_x"][i],
+            "sigma_y": c["sigma_y"][i],
+            "theta": c["theta"][i],
+        }
     if c["down_on"][i]:
-        p.down = {"interp": INTERPS[c["down_interp"][i]], "mode": MODES[c["down_mode"][i]],
-                  "scale": c["down_scale"][i], "size": [c["down_h"][i], c["down_w"][i]]}
+        p.down = {
+            "interp": INTERPS[c["down_interp"][i]],
+            "mode": MODES[c["down_mode"][i]],
+            "scale": c["down_scale"][i],
+            "size": [c["down_h"][i], c["down_w"][i]],
+        }
     if c["noise_on"][i]:
         p.noise = {"sigma": c["noise_sigma"][i], "gray": c["noise_gray"][i], "noise_seed": c["noise_key"][i]}
     if c["jpeg_on"][i]:
         p.jpeg = {"quality": c["jpeg_quality"][i], "color_order": "rgb" if c["jpeg_rgb"][i] else "mmagic"}
     for name in ("up", "final"):
         if c[f"{name}_on"][i]:
-            setattr(p, name, {"interp": INTERPS[c[f"{name}_interp"][i]],
-                              "size": [c[f"{name}_h"][i], c[f"{name}_w"][i]]})
+            setattr(
+                p, name, {"interp": INTERPS[c[f"{name}_interp"][i]], "size": [c[f"{name}_h"][i], c[f"{name}_w"][i]]}
+            )
     return p
 
 
 # ----------------------------------------------------------------------------- the batched sampler
+
 
 def _lerp(u: np.ndarray, lo_hi: Sequence[float]) -> np.ndarray:
     """``lo + (hi - lo) * u``, numpy's ``uniform(lo, hi)`` formula."""
@@ -273,13 +318,19 @@ def _down_sizes(col: dict, d, h0: int, w0: int) -> tuple[np.ndarray, ...]:
     """Down-resize mode, scale and truncated size, as :func:`sample_params` (``int(h * s)``)."""
     mode = _choice(col["mode"], d.resize_mode_prob)
     u = col["scale"]
-    scale = np.where(mode == 0, _lerp(u, (1.0, d.resize_scale[1])),
-                     np.where(mode == 1, _lerp(u, (d.resize_scale[0], 1.0)), 1.0))
+    scale = np.where(
+        mode == 0, _lerp(u, (1.0, d.resize_scale[1])), np.where(mode == 1, _lerp(u, (d.resize_scale[0], 1.0)), 1.0)
+    )
     return mode, scale, np.floor(h0 * scale).astype(np.int64), np.floor(w0 * scale).astype(np.int64)
 
 
-def sample_batch(cfg: DegradationCfg, seed: int, sample_nos: Sequence[int] | np.ndarray, in_size: tuple[int, int],
-                 crop_size: int | None = None) -> ParamBatch:
+def sample_batch(
+    cfg: DegradationCfg,
+    seed: int,
+    sample_nos: Sequence[int] | np.ndarray,
+    in_size: tuple[int, int],
+    crop_size: int | None = None,
+) -> ParamBatch:
     """Draw the parameters of training samples ``sample_nos`` (>= 0) for HQ ``in_size`` (h, w).
 
     Same distributions as :func:`facesr.data.degradations.sample_params` (the draws
@@ -305,21 +356,33 @@ def sample_batch(cfg: DegradationCfg, seed: int, sample_nos: Sequence[int] | np.
         blur_on=col["blur_gate"] <= b.prob,
         blur_iso=np.asarray([k == "iso" for k in kinds])[_choice(col["kernel"], b.kernel_prob)],
         blur_ksize=ksizes[np.minimum((col["ksize"] * len(ksizes)).astype(np.int64), len(ksizes) - 1)],
-        sigma_x=_lerp(col["sigma_x"], b.sigma_x), sigma_y=_lerp(col["sigma_y"], b.sigma_y),
+        sigma_x=_lerp(col["sigma_x"], b.sigma_x),
+        sigma_y=_lerp(col["sigma_y"], b.sigma_y),
         theta=_lerp(col["theta"], b.rotate_angle),
-        down_on=down_on, down_interp=_interp_codes(col["down_interp"], d.resize_opt, d.resize_prob), down_mode=mode,
-        down_scale=scale, down_h=dh, down_w=dw,
-        noise_on=col["noise_gate"] <= nz.prob, noise_sigma=_lerp(col["sigma"], nz.gaussian_sigma),
+        down_on=down_on,
+        down_interp=_interp_codes(col["down_interp"], d.resize_opt, d.resize_prob),
+        down_mode=mode,
+        down_scale=scale,
+        down_h=dh,
+        down_w=dw,
+        noise_on=col["noise_gate"] <= nz.prob,
+        noise_sigma=_lerp(col["sigma"], nz.gaussian_sigma),
         noise_gray=col["gray"] < nz.gaussian_gray_noise_prob,
         noise_key=(hashes[:, _SLOT["noise_key"]] >> _U64(1)).astype(np.int64),
-        jpeg_on=col["jpeg_gate"] <= j.prob, jpeg_quality=np.round(_lerp(col["quality"], j.quality)).astype(np.int64),
+        jpeg_on=col["jpeg_gate"] <= j.prob,
+        jpeg_quality=np.round(_lerp(col["quality"], j.quality)).astype(np.int64),
         jpeg_rgb=np.full(n, j.color_order == "rgb"),
-        up_on=col["up_gate"] <= cfg.up.prob, up_interp=_interp_codes(col["up_interp"], cfg.up.resize_opt, cfg.up.resize_prob),
-        up_h=np.full(n, cfg.up.size, dtype=np.int64), up_w=np.full(n, cfg.up.size, dtype=np.int64),
+        up_on=col["up_gate"] <= cfg.up.prob,
+        up_interp=_interp_codes(col["up_interp"], cfg.up.resize_opt, cfg.up.resize_prob),
+        up_h=np.full(n, cfg.up.size, dtype=np.int64),
+        up_w=np.full(n, cfg.up.size, dtype=np.int64),
         final_on=col["final_gate"] <= cfg.final.prob,
         final_interp=_interp_codes(col["final_interp"], cfg.final.resize_opt, cfg.final.resize_prob),
-        final_h=np.full(n, cfg.final.size, dtype=np.int64), final_w=np.full(n, cfg.final.size, dtype=np.int64),
-        run_seed=int(seed), sample_nos=nos)
+        final_h=np.full(n, cfg.final.size, dtype=np.int64),
+        final_w=np.full(n, cfg.final.size, dtype=np.int64),
+        run_seed=int(seed),
+        sample_nos=nos,
+    )
     if crop_size:
         _draw_crop(pb, col, int(crop_size))
     return pb

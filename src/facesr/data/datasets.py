@@ -3,11 +3,12 @@
 Tensors leave the workers as **uint8 CHW** (4x less to copy and pin than
 float); the trainer converts them to float 0-1 on the device.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -32,14 +33,18 @@ def prepare_hq(img: np.ndarray, size: int, policy: str, name: str) -> np.ndarray
     if policy == "error":
         raise ImageError(f"{name}: HQ image is {img.shape[1]}x{img.shape[0]}, expected {size}x{size}")
     if not _warned_resize:
-        warnings.warn(f"{name}: HQ image is {img.shape[1]}x{img.shape[0]}, area-resizing to {size}x{size} "
-                      "(further such images are resized silently)", stacklevel=2)
+        warnings.warn(
+            f"{name}: HQ image is {img.shape[1]}x{img.shape[0]}, area-resizing to {size}x{size} "
+            "(further such images are resized silently)",
+            stacklevel=2,
+        )
         _warned_resize = True
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def degrade_offline(hq: np.ndarray, cfg: DegradationCfg, seed: int, stem: str, copy: int = 0,
-                    copies: int = 1) -> tuple[np.ndarray, DegradationParams]:
+def degrade_offline(
+    hq: np.ndarray, cfg: DegradationCfg, seed: int, stem: str, copy: int = 0, copies: int = 1
+) -> tuple[np.ndarray, DegradationParams]:
     """The LQ that ``facesr degrade --seed seed`` writes for ``stem`` (copy ``copy``)."""
     rng, s = offline_rng(cfg.rng, seed, stem, copy, copies)
     return degrade(hq, cfg, rng, s)
@@ -60,9 +65,19 @@ class HQDegradeDataset(Dataset):
     (flipped, full-size) GT, for GPU-side degradation (which crops after degrading).
     """
 
-    def __init__(self, hq_dir: str | list[str], deg: DegradationCfg, seed: int, hq_size: int = 512, hq_resize: str = "area",
-                 crop_size: int | None = None, flip: bool = True, scale: int = 4, degrade: bool = True,
-                 cache: bool = True):
+    def __init__(
+        self,
+        hq_dir: str | list[str],
+        deg: DegradationCfg,
+        seed: int,
+        hq_size: int = 512,
+        hq_resize: str = "area",
+        crop_size: int | None = None,
+        flip: bool = True,
+        scale: int = 4,
+        degrade: bool = True,
+        cache: bool = True,
+    ):
         dirs = [hq_dir] if isinstance(hq_dir, (str, Path)) else list(hq_dir)
         # Several folders are concatenated in the order given (each folder sorted by name).
         self.files = [f for d in dirs for f in list_images(d, "data.train_hq_dir")]
@@ -71,7 +86,7 @@ class HQDegradeDataset(Dataset):
         # Decoded HQ images are kept per worker up to a budget (173 faces = 133 MB; 5,000 would be 3.9 GB
         # per worker, so beyond the budget images are decoded again each time).
         self.cache: dict[int, np.ndarray] | None = {} if cache else None
-        self.cache_budget, self.cache_bytes = 512 * 2 ** 20, 0
+        self.cache_budget, self.cache_bytes = 512 * 2**20, 0
 
     def __len__(self) -> int:
         return len(self.files)
@@ -104,8 +119,8 @@ class HQDegradeDataset(Dataset):
             top = int(rng.uniform(0, 1) * (lq_h - c + 1))
             left = int(rng.uniform(0, 1) * (lq_h - c + 1))
             s = self.scale
-            hq = hq[top * s:(top + c) * s, left * s:(left + c) * s]
-            lq = lq[top:top + c, left:left + c] if lq is not None else None
+            hq = hq[top * s : (top + c) * s, left * s : (left + c) * s]
+            lq = lq[top : top + c, left : left + c] if lq is not None else None
         gt_t = to_chw_tensor(hq)
         if lq is None:
             return torch.empty(0, dtype=torch.uint8), gt_t
@@ -138,7 +153,7 @@ class InfiniteSampler(Sampler):
             sample_no += self.world
 
     def __len__(self) -> int:  # pragma: no cover - infinite
-        return 2 ** 62
+        return 2**62
 
 
 def load_val_pairs(data_cfg, deg: DegradationCfg, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:

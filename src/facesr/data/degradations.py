@@ -24,12 +24,14 @@ global ``RandomState`` and Python's ``random`` in MMagic's exact draw order, so
 :class:`GeneratorRng` draws the same quantities from a private
 ``numpy.random.Generator`` and touches no global state.
 """
+
 from __future__ import annotations
 
 import copy
 import random
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, Protocol, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -46,6 +48,7 @@ INTERP = {
 
 
 # ----------------------------------------------------------------------------- RNG adapters
+
 
 class Rng(Protocol):
     def uniform(self, lo: float, hi: float) -> float: ...
@@ -145,6 +148,7 @@ def make_rng(mode: str, seed) -> Rng:
 
 # ----------------------------------------------------------------------------- config
 
+
 @dataclass
 class BlurCfg:
     prob: float = 1.0
@@ -164,7 +168,9 @@ class DownCfg:
     prob: float = 1.0
     resize_mode_prob: list[float] = field(default_factory=lambda: [0.0, 1.0, 0.0])  # up, down, keep
     resize_scale: list[float] = field(default_factory=lambda: [0.0625, 1.0])
-    resize_opt: list[Literal["bilinear", "bicubic", "area", "lanczos"]] = field(default_factory=lambda: ["bilinear", "area", "bicubic"])
+    resize_opt: list[Literal["bilinear", "bicubic", "area", "lanczos"]] = field(
+        default_factory=lambda: ["bilinear", "area", "bicubic"]
+    )
     resize_prob: list[float] = field(default_factory=lambda: [1 / 3.0, 1 / 3.0, 1 / 3.0])
 
 
@@ -179,14 +185,18 @@ class NoiseCfg:
 class JpegCfg:
     prob: float = 1.0
     quality: list[float] = field(default_factory=lambda: [50, 95])
-    color_order: Literal["mmagic", "rgb"] = "mmagic"  # "mmagic": encode RGB as if BGR (reference quirk); "rgb": correct order
+    color_order: Literal["mmagic", "rgb"] = (
+        "mmagic"  # "mmagic": encode RGB as if BGR (reference quirk); "rgb": correct order
+    )
 
 
 @dataclass
 class TargetResizeCfg:
     prob: float = 1.0
     size: int = 512
-    resize_opt: list[Literal["bilinear", "bicubic", "area", "lanczos"]] = field(default_factory=lambda: ["bilinear", "area", "bicubic"])
+    resize_opt: list[Literal["bilinear", "bicubic", "area", "lanczos"]] = field(
+        default_factory=lambda: ["bilinear", "area", "bicubic"]
+    )
     resize_prob: list[float] = field(default_factory=lambda: [1 / 3.0, 1 / 3.0, 1 / 3.0])
 
 
@@ -199,11 +209,14 @@ class DegradationCfg:
     noise: NoiseCfg = field(default_factory=NoiseCfg)
     jpeg: JpegCfg = field(default_factory=JpegCfg)
     up: TargetResizeCfg = field(default_factory=TargetResizeCfg)
-    final: TargetResizeCfg = field(default_factory=lambda: TargetResizeCfg(size=128, resize_opt=["area"], resize_prob=[1.0]))
+    final: TargetResizeCfg = field(
+        default_factory=lambda: TargetResizeCfg(size=128, resize_opt=["area"], resize_prob=[1.0])
+    )
     rng: Literal["facesr", "mmagic"] = "facesr"  # "facesr" or "mmagic"
 
 
 # ----------------------------------------------------------------------------- params record
+
 
 @dataclass
 class DegradationParams:
@@ -232,7 +245,7 @@ class DegradationParams:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "DegradationParams":
+    def from_json(cls, d: dict) -> DegradationParams:
         d = dict(d)
         d["in_size"] = tuple(d["in_size"])
         return cls(**d)
@@ -302,7 +315,7 @@ def sample_params(cfg: DegradationCfg, in_size: tuple[int, int], rng: Rng, seed:
         if isinstance(rng, MMagicRng):
             p.noise_field = rng.randn((h, w, 3))
         else:
-            noise_seed = int(rng.gen.integers(2 ** 63))  # type: ignore[attr-defined]
+            noise_seed = int(rng.gen.integers(2**63))  # type: ignore[attr-defined]
         rng.uniform(0, 0)
         p.noise = {"sigma": float(sigma), "gray": gray, "noise_seed": noise_seed}
 
@@ -321,6 +334,7 @@ def sample_params(cfg: DegradationCfg, in_size: tuple[int, int], rng: Rng, seed:
 
 
 # ----------------------------------------------------------------------------- applying
+
 
 def to_uint8(img: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """Round half to even and saturate to uint8, as OpenCV's ``convertTo(CV_8U)``.
@@ -400,8 +414,9 @@ def apply_params(hq: np.ndarray, p: DegradationParams) -> np.ndarray:
         raise ValueError(f"record was sampled for size {p.in_size}, image is {hq.shape[:2]}")
     img: np.ndarray = hq
     if p.blur is not None:
-        k = gaussian_kernel(p.blur["size"], p.blur["sigma_x"], p.blur["sigma_y"], p.blur["theta"],
-                            isotropic=p.blur["kernel"] == "iso")
+        k = gaussian_kernel(
+            p.blur["size"], p.blur["sigma_x"], p.blur["sigma_y"], p.blur["theta"], isotropic=p.blur["kernel"] == "iso"
+        )
         img = apply_blur(img, k, exact=p.blur.get("exact", True))
     if p.down is not None:
         img = resize(img, p.down["size"], p.down["interp"])

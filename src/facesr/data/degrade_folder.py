@@ -18,6 +18,7 @@ but applies them with :class:`facesr.data.batched_degradations.BatchedDegrader`,
 batch at a time on any torch device, with each record's own noise field; the LQ
 differ from the exact engine's by its approximations (docs/performance.md).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -34,9 +35,11 @@ def output_name(stem: str, k: int, copies: int) -> str:
 def worker_init() -> None:
     """Pool initializer: one OpenCV/torch thread per worker, so N workers do not oversubscribe the cores."""
     import cv2
+
     cv2.setNumThreads(1)
     try:
         import torch
+
         torch.set_num_threads(1)
     except Exception:  # pragma: no cover - torch is a dependency
         pass
@@ -47,6 +50,7 @@ def load_hq(path, hq_size: int, hq_resize: str):
     ``hq`` (file name), ``records`` (empty), ``resized`` ((w, h) when resized) and ``error`` (one line)."""
     from ..io.images import read_rgb
     from .datasets import prepare_hq
+
     path = Path(path)
     result = {"hq": path.name, "records": [], "resized": None, "error": None}
     try:
@@ -79,8 +83,7 @@ def degrade_file(task: tuple) -> dict:
         lq, params = degrade_offline(hq, deg, seed, path.stem, k, copies)
         name = output_name(path.stem, k, copies)
         write_png(Path(out_dir) / name, lq)
-        result["records"].append({"file": name, "hq": path.name, "seed": seed, "copy": k,
-                                  "params": params.to_json()})
+        result["records"].append({"file": name, "hq": path.name, "seed": seed, "copy": k, "params": params.to_json()})
     return result
 
 
@@ -111,9 +114,9 @@ def degrade_files_batched(tasks: list[tuple], device: str, batch: int, threads: 
     try:
         step = max(1, batch // copies)
         for start in range(0, len(tasks), step):
-            loaded = list(mapper(lambda t: load_hq(t[0], hq_size, hq_resize), tasks[start:start + step]))
+            loaded = list(mapper(lambda t: load_hq(t[0], hq_size, hq_resize), tasks[start : start + step]))
             jobs = []  # (result, hq, stem, copy, record)
-            for (hq, result), t in zip(loaded, tasks[start:start + step]):
+            for (hq, result), t in zip(loaded, tasks[start : start + step]):
                 if hq is None:
                     continue
                 stem = Path(t[0]).stem
@@ -127,8 +130,16 @@ def degrade_files_batched(tasks: list[tuple], device: str, batch: int, threads: 
                 names = [output_name(stem, k, copies) for _, _, stem, k, _ in jobs]
                 list(mapper(lambda a: write_png(Path(out_dir) / a[0], a[1]), zip(names, lq)))
                 for (result, _, _, k, params), name in zip(jobs, names):
-                    result["records"].append({"file": name, "hq": result["hq"], "seed": seed, "copy": k,
-                                              "params": params.to_json(), "engine": "batched"})
+                    result["records"].append(
+                        {
+                            "file": name,
+                            "hq": result["hq"],
+                            "seed": seed,
+                            "copy": k,
+                            "params": params.to_json(),
+                            "engine": "batched",
+                        }
+                    )
             yield from (result for _, result in loaded)
     finally:
         if pool:

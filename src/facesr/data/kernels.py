@@ -6,6 +6,7 @@ Offsets run from ``-(K//2)`` to ``K//2``; ``x`` is the column offset and
 normalised twice (``bivariate_gaussian`` and its random wrapper both divide by
 the sum), which matters for bit-exact output after uint8 filtering.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -26,14 +27,15 @@ def mesh_grid(kernel_size: int) -> np.ndarray:
 def sigma_matrix(sigma_x: float, sigma_y: float, theta: float, isotropic: bool) -> np.ndarray:
     """2x2 float32 covariance: ``sigma_x^2 I`` (iso) or ``R diag(sx^2, sy^2) R^T`` (aniso)."""
     if isotropic:
-        return np.array([[sigma_x ** 2, 0], [0, sigma_x ** 2]]).astype(np.float32)
-    diag = np.array([[sigma_x ** 2, 0], [0, sigma_y ** 2]]).astype(np.float32)
+        return np.array([[sigma_x**2, 0], [0, sigma_x**2]]).astype(np.float32)
+    diag = np.array([[sigma_x**2, 0], [0, sigma_y**2]]).astype(np.float32)
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]).astype(np.float32)
     return np.matmul(rot, np.matmul(diag, rot.T))
 
 
-def gaussian_kernel(kernel_size: int, sigma_x: float, sigma_y: float = 0.0, theta: float = 0.0,
-                    isotropic: bool = True) -> np.ndarray:
+def gaussian_kernel(
+    kernel_size: int, sigma_x: float, sigma_y: float = 0.0, theta: float = 0.0, isotropic: bool = True
+) -> np.ndarray:
     """Normalised (sums to 1) float64 ``K x K`` Gaussian kernel, ``exp(-0.5 v^T S^-1 v)``."""
     if kernel_size % 2 != 1:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")

@@ -1,4 +1,5 @@
 """LQ/GT folder pairs matched by file stem (validation data, ``facesr eval``); uint8 RGB in memory."""
+
 from __future__ import annotations
 
 import os
@@ -12,22 +13,32 @@ from ..io.files import first, list_images
 from ..io.images import read_rgb
 
 
-def pair_files(lq_dir: str | os.PathLike, gt_dir: str | os.PathLike, lq_what: str = "LQ folder",
-               gt_what: str = "GT folder") -> list[tuple[Path, Path]]:
+def pair_files(
+    lq_dir: str | os.PathLike, gt_dir: str | os.PathLike, lq_what: str = "LQ folder", gt_what: str = "GT folder"
+) -> list[tuple[Path, Path]]:
     """Match LQ and GT images by file stem; refuse unmatched files with a list of them."""
     lq = {p.stem: p for p in list_images(lq_dir, lq_what)}
     gt = {p.stem: p for p in list_images(gt_dir, gt_what)}
     only_lq, only_gt = sorted(set(lq) - set(gt)), sorted(set(gt) - set(lq))
     if only_lq or only_gt:
-        parts = [f"{len(only)} in {d} without a partner: {first(only)}"
-                 for only, d in ((only_lq, lq_dir), (only_gt, gt_dir)) if only]
+        parts = [
+            f"{len(only)} in {d} without a partner: {first(only)}"
+            for only, d in ((only_lq, lq_dir), (only_gt, gt_dir))
+            if only
+        ]
         raise ImageError("unmatched pairs: " + "; ".join(parts))
     return [(lq[s], gt[s]) for s in sorted(lq)]
 
 
-def load_pairs(lq_dir: str | os.PathLike, gt_dir: str | os.PathLike, scale: int, lq_what: str = "LQ folder",
-               gt_what: str = "GT folder", check: Callable[[str, tuple], None] | None = None,
-               max_pixels: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def load_pairs(
+    lq_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    scale: int,
+    lq_what: str = "LQ folder",
+    gt_what: str = "GT folder",
+    check: Callable[[str, tuple], None] | None = None,
+    max_pixels: int | None = None,
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``[(stem, lq, gt)]`` uint8 RGB, matched by stem, every GT exactly ``scale`` x its LQ (else ImageError).
 
     ``scale=1`` pairs predictions with GT.  ``check(stem, gt_shape)``, if given, may refuse a pair of the
@@ -43,6 +54,8 @@ def load_pairs(lq_dir: str | os.PathLike, gt_dir: str | os.PathLike, scale: int,
             check(lq_p.stem, gt.shape)
         out.append((lq_p.stem, lq, gt))
     if bad:
-        what = "prediction(s) differ in size from their GT" if scale == 1 else f"pair(s) whose GT is not x{scale} the LQ"
+        what = (
+            "prediction(s) differ in size from their GT" if scale == 1 else f"pair(s) whose GT is not x{scale} the LQ"
+        )
         raise ImageError(f"{len(bad)} {what}: {first(bad)}")
     return out

@@ -5,6 +5,7 @@ infinite stream; an offline-degraded image by ``(seed, stem, copy)``.  Each
 gets its own ``SeedSequence``, so results are the same with 0 or 16 workers,
 1 or 8 GPUs.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -23,8 +24,12 @@ def stem_key(stem: str) -> int:
 
 def train_sample_rng(mode: str, seed: int, sample_no: int) -> Rng:
     """RNG for training sample ``sample_no`` (facesr: private Generator; mmagic: reseeded globals)."""
-    return make_rng(mode, np.random.SeedSequence([seed, 1, sample_no]) if mode == "facesr"
-                    else int(np.random.SeedSequence([seed, 1, sample_no]).generate_state(1)[0]))
+    return make_rng(
+        mode,
+        np.random.SeedSequence([seed, 1, sample_no])
+        if mode == "facesr"
+        else int(np.random.SeedSequence([seed, 1, sample_no]).generate_state(1)[0]),
+    )
 
 
 def offline_rng(mode: str, seed: int, stem: str, copy: int, copies: int) -> tuple[Rng, object]:

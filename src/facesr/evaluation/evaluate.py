@@ -7,10 +7,11 @@
 
 Every function returns ``{"mean": {"psnr", "ssim", "psnr_challenge"}, "per_image": {stem: {...}}}``.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -30,9 +31,11 @@ def score(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_only: bool =
     uses it rounded to uint8 (CodaLab scorer, full-image RGB, no crop).
     """
     pred_u8 = pred if pred.dtype == np.uint8 else np.clip(np.rint(pred), 0, 255).astype(np.uint8)
-    return {"psnr": metrics.psnr(pred, gt, crop_border, y_only),
-            "ssim": metrics.ssim(pred, gt, crop_border, y_only),
-            "psnr_challenge": metrics.psnr_challenge(pred_u8, gt)}
+    return {
+        "psnr": metrics.psnr(pred, gt, crop_border, y_only),
+        "ssim": metrics.ssim(pred, gt, crop_border, y_only),
+        "psnr_challenge": metrics.psnr_challenge(pred_u8, gt),
+    }
 
 
 def summarize(per: dict) -> dict:
@@ -45,15 +48,24 @@ def check_ssim_size(stem: str, shape, crop_border: int) -> None:
     """ImageError when an image of ``shape`` is too small for SSIM after cropping ``crop_border`` pixels."""
     h, w = shape[0] - 2 * crop_border, shape[1] - 2 * crop_border
     if min(h, w) < 11:
-        raise ImageError(f"{stem}: image is {shape[1]}x{shape[0]}, too small for SSIM after a border crop of "
-                         f"{crop_border} (needs 11x11)")
+        raise ImageError(
+            f"{stem}: image is {shape[1]}x{shape[0]}, too small for SSIM after a border crop of "
+            f"{crop_border} (needs 11x11)"
+        )
 
 
 # ----------------------------------------------------------------------------- pairing folders
 
-def load_pairs(lq_dir: str | os.PathLike, gt_dir: str | os.PathLike, scale: int, lq_what: str = "LQ folder",
-               gt_what: str = "GT folder", crop_border: int | None = None,
-               max_pixels: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+
+def load_pairs(
+    lq_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    scale: int,
+    lq_what: str = "LQ folder",
+    gt_what: str = "GT folder",
+    crop_border: int | None = None,
+    max_pixels: int | None = None,
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """:func:`facesr.data.pairs.load_pairs`; with ``crop_border`` set, images too small for SSIM are refused too."""
     check = None if crop_border is None else (lambda stem, shape: check_ssim_size(stem, shape, crop_border))
     return _load_pairs(lq_dir, gt_dir, scale, lq_what, gt_what, check, max_pixels)
@@ -61,8 +73,10 @@ def load_pairs(lq_dir: str | os.PathLike, gt_dir: str | os.PathLike, scale: int,
 
 # ----------------------------------------------------------------------------- scoring
 
-def eval_folders(pred_dir: str, gt_dir: str, crop_border: int = 0, y_only: bool = False, progress=None,
-                 max_pixels: int | None = None) -> dict:
+
+def eval_folders(
+    pred_dir: str, gt_dir: str, crop_border: int = 0, y_only: bool = False, progress=None, max_pixels: int | None = None
+) -> dict:
     """Score uint8 predictions in ``pred_dir`` against ``gt_dir`` (matched by stem).
 
     Unmatched files and size mismatches raise :class:`ImageError` listing them.
@@ -77,16 +91,24 @@ def eval_folders(pred_dir: str, gt_dir: str, crop_border: int = 0, y_only: bool 
     return summarize(per)
 
 
-def bicubic_baseline(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], scale: int, crop_border: int = 0,
-                     y_only: bool = False) -> dict:
+def bicubic_baseline(
+    pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], scale: int, crop_border: int = 0, y_only: bool = False
+) -> dict:
     """Scores of the plain bicubic x``scale`` upscale of each LQ (uint8, cv2.INTER_CUBIC)."""
     from ..io.images import upscale_classical
+
     return summarize({stem: score(upscale_classical(lq, scale), gt, crop_border, y_only) for stem, lq, gt in pairs})
 
 
-def evaluate_pairs(restorer, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], batch_size: int = 4,
-                   crop_border: int = 0, y_only: bool = False,
-                   on_image: Callable[[str, np.ndarray], None] | None = None, progress=None) -> dict:
+def evaluate_pairs(
+    restorer,
+    pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    batch_size: int = 4,
+    crop_border: int = 0,
+    y_only: bool = False,
+    on_image: Callable[[str, np.ndarray], None] | None = None,
+    progress=None,
+) -> dict:
     """Score a :class:`facesr.inference.Restorer` on ``(stem, lq uint8, gt uint8)`` pairs.
 
     ``psnr``/``ssim`` in the reference convention (the unrounded prediction,
@@ -98,13 +120,15 @@ def evaluate_pairs(restorer, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]]
     """
     per = {}
     pairs = list(pairs)
-    for group in same_size_batches(pairs, lambda p: p[1].shape[:2], batch_size, restorer.MAX_BATCH_PIXELS,
-                                   regroup=True):
+    for group in same_size_batches(
+        pairs, lambda p: p[1].shape[:2], batch_size, restorer.MAX_BATCH_PIXELS, regroup=True
+    ):
         preds = restorer.predict_float(np.stack([lq for _, lq, _ in group]))
         for (stem, _, gt), pred in zip(group, preds):
             if pred.shape != gt.shape:
-                raise ImageError(f"{stem}: prediction {pred.shape[1]}x{pred.shape[0]} does not match GT "
-                                 f"{gt.shape[1]}x{gt.shape[0]}")
+                raise ImageError(
+                    f"{stem}: prediction {pred.shape[1]}x{pred.shape[0]} does not match GT {gt.shape[1]}x{gt.shape[0]}"
+                )
             per[stem] = score(pred, gt, crop_border, y_only)
             if on_image is not None:
                 on_image(stem, np.clip(np.rint(pred), 0, 255).astype(np.uint8))

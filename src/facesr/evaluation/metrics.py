@@ -14,6 +14,7 @@ Two conventions, both available:
   score is the mean of per-image PSNRs.  Rounding the prediction to uint8 adds
   about 1/12 to the MSE, so it reads a few thousandths of a dB lower.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,9 +78,9 @@ def _ssim_channel(a: np.ndarray, b: np.ndarray) -> float:
     w = _window()
     mu1 = cv2.filter2D(a, -1, w)[5:-5, 5:-5]
     mu2 = cv2.filter2D(b, -1, w)[5:-5, 5:-5]
-    mu1_sq, mu2_sq, mu12 = mu1 ** 2, mu2 ** 2, mu1 * mu2
-    s1 = cv2.filter2D(a ** 2, -1, w)[5:-5, 5:-5] - mu1_sq
-    s2 = cv2.filter2D(b ** 2, -1, w)[5:-5, 5:-5] - mu2_sq
+    mu1_sq, mu2_sq, mu12 = mu1**2, mu2**2, mu1 * mu2
+    s1 = cv2.filter2D(a**2, -1, w)[5:-5, 5:-5] - mu1_sq
+    s2 = cv2.filter2D(b**2, -1, w)[5:-5, 5:-5] - mu2_sq
     s12 = cv2.filter2D(a * b, -1, w)[5:-5, 5:-5] - mu12
     m = ((2 * mu12 + c1) * (2 * s12 + c2)) / ((mu1_sq + mu2_sq + c1) * (s1 + s2 + c2))
     return float(m.mean())

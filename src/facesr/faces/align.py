@@ -26,6 +26,7 @@ the 5-point FFHQ template that GFPGAN and facexlib use at 512
 ((193.0, 239.9) and (318.9, 240.2)); the 6-pixel vertical offset is the
 difference between eye corners and pupils.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,13 +37,16 @@ import numpy as np
 #: dlib 5-point landmarks of an FFHQ-aligned 512x512 face, pixel-centre (x, y) coordinates, in dlib's order:
 #: image-right eye outer corner, image-right eye inner corner, image-left eye outer corner,
 #: image-left eye inner corner, base of the nose.  (The image-right eye is the subject's left eye.)
-FFHQ_TEMPLATE_512 = np.array([
-    [344.24, 242.99],
-    [293.03, 247.47],
-    [166.76, 242.99],
-    [217.97, 247.47],
-    [255.5, 337.79],
-], dtype=np.float64)
+FFHQ_TEMPLATE_512 = np.array(
+    [
+        [344.24, 242.99],
+        [293.03, 247.47],
+        [166.76, 242.99],
+        [217.97, 247.47],
+        [255.5, 337.79],
+    ],
+    dtype=np.float64,
+)
 
 #: Side, in pixels, of the aligned face that the template describes.
 TEMPLATE_SIZE = 512
@@ -89,7 +93,7 @@ def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     ``src`` onto ``dst``: float64 2x3.  Unlike a robust fit it changes smoothly with the points."""
     p, q = np.asarray(src, np.float64), np.asarray(dst, np.float64)
     pc, qc = p - p.mean(axis=0), q - q.mean(axis=0)
-    n = float((pc ** 2).sum())
+    n = float((pc**2).sum())
     if n <= 0:
         raise ValueError("landmarks are degenerate: all points coincide")
     a = float((pc * qc).sum()) / n
@@ -126,8 +130,14 @@ def estimate_alignment(landmarks: np.ndarray, size: int = TEMPLATE_SIZE, robust:
     return m.astype(np.float64)
 
 
-def warp_affine(src: np.ndarray, m: np.ndarray, dsize: tuple[int, int], interpolation: int = cv2.INTER_CUBIC,
-                border: int = cv2.BORDER_REFLECT_101, border_value: float = 0.0) -> np.ndarray:
+def warp_affine(
+    src: np.ndarray,
+    m: np.ndarray,
+    dsize: tuple[int, int],
+    interpolation: int = cv2.INTER_CUBIC,
+    border: int = cv2.BORDER_REFLECT_101,
+    border_value: float = 0.0,
+) -> np.ndarray:
     """``cv2.warpAffine`` with the forward matrix ``m`` (``src`` -> destination), anti-aliased.
 
     Args:
@@ -160,11 +170,11 @@ def warp_affine(src: np.ndarray, m: np.ndarray, dsize: tuple[int, int], interpol
             nw, nh = max(2, int(round(rw * s))), max(2, int(round(rh * s)))
             small = cv2.resize(roi, (nw, nh), interpolation=cv2.INTER_AREA)
             # small -> roi: x_roi = (x_small + 0.5) * rw / nw - 0.5 (per axis); roi -> src: + (x0, y0)
-            back = np.array([[rw / nw, 0.0, 0.5 * rw / nw - 0.5 + x0],
-                             [0.0, rh / nh, 0.5 * rh / nh - 0.5 + y0]], dtype=np.float64)
+            back = np.array(
+                [[rw / nw, 0.0, 0.5 * rw / nw - 0.5 + x0], [0.0, rh / nh, 0.5 * rh / nh - 0.5 + y0]], dtype=np.float64
+            )
             src, m = small, compose(m, back)
-    return cv2.warpAffine(src, m, (w_out, h_out), flags=interpolation, borderMode=border,
-                          borderValue=border_value)
+    return cv2.warpAffine(src, m, (w_out, h_out), flags=interpolation, borderMode=border, borderValue=border_value)
 
 
 def crop_face(photo: np.ndarray, affine_512: np.ndarray, size: int, margin: int = 0) -> np.ndarray:

@@ -13,6 +13,7 @@ duplicates across angles suppressed, and the landmarks of each face are fitted o
 a crop turned so that the face is upright, then mapped back, so the FFHQ
 alignment carries the roll.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -65,9 +66,12 @@ class Face:
 
     def to_dict(self) -> dict:
         """JSON-ready dict: box, landmarks, score, size and affine (lists of floats, photo pixels)."""
-        d = {"box": [round(float(v), 2) for v in self.box],
-             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in np.asarray(self.landmarks)],
-             "score": round(float(self.score), 4), "size": round(self.size, 2)}
+        d = {
+            "box": [round(float(v), 2) for v in self.box],
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in np.asarray(self.landmarks)],
+            "score": round(float(self.score), 4),
+            "size": round(self.size, 2),
+        }
         if self.affine is not None:
             d["affine_to_aligned_512"] = [[round(float(v), 6) for v in row] for row in np.asarray(self.affine)]
         return d
@@ -188,9 +192,17 @@ class DlibDetector:
 
     LANDMARK_FACE_PX = 200  # landmarks are fitted on a crop resampled so the face box is about this wide
 
-    def __init__(self, model: str = "hog", upsample: int = 1, max_side: int = 2048, threshold: float = 0.0,
-                 angles: tuple[float, ...] = DEFAULT_ANGLES, rotated_threshold: float | None = None,
-                 rotated_upsample: int | None = None, verify_below: float = 0.5):
+    def __init__(
+        self,
+        model: str = "hog",
+        upsample: int = 1,
+        max_side: int = 2048,
+        threshold: float = 0.0,
+        angles: tuple[float, ...] = DEFAULT_ANGLES,
+        rotated_threshold: float | None = None,
+        rotated_upsample: int | None = None,
+        verify_below: float = 0.5,
+    ):
         if model not in DETECTORS:
             raise ValueError(f"detector model must be one of {', '.join(DETECTORS)}, got {model!r}")
         if upsample < 0 or max_side < 64:
@@ -212,10 +224,14 @@ class DlibDetector:
             self.detector = dlib.cnn_face_detection_model_v1(str(folder / CNN_FILE))
 
     def __repr__(self) -> str:
-        return (f"DlibDetector(model={self.model!r}, upsample={self.upsample}, max_side={self.max_side}, "
-                f"angles={self.angles})")
+        return (
+            f"DlibDetector(model={self.model!r}, upsample={self.upsample}, max_side={self.max_side}, "
+            f"angles={self.angles})"
+        )
 
-    def _run(self, img: np.ndarray, threshold: float, upsample: int) -> list[tuple[tuple[float, float, float, float], float]]:
+    def _run(
+        self, img: np.ndarray, threshold: float, upsample: int
+    ) -> list[tuple[tuple[float, float, float, float], float]]:
         """dlib on one uint8 RGB image: ``((x0, y0, x1, y1), score)`` edge boxes in its pixel-centre coordinates."""
         img = np.ascontiguousarray(img)
         if self.model == "hog":
@@ -223,32 +239,40 @@ class DlibDetector:
         else:
             dets = self.detector(img, upsample)
             rects, scores = [d.rect for d in dets], [d.confidence for d in dets]
-        return [((r.left() - 0.5, r.top() - 0.5, r.right() + 0.5, r.bottom() + 0.5), float(sc))
-                for r, sc in zip(rects, scores) if sc >= threshold]
+        return [
+            ((r.left() - 0.5, r.top() - 0.5, r.right() + 0.5, r.bottom() + 0.5), float(sc))
+            for r, sc in zip(rects, scores)
+            if sc >= threshold
+        ]
 
     def _search(self, rgb: np.ndarray) -> list[_Hit]:
         """Hits of every searched copy (upright and rotated), in ``rgb``'s coordinates, duplicates removed."""
         h, w = rgb.shape[:2]
         k = min(1.0, self.max_side / max(h, w))
-        small = rgb if k >= 1.0 else cv2.resize(rgb, (max(1, round(w * k)), max(1, round(h * k))),
-                                                interpolation=cv2.INTER_AREA)
+        small = (
+            rgb
+            if k >= 1.0
+            else cv2.resize(rgb, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+        )
         to_photo = _grid_scale_xy(w / small.shape[1], h / small.shape[0])  # search grid -> photo grid
         hits = []
         for (x0, y0, x1, y1), sc in self._run(small, self.threshold, self.upsample):
             (px0, py0), (px1, py1) = apply(to_photo, np.array([[x0, y0], [x1, y1]]))
-            hits.append(_Hit((px0 + px1) / 2, (py0 + py1) / 2, max(px1 - px0, py1 - py0), 0.0, sc,
-                             (px0, py0, px1, py1)))
+            hits.append(
+                _Hit((px0 + px1) / 2, (py0 + py1) / 2, max(px1 - px0, py1 - py0), 0.0, sc, (px0, py0, px1, py1))
+            )
         sh, sw = small.shape[:2]
         for angle in self.angles:
             m, size = rotation_canvas(angle, sw, sh)
             rotated = cv2.warpAffine(small, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
             back = compose(to_photo, invert(m))
             for (x0, y0, x1, y1), sc in self._run(rotated, self.rotated_threshold, self.rotated_upsample):
-                (cx, cy), = apply(back, np.array([[(x0 + x1) / 2, (y0 + y1) / 2]]))
+                ((cx, cy),) = apply(back, np.array([[(x0 + x1) / 2, (y0 + y1) / 2]]))
                 side = max(x1 - x0, y1 - y0) * linear_scale(back)
                 if -0.5 <= cx <= w - 0.5 and -0.5 <= cy <= h - 0.5:
-                    hits.append(_Hit(cx, cy, side, angle, sc, (cx - side / 2, cy - side / 2,
-                                                                cx + side / 2, cy + side / 2)))
+                    hits.append(
+                        _Hit(cx, cy, side, angle, sc, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+                    )
         return suppress_duplicates(hits)
 
     def boxes(self, rgb: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
@@ -296,8 +320,10 @@ class DlibDetector:
         m = m.astype(np.float64)
         m[:, 2] += np.array([c - hit.cx, c - hit.cy])
         crop = warp_affine(rgb, m, (n, n), border=cv2.BORDER_REPLICATE)
-        return any(math.hypot((x0 + x1) / 2 - c, (y0 + y1) / 2 - c) < 0.35 * CONFIRM_FACE_PX
-                   for (x0, y0, x1, y1), _ in self._run(crop, 0.0, 0))
+        return any(
+            math.hypot((x0 + x1) / 2 - c, (y0 + y1) / 2 - c) < 0.35 * CONFIRM_FACE_PX
+            for (x0, y0, x1, y1), _ in self._run(crop, 0.0, 0)
+        )
 
     def _fit(self, rgb: np.ndarray, hit: _Hit) -> np.ndarray:
         """Landmarks of a hit: fitted on a crop turned by the search angle, then once more on a crop turned

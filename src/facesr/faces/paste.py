@@ -8,6 +8,7 @@ over the face, with a smoothstep ramp between, so no box edge or corner can
 show.  Faces are composited one after the other in float32 inside each face's
 bounding box only (the rest of the photo is never converted to float).
 """
+
 from __future__ import annotations
 
 import functools
@@ -61,8 +62,9 @@ def paste_region(affine_512: np.ndarray, upscale: float, out_hw: tuple[int, int]
     return x0, y0, x1, y1
 
 
-def paste_face(out: np.ndarray, face: np.ndarray, affine_512: np.ndarray, upscale: float,
-               mask: np.ndarray | None = None) -> None:
+def paste_face(
+    out: np.ndarray, face: np.ndarray, affine_512: np.ndarray, upscale: float, mask: np.ndarray | None = None
+) -> None:
     """Blend one aligned face into ``out`` in place.
 
     Args:
@@ -81,12 +83,13 @@ def paste_face(out: np.ndarray, face: np.ndarray, affine_512: np.ndarray, upscal
         return
     x0, y0, x1, y1 = box
     # face grid -> 512 grid -> output -> ROI
-    to_roi = compose(np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0]]),
-                     compose(invert(output_affine(affine_512, upscale)), grid_scale(TEMPLATE_SIZE / fs)))
+    to_roi = compose(
+        np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0]]),
+        compose(invert(output_affine(affine_512, upscale)), grid_scale(TEMPLATE_SIZE / fs)),
+    )
     dsize = (x1 - x0, y1 - y0)
     f = warp_affine(face, to_roi, dsize, interpolation=cv2.INTER_CUBIC, border=cv2.BORDER_REPLICATE)
-    m = warp_affine(mask, to_roi, dsize, interpolation=cv2.INTER_LINEAR, border=cv2.BORDER_CONSTANT,
-                    border_value=0.0)
+    m = warp_affine(mask, to_roi, dsize, interpolation=cv2.INTER_LINEAR, border=cv2.BORDER_CONSTANT, border_value=0.0)
     m = np.clip(m, 0.0, 1.0)[..., None]
     roi = out[y0:y1, x0:x1]
     blended = roi.astype(np.float32) * (1.0 - m) + f.astype(np.float32) * m

@@ -17,11 +17,13 @@ ones); the others are left as background too, in :attr:`PhotoResult.over_cap`, a
 :attr:`PhotoResult.notes` says how many.  Memory: the photo, the background and the output
 are uint8; float32 is used only inside one face's region at a time.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -80,6 +82,7 @@ def photo_size(path: str | os.PathLike) -> tuple[int, int]:
     :func:`facesr.io.images.image_size`: no global state is changed, so it is safe from any thread.
     """
     from ..io.images import image_size
+
     return image_size(path)
 
 
@@ -90,6 +93,7 @@ def read_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     checked from the header first: more than ``max_pixels`` raises ImageError before decoding.
     """
     from ..io.images import read_image
+
     return read_image(path, max_pixels)
 
 
@@ -115,8 +119,7 @@ def upscale_background(rgb: np.ndarray, upscale: int, method: str = "bicubic", r
     return upscale_classical(rgb, upscale, method)
 
 
-def _check_options(upscale: int, background: str, context: int, min_face: float, max_faces: int | None = None
-                   ) -> None:
+def _check_options(upscale: int, background: str, context: int, min_face: float, max_faces: int | None = None) -> None:
     """ValueError for a :func:`restore_photo` option out of range."""
     if max_faces is not None and (isinstance(max_faces, bool) or int(max_faces) != max_faces or max_faces < 0):
         raise ValueError(f"max_faces must be a whole number >= 0 (or None for no cap), got {max_faces!r}")
@@ -136,21 +139,27 @@ def _check_size(shape: tuple[int, ...], upscale: int, max_output_pixels: int) ->
     if min(h, w) < 1:
         raise ImageError(f"restore_photo() got an empty image of shape {tuple(shape)}")
     if h * w * upscale * upscale > max_output_pixels:
-        raise ImageError(f"a {w}x{h} photo at upscale {upscale} would be {w * upscale}x{h * upscale} = "
-                         f"{h * w * upscale * upscale / 1e6:.0f} megapixels, above {max_output_pixels / 1e6:.0f} "
-                         f"(max_output_pixels); use a smaller upscale")
+        raise ImageError(
+            f"a {w}x{h} photo at upscale {upscale} would be {w * upscale}x{h * upscale} = "
+            f"{h * w * upscale * upscale / 1e6:.0f} megapixels, above {max_output_pixels / 1e6:.0f} "
+            f"(max_output_pixels); use a smaller upscale"
+        )
 
 
-def _restore_crops(restorer, crops: list[np.ndarray], context: int,
-                   progress: Callable[[int, int], None] | None) -> list[np.ndarray]:
+def _restore_crops(
+    restorer, crops: list[np.ndarray], context: int, progress: Callable[[int, int], None] | None
+) -> list[np.ndarray]:
     """The aligned uint8 crops restored, each cut to its central 512 x 512 (``context`` LQ pixels off each
     side), through ``restorer.restore_rgb`` one forward pass at a time; ``progress(done, total)`` after each."""
     s = restorer.scale
     restored: list[np.ndarray] = []
     for chunk in same_size_batches(crops, lambda c: c.shape[:2], restorer.batch_size, restorer.MAX_BATCH_PIXELS):
         for sr in restorer.restore_rgb(chunk):
-            restored.append(np.ascontiguousarray(sr[context * s:context * s + TEMPLATE_SIZE,
-                                                    context * s:context * s + TEMPLATE_SIZE]))
+            restored.append(
+                np.ascontiguousarray(
+                    sr[context * s : context * s + TEMPLATE_SIZE, context * s : context * s + TEMPLATE_SIZE]
+                )
+            )
         if progress is not None:
             progress(len(restored), len(crops))
     return restored
@@ -164,7 +173,7 @@ def largest_faces(faces: list[Face], max_faces: int | None) -> tuple[list[Face],
     if max_faces is None or len(faces) <= max_faces:
         return list(faces), []
     order = sorted(range(len(faces)), key=lambda i: (-faces[i].size, i))
-    keep = set(order[:int(max_faces)])
+    keep = set(order[: int(max_faces)])
     return ([f for i, f in enumerate(faces) if i in keep], [f for i, f in enumerate(faces) if i not in keep])
 
 
@@ -177,15 +186,25 @@ def _affine(face: Face) -> np.ndarray:
 
 def over_cap_note(n_over: int, n_restorable: int, max_faces: int) -> str:
     """The note of a photo with more faces than ``max_faces``: how many were restored and how many left out."""
-    return (f"the photo has {n_restorable} faces large enough to restore; only the {max_faces} largest were "
-            f"restored, {n_over} left as they were (max_faces = {max_faces})")
+    return (
+        f"the photo has {n_restorable} faces large enough to restore; only the {max_faces} largest were "
+        f"restored, {n_over} left as they were (max_faces = {max_faces})"
+    )
 
 
-def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] | None = None,
-                  upscale: int = 2, background: str = "bicubic", min_face: float = DEFAULT_MIN_FACE,
-                  keep_crops: bool = False, context: int = DEFAULT_CONTEXT, max_output_pixels: int = MAX_OUTPUT_PIXELS,
-                  progress: Callable[[int, int], None] | None = None,
-                  max_faces: int | None = DEFAULT_MAX_FACES) -> PhotoResult:
+def restore_photo(
+    restorer,
+    image,
+    detector: Callable[[np.ndarray], list[Face]] | None = None,
+    upscale: int = 2,
+    background: str = "bicubic",
+    min_face: float = DEFAULT_MIN_FACE,
+    keep_crops: bool = False,
+    context: int = DEFAULT_CONTEXT,
+    max_output_pixels: int = MAX_OUTPUT_PIXELS,
+    progress: Callable[[int, int], None] | None = None,
+    max_faces: int | None = DEFAULT_MAX_FACES,
+) -> PhotoResult:
     """Restore every face of a whole photo and return it upscaled (see the module docstring).
 
     Args:
@@ -213,6 +232,7 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
     _check_size(rgb.shape, upscale, max_output_pixels)
     if detector is None:
         from .detect import load_detector
+
         detector = load_detector()
     found = list(detector(rgb))
     faces = [f for f in found if f.size >= min_face]
@@ -232,12 +252,19 @@ def restore_photo(restorer, image, detector: Callable[[np.ndarray], list[Face]] 
     crops = [crop_face(rgb, _affine(f), lq_size, margin=context) for f in faces]
     restored = _restore_crops(restorer, crops, context, progress)
     if context:
-        crops = [np.ascontiguousarray(c[context:context + lq_size, context:context + lq_size]) for c in crops]
+        crops = [np.ascontiguousarray(c[context : context + lq_size, context : context + lq_size]) for c in crops]
 
     out = upscale_background(rgb, upscale, background, restorer)
     for i in paste_order([f.size for f in faces]):
         paste_face(out, restored[i], _affine(faces[i]), upscale)
 
     result_image = join_alpha(out, alpha, kind, upscale)
-    return PhotoResult(image=result_image, faces=faces, skipped=skipped, upscale=upscale,
-                       crops=list(zip(crops, restored)) if keep_crops else [], over_cap=over_cap, notes=notes)
+    return PhotoResult(
+        image=result_image,
+        faces=faces,
+        skipped=skipped,
+        upscale=upscale,
+        crops=list(zip(crops, restored)) if keep_crops else [],
+        over_cap=over_cap,
+        notes=notes,
+    )

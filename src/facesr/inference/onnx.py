@@ -6,6 +6,7 @@ float32 (N, 3, s*h, s*w), unclamped.  facesr stores its upscale factor, receptiv
 architecture in the ONNX metadata, so :class:`~facesr.inference.Restorer` picks the exact
 tile overlap for an ONNX model as it does for a PyTorch one.
 """
+
 from __future__ import annotations
 
 import copy
@@ -13,8 +14,8 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ def opset_range() -> tuple[int, int]:
     """(lowest, highest) ONNX opset :func:`export_onnx` supports with this PyTorch."""
     try:
         from torch.onnx import _constants
+
         return MIN_OPSET, int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
     except ImportError:
         return MIN_OPSET, 20
@@ -50,8 +52,9 @@ class OnnxModel:
 
     backend = "onnxruntime"
 
-    def __init__(self, source: str | os.PathLike | bytes, threads: int | None = None,
-                 providers: Sequence[str] | None = None):
+    def __init__(
+        self, source: str | os.PathLike | bytes, threads: int | None = None, providers: Sequence[str] | None = None
+    ):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -67,8 +70,9 @@ class OnnxModel:
             opts.intra_op_num_threads = int(threads)
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(source, sess_options=opts,
-                                                providers=list(providers or ["CPUExecutionProvider"]))
+            self.session = ort.InferenceSession(
+                source, sess_options=opts, providers=list(providers or ["CPUExecutionProvider"])
+            )
         except Exception as exc:
             raise CheckpointError(f"{name}: not a loadable ONNX model ({one_line(exc)})") from None
         self.name = name
@@ -99,8 +103,13 @@ class OnnxRuntimeRunner(ArrayRunner):
     backend = "onnxruntime"
 
     @classmethod
-    def load(cls, source: str | os.PathLike | bytes, threads: int | None = None,
-             providers: Sequence[str] | None = None, precision: str | None = None) -> OnnxRuntimeRunner:
+    def load(
+        cls,
+        source: str | os.PathLike | bytes,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        precision: str | None = None,
+    ) -> OnnxRuntimeRunner:
         """A runner for an ``.onnx`` path or ONNX bytes (see :class:`OnnxModel` for the arguments)."""
         return cls(OnnxModel(source, threads=threads, providers=providers), precision=precision)
 
@@ -112,11 +121,20 @@ def _torchscript_export(m: nn.Module, opset: int) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(m, (x,), buf, dynamo=False, opset_version=int(opset),  # type: ignore[arg-type]
-                              input_names=["lq"],
-                              output_names=["sr"], do_constant_folding=True,
-                              dynamic_axes={"lq": {0: "batch", 2: "height", 3: "width"},
-                                            "sr": {0: "batch", 2: "out_height", 3: "out_width"}})
+            torch.onnx.export(
+                m,
+                (x,),
+                buf,  # type: ignore[arg-type]  # a file object works; the stub says path only
+                dynamo=False,
+                opset_version=int(opset),
+                input_names=["lq"],
+                output_names=["sr"],
+                do_constant_folding=True,
+                dynamic_axes={
+                    "lq": {0: "batch", 2: "height", 3: "width"},
+                    "sr": {0: "batch", 2: "out_height", 3: "out_width"},
+                },
+            )
         except Exception as exc:  # e.g. an unsupported opset
             raise FacesrError(f"ONNX export failed (opset {opset}): {one_line(exc)}") from None
     return buf.getvalue()
@@ -129,8 +147,11 @@ def _with_metadata(data: bytes, m: nn.Module) -> bytes:
     except ImportError:  # the 'onnx' extra is absent: a valid model without facesr metadata
         return data
     proto = onnx.load_from_string(data)
-    meta = {"facesr.upscale_factor": str(int(getattr(m, "upscale_factor", 4))),
-            "facesr.input": "float32 NCHW RGB 0-1", "facesr.output": "float32 NCHW RGB, clamp to 0-1 then x255"}
+    meta = {
+        "facesr.upscale_factor": str(int(getattr(m, "upscale_factor", 4))),
+        "facesr.input": "float32 NCHW RGB 0-1",
+        "facesr.output": "float32 NCHW RGB, clamp to 0-1 then x255",
+    }
     if hasattr(m, "receptive_field"):
         meta["facesr.receptive_field"] = str(receptive_field_of(m))
     if hasattr(m, "arch_config"):
@@ -153,12 +174,13 @@ def _check_export(data: bytes, m: nn.Module) -> None:
         ref = m(x).numpy()
     got = OnnxModel(data)(x.numpy())
     if got.shape != ref.shape or float(np.abs(got - ref).max()) > 1e-3:
-        raise FacesrError(f"ONNX export does not reproduce PyTorch (shape {got.shape} vs {ref.shape}, "
-                          f"max diff {float(np.abs(got - ref).max()) if got.shape == ref.shape else 'n/a'})")
+        raise FacesrError(
+            f"ONNX export does not reproduce PyTorch (shape {got.shape} vs {ref.shape}, "
+            f"max diff {float(np.abs(got - ref).max()) if got.shape == ref.shape else 'n/a'})"
+        )
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, opset: int = 17,
-                check: bool = True) -> bytes:
+def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, opset: int = 17, check: bool = True) -> bytes:
     """Export ``model`` to ONNX with dynamic batch, height and width; return the bytes.
 
     Input ``lq``: float32 (N, 3, h, w), 0-1.  Output ``sr``: float32 (N, 3, s*h, s*w),
@@ -174,7 +196,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, opset: 
     lo, hi = opset_range()
     if not lo <= int(opset) <= hi:
         # Below 11, ONNX Resize cannot express PyTorch's bilinear (half-pixel) sampling.
-        raise BadValueError(f"ONNX opset {opset} is not supported: use {lo} to {hi} (this PyTorch's TorchScript exporter)")
+        raise BadValueError(
+            f"ONNX opset {opset} is not supported: use {lo} to {hi} (this PyTorch's TorchScript exporter)"
+        )
     src = getattr(model, "module", model)
     src = getattr(src, "_orig_mod", src)
     m = copy.deepcopy(src).to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]

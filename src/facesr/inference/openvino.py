@@ -16,6 +16,7 @@ Two ways in:
 
 Needs ``pip install 'facesr[openvino]'`` (running), ``'facesr[openvino-int8]'`` (quantizing).
 """
+
 from __future__ import annotations
 
 import os
@@ -54,14 +55,14 @@ def read_model(source) -> Any:
         raise CheckpointError(f"{p}: its weights file {p.with_suffix('.bin').name} is missing beside it")
     try:
         return core.read_model(str(p))
-    except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own RuntimeError subclasses
+    except Exception as exc:
         raise CheckpointError(f"{p}: not a loadable OpenVINO IR or ONNX model ({one_line(exc)})") from None
 
 
 def _meta(model, key: str):
     try:
         return model.get_rt_info(["framework", key]).astype(str)
-    except Exception:  # noqa: BLE001 - absent (not exported by facesr)
+    except Exception:
         return None
 
 
@@ -89,7 +90,7 @@ class OpenVinoModel:
             cfg["INFERENCE_NUM_THREADS"] = int(threads)
         try:
             self.compiled = ov.Core().compile_model(model, device, cfg)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise CheckpointError(f"{self.name}: OpenVINO could not compile it ({one_line(exc)})") from None
         self.request = self.compiled.create_infer_request()
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # what the plugin chose

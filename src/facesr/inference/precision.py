@@ -20,6 +20,7 @@ in ``docs/performance.md``).  Plain fp32 is reproducible for a given thread coun
 a challenge submission should use when it must be regenerated exactly.  The choice ``auto`` makes is logged once per process
 and device on stderr, e.g. ``facesr: precision auto -> bf16 (CPU has AVX512-BF16)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -153,11 +154,15 @@ def auto_precision(device: torch.device, backend: str = "torch") -> tuple[str, s
         if cpu_prefers_winograd():
             threads = torch.get_num_threads()
             if threads == 1 or omp_waits_passively():
-                return "fp32-winograd", (f"AVX2 CPU without AVX512-BF16 or AMX-BF16, {threads} thread(s): fp32 "
-                                         "with NNPACK Winograd convolutions; --precision fp32 for "
-                                         "bit-reproducible output")
-            return "fp32", ("CPU has no AVX512-BF16 or AMX-BF16; Winograd convolutions would need one thread or "
-                            "OMP_WAIT_POLICY=PASSIVE set before torch is imported")
+                return "fp32-winograd", (
+                    f"AVX2 CPU without AVX512-BF16 or AMX-BF16, {threads} thread(s): fp32 "
+                    "with NNPACK Winograd convolutions; --precision fp32 for "
+                    "bit-reproducible output"
+                )
+            return "fp32", (
+                "CPU has no AVX512-BF16 or AMX-BF16; Winograd convolutions would need one thread or "
+                "OMP_WAIT_POLICY=PASSIVE set before torch is imported"
+            )
         return "fp32", "CPU has no AVX512-BF16 or AMX-BF16"
     return "fp32", f"no reduced-precision policy for {device.type}"
 
@@ -177,8 +182,9 @@ def log_choice(choice: str, reason: str, device: torch.device) -> None:
     print(f"facesr: precision auto -> {choice} ({reason})", file=sys.stderr, flush=True)
 
 
-def resolve_precision(precision: str | None, device: torch.device, backend: str = "torch",
-                      log: bool = True) -> tuple[str, str]:
+def resolve_precision(
+    precision: str | None, device: torch.device, backend: str = "torch", log: bool = True
+) -> tuple[str, str]:
     """(fp32|fp32-winograd|bf16|fp16, reason) for a requested ``precision`` (None = fp32); ``auto`` is
     logged once.
 
@@ -199,8 +205,7 @@ def resolve_precision(precision: str | None, device: torch.device, backend: str 
         if device.type != "cpu":
             raise BadValueError(f"precision fp32-winograd runs on the CPU only (NNPACK), not on {device.type}")
         if not winograd.nnpack_available():
-            raise BadValueError("precision fp32-winograd needs NNPACK, which this PyTorch build or CPU lacks; "
-                                "use fp32")
+            raise BadValueError("precision fp32-winograd needs NNPACK, which this PyTorch build or CPU lacks; use fp32")
     return precision, "requested"
 
 

@@ -43,6 +43,7 @@ tiles share one forward pass only while they total at most
 memory grows with the LQ pixels per pass times ``mid_channels`` (see
 ``benchmarks/bench_inference.py --memory``).
 """
+
 from __future__ import annotations
 
 import os
@@ -68,8 +69,11 @@ class _DeprecatedAMP:
     """``Restorer.AMP``: the old amp-name -> autocast-dtype map, now :data:`facesr.inference.precision.DTYPES`."""
 
     def __get__(self, obj, owner=None) -> dict:
-        warnings.warn("Restorer.AMP is deprecated; use facesr.inference.precision.DTYPES (keys: precision names)",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "Restorer.AMP is deprecated; use facesr.inference.precision.DTYPES (keys: precision names)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return {"none": DTYPES["fp32"], "bf16": DTYPES["bf16"], "fp16": DTYPES["fp16"]}
 
 
@@ -122,9 +126,18 @@ class Restorer:
     TTA = ("none", "flip")
     BACKENDS = ("torch", "onnxruntime", "openvino")
 
-    def __init__(self, model, device: str | torch.device = "auto", amp: bool | str | None = None,
-                 channels_last: bool | None = None, tile: int = 0, tile_overlap: int | None = None,
-                 batch_size: int = 4, precision: str | None = None, tta: str | None = None):
+    def __init__(
+        self,
+        model,
+        device: str | torch.device = "auto",
+        amp: bool | str | None = None,
+        channels_last: bool | None = None,
+        tile: int = 0,
+        tile_overlap: int | None = None,
+        batch_size: int = 4,
+        precision: str | None = None,
+        tta: str | None = None,
+    ):
         if tile < 0:
             raise BadValueError(f"tile size must be >= 0, got {tile}")
         if batch_size < 1:
@@ -183,9 +196,16 @@ class Restorer:
     # --------------------------------------------------------------- construction
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "auto",
-                        ema: bool = False, backend: str = "torch", opset: int | None = None,
-                        threads: int | None = None, **kw) -> Restorer:
+    def from_checkpoint(
+        cls,
+        checkpoint: str | os.PathLike | None = None,
+        device: str | torch.device = "auto",
+        ema: bool = False,
+        backend: str = "torch",
+        opset: int | None = None,
+        threads: int | None = None,
+        **kw,
+    ) -> Restorer:
         """Load a checkpoint (any format :func:`facesr.models.load_model` reads; None = shipped model).
 
         ``backend="onnxruntime"`` or ``"openvino"`` exports the loaded model to ONNX in memory (``opset``,
@@ -204,18 +224,22 @@ class Restorer:
         if backend == "torch":
             return cls(model, device=device, **kw)
         from .onnx import OnnxModel, export_onnx
+
         onnx_bytes = export_onnx(model, opset=17 if opset is None else opset, check=False)
         if backend == "onnxruntime":
             return cls(OnnxModel(onnx_bytes, threads=threads), device=device, **kw)
         from .openvino import OpenVinoModel
+
         return cls(OpenVinoModel(onnx_bytes, threads=threads), device=device, **kw)
 
     @classmethod
-    def from_onnx(cls, path: str | os.PathLike | bytes, threads: int | None = None,
-                  providers: Sequence[str] | None = None, **kw) -> Restorer:
+    def from_onnx(
+        cls, path: str | os.PathLike | bytes, threads: int | None = None, providers: Sequence[str] | None = None, **kw
+    ) -> Restorer:
         """Run an exported ONNX model (float32 NCHW 0-1 in, as :func:`export_onnx` writes) with onnxruntime;
         ``kw`` go to :class:`Restorer`."""
         from .onnx import OnnxModel
+
         return cls(OnnxModel(path, threads=threads, providers=providers), **kw)
 
     @classmethod
@@ -224,6 +248,7 @@ class Restorer:
         or an ``.onnx`` file with OpenVINO's CPU plugin (needs the ``openvino`` extra); ``kw`` go to
         :class:`Restorer`."""
         from .openvino import OpenVinoModel
+
         return cls(OpenVinoModel(path, threads=threads), **kw)
 
     # --------------------------------------------------------------- core: the one forward path
@@ -288,11 +313,11 @@ class Restorer:
         boxes = tile_boxes(h, w, tile, self.tile_overlap)
         gray = bool(is_gray(img[None])[0])  # decided for the whole image, not per tile
         for chunk in self._batches(boxes, lambda b: (b[1][1] - b[1][0], b[1][3] - b[1][2])):
-            res = self.run_batch(np.stack([img[c[0]:c[1], c[2]:c[3]] for _, c in chunk]), np.full(len(chunk), gray))
+            res = self.run_batch(np.stack([img[c[0] : c[1], c[2] : c[3]] for _, c in chunk]), np.full(len(chunk), gray))
             for (core, ctx), r in zip(chunk, res):
                 oy, ox = (core[0] - ctx[0]) * s, (core[2] - ctx[2]) * s
                 ch, cw = (core[1] - core[0]) * s, (core[3] - core[2]) * s
-                out[core[0] * s:core[1] * s, core[2] * s:core[3] * s] = r[oy:oy + ch, ox:ox + cw]
+                out[core[0] * s : core[1] * s, core[2] * s : core[3] * s] = r[oy : oy + ch, ox : ox + cw]
             if step:
                 step(len(chunk))
         return out
@@ -370,6 +395,7 @@ class Restorer:
         pipeline is imported when called.
         """
         from ..faces.photo import restore_photo
+
         return restore_photo(self, image, **kwargs)
 
     __call__ = restore
@@ -377,5 +403,7 @@ class Restorer:
     def __repr__(self) -> str:
         extra = f", device={self.device}, channels_last={self.channels_last}" if self.backend == "torch" else ""
         extra = f", precision={self.precision}{extra}, tta={self.tta}"
-        return (f"Restorer(backend={self.backend}{extra}, scale={self.scale}, tile={self.tile}, "
-                f"tile_overlap={self.tile_overlap}, batch_size={self.batch_size})")
+        return (
+            f"Restorer(backend={self.backend}{extra}, scale={self.scale}, tile={self.tile}, "
+            f"tile_overlap={self.tile_overlap}, batch_size={self.batch_size})"
+        )

@@ -14,6 +14,7 @@ Winograd, channels-last), :class:`~facesr.inference.OnnxRuntimeRunner` and
 :class:`~facesr.backends.openvino.OpenVinoRunner` (numpy models on the CPU, both built on
 :class:`ArrayRunner`).  :func:`make_runner` picks one for a model.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
@@ -79,8 +80,9 @@ class ArrayRunner:
         return torch.from_numpy(y) if is_tensor else y
 
 
-def make_runner(model, device: str | torch.device = "auto", precision: str | None = None,
-                channels_last: bool | None = None) -> Runner:
+def make_runner(
+    model, device: str | torch.device = "auto", precision: str | None = None, channels_last: bool | None = None
+) -> Runner:
     """The runner for ``model``: a :class:`TorchRunner` for an ``nn.Module``, the numpy backend's runner
     for an :class:`~facesr.inference.OnnxModel` or :class:`~facesr.backends.openvino.OpenVinoModel`,
     or ``model`` itself when it already is a :class:`Runner`.
@@ -95,14 +97,24 @@ def make_runner(model, device: str | torch.device = "auto", precision: str | Non
     from .torch_runner import TorchRunner
 
     if isinstance(model, nn.Module):
-        return TorchRunner(model, device=device, precision=precision,
-                           channels_last=True if channels_last is None else channels_last)
+        return TorchRunner(
+            model, device=device, precision=precision, channels_last=True if channels_last is None else channels_last
+        )
     if isinstance(model, Runner):
-        given = [k for k, v in (("device", device != "auto"), ("precision", precision is not None),
-                                ("channels_last", channels_last is not None)) if v]
+        given = [
+            k
+            for k, v in (
+                ("device", device != "auto"),
+                ("precision", precision is not None),
+                ("channels_last", channels_last is not None),
+            )
+            if v
+        ]
         if given:
-            raise BadValueError(f"{', '.join(given)} cannot be changed on a {type(model).__name__} that is already "
-                                "built; give them to the runner")
+            raise BadValueError(
+                f"{', '.join(given)} cannot be changed on a {type(model).__name__} that is already "
+                "built; give them to the runner"
+            )
         return model
     backend = getattr(model, "backend", None)
     runner_cls: type[ArrayRunner]
@@ -110,10 +122,12 @@ def make_runner(model, device: str | torch.device = "auto", precision: str | Non
         runner_cls = OnnxRuntimeRunner
     elif backend == "openvino":
         from .openvino import OpenVinoRunner
+
         runner_cls = OpenVinoRunner
     else:
-        raise TypeError(f"a Restorer runs an nn.Module, an OnnxModel, an OpenVinoModel or a Runner, "
-                        f"not {type(model).__name__}")
+        raise TypeError(
+            f"a Restorer runs an nn.Module, an OnnxModel, an OpenVinoModel or a Runner, not {type(model).__name__}"
+        )
     if str(device).lower() not in ("auto", "cpu"):
         raise BadValueError(f"device {device} applies to the torch backend; {backend} runs on the CPU")
     if channels_last is not None:

@@ -4,6 +4,7 @@ Every output pixel is computed by exactly one tile (its core), so tiled output e
 untiled output (up to float rounding) once the overlap covers the model's receptive
 field (``model.receptive_field()``).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,9 @@ def split_range(length: int, tile: int) -> list[tuple[int, int]]:
     return [(edges[k], edges[k + 1]) for k in range(n)]
 
 
-def tile_boxes(h: int, w: int, tile: int, overlap: int) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
+def tile_boxes(
+    h: int, w: int, tile: int, overlap: int
+) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
     """Tiles of an ``h`` x ``w`` LQ image, in LQ pixels.
 
     Returns ``[(core, ctx), ...]`` with boxes ``(y0, y1, x0, x1)``: ``core`` cells

@@ -8,6 +8,7 @@ whatever else shares its batch, whereas PyTorch runs a batch of one whose NCHW-l
 (``img[None]`` gives the batch axis stride 0) through other kernels, about 2e-5 (0-1 scale) apart
 on AVX-512 CPUs: enough to move a rounded pixel by one level.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,13 @@ class TorchRunner:
 
     backend = "torch"
 
-    def __init__(self, model: nn.Module, device: str | torch.device = "auto", precision: str | None = None,
-                 channels_last: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "auto",
+        precision: str | None = None,
+        channels_last: bool = True,
+    ):
         self.device = resolve_device(device)
         self.precision, self.precision_reason = resolve_precision(precision, self.device, self.backend)
         self.autocast_dtype = DTYPES[self.precision]
@@ -65,8 +71,11 @@ class TorchRunner:
                 self.precision = "fp32"
                 self.precision_reason += "; no 3x3 conv of 64+ channels to run as Winograd, so plain fp32"
         self.channels_last = bool(channels_last) and not self.winograd_convs  # NNPACK reads NCHW
-        self.model = (model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-                      if self.channels_last else model)
+        self.model = (
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            if self.channels_last
+            else model
+        )
         self.scale = int(getattr(model, "upscale_factor", 0)) or self._probe_scale()
 
     def _probe_scale(self) -> int:
@@ -78,13 +87,18 @@ class TorchRunner:
         ``device``).  No autograd; call it under ``torch.inference_mode()`` for the least overhead."""
         t = torch.from_numpy(np.asarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) else x
         t = channels_last_input(t.to(self.device))
-        amp = (torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-               if self.autocast_dtype is not None else contextlib.nullcontext())
+        amp = (
+            torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
         with torch.no_grad(), amp:
             y = self.model(t)
         y = y.float()
         return y if isinstance(x, torch.Tensor) else y.cpu().numpy()
 
     def __repr__(self) -> str:
-        return (f"TorchRunner(device={self.device}, precision={self.precision}, channels_last={self.channels_last}, "
-                f"scale={self.scale})")
+        return (
+            f"TorchRunner(device={self.device}, precision={self.precision}, channels_last={self.channels_last}, "
+            f"scale={self.scale})"
+        )

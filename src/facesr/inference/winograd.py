@@ -18,6 +18,7 @@ at one thread (:func:`nnpack_available`); :class:`WinogradConv2d` spreads bands 
 ``torch.get_num_threads()`` threads itself.  Gradients, other devices and other dtypes fall back
 to ``nn.Conv2d``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -75,13 +76,20 @@ def eligible(conv: nn.Module) -> bool:
     Convs whose weight is computed (weight or spectral norm, parametrizations) or that carry hooks
     are left alone: the replacement would lose them.
     """
-    return (type(conv) is nn.Conv2d and isinstance(conv.weight, nn.Parameter)
-            and (conv.bias is None or isinstance(conv.bias, nn.Parameter))
-            and not parametrize.is_parametrized(conv)
-            and not (conv._forward_hooks or conv._forward_pre_hooks)
-            and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-            and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-            and conv.padding_mode == "zeros" and conv.in_channels * conv.out_channels >= MIN_CHANNEL_PRODUCT)
+    return (
+        type(conv) is nn.Conv2d
+        and isinstance(conv.weight, nn.Parameter)
+        and (conv.bias is None or isinstance(conv.bias, nn.Parameter))
+        and not parametrize.is_parametrized(conv)
+        and not (conv._forward_hooks or conv._forward_pre_hooks)
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and conv.padding == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and conv.in_channels * conv.out_channels >= MIN_CHANNEL_PRODUCT
+    )
 
 
 _executor: ThreadPoolExecutor | None = None
@@ -143,10 +151,15 @@ class WinogradConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.weight, self.bias
-        if (x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32 or x.dim() != 4
-                or x.numel() == 0 or not nnpack_available()
-                or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad
-                                                 or (b is not None and b.requires_grad)))):
+        if (
+            x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or w.dtype != torch.float32
+            or x.dim() != 4
+            or x.numel() == 0
+            or not nnpack_available()
+            or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)))
+        ):
             return super().forward(x)
         x = x.contiguous()
         n, c, h, wd = x.shape
@@ -160,11 +173,11 @@ class WinogradConv2d(nn.Conv2d):
         def run(job):  # numpy copies: no OpenMP threads spinning beside NNPACK's single-threaded calls
             i, r0, r1 = job
             if (r0, r1) == (0, h):
-                dst[i] = _nnpack(x[i:i + 1], w, b).numpy()[0]
+                dst[i] = _nnpack(x[i : i + 1], w, b).numpy()[0]
                 return
             band = np.zeros((1, c, r1 - r0 + 2, wd), np.float32)  # output rows r0:r1, a halo row each side
             lo, hi = max(r0 - 1, 0), min(r1 + 1, h)
-            band[0, :, lo - r0 + 1:hi - r0 + 1] = src[i, :, lo:hi]
+            band[0, :, lo - r0 + 1 : hi - r0 + 1] = src[i, :, lo:hi]
             dst[i, :, r0:r1] = _nnpack(torch.from_numpy(band), w, b, rows_padded=True).numpy()[0]
 
         jobs = [(i, r0, r1) for i in range(n) for r0, r1 in zip(edges, edges[1:])]
@@ -211,4 +224,3 @@ def winograd_model(model: nn.Module) -> tuple[nn.Module, int]:
         return model, 0
     twin = twin.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return twin, _convert(twin)
-

@@ -5,6 +5,7 @@ or a PIL image (any mode) into uint8 RGB HxWx3, its uint8 alpha plane HxW (or No
 kind it came as; :func:`join_alpha` puts an x``scale`` RGB result back into that kind, with the
 alpha plane upscaled bicubically (cv2.INTER_CUBIC).  Gray comes back as RGB.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@
 Messages speak of paths and values ("output folder out/ is the input folder in/");
 command modules add the names of their options where they help.
 """
+
 from __future__ import annotations
 
 import glob
@@ -102,8 +103,9 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         elif p.is_file():
             files.append(p)
         elif _GLOB_CHARS & set(spec):
-            found = sorted(Path(q) for q in glob.glob(spec)
-                           if os.path.isfile(q) and Path(q).suffix.lower() in IMAGE_EXTS)
+            found = sorted(
+                Path(q) for q in glob.glob(spec) if os.path.isfile(q) and Path(q).suffix.lower() in IMAGE_EXTS
+            )
             if not found:
                 raise FacesrError(f"{spec}: pattern matches no image files")
             files.extend(found)
@@ -118,8 +120,9 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return unique
 
 
-def check_outputs(files: list[Path], inputs: list[str], out: Path, zip_path: Path | None,
-                  overwrite: bool, skip_existing: bool = False) -> dict[Path, Path]:
+def check_outputs(
+    files: list[Path], inputs: list[str], out: Path, zip_path: Path | None, overwrite: bool, skip_existing: bool = False
+) -> dict[Path, Path]:
     """Map each input file to ``out/<stem>.png``, refusing unsafe layouts (:class:`FacesrError`, one line).
 
     Refuses: two inputs with the same stem; ``out`` equal to an input folder or holding an

@@ -6,6 +6,7 @@ with one :class:`~facesr.errors.FacesrError` line, to write a file that is one o
 input folder, and to move or delete a folder that is, contains, or lies inside one of them.
 ``--overwrite`` never lifts these refusals: it only allows replacing a command's own earlier outputs.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,10 @@ class WriteGuard:
             if target == p or (p.is_dir() and _inside(target, p)):
                 raise FacesrError(f"{what} {path} would overwrite or write into {name}; choose another place")
         if not own_artefacts and target.exists() and is_run_artefact(target):
-            raise FacesrError(f"{what} {path} is a training run's file (weights, config, log or checkpoint); "
-                              f"facesr never replaces one with another kind of output")
+            raise FacesrError(
+                f"{what} {path} is a training run's file (weights, config, log or checkpoint); "
+                f"facesr never replaces one with another kind of output"
+            )
         return Path(path)
 
     def check_tree(self, folder: str | os.PathLike, action: str = "move") -> Path:

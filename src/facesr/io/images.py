@@ -12,6 +12,7 @@
   resize that evaluation baselines, comparison sheets, the web app and whole-photo
   backgrounds share.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,8 +32,13 @@ from ..errors import FacesrError, ImageError, one_line
 from .files import IMAGE_EXTS, atomic_write_bytes  # noqa: F401  (IMAGE_EXTS re-exported)
 
 #: OpenCV interpolation of each :func:`upscale_classical` method.
-CLASSICAL = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4, "nearest": cv2.INTER_NEAREST,
-             "area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
+CLASSICAL = {
+    "bicubic": cv2.INTER_CUBIC,
+    "lanczos": cv2.INTER_LANCZOS4,
+    "nearest": cv2.INTER_NEAREST,
+    "area": cv2.INTER_AREA,
+    "bilinear": cv2.INTER_LINEAR,
+}
 
 
 #: Default cap on the pixels of an image file that facesr decodes (width x height, read from the header first).
@@ -133,11 +139,10 @@ def _binary(source: ImageSource, name: str | None) -> Iterator[tuple[BinaryIO, s
 
 def _bomb_pixels(exc: Exception) -> int:
     m = _BOMB_RE.search(str(exc))
-    return int(m.group(1)) if m else 2 ** 40
+    return int(m.group(1)) if m else 2**40
 
 
-def image_size(source: ImageSource, formats: Sequence[str] | None = None, name: str | None = None
-               ) -> tuple[int, int]:
+def image_size(source: ImageSource, formats: Sequence[str] | None = None, name: str | None = None) -> tuple[int, int]:
     """``(width, height)`` in pixels from the header of a file (path) or of bytes; no pixel is decoded.
 
     Changes no global state (neither Pillow's ``MAX_IMAGE_PIXELS`` nor the warnings filters), so it is
@@ -184,9 +189,12 @@ def warn_large_input(path, shape, command: str, limit: int = 256) -> None:
         return
     _warned_large = True
     import sys
-    print(f"facesr {command}: warning: {path} is {shape[1]}x{shape[0]}; the model expects small aligned face crops "
-          f"(~128 px) and upscales everything x4. For whole photos use `facesr restore` (warned once)",
-          file=sys.stderr)
+
+    print(
+        f"facesr {command}: warning: {path} is {shape[1]}x{shape[0]}; the model expects small aligned face crops "
+        f"(~128 px) and upscales everything x4. For whole photos use `facesr restore` (warned once)",
+        file=sys.stderr,
+    )
 
 
 def read_rgb(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
@@ -263,8 +271,9 @@ def _decode_pil(im: Image.Image, name: str) -> tuple[np.ndarray, np.ndarray | No
         raise ImageDamagedError(f"{name}: not a readable image ({one_line(exc)})", im.format) from None
 
 
-def read_image(source: ImageSource, max_pixels: int | None = None, *, formats: Sequence[str] | None = None,
-               name: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def read_image(
+    source: ImageSource, max_pixels: int | None = None, *, formats: Sequence[str] | None = None, name: str | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The one decoder of user images (CLI, web app, ``restore``): (uint8 RGB HxWx3, uint8 alpha HxW or None).
 
     ``source`` is a path or the file's bytes.  The size is read from the header first, and a header
@@ -320,8 +329,9 @@ def check_image_name(path: str | os.PathLike, what: str = "output") -> None:
     """FacesrError unless ``path`` ends in a format facesr writes (.png, .jpg/.jpeg, .webp)."""
     suffix = Path(path).suffix.lower()
     if suffix not in IMAGE_WRITERS:
-        raise FacesrError(f"{what} {path}: cannot write {suffix or 'a file without an ending'}; "
-                          f"name it .png, .jpg or .webp")
+        raise FacesrError(
+            f"{what} {path}: cannot write {suffix or 'a file without an ending'}; name it .png, .jpg or .webp"
+        )
 
 
 def encode_image(img: np.ndarray, path: str | os.PathLike) -> bytes:

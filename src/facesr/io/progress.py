@@ -6,6 +6,7 @@ captures stderr) tqdm would stay silent, so it returns a :class:`LogProgress` in
 when long work ends.  ``quiet`` silences both.  Both take ``update(n)``, ``write(msg)``, ``close()`` and
 ``with``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -33,8 +34,16 @@ format_duration = _duration
 class LogProgress:
     """tqdm's small interface, printing one plain line at most every ``interval`` seconds."""
 
-    def __init__(self, total: int | None, desc: str, unit: str = "it", file: IO[str] | None = None,
-                 interval: float = LOG_INTERVAL_S, initial: int = 0, clock=time.monotonic):
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        unit: str = "it",
+        file: IO[str] | None = None,
+        interval: float = LOG_INTERVAL_S,
+        initial: int = 0,
+        clock=time.monotonic,
+    ):
         self.total, self.desc, self.unit = total, desc, unit
         self.file = file if file is not None else sys.stderr
         self.interval, self.clock = interval, clock
@@ -113,8 +122,16 @@ class _Silent:
         pass
 
 
-def progress(total: int | None, desc: str, unit: str = "it", *, quiet: bool = False, initial: int = 0,
-             file: IO[str] | None = None, interval: float = LOG_INTERVAL_S) -> Any:
+def progress(
+    total: int | None,
+    desc: str,
+    unit: str = "it",
+    *,
+    quiet: bool = False,
+    initial: int = 0,
+    file: IO[str] | None = None,
+    interval: float = LOG_INTERVAL_S,
+) -> Any:
     """A progress reporter for ``total`` units of work: tqdm on a terminal, plain lines in a log.
 
     ``quiet`` gives one that prints only what is passed to ``write`` (warnings and notes still show).
@@ -125,11 +142,12 @@ def progress(total: int | None, desc: str, unit: str = "it", *, quiet: bool = Fa
     isatty = getattr(stream, "isatty", None)
     if isatty is not None and isatty():
         from tqdm import tqdm
+
         return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=stream, dynamic_ncols=True)
     return LogProgress(total, desc, unit, stream, interval, initial)
 
 
-class heartbeat:  # noqa: N801  (used as a context manager, like a function)
+class heartbeat:
     """A sign of life during one long call that reports no progress of its own (e.g. int8 quantization).
 
     Off a terminal, a thread prints ``desc: still working, elapsed 1 min 00 s`` every ``interval`` seconds
@@ -138,6 +156,7 @@ class heartbeat:  # noqa: N801  (used as a context manager, like a function)
 
     def __init__(self, desc: str, interval: float = LOG_INTERVAL_S, file: IO[str] | None = None):
         import threading
+
         self.desc, self.interval = desc, interval
         self.file = file if file is not None else sys.stderr
         self.stop = threading.Event()
@@ -146,8 +165,7 @@ class heartbeat:  # noqa: N801  (used as a context manager, like a function)
     def _run(self) -> None:
         t0 = time.monotonic()
         while not self.stop.wait(self.interval):
-            print(f"{self.desc}: still working, elapsed {_duration(time.monotonic() - t0)}", file=self.file,
-                  flush=True)
+            print(f"{self.desc}: still working, elapsed {_duration(time.monotonic() - t0)}", file=self.file, flush=True)
 
     def __enter__(self) -> heartbeat:
         isatty = getattr(self.file, "isatty", None)

@@ -7,6 +7,7 @@ and pixel_shuffle cost nothing.  :func:`count_flops` counts the same ops with
 torch's public ``FlopCounterMode`` (ATen-level, so it also covers functional
 calls such as the global bilinear skip that module hooks would miss).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,6 +15,7 @@ import math
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
 
 class FlopCount(int):
     """A multiply-add count (an ``int``) that also carries the ``output_shape`` (C, H, W) of the counted pass."""

@@ -26,6 +26,7 @@ C=64, B=29 ("deep")       2,208,240   36.1G         58 at LQ
 C=96, B=12 ("wide")       2,120,208   34.7G         24 at LQ
 ========================  ==========  ============  =========
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from .msrresnet import ResidualBlockNoBN, _kaiming_scaled_, check_resnet_cfg, re
 @dataclass
 class LQResNetCfg:
     """Constructor arguments of :class:`LQResNet` (the ``model:`` section of a config)."""
+
     in_channels: int = 3
     out_channels: int = 3
     mid_channels: int = 64
@@ -64,8 +66,14 @@ class LQResNet(nn.Module):
     #: A small configuration for quick tests (tests/test_registry.py).
     TINY = {"mid_channels": 8, "num_blocks": 2}
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, mid_channels: int = 64, num_blocks: int = 29,
-                 upscale_factor: int = 4):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        mid_channels: int = 64,
+        num_blocks: int = 29,
+        upscale_factor: int = 4,
+    ):
         super().__init__()
         require_valid(LQResNetCfg(in_channels, out_channels, mid_channels, num_blocks, upscale_factor))
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -73,7 +81,7 @@ class LQResNet(nn.Module):
         self.conv_first = nn.Conv2d(in_channels, mid_channels, 3, 1, 1)
         self.trunk_net = nn.Sequential(*[ResidualBlockNoBN(mid_channels) for _ in range(num_blocks)])
         self.conv_body = nn.Conv2d(mid_channels, mid_channels, 3, 1, 1)
-        self.conv_up = nn.Conv2d(mid_channels, out_channels * upscale_factor ** 2, 3, 1, 1)
+        self.conv_up = nn.Conv2d(mid_channels, out_channels * upscale_factor**2, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
         for m in (self.conv_first, self.conv_body, self.conv_up):
             _kaiming_scaled_(m, 0.1)
@@ -90,5 +98,10 @@ class LQResNet(nn.Module):
 
     def arch_config(self) -> dict:
         """Keyword arguments that rebuild this architecture (stored in checkpoints)."""
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels, "mid_channels": self.mid_channels,
-                "num_blocks": self.num_blocks, "upscale_factor": self.upscale_factor}
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "mid_channels": self.mid_channels,
+            "num_blocks": self.num_blocks,
+            "upscale_factor": self.upscale_factor,
+        }

@@ -9,6 +9,7 @@ Layer names follow MMagic (``conv_first``, ``trunk_net.N.conv1``,
 load after stripping their ``generator.`` prefix.  BasicSR names are mapped in
 :mod:`facesr.models.weights`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ def require_valid(cfg) -> None:
 @dataclass
 class MSRResNetCfg:
     """Constructor arguments of :class:`MSRResNet` (the ``model:`` section of a config)."""
+
     in_channels: int = 3
     out_channels: int = 3
     mid_channels: int = 64
@@ -190,5 +192,3 @@ class MSRResNet(nn.Module):
             "upscale_factor": self.upscale_factor,
             "variant": self.variant,
         }
-
-

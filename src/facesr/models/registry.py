@@ -18,6 +18,7 @@ plus one ``register(name, Class)`` line below.  A config's ``model:`` section is
 ``tests/test_registry.py`` checks every registered architecture for params,
 FLOPs, ONNX export and exact tiling.
 """
+
 from __future__ import annotations
 
 import dataclasses

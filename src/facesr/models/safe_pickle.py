@@ -9,6 +9,7 @@ helpers and plain containers, already imported; every other global becomes an
 inert placeholder class that records its arguments and does nothing.  No module
 is imported and no user-named callable is ever called.
 """
+
 from __future__ import annotations
 
 import collections
@@ -57,7 +58,7 @@ def _placeholder(module: str, name: str) -> type:
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that never imports or calls anything outside the allow-list."""
 
-    def find_class(self, module: str, name: str):  # noqa: D401
+    def find_class(self, module: str, name: str):
         obj = _ALLOWED.get((module, name))
         if obj is not None:
             return obj
@@ -76,6 +77,7 @@ def restricted_torch_load(path, map_location="cpu"):
     """``torch.load`` that first tries ``weights_only=True`` and falls back to
     the restricted unpickler (never ``weights_only=False`` semantics)."""
     import warnings
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "looks like a TorchScript archive": reported as an error instead

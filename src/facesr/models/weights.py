@@ -22,6 +22,7 @@ read from facesr files, which store ``arch`` and ``arch_config``.
 
 All loaders return ``(model, info)`` where ``info`` says what was loaded.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,9 +53,16 @@ class LoadedWeights:
 
 # ----------------------------------------------------------------------------- saving
 
-def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str | None = None,
-                 ema: nn.Module | None = None, metadata: dict | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+
+def save_weights(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    arch: str | None = None,
+    ema: nn.Module | None = None,
+    metadata: dict | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
     """Write ``model`` (and optionally its EMA copy) as facesr safetensors, atomically.
 
     ``arch`` defaults to the name ``model``'s class is registered under.
@@ -63,6 +71,7 @@ def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str | None 
     """
     if arch is None:
         arch = arch_name(_unwrap(model))
+
     def prep(sd, prefix=""):
         out = {}
         for k, v in sd.items():
@@ -75,8 +84,7 @@ def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str | None 
     tensors = prep(_unwrap(model).state_dict())
     if ema is not None:
         tensors.update(prep(_unwrap(ema).state_dict(), "ema."))
-    meta = {"format": "facesr", "arch": arch,
-            "arch_config": json.dumps(arch_config_of(_unwrap(model)))}
+    meta = {"format": "facesr", "arch": arch, "arch_config": json.dumps(arch_config_of(_unwrap(model)))}
     for k, v in (metadata or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     path = Path(path)
@@ -116,7 +124,7 @@ def _basicsr_to_facesr(sd: dict) -> dict:
 
 
 def _strip(sd: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
 def infer_msrresnet_config(sd: dict, variant: str = "mmagic") -> dict:
@@ -126,8 +134,9 @@ def infer_msrresnet_config(sd: dict, variant: str = "mmagic") -> dict:
         w_last = sd["conv_last.weight"]
         w_up1 = sd["upsample1.upsample_conv.weight"]
     except KeyError as exc:
-        raise CheckpointError(f"not an MSRResNet state dict (foreign formats are read as MSRResNet only): "
-                              f"missing key {exc.args[0]!r}") from None
+        raise CheckpointError(
+            f"not an MSRResNet state dict (foreign formats are read as MSRResNet only): missing key {exc.args[0]!r}"
+        ) from None
     mid = int(w_first.shape[0])
     blocks = {int(m.group(1)) for k in sd if (m := re.match(r"trunk_net\.(\d+)\.", k))}
     num_blocks = max(blocks) + 1 if blocks else 0
@@ -135,8 +144,14 @@ def infer_msrresnet_config(sd: dict, variant: str = "mmagic") -> dict:
         scale = 4
     else:
         scale = int(round((w_up1.shape[0] / mid) ** 0.5))
-    return {"in_channels": int(w_first.shape[1]), "out_channels": int(w_last.shape[0]),
-            "mid_channels": mid, "num_blocks": num_blocks, "upscale_factor": scale, "variant": variant}
+    return {
+        "in_channels": int(w_first.shape[1]),
+        "out_channels": int(w_last.shape[0]),
+        "mid_channels": mid,
+        "num_blocks": num_blocks,
+        "upscale_factor": scale,
+        "variant": variant,
+    }
 
 
 def read_weights(path: str | os.PathLike, ema: bool = False) -> LoadedWeights:
@@ -169,7 +184,7 @@ def _read_safetensors(path: Path, ema: bool) -> LoadedWeights:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (a safetensors handle, not a dict)
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     has_ema = any(k.startswith("ema.") for k in tensors)
@@ -193,8 +208,9 @@ def _check_meta(path: Path, arch, arch_config) -> None:
     if not isinstance(arch, str):
         raise CheckpointError(f"{path}: metadata arch must be a string, got {type(arch).__name__}")
     if not isinstance(arch_config, dict) or not all(isinstance(k, str) for k in arch_config):
-        raise CheckpointError(f"{path}: metadata arch_config must be a mapping of names to values, "
-                              f"got {type(arch_config).__name__}")
+        raise CheckpointError(
+            f"{path}: metadata arch_config must be a mapping of names to values, got {type(arch_config).__name__}"
+        )
 
 
 def _from_torch_dict(path: Path, obj: dict, ema: bool) -> LoadedWeights:
@@ -211,10 +227,19 @@ def _from_torch_dict(path: Path, obj: dict, ema: bool) -> LoadedWeights:
             raise CheckpointError(f"{path}: facesr training checkpoint without arch_config")
         _check_meta(path, arch, arch_config)
         it = obj.get("iter")
-        return LoadedWeights({str(k): v for k, v in weights.items()}, arch, dict(arch_config), "facesr-train", ema,
-                             {"iter": it if isinstance(it, int) else None,
-                              "lineage": [e for e in obj.get("lineage") or [] if isinstance(e, dict)]
-                              if isinstance(obj.get("lineage"), list) else []})
+        return LoadedWeights(
+            {str(k): v for k, v in weights.items()},
+            arch,
+            dict(arch_config),
+            "facesr-train",
+            ema,
+            {
+                "iter": it if isinstance(it, int) else None,
+                "lineage": [e for e in obj.get("lineage") or [] if isinstance(e, dict)]
+                if isinstance(obj.get("lineage"), list)
+                else [],
+            },
+        )
     if "params" in obj or "params_ema" in obj:  # BasicSR
         key = "params_ema" if ema else "params"
         if key not in obj:
@@ -236,10 +261,14 @@ def _from_torch_dict(path: Path, obj: dict, ema: bool) -> LoadedWeights:
         return LoadedWeights(sd, "msrresnet", infer_msrresnet_config(sd, "basicsr"), "basicsr", ema)
     if "conv_first.weight" in sd:
         if ema:
-            raise CheckpointError(f"{path}: EMA weights asked for, but the file is a bare state dict without EMA weights")
+            raise CheckpointError(
+                f"{path}: EMA weights asked for, but the file is a bare state dict without EMA weights"
+            )
         return LoadedWeights(sd, "msrresnet", infer_msrresnet_config(sd), "state_dict", False)
-    raise CheckpointError(f"{path}: no model weights found (top-level keys: {', '.join(map(str, list(obj)[:8]))}; "
-                          f"MMagic, BasicSR and bare state dicts are read as MSRResNet only)")
+    raise CheckpointError(
+        f"{path}: no model weights found (top-level keys: {', '.join(map(str, list(obj)[:8]))}; "
+        f"MMagic, BasicSR and bare state dicts are read as MSRResNet only)"
+    )
 
 
 def _tensor_items(d: dict) -> dict:
@@ -254,8 +283,10 @@ def load_into(model: nn.Module, state_dict: dict, source: str = "checkpoint") ->
         raise CheckpointError(f"{source}: weights do not fit the model ({' | '.join(problems)})")
     bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise CheckpointError(f"{source}: weights hold NaN or infinite values ({', '.join(bad[:3])}"
-                              f"{' ...' if len(bad) > 3 else ''}); the model would output garbage")
+        raise CheckpointError(
+            f"{source}: weights hold NaN or infinite values ({', '.join(bad[:3])}"
+            f"{' ...' if len(bad) > 3 else ''}); the model would output garbage"
+        )
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()})
 
 
@@ -263,8 +294,11 @@ def _fit_problems(own: dict, state_dict: dict) -> list[str]:
     """What keeps ``state_dict`` from loading into a model whose state dict is ``own`` (empty: it fits)."""
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
-    shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
     problems = []
     if missing:
         problems.append("missing keys: " + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""))
@@ -292,8 +326,13 @@ class _SkipInit(torch.overrides.TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if (name.endswith("_") and not name.startswith("_") and args and isinstance(args[0], torch.Tensor)
-                and args[0].is_meta):
+        if (
+            name.endswith("_")
+            and not name.startswith("_")
+            and args
+            and isinstance(args[0], torch.Tensor)
+            and args[0].is_meta
+        ):
             return args[0]
         return func(*args, **(kwargs or {}))
 
@@ -305,12 +344,14 @@ def build_checked(lw: LoadedWeights, source: str) -> nn.Module:
     over a 3 MB file is refused before anything is allocated.
     """
     from ..errors import ConfigError
+
     try:
         with torch.device("meta"), _SkipInit():
             shell = build_model(lw.arch, **lw.arch_config)
     except (ConfigError, TypeError) as exc:
-        raise CheckpointError(f"{source}: metadata does not describe a model facesr builds ({one_line(exc, 150)})") \
-            from None
+        raise CheckpointError(
+            f"{source}: metadata does not describe a model facesr builds ({one_line(exc, 150)})"
+        ) from None
     problems = _fit_problems(shell.state_dict(), lw.state_dict)
     if problems:
         raise CheckpointError(f"{source}: weights do not fit the model ({' | '.join(problems)})")

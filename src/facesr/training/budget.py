@@ -10,6 +10,7 @@ it, so the learning rate is annealed at the end).  A run that passes 110% of its
 :class:`BudgetPlanner` is pure: times in, decisions out.  The trainer agrees on them across
 ranks and applies them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ WARM_FRACTION, PLAN_FRACTION, OVER_FRACTION = 0.05, 0.15, 1.1
 @dataclass(frozen=True)
 class BudgetDecision:
     """What one check decided: ``max_iters`` > 0 plans the run's length; ``over`` ends it now."""
+
     max_iters: int = 0
     over: bool = False
     it_per_s: float | None = None

@@ -1,5 +1,6 @@
 """What a run trains: device and process group, the model (with its parameter cap, initial weights
 and EMA copy), the optimiser, and the module the loop calls (DDP and/or ``torch.compile``)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -43,15 +44,18 @@ def setup_device(cfg: Config) -> tuple[torch.device, D.DistInfo]:
     return device, dist
 
 
-def build_networks(cfg: Config, device: torch.device, init_from: str | Path | None = None,
-                   init_ema: bool = False) -> tuple[nn.Module, EMA | None, list]:
+def build_networks(
+    cfg: Config, device: torch.device, init_from: str | Path | None = None, init_ema: bool = False
+) -> tuple[nn.Module, EMA | None, list]:
     """``(model, ema, lineage)``: the model on ``device`` (capped by ``model.max_params``), started from
     ``init_from``'s weights when given (its EMA copy with ``init_ema``), and its EMA copy."""
     model = build_model(cfg.model.arch, **cfg.model.arch_kwargs())
     n_params = count_params(model)
     if cfg.model.max_params is not None and n_params > cfg.model.max_params:
-        raise ConfigError(f"model.max_params: the model has {n_params:,} trainable parameters, over the cap of "
-                          f"{cfg.model.max_params:,}")
+        raise ConfigError(
+            f"model.max_params: the model has {n_params:,} trainable parameters, over the cap of "
+            f"{cfg.model.max_params:,}"
+        )
     lineage = init_weights(model, init_from, init_ema, cfg.model.arch) if init_from is not None else []
     model.to(device)
     if cfg.train.channels_last:
@@ -66,8 +70,10 @@ def init_weights(model: nn.Module, path: str | Path, ema: bool, arch: str) -> li
     own = arch_config_of(model)
     if lw.arch != arch or lw.arch_config != own:
         diff = {k: (lw.arch_config.get(k), v) for k, v in own.items() if lw.arch_config.get(k) != v}
-        raise CheckpointError(f"{path}: the initial weights are {lw.arch} {lw.arch_config}, the config builds {arch} "
-                              f"(differs in: {', '.join(f'{k} {a} vs {b}' for k, (a, b) in diff.items()) or 'arch'})")
+        raise CheckpointError(
+            f"{path}: the initial weights are {lw.arch} {lw.arch_config}, the config builds {arch} "
+            f"(differs in: {', '.join(f'{k} {a} vs {b}' for k, (a, b) in diff.items()) or 'arch'})"
+        )
     load_into(model, lw.state_dict, str(path))
     h = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     meta = lw.metadata if isinstance(lw.metadata, dict) else {}
@@ -76,8 +82,16 @@ def init_weights(model: nn.Module, path: str | Path, ema: bool, arch: str) -> li
         lineage = json.loads(prev) if isinstance(prev, str) else list(prev or [])
     except ValueError:
         lineage = []
-    return [*lineage, {"init_from": str(path), "sha256": h, "ema": ema, "source_format": lw.source_format,
-                       "source_iter": meta.get("iter")}]
+    return [
+        *lineage,
+        {
+            "init_from": str(path),
+            "sha256": h,
+            "ema": ema,
+            "source_format": lw.source_format,
+            "source_iter": meta.get("iter"),
+        },
+    ]
 
 
 def make_optimizer(cfg: Config, params, device: torch.device) -> torch.optim.Optimizer:

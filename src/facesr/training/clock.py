@@ -4,6 +4,7 @@
 so runs of models with different validation costs get the same training time under one budget.
 It continues across resumes (``prior_s``: the training seconds of the runs before).
 """
+
 from __future__ import annotations
 
 import time

@@ -6,13 +6,13 @@ are copied.  MMagic starts the EMA as a copy made *before* its runner re-draws
 three layers' initial weights, so its EMA differs from the generator by a
 0.999^n-decaying amount at the start; facesr starts from an exact copy.
 """
+
 from __future__ import annotations
 
 import copy
 
 import torch
 from torch import nn
-
 
 #: ``torch._foreach_lerp_`` when this torch has it (private API: never assumed, see :meth:`EMA.update`).
 _FOREACH_LERP = getattr(torch, "_foreach_lerp_", None)

@@ -5,6 +5,7 @@ so a loader built at iteration ``it`` continues the stream exactly: that is how 
 a new patch size (``data.crop_schedule``) pick it up.  Workers are single-threaded, started by
 forkserver, and exit with the trainer, even when it is killed with ``kill -9``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,6 +38,7 @@ def _exit_with_parent(parent_pid: int) -> None:
     if sys.platform.startswith("linux"):
         try:
             import ctypes
+
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):  # pragma: no cover - no libc: the poll below still works
             pass
@@ -55,6 +57,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 def _worker_init(_worker_id: int, parent_pid: int | None = None) -> None:
     """Workers each run single-threaded OpenCV/torch: N workers must not oversubscribe the cores."""
     import cv2
+
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     if parent_pid is not None:
@@ -78,11 +81,15 @@ def apply_builtin_fallback(cfg: Config, main: bool) -> None:
     if not d.fallback_to_builtin:
         return
     user_set: set[str] = getattr(cfg, "user_set", set())
-    missing = [k for k in ("train_hq_dir", "val_hq_dir")
-               if isinstance(getattr(d, k), str) and not Path(getattr(d, k)).is_dir() and f"data.{k}" not in user_set]
+    missing = [
+        k
+        for k in ("train_hq_dir", "val_hq_dir")
+        if isinstance(getattr(d, k), str) and not Path(getattr(d, k)).is_dir() and f"data.{k}" not in user_set
+    ]
     if not missing:
         return
     from ..assets import builtin_faces_dir
+
     folder = str(builtin_faces_dir())
     for k in missing:
         if main:
@@ -140,10 +147,19 @@ class BatchSource:
         self.num_workers = capped_workers(cfg, warn=dist.is_main)
         d = cfg.data
         assert d.train_hq_dir  # checked above
-        self.dataset = HQDegradeDataset(d.train_hq_dir, cfg.degradation, cfg.seed, d.hq_size, d.hq_resize,
-                                        crop_at(cfg, 0), d.flip, cfg.model.upscale_factor,
-                                        degrade=d.degrade_engine == "exact")
+        self.dataset = HQDegradeDataset(
+            d.train_hq_dir,
+            cfg.degradation,
+            cfg.seed,
+            d.hq_size,
+            d.hq_resize,
+            crop_at(cfg, 0),
+            d.flip,
+            cfg.model.upscale_factor,
+            degrade=d.degrade_engine == "exact",
+        )
         from ..data.batched_degradations import train_degrader
+
         self.gpu_degrader = train_degrader(cfg, device)  # None with data.degrade_engine: exact
         self._iter: Iterator | None = None
 
@@ -166,16 +182,23 @@ class BatchSource:
     def _loader(self, from_iter: int) -> DataLoader:
         cfg, dist = self.cfg, self.dist
         self.dataset.crop_size = crop_at(cfg, from_iter)
-        sampler = InfiniteSampler(len(self.dataset), cfg.seed, from_iter * cfg.train.batch_size * dist.world_size,
-                                  dist.rank, dist.world_size)
+        sampler = InfiniteSampler(
+            len(self.dataset), cfg.seed, from_iter * cfg.train.batch_size * dist.world_size, dist.rank, dist.world_size
+        )
         nw = self.num_workers
-        return DataLoader(self.dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=nw,
-                          pin_memory=cfg.data.pin_memory and self.device.type == "cuda", drop_last=True,
-                          worker_init_fn=functools.partial(_worker_init, parent_pid=os.getpid()) if nw else None,
-                          persistent_workers=nw > 0,
-                          prefetch_factor=cfg.data.prefetch_factor if nw else None,
-                          # forkserver: a forked worker deadlocks in OpenCV once the parent has used its thread pool.
-                          multiprocessing_context="forkserver" if nw and sys.platform != "win32" else None)
+        return DataLoader(
+            self.dataset,
+            batch_size=cfg.train.batch_size,
+            sampler=sampler,
+            num_workers=nw,
+            pin_memory=cfg.data.pin_memory and self.device.type == "cuda",
+            drop_last=True,
+            worker_init_fn=functools.partial(_worker_init, parent_pid=os.getpid()) if nw else None,
+            persistent_workers=nw > 0,
+            prefetch_factor=cfg.data.prefetch_factor if nw else None,
+            # forkserver: a forked worker deadlocks in OpenCV once the parent has used its thread pool.
+            multiprocessing_context="forkserver" if nw and sys.platform != "win32" else None,
+        )
 
     def fetch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next uint8 ``(lq, gt)`` from the loader (the time the loop waits for data)."""
@@ -191,8 +214,9 @@ class BatchSource:
         cfg, dist = self.cfg, self.dist
         gt = gt.to(self.device, non_blocking=True).float().div_(255.0)
         if self.gpu_degrader is not None:
-            lq, gt = self.gpu_degrader(gt, it * cfg.train.batch_size * dist.world_size + dist.rank,
-                                       stride=dist.world_size)
+            lq, gt = self.gpu_degrader(
+                gt, it * cfg.train.batch_size * dist.world_size + dist.rank, stride=dist.world_size
+            )
         else:
             lq = lq.to(self.device, non_blocking=True).float().div_(255.0)
         if cfg.train.channels_last:

@@ -4,6 +4,7 @@
 with a per-sample MSE, i.e. minus the per-image PSNR (peak 1).  MMagic's
 ``toY`` flag is ignored by MMagic itself, so there is none here.
 """
+
 from __future__ import annotations
 
 import torch

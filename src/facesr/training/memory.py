@@ -16,6 +16,7 @@ On CUDA, state, activations and the device batch are compared with the GPU's fre
 available memory (``MemAvailable``, within a cgroup limit).  It is an estimate: docs/training-limits.md
 compares it with measured peaks.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,17 +31,18 @@ from ..models import build_model
 from .losses import get_loss
 
 #: Memory of one DataLoader worker process (torch and OpenCV loaded, own buffers): about 0.17 GB measured.
-WORKER_BYTES = 200 * 2 ** 20
+WORKER_BYTES = 200 * 2**20
 #: Memory of the training process before its model and batches: about 0.3 GB after importing torch, 0.6 GB
 #: once training has run a step (measured, docs/training-limits.md).
-PROCESS_BYTES = 600 * 2 ** 20
+PROCESS_BYTES = 600 * 2**20
 #: The HQ images each process keeps decoded (HQDegradeDataset's cache budget).
-CACHE_BYTES = 512 * 2 ** 20
+CACHE_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Bytes a run needs; ``device_side``: the parts that live on the training device (CUDA)."""
+
     state: int
     activations: int
     device_batch: int
@@ -111,9 +113,13 @@ def estimate(cfg: Config, num_workers: int, n_images: int) -> MemoryEstimate:
     in_flight = num_workers * (cfg.data.prefetch_factor + 1) + 1 if num_workers else 2
     device_batch = 4 * n * 3 * (lq * lq + hq * hq) + (4 * 4 * n * 3 * full * full if gpu else 0)
     cache = min(CACHE_BYTES, n_images * 3 * full * full)
-    return MemoryEstimate(state=4 * copies * n_params, activations=activation_bytes(cfg, model), device_batch=device_batch,
-                          host_batches=uint8_batch * in_flight,
-                          workers=num_workers * WORKER_BYTES + max(1, num_workers) * cache)
+    return MemoryEstimate(
+        state=4 * copies * n_params,
+        activations=activation_bytes(cfg, model),
+        device_batch=device_batch,
+        host_batches=uint8_batch * in_flight,
+        workers=num_workers * WORKER_BYTES + max(1, num_workers) * cache,
+    )
 
 
 def _cgroup_limit() -> tuple[int, int] | None:
@@ -149,9 +155,11 @@ def host_memory() -> tuple[int, int] | None:
 
 def _describe(cfg: Config, e: MemoryEstimate, part: int) -> str:
     n, lq, _ = _shapes(cfg)
-    return (f"about {gb(part)} (batch {n} of {lq}x{lq} LQ: activations {gb(e.activations)}, model and optimiser "
-            f"{gb(e.state)}, batches {gb(e.device_batch + e.host_batches)}, data workers {gb(e.workers)}, the "
-            f"process {gb(e.process)})")
+    return (
+        f"about {gb(part)} (batch {n} of {lq}x{lq} LQ: activations {gb(e.activations)}, model and optimiser "
+        f"{gb(e.state)}, batches {gb(e.device_batch + e.host_batches)}, data workers {gb(e.workers)}, the "
+        f"process {gb(e.process)})"
+    )
 
 
 HINT = "lower train.batch_size, data.crop_size, data.num_workers or the model's size"
@@ -167,11 +175,15 @@ def check_fits(cfg: Config, device: torch.device, num_workers: int, n_images: in
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
         if e.device_side > free:
-            raise TrainingError(f"training needs {_describe(cfg, e, e.device_side)} on {device}, which has "
-                                f"{gb(free)} free ({gb(total)} in all); {HINT}")
+            raise TrainingError(
+                f"training needs {_describe(cfg, e, e.device_side)} on {device}, which has "
+                f"{gb(free)} free ({gb(total)} in all); {HINT}"
+            )
         need = e.host_side * local_procs
     else:
         need = e.total * local_procs
     if host is not None and need > host[0]:
-        raise TrainingError(f"training needs {_describe(cfg, e, need)} of memory, but {gb(host[0])} is available "
-                            f"({gb(host[1])} in all); {HINT}")
+        raise TrainingError(
+            f"training needs {_describe(cfg, e, need)} of memory, but {gb(host[0])} is available "
+            f"({gb(host[1])} in all); {HINT}"
+        )

@@ -5,6 +5,7 @@ script capturing stderr), plain lines at most every 30 s.  Either way the first 
 an ETA are printed as soon as it ends, so a slow run (seconds per iteration on a CPU) shows signs of
 life from the start.  Every method is a no-op when disabled.
 """
+
 from __future__ import annotations
 
 from typing import IO
@@ -56,8 +57,9 @@ class Progress:
             self.note(f"validating on {n_pairs} image pair(s) after iteration {it}")
 
     def show_val(self, rec: dict) -> None:
-        self.note(f"[val] iter {rec['iter']}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.items()
-                                                         if isinstance(v, float)))
+        self.note(
+            f"[val] iter {rec['iter']}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.items() if isinstance(v, float))
+        )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -6,6 +6,7 @@ the caller gives: a config (Python API) must agree with it apart from
 :data:`~facesr.training.workdir.MUTABLE_KEYS` (whose values it may change) and the keys the run
 rewrote itself; ``--set`` overrides may change only ``MUTABLE_KEYS``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -46,8 +47,9 @@ def load_resume_state(work_dir: Path, resume: str | Path | bool) -> tuple[Path, 
         return path, load_checkpoint(path)
     cks = list_checkpoints(ckpt_dir)[::-1]
     if not cks:
-        raise CheckpointError(f"{ckpt_dir}: resuming asked for, but no checkpoint found there (is {work_dir} the "
-                              "run's work dir?)")
+        raise CheckpointError(
+            f"{ckpt_dir}: resuming asked for, but no checkpoint found there (is {work_dir} the run's work dir?)"
+        )
     log_end, passed = _log_end(work_dir), []
     for i, (n, path) in enumerate(cks):
         try:
@@ -56,7 +58,7 @@ def load_resume_state(work_dir: Path, resume: str | Path | bool) -> tuple[Path, 
             if log_end is not None and n > log_end:
                 passed.append(f"{path.name} (unreadable, beyond the log's last iteration)")
                 continue
-            _refuse_broken(path, exc, [p for _, p in cks[i + 1:]])
+            _refuse_broken(path, exc, [p for _, p in cks[i + 1 :]])
         if state.get("iter") != n:
             passed.append(f"{path.name} (it holds iteration {state.get('iter')})")
             continue
@@ -69,8 +71,10 @@ def load_resume_state(work_dir: Path, resume: str | Path | bool) -> tuple[Path, 
 def _refuse_broken(path: Path, exc: CheckpointError, earlier: list[Path]) -> None:
     if earlier:
         reason = str(exc).split("(", 1)[-1].rstrip(")")[:100]
-        raise CheckpointError(f"{path} is unreadable ({reason}); the earlier checkpoint {earlier[0].name} may be "
-                              f"intact: resume from it by its path") from None
+        raise CheckpointError(
+            f"{path} is unreadable ({reason}); the earlier checkpoint {earlier[0].name} may be "
+            f"intact: resume from it by its path"
+        ) from None
     raise exc
 
 
@@ -125,8 +129,10 @@ def check_config_agrees(stored: dict, source: str, given: Config, name: str) -> 
     """Refuse a config ``given`` with a resume (``name``: its file) that differs from the stored one."""
     diffs = refused_differences(stored, given.to_dict())
     if diffs:
-        raise ConfigError(f"{name} differs from the resumed run's own config ({Path(source).name}): "
-                          f"{format_differences(diffs, 3)}; omit the config file to resume")
+        raise ConfigError(
+            f"{name} differs from the resumed run's own config ({Path(source).name}): "
+            f"{format_differences(diffs, 3)}; omit the config file to resume"
+        )
 
 
 def resumed_config(stored: dict, source: str, cfg: Config | None = None, overrides: Sequence[str] = ()) -> Config:
@@ -157,8 +163,10 @@ def resumed_config(stored: dict, source: str, cfg: Config | None = None, overrid
 
 def _refuse(diffs: dict[str, tuple], source: str) -> None:
     if diffs:
-        raise ConfigError(f"a resumed run keeps its configuration ({Path(source).name}), but these differ: "
-                          f"{format_differences(diffs, 3)} (a resume may change only {', '.join(MUTABLE_KEYS)})")
+        raise ConfigError(
+            f"a resumed run keeps its configuration ({Path(source).name}), but these differ: "
+            f"{format_differences(diffs, 3)} (a resume may change only {', '.join(MUTABLE_KEYS)})"
+        )
 
 
 def _set_key(cfg: Config, dotted: str, value) -> None:
@@ -169,8 +177,9 @@ def _set_key(cfg: Config, dotted: str, value) -> None:
 def restore(state: dict, path: Path, model: nn.Module, ema: EMA | None, step: TrainStep) -> None:
     """Load a checkpoint's weights, EMA, optimiser, grad-scaler, hook and RNG states (in that order)."""
     if state["arch_config"] != arch_config_of(model):
-        raise CheckpointError(f"{path}: checkpoint architecture {state['arch_config']} does not match the config "
-                              f"{arch_config_of(model)}")
+        raise CheckpointError(
+            f"{path}: checkpoint architecture {state['arch_config']} does not match the config {arch_config_of(model)}"
+        )
     load_into(model, state["model"], str(path))
     if ema is not None and state.get("ema") is not None:
         ema.load_state_dict(state["ema"])

@@ -14,6 +14,7 @@ is not UTF-8 text is not a log (one error line naming it).  A resumed run cuts t
 checkpoint (:meth:`RunLog.truncate`); the cut lines go to ``log.discarded.jsonl``, never lost, and
 the trainer says how many.  With tensorboard installed, numbers are mirrored to ``tb/``.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,6 +99,7 @@ class RunLog:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
+
                 self._tb = SummaryWriter(str(self.path.parent / "tb"))
             except Exception:
                 self._tb = None

@@ -7,14 +7,16 @@ cos(pi t / T)) / 2``.  ``t = 0`` restarts at ``w_k base``; after the last period
 the lr stays at its final value.  Iteration ``n`` (0-based) trains with
 ``lr(n)``.  Being stateless, the schedule resumes exactly.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
-def cosine_restart_lr(n: int, base_lr: float, periods: Sequence[int], restart_weights: Sequence[float] | None,
-                      eta_min: float) -> float:
+def cosine_restart_lr(
+    n: int, base_lr: float, periods: Sequence[int], restart_weights: Sequence[float] | None, eta_min: float
+) -> float:
     weights = list(restart_weights) if restart_weights is not None else [1.0] * len(periods)
     total = sum(periods)
     if n >= total:  # after the last period: unchanged from its last step

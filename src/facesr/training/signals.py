@@ -16,6 +16,7 @@ Three layers, so that no stage can hold a signal back:
 3. Every file is written to a temporary name and renamed, so a hard stop never leaves a
    half-written file under a final name (and ``on_hard_stop`` removes the temporary ones).
 """
+
 from __future__ import annotations
 
 import os
@@ -37,6 +38,7 @@ def release_process_resources() -> None:
     """Run multiprocessing's exit finalizers (DataLoader queues release their named semaphores), for a
     process about to leave by ``os._exit``; else its resource tracker warns of leaked ones."""
     from multiprocessing import util
+
     run_finalizers = getattr(util, "_run_finalizers", None)
     if run_finalizers is not None:
         try:
@@ -65,8 +67,12 @@ class StopFlag:
     sync points instead.  Outside the main thread no handler is installed.
     """
 
-    def __init__(self, grace_s: float | None = None, on_hard_stop: Callable[[int, str], None] | None = None,
-                 raise_in_sections: bool = True):
+    def __init__(
+        self,
+        grace_s: float | None = None,
+        on_hard_stop: Callable[[int, str], None] | None = None,
+        raise_in_sections: bool = True,
+    ):
         self.signum: int | None = None
         self.stage = "starting"
         self.grace_s = HARD_STOP_S if grace_s is None else grace_s

@@ -7,14 +7,15 @@ number of completed iterations, the best metric so far, every RNG state
 The data stream needs no state of its own: sample ``n`` is a pure function of
 ``(seed, n)``.
 """
+
 from __future__ import annotations
 
 import os
 import random
 import re
 import shutil
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +29,13 @@ def rng_state() -> dict:
     np_state: Any = np.random.get_state()  # legacy=True: the 5-tuple (name, keys, pos, has_gauss, cached)
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
-                  float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -59,7 +65,7 @@ def _payload_bytes(obj) -> int:
 
 
 def _mb(n: float) -> str:
-    return f"{n / 2 ** 20:,.1f} MB"
+    return f"{n / 2**20:,.1f} MB"
 
 
 def keep_note(last_good: Path | None) -> str:
@@ -77,8 +83,10 @@ def check_free_space(folder: Path, need: int, what: str, last_good: Path | None)
     except OSError:
         return
     if free < need:
-        raise TrainingError(f"not enough free space in {folder}: {_mb(free)} free, {what} needs about "
-                            f"{_mb(need)}; {keep_note(last_good)}")
+        raise TrainingError(
+            f"not enough free space in {folder}: {_mb(free)} free, {what} needs about "
+            f"{_mb(need)}; {keep_note(last_good)}"
+        )
 
 
 def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) -> None:
@@ -109,8 +117,9 @@ def save_checkpoint(path: Path, payload: dict, last_good: Path | None = None) ->
             raise
         tmp.unlink(missing_ok=True)
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "write failed"
-        raise TrainingError(f"cannot write checkpoint {path.name} ({why}): {path.parent} needs about {_mb(need)} "
-                            f"free; {keep}") from None
+        raise TrainingError(
+            f"cannot write checkpoint {path.name} ({why}): {path.parent} needs about {_mb(need)} free; {keep}"
+        ) from None
     finally:
         if tmp.exists():
             tmp.unlink(missing_ok=True)
@@ -120,8 +129,11 @@ def remove_partial_files(work_dir: Path) -> None:
     """Delete this process's temporary files in ``work_dir`` (after a hard stop): ``checkpoints/iter_*.pt.tmp``,
     ``best.safetensors.tmp`` and the ``.<name>.<pid>.tmp`` of :func:`facesr.io.files.atomic_write_bytes`."""
     work_dir = Path(work_dir)
-    found = [*(work_dir / "checkpoints").glob("iter_*.pt.tmp"), work_dir / "best.safetensors.tmp",
-             *work_dir.glob(f".*.{os.getpid()}.tmp")]
+    found = [
+        *(work_dir / "checkpoints").glob("iter_*.pt.tmp"),
+        work_dir / "best.safetensors.tmp",
+        *work_dir.glob(f".*.{os.getpid()}.tmp"),
+    ]
     for p in found:
         try:
             p.unlink(missing_ok=True)
@@ -137,6 +149,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     import warnings
 
     from ..models.safe_pickle import load_failure_reason
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -144,8 +157,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as exc:
         raise CheckpointError(f"{path}: not a facesr training checkpoint ({load_failure_reason(exc)})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a facesr training checkpoint (weights-only files cannot be resumed; "
-                              "predict and eval read them as they are)")
+        raise CheckpointError(
+            f"{path}: not a facesr training checkpoint (weights-only files cannot be resumed; "
+            "predict and eval read them as they are)"
+        )
     return obj
 
 

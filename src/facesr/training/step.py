@@ -16,6 +16,7 @@ Extending training without editing the loop (Python API, :func:`facesr.training.
   own optimiser.  A hook with ``state_dict()`` / ``load_state_dict(sd)`` is saved in every
   checkpoint and restored on resume (tensors and plain values only).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ class Batch:
 
     ``it``: completed iterations before this step (the step trains with ``lr_at(it)``).
     """
+
     lq: torch.Tensor
     hq: torch.Tensor
     it: int
@@ -48,6 +50,7 @@ ExtraLoss = Callable[[torch.Tensor, torch.Tensor, Batch], torch.Tensor]
 class Pending:
     """A step between :meth:`TrainStep.backward` and :meth:`TrainStep.update`: the detached float32
     output ``sr``, the detached ``loss`` and the ``batch``."""
+
     sr: torch.Tensor
     loss: torch.Tensor
     batch: Batch
@@ -66,10 +69,20 @@ class TrainStep:
     ``precision``: fp32, bf16 or fp16 (autocast of the forward; fp16 also scales the loss).
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, *,
-                 device: torch.device, precision: str = "fp32", forward: nn.Module | None = None,
-                 grad_clip: float | None = None, ema: EMA | None = None,
-                 extra_losses: Sequence[ExtraLoss] = (), hooks: Sequence[StepHook] = ()):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable,
+        *,
+        device: torch.device,
+        precision: str = "fp32",
+        forward: nn.Module | None = None,
+        grad_clip: float | None = None,
+        ema: EMA | None = None,
+        extra_losses: Sequence[ExtraLoss] = (),
+        hooks: Sequence[StepHook] = (),
+    ):
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.forward = forward if forward is not None else model
         self.device, self.dtype = device, DTYPES[precision]
@@ -151,9 +164,11 @@ class LossWindow:
 
     def flush(self) -> dict:
         """``loss`` (window mean), ``data_wait`` (fraction 0-1), ``it_per_s``; then starts a new window."""
-        out = {"loss": self.loss_sum.item() / self.n,
-               "data_wait": self.wait_s / self.step_s if self.step_s > 0 else 0.0,
-               "it_per_s": self.n / self.step_s if self.step_s > 0 else 0.0}
+        out = {
+            "loss": self.loss_sum.item() / self.n,
+            "data_wait": self.wait_s / self.step_s if self.step_s > 0 else 0.0,
+            "it_per_s": self.n / self.step_s if self.step_s > 0 else 0.0,
+        }
         self.loss_sum.zero_()
         self.n, self.wait_s, self.step_s = 0, 0.0, 0.0
         return out

@@ -22,6 +22,7 @@ Random streams: the global seed is set once (:func:`.build.setup_device`), then 
 initialised, the EMA copied, a resumed run's RNG states restored and the DataLoader started, in
 that order, so a resumed run ends bit-identical to one that never stopped.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,10 +64,20 @@ from .workdir import check_new_run, discard_unstarted, move_aside
 __all__ = ["TrainingError", "make_optimizer", "train"]
 
 
-def train(cfg: Config | None, work_dir: str | Path, resume: str | Path | bool | None = None, quiet: bool = False,
-          init_from: str | Path | None = None, init_ema: bool = False, overwrite: bool = False, *,
-          overrides: Sequence[str] = (), extra_losses: Sequence[ExtraLoss] = (),
-          hooks: Sequence[StepHook] = (), protect: Sequence[str | Path] = ()) -> dict:
+def train(
+    cfg: Config | None,
+    work_dir: str | Path,
+    resume: str | Path | bool | None = None,
+    quiet: bool = False,
+    init_from: str | Path | None = None,
+    init_ema: bool = False,
+    overwrite: bool = False,
+    *,
+    overrides: Sequence[str] = (),
+    extra_losses: Sequence[ExtraLoss] = (),
+    hooks: Sequence[StepHook] = (),
+    protect: Sequence[str | Path] = (),
+) -> dict:
     """Train per ``cfg`` into ``work_dir``.  ``resume``: a checkpoint path, True (latest in work_dir) or None.
 
     ``init_from``: start from these weights only (any format :func:`facesr.models.read_weights`
@@ -99,11 +110,18 @@ def train(cfg: Config | None, work_dir: str | Path, resume: str | Path | bool | 
         with StopFlag(on_hard_stop=report) as stop:
             try:
                 with stop.interruptible("preparing the run"):
-                    run = _prepare(cfg, work_dir, resume, init_from, init_ema, overwrite, overrides, extra_losses,
-                                   hooks, protect)
+                    run = _prepare(
+                        cfg, work_dir, resume, init_from, init_ema, overwrite, overrides, extra_losses, hooks, protect
+                    )
             except StopRequested as s:  # nothing written yet
-                return {"iter": 0, "best": None, "work_dir": str(work_dir), "last_checkpoint": None, "params": None,
-                        "stopped_by_signal": s.signum}
+                return {
+                    "iter": 0,
+                    "best": None,
+                    "work_dir": str(work_dir),
+                    "last_checkpoint": None,
+                    "params": None,
+                    "stopped_by_signal": s.signum,
+                }
             report.run = run
             stop.raise_in_sections = not run.dist.enabled  # under DDP, ranks stop together at sync points
             stop.stage = "writing the run's files"
@@ -118,6 +136,7 @@ def train(cfg: Config | None, work_dir: str | Path, resume: str | Path | bool | 
 class _Run:
     """The parts of one run that the loop drives; ``it``: iterations completed so far; ``whole``: False
     while the state of ``it`` is not complete (its validation under way)."""
+
     cfg: Config
     work_dir: Path
     device: torch.device
@@ -163,15 +182,17 @@ class _HardStopReport:
 def input_guard(cfg: Config, init_from: str | Path | None = None, protect: Sequence[str | Path] = ()) -> WriteGuard:
     """What a run must never move or write into: every data folder of ``cfg``, ``init_from`` and ``protect``."""
     d = cfg.data
-    guard = WriteGuard().protect(d.train_hq_dir if isinstance(d.train_hq_dir, list) else [d.train_hq_dir],
-                                 "data.train_hq_dir")
+    guard = WriteGuard().protect(
+        d.train_hq_dir if isinstance(d.train_hq_dir, list) else [d.train_hq_dir], "data.train_hq_dir"
+    )
     for key in ("val_lq_dir", "val_gt_dir", "val_hq_dir"):
         guard.protect([getattr(d, key)], f"data.{key}")
     return guard.protect([init_from], "the initial weights").protect(protect, "input")
 
 
-def _config(cfg: Config | None, work_dir: Path, resume, overwrite: bool, overrides: Sequence[str],
-            guard_extra: tuple) -> tuple[Config, Path | None, dict | None]:
+def _config(
+    cfg: Config | None, work_dir: Path, resume, overwrite: bool, overrides: Sequence[str], guard_extra: tuple
+) -> tuple[Config, Path | None, dict | None]:
     """``(config, checkpoint, its contents)``: a resumed run's merged config, or a new run's own."""
     if resume:
         path, state = load_resume_state(work_dir, resume)
@@ -184,9 +205,18 @@ def _config(cfg: Config | None, work_dir: Path, resume, overwrite: bool, overrid
     return cfg, None, None
 
 
-def _prepare(cfg: Config | None, work_dir: Path, resume, init_from, init_ema: bool, overwrite: bool,
-             overrides: Sequence[str], extra_losses: Sequence[ExtraLoss], hooks: Sequence[StepHook],
-             protect: Sequence[str | Path]) -> _Run:
+def _prepare(
+    cfg: Config | None,
+    work_dir: Path,
+    resume,
+    init_from,
+    init_ema: bool,
+    overwrite: bool,
+    overrides: Sequence[str],
+    extra_losses: Sequence[ExtraLoss],
+    hooks: Sequence[StepHook],
+    protect: Sequence[str | Path],
+) -> _Run:
     """Build every part, in the order that fixes the random stream; restore a resumed run's state.
 
     The data and the memory estimate are checked before the model is built (nothing slow or big first).
@@ -196,12 +226,25 @@ def _prepare(cfg: Config | None, work_dir: Path, resume, init_from, init_ema: bo
     if not resume:  # a resumed run trains on the data stored in its config, never on a fallback
         apply_builtin_fallback(cfg, dist.is_main)
     batches = BatchSource(cfg, device, dist)  # data validated before anything slow
-    check_fits(cfg, device, batches.num_workers, len(batches.dataset),
-               local_procs=max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+    check_fits(
+        cfg,
+        device,
+        batches.num_workers,
+        len(batches.dataset),
+        local_procs=max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)),
+    )
     model, ema, lineage = build_networks(cfg, device, None if resume else init_from, init_ema)
-    step = TrainStep(model, make_optimizer(cfg, model.parameters(), device), get_loss(cfg.train.loss), device=device,
-                     precision=cfg.train.precision, grad_clip=cfg.train.grad_clip, ema=ema,
-                     extra_losses=extra_losses, hooks=hooks)
+    step = TrainStep(
+        model,
+        make_optimizer(cfg, model.parameters(), device),
+        get_loss(cfg.train.loss),
+        device=device,
+        precision=cfg.train.precision,
+        grad_clip=cfg.train.grad_clip,
+        ema=ema,
+        extra_losses=extra_losses,
+        hooks=hooks,
+    )
     val_pairs = load_val_pairs(cfg.data, cfg.degradation, cfg.model.upscale_factor) if dist.is_main else []
     start_iter, best, prior_s = 0, None, 0.0
     if state is not None and resume_path is not None:
@@ -209,27 +252,60 @@ def _prepare(cfg: Config | None, work_dir: Path, resume, init_from, init_ema: bo
         start_iter, best, prior_s = int(state["iter"]), state.get("best"), float(state.get("elapsed_s") or 0.0)
         lineage = list(state.get("lineage") or [])
     if start_iter >= cfg.train.max_iters:
-        raise TrainingError(f"nothing to do: checkpoint is at iteration {start_iter}, train.max_iters is "
-                            f"{cfg.train.max_iters}")
+        raise TrainingError(
+            f"nothing to do: checkpoint is at iteration {start_iter}, train.max_iters is {cfg.train.max_iters}"
+        )
     step.forward = training_module(model, device, dist, cfg.train.compile)
     validator = _validator(cfg, work_dir, device, val_pairs, model, ema, lineage, best)
     ckpt = Checkpointer(work_dir / "checkpoints", cfg.train.keep_last, resume_path)
     validator.out.last_good = lambda: ckpt.last_saved
-    return _Run(cfg, work_dir, device, dist, model, ema, step, batches, validator, RunLog(work_dir), ckpt,
-                TrainClock(prior_s), lineage, start_iter, resumed=state is not None,
-                guard=input_guard(cfg, init_from, protect), it=start_iter)
+    return _Run(
+        cfg,
+        work_dir,
+        device,
+        dist,
+        model,
+        ema,
+        step,
+        batches,
+        validator,
+        RunLog(work_dir),
+        ckpt,
+        TrainClock(prior_s),
+        lineage,
+        start_iter,
+        resumed=state is not None,
+        guard=input_guard(cfg, init_from, protect),
+        it=start_iter,
+    )
 
 
-def _validator(cfg: Config, work_dir: Path, device: torch.device, val_pairs: list, model: nn.Module,
-               ema: EMA | None, lineage: list, best: dict | None) -> Validator:
+def _validator(
+    cfg: Config,
+    work_dir: Path,
+    device: torch.device,
+    val_pairs: list,
+    model: nn.Module,
+    ema: EMA | None,
+    lineage: list,
+    best: dict | None,
+) -> Validator:
     """Validation of the weights ``train.val_weights`` names (raw ``""``, EMA ``"_ema"``), best kept in work_dir."""
     which = val_weights_used(cfg.train)
     models = [("", model)] if which in ("raw", "both") else []
     if ema is not None and which != "raw":
         models.append(("_ema", ema.module))
     out = BestWeights(work_dir, model, ema.module if ema else None, cfg.model.arch, lineage)
-    return Validator(val_pairs, models, out, device=device, precision=cfg.train.precision,
-                     channels_last=cfg.train.channels_last, best_metric=cfg.train.best_metric, best=best)
+    return Validator(
+        val_pairs,
+        models,
+        out,
+        device=device,
+        precision=cfg.train.precision,
+        channels_last=cfg.train.channels_last,
+        best_metric=cfg.train.best_metric,
+        best=best,
+    )
 
 
 def _open_outputs(run: _Run, overwrite: bool) -> None:
@@ -244,8 +320,11 @@ def _open_outputs(run: _Run, overwrite: bool) -> None:
     if run.resumed:
         cut = run.log.truncate(run.start_iter)
         if cut:
-            print(f"{run.log.path}: {cut} line(s) written after iteration {run.start_iter} (the checkpoint resumed "
-                  f"from) moved to {DISCARDED_NAME}", file=sys.stderr)
+            print(
+                f"{run.log.path}: {cut} line(s) written after iteration {run.start_iter} (the checkpoint resumed "
+                f"from) moved to {DISCARDED_NAME}",
+                file=sys.stderr,
+            )
     run.log.open()
     if run.lineage and run.start_iter == 0:
         run.log.write({"iter": 0, "kind": "init", **run.lineage[-1], "lineage_depth": len(run.lineage)})
@@ -277,9 +356,14 @@ def _run(run: _Run, stop: StopFlag, quiet: bool) -> dict:
     if stopped_by is not None:
         _discard_if_unstarted(run)
     last = run.ckpt.last_saved
-    return {"iter": it, "best": run.validator.best, "work_dir": str(run.work_dir),
-            "last_checkpoint": str(last) if last else None, "params": count_params(run.model),
-            "stopped_by_signal": stopped_by}
+    return {
+        "iter": it,
+        "best": run.validator.best,
+        "work_dir": str(run.work_dir),
+        "last_checkpoint": str(last) if last else None,
+        "params": count_params(run.model),
+        "stopped_by_signal": stopped_by,
+    }
 
 
 def _unstarted(run: _Run) -> bool:
@@ -296,8 +380,10 @@ def _discard_if_unstarted(run: _Run) -> None:
 def _describe_run(run: _Run) -> str:
     c = run.cfg
     crop = run.batches.crop_size or c.data.hq_size // c.model.upscale_factor
-    return (f"training from iteration {run.start_iter} to {c.train.max_iters} on {run.device} ({c.train.precision}, "
-            f"batch {c.train.batch_size} of {crop}x{crop}, {run.batches.num_workers} data worker(s))")
+    return (
+        f"training from iteration {run.start_iter} to {c.train.max_iters} on {run.device} ({c.train.precision}, "
+        f"batch {c.train.batch_size} of {crop}x{crop}, {run.batches.num_workers} data worker(s))"
+    )
 
 
 def _loop(run: _Run, budget: BudgetPlanner | None, progress: Progress, stop: StopFlag) -> tuple[int, int | None]:
@@ -348,17 +434,20 @@ def _step(run: _Run, stop: StopFlag, window: LossWindow, lr: float) -> tuple[flo
     return t1 - t0, t2 - t0
 
 
-def _after_step(run: _Run, stop: StopFlag, window: LossWindow, timed_val: TimedInterval, progress: Progress,
-                lr: float) -> bool:
+def _after_step(
+    run: _Run, stop: StopFlag, window: LossWindow, timed_val: TimedInterval, progress: Progress, lr: float
+) -> bool:
     """Log, validate and checkpoint as due after iteration ``run.it``; True when the run stops here."""
     it = run.it
     due = _Due.at(run, it, timed_val.due(run.clock))
     stopping = _agree_on_stop(run.dist, stop, due.sync)
     if (due.sync or stopping) and D.all_reduce_max_flag(run.dist, window.any_nonfinite()):
         # Checked before anything is saved, so no checkpoint ever holds non-finite weights.
-        raise TrainingError(f"loss became non-finite before iteration {it} (lr {lr:.3g}); stopped. Last good "
-                            f"checkpoint: {run.ckpt.last_saved or 'none written yet'} (untouched). Lower "
-                            "optim.lr, set train.grad_clip, or use train.precision=fp32.")
+        raise TrainingError(
+            f"loss became non-finite before iteration {it} (lr {lr:.3g}); stopped. Last good "
+            f"checkpoint: {run.ckpt.last_saved or 'none written yet'} (untouched). Lower "
+            "optim.lr, set train.grad_clip, or use train.precision=fp32."
+        )
     if due.log:
         _log_train(run, it, lr, window, progress)
     with run.clock.paused():
@@ -402,6 +491,7 @@ def _save_at_stop(run: _Run, stop: StopFlag) -> None:
 class _Due:
     """What happens after iteration ``it``: a log line, validation, a checkpoint; ``sync``: the ranks
     meet (the same iterations on every rank; validation and checkpoints are rank 0's alone)."""
+
     log: bool
     val: bool
     ckpt: bool
@@ -412,9 +502,12 @@ class _Due:
         t, main = run.cfg.train, run.dist.is_main
         at_end = it == t.max_iters
         log = it % t.log_interval == 0 or at_end
-        return _Due(log=log, val=(it % t.val_interval == 0 or at_end or timed_val) and bool(run.validator) and main,
-                    ckpt=(it % t.ckpt_interval == 0 or at_end) and main,
-                    sync=log or it % t.val_interval == 0 or it % t.ckpt_interval == 0)
+        return _Due(
+            log=log,
+            val=(it % t.val_interval == 0 or at_end or timed_val) and bool(run.validator) and main,
+            ckpt=(it % t.ckpt_interval == 0 or at_end) and main,
+            sync=log or it % t.val_interval == 0 or it % t.ckpt_interval == 0,
+        )
 
 
 def _agree_on_stop(dist: D.DistInfo, stop: StopFlag, sync: bool) -> bool:
@@ -444,13 +537,22 @@ def _check_budget(run: _Run, budget: BudgetPlanner, it: int, progress: Progress)
     """Rank 0's clock decides, at the same iterations on every rank; every rank applies the decision."""
     cfg, dist = run.cfg, run.dist
     mine = budget.propose(it, run.clock.train_s(), cfg.train.max_iters) if dist.is_main else BudgetDecision()
-    d = BudgetDecision(D.all_reduce_max_int(dist, mine.max_iters), D.all_reduce_max_flag(dist, mine.over),
-                       mine.it_per_s)
+    d = BudgetDecision(
+        D.all_reduce_max_int(dist, mine.max_iters), D.all_reduce_max_flag(dist, mine.over), mine.it_per_s
+    )
     budget.accept(d)
     if d.max_iters and not d.over:
         resize_run(cfg, d.max_iters)
-        run.log.write({"iter": it, "kind": "plan", "max_iters": d.max_iters, "sched_periods": cfg.sched.periods,
-                       "it_per_s": d.it_per_s, "time_budget_min": cfg.train.time_budget_min})
+        run.log.write(
+            {
+                "iter": it,
+                "kind": "plan",
+                "max_iters": d.max_iters,
+                "sched_periods": cfg.sched.periods,
+                "it_per_s": d.it_per_s,
+                "time_budget_min": cfg.train.time_budget_min,
+            }
+        )
     if d.over:  # slower than planned: end here (validate, checkpoint)
         cfg.train.max_iters = it
         run.log.write({"iter": it, "kind": "plan", "max_iters": it, "reason": "over 110% of the time budget"})
@@ -462,12 +564,21 @@ def _check_budget(run: _Run, budget: BudgetPlanner, it: int, progress: Progress)
 def _payload(run: _Run, it: int) -> dict:
     """The resumable checkpoint of iteration ``it`` (see :mod:`facesr.training.state`)."""
     cfg, step = run.cfg, run.step
-    payload = {"format": FORMAT, "arch": cfg.model.arch, "arch_config": arch_config_of(run.model),
-               "model": run.model.state_dict(), "ema": run.ema.state_dict() if run.ema else None,
-               "optimizer": step.optimizer.state_dict(),
-               "scaler": step.scaler.state_dict() if step.scaler.is_enabled() else None,
-               "iter": it, "best": run.validator.best, "rng": rng_state(), "config": cfg.to_dict(),
-               "lineage": run.lineage, "elapsed_s": run.clock.train_s()}
+    payload = {
+        "format": FORMAT,
+        "arch": cfg.model.arch,
+        "arch_config": arch_config_of(run.model),
+        "model": run.model.state_dict(),
+        "ema": run.ema.state_dict() if run.ema else None,
+        "optimizer": step.optimizer.state_dict(),
+        "scaler": step.scaler.state_dict() if step.scaler.is_enabled() else None,
+        "iter": it,
+        "best": run.validator.best,
+        "rng": rng_state(),
+        "config": cfg.to_dict(),
+        "lineage": run.lineage,
+        "elapsed_s": run.clock.train_s(),
+    }
     hook_states = step.hook_states()
     if hook_states is not None:
         payload["hooks"] = hook_states

@@ -6,6 +6,7 @@ for the same weights and precision.  ``train.val_weights`` picks the raw weights
 both (keys ``psnr``, ``psnr_ema``, ...); ``train.best_metric`` (higher is better for every metric)
 decides the best, written as ``best.safetensors`` (both weights) and ``best.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,6 +41,7 @@ class BestWeights:
 
     ``last_good``: the run's last good checkpoint, named when the disk is full.
     """
+
     work_dir: Path
     model: nn.Module
     ema: nn.Module | None
@@ -53,14 +55,23 @@ class BestWeights:
         path = self.work_dir / "best.safetensors"
         check_free_space(self.work_dir, self.bytes_needed(), path.name, self.last_good())
         try:
-            save_weights(path, self.model, arch=self.arch, ema=self.ema,
-                         metadata={"iter": rec["iter"], "val": {k: v for k, v in rec.items() if k != "kind"},
-                                   "lineage": self.lineage})
+            save_weights(
+                path,
+                self.model,
+                arch=self.arch,
+                ema=self.ema,
+                metadata={
+                    "iter": rec["iter"],
+                    "val": {k: v for k, v in rec.items() if k != "kind"},
+                    "lineage": self.lineage,
+                },
+            )
             atomic_write_bytes(self.work_dir / "best.json", json.dumps({**best, "val": rec}, indent=2).encode())
         except (OutputError, OSError, SafetensorError) as exc:
             why = str(exc).split(": ", 1)[-1] if isinstance(exc, OutputError) else one_line(exc, 120)
-            raise TrainingError(f"cannot write the best weights in {self.work_dir} ({why}); "
-                                f"{keep_note(self.last_good())}") from None
+            raise TrainingError(
+                f"cannot write the best weights in {self.work_dir} ({why}); {keep_note(self.last_good())}"
+            ) from None
 
     def bytes_needed(self) -> int:
         """About the size of ``best.safetensors``: float32 weights (and EMA copy), plus 5% and 1 MB."""
@@ -77,9 +88,18 @@ class Validator:
     Without ``pairs`` (no validation data, or a rank other than 0) it is false and never runs.
     """
 
-    def __init__(self, pairs: Sequence[ValPair], models: Sequence[tuple[str, nn.Module]], out: BestWeights, *,
-                 device: torch.device, precision: str, channels_last: bool, best_metric: str,
-                 best: dict | None = None):
+    def __init__(
+        self,
+        pairs: Sequence[ValPair],
+        models: Sequence[tuple[str, nn.Module]],
+        out: BestWeights,
+        *,
+        device: torch.device,
+        precision: str,
+        channels_last: bool,
+        best_metric: str,
+        best: dict | None = None,
+    ):
         self.pairs, self.models, self.out = list(pairs), list(models), out
         self.device, self.precision, self.channels_last = device, precision, channels_last
         self.best_metric, self.best = best_metric, best
@@ -113,8 +133,7 @@ class Validator:
         """Mean scores (psnr, ssim, psnr_challenge) of ``module``; its train/eval mode is restored."""
         was_training = module.training
         try:
-            restorer = Restorer(module, device=self.device, precision=self.precision,
-                                channels_last=self.channels_last)
+            restorer = Restorer(module, device=self.device, precision=self.precision, channels_last=self.channels_last)
             return evaluate_pairs(restorer, self.pairs)["mean"]
         finally:
             module.train(was_training)

@@ -9,6 +9,7 @@
   were written by the interrupted process and are written again); the cut lines are
   appended to ``log.discarded.jsonl``, not lost (:meth:`facesr.training.runlog.RunLog.truncate`).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,14 @@ from ..errors import FacesrError
 from ..io.guard import WriteGuard
 
 #: Keys a resumed run may change (everything else is the run's identity).
-MUTABLE_KEYS = ("train.max_iters", "train.val_interval", "train.val_interval_min", "train.ckpt_interval", "train.log_interval",
-                "data.num_workers")
+MUTABLE_KEYS = (
+    "train.max_iters",
+    "train.val_interval",
+    "train.val_interval_min",
+    "train.ckpt_interval",
+    "train.log_interval",
+    "data.num_workers",
+)
 
 
 class WorkDirInUseError(FacesrError):
@@ -54,8 +61,9 @@ def check_new_run(work_dir: Path, overwrite: bool, guard: WriteGuard | None = No
         return
     held = sorted(p.name + ("/" if p.is_dir() else "") for p in work_dir.iterdir())
     shown = ", ".join(held[:4]) + (" ..." if len(held) > 4 else "")
-    raise WorkDirInUseError(f"work dir {work_dir} already holds a run ({shown}); resume it, or move it aside "
-                            "to start over", work_dir)
+    raise WorkDirInUseError(
+        f"work dir {work_dir} already holds a run ({shown}); resume it, or move it aside to start over", work_dir
+    )
 
 
 def move_aside(work_dir: Path, guard: WriteGuard | None = None) -> Path | None:
@@ -86,6 +94,7 @@ def discard_unstarted(work_dir: Path, remove_dir: bool = True) -> None:
     iterations, tb/), and, with ``remove_dir`` (the run made it), the work dir itself when that leaves
     it empty, so that the rerun is not refused.  Anything else in it is left alone."""
     from .runlog import RunLog
+
     try:
         if any(r["kind"] not in ("init", "crop") for r in RunLog(work_dir).records()):
             return
@@ -129,6 +138,7 @@ def run_derived_keys(stored: dict) -> set[str]:
     data = stored.get("data") or {}
     if data.get("fallback_to_builtin"):
         from ..assets import builtin_faces_dir
+
         folder = str(builtin_faces_dir())
         keys |= {f"data.{k}" for k in ("train_hq_dir", "val_hq_dir") if data.get(k) == folder}
     return keys
@@ -138,5 +148,6 @@ def format_differences(diffs: dict[str, tuple], limit: int = 4) -> str:
     def short(v) -> str:
         r = repr(v)
         return r if len(r) <= 40 else "..." + r[-37:]
+
     items = [f"{k} {short(a)} -> {short(b)}" for k, (a, b) in diffs.items()]
     return "; ".join(items[:limit]) + (f" ... ({len(items)} in all)" if len(items) > limit else "")

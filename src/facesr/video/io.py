@@ -6,6 +6,7 @@ time range as uint8 RGB and, on request, hands over the audio packets of the sam
 :class:`AtomicVideoWriter` encodes frames (H.264 by default) and copies audio packets into a
 temporary file in the output folder, renamed over the output only when everything was written.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,23 @@ from ..errors import FacesrError, MissingExtraError, OutputError, one_line
 
 EXTRA = "video"
 #: File extensions taken as videos by ``facesr restore`` (anything else is read as a photo).
-VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts",
-              ".mts", ".m2ts", ".ogv"}
+VIDEO_EXTS = {
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+    ".3gp",
+    ".ts",
+    ".mts",
+    ".m2ts",
+    ".ogv",
+}
 #: FFmpeg demuxers of still images: such a file is a photo, not a video.
 IMAGE_FORMATS = ("image2", "_pipe", "gif", "apng")
 #: Encoders tried in order; the first one the PyAV wheel has is used.
@@ -112,20 +128,32 @@ def probe(path: str | os.PathLike, max_pixels: int | None = None) -> VideoInfo:
         if w < 1 or h < 1:
             raise VideoError(f"{path}: the video stream has no frame size (empty or broken file)")
         if max_pixels is not None and w * h > max_pixels:
-            raise VideoError(f"{path}: {w}x{h} frames are {w * h / 1e6:.3g} Mpx, over the cap of "
-                             f"{max_pixels / 1e6:g} Mpx (--max-pixels)")
+            raise VideoError(
+                f"{path}: {w}x{h} frames are {w * h / 1e6:.3g} Mpx, over the cap of "
+                f"{max_pixels / 1e6:g} Mpx (--max-pixels)"
+            )
         rate = v.average_rate or v.guessed_rate or v.base_rate
         if not rate or rate <= 0:
             raise VideoError(f"{path}: the video stream has no frame rate")
         duration = float(c.duration) / 1e6 if c.duration else None
-        return VideoInfo(path, w, h, Fraction(rate), Fraction(v.time_base or Fraction(1, 90000)),
-                         int(v.frames) or None, duration, ctx.name, len(c.streams.audio), fmt)
+        return VideoInfo(
+            path,
+            w,
+            h,
+            Fraction(rate),
+            Fraction(v.time_base or Fraction(1, 90000)),
+            int(v.frames) or None,
+            duration,
+            ctx.name,
+            len(c.streams.audio),
+            fmt,
+        )
 
 
 def _codec_name(stream) -> str:
     try:
         return stream.codec_context.name or "unknown"
-    except Exception:  # noqa: BLE001 - a stream whose codec FFmpeg does not know
+    except Exception:
         return "unknown"
 
 
@@ -195,7 +223,7 @@ def choose_encoder() -> str:
         try:
             av.codec.Codec(name, "w")
             return name
-        except Exception:  # noqa: BLE001 - UnknownCodecError and friends
+        except Exception:
             continue
     raise VideoError("this PyAV build has no H.264 or MPEG-4 encoder")
 
@@ -209,8 +237,16 @@ class AtomicVideoWriter:
     Ctrl-C) calls :meth:`abort`, which removes the temporary file: nothing half-written is left.
     """
 
-    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction, time_base: Fraction,
-                 audio_templates=(), crf: int = DEFAULT_CRF):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        fps: Fraction,
+        time_base: Fraction,
+        audio_templates=(),
+        crf: int = DEFAULT_CRF,
+    ):
         av = import_av()
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -285,7 +321,7 @@ class AtomicVideoWriter:
         if c is not None:
             try:
                 c.close()
-            except Exception:  # noqa: BLE001 - the file is being thrown away
+            except Exception:
                 pass
             self.c = None
         try:

@@ -11,6 +11,7 @@ Two passes over the file, so that nothing is written before the whole range is k
    (H.264, same frame rate and timestamps) and copy the audio packets untouched, into a temporary
    file renamed over the output at the end.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,8 +76,9 @@ class VideoResult:
     seconds: float
 
 
-def scan(path: Path, info: vio.VideoInfo, span: vio.Span, detector, frame_cap: int,
-         progress: Progress | None = None) -> tuple[list[list[Face]], float]:
+def scan(
+    path: Path, info: vio.VideoInfo, span: vio.Span, detector, frame_cap: int, progress: Progress | None = None
+) -> tuple[list[list[Face]], float]:
     """Pass 1: detections per frame of the span, and the time (s) just after its last frame.
 
     :class:`VideoError` for a range without frames, more than ``frame_cap`` frames, or a truncated
@@ -94,16 +96,21 @@ def scan(path: Path, info: vio.VideoInfo, span: vio.Span, detector, frame_cap: i
                 data_end = max(data_end, float((item.pts + (item.duration or 0)) * item.time_base))
             continue
         if len(per_frame) >= frame_cap:
-            raise vio.VideoError(f"{path}: more than {frame_cap} frames (frame cap); restore a part of it "
-                                 f"(a start, a duration or a frame count)")
+            raise vio.VideoError(
+                f"{path}: more than {frame_cap} frames (frame cap); restore a part of it "
+                f"(a start, a duration or a frame count)"
+            )
         per_frame.append(list(detector(item.rgb)))
         end = item.time + 1.0 / float(info.fps)
         data_end = max(data_end, end)
         if progress is not None:
             progress("detect", len(per_frame), expected)
     if not per_frame:
-        raise vio.VideoError(f"{path}: no frame decodes in the range asked for (0-frame or truncated file)"
-                             if span.start == 0 else f"{path}: no frame after {span.start:g} s")
+        raise vio.VideoError(
+            f"{path}: no frame decodes in the range asked for (0-frame or truncated file)"
+            if span.start == 0
+            else f"{path}: no frame after {span.start:g} s"
+        )
     if span.start == 0 and span.duration is None and span.max_frames is None:
         _check_complete(path, info, len(per_frame), data_end)
     return per_frame, end
@@ -114,8 +121,9 @@ def _check_complete(path: Path, info: vio.VideoInfo, frames: int, data_end: floa
     if info.frames and frames < 0.9 * info.frames - 1:
         raise vio.VideoError(f"{path}: truncated: the header says {info.frames} frames, only {frames} decode")
     if info.duration and data_end < 0.9 * info.duration - 0.1:
-        raise vio.VideoError(f"{path}: truncated: the header says {info.duration:.2f} s, the data stops at "
-                             f"{data_end:.2f} s")
+        raise vio.VideoError(
+            f"{path}: truncated: the header says {info.duration:.2f} s, the data stops at {data_end:.2f} s"
+        )
 
 
 def _affine(face: Face) -> np.ndarray:
@@ -124,8 +132,15 @@ def _affine(face: Face) -> np.ndarray:
     return face.affine
 
 
-def _restore_batch(restorer, frames: list, faces: list[list[tuple[int, Face]]], upscale: int, background: str,
-                   context: int, blend: TemporalBlend) -> list[np.ndarray]:
+def _restore_batch(
+    restorer,
+    frames: list,
+    faces: list[list[tuple[int, Face]]],
+    upscale: int,
+    background: str,
+    context: int,
+    blend: TemporalBlend,
+) -> list[np.ndarray]:
     """Upscaled frames with their faces restored (one model call for the faces of all ``frames``, which
     are consecutive) and blended over time per track (``blend``)."""
     s = restorer.scale
@@ -137,9 +152,11 @@ def _restore_batch(restorer, frames: list, faces: list[list[tuple[int, Face]]], 
     for fr, fs in zip(frames, faces):
         img = upscale_background(fr.rgb, upscale, background, restorer)
         mine = []
-        for (track, _), crop, r in zip(fs, crops[k:k + len(fs)], restored[k:k + len(fs)]):
-            face = np.ascontiguousarray(r[context * s:context * s + TEMPLATE_SIZE, context * s:context * s + TEMPLATE_SIZE])
-            mine.append(blend(track, fr.index, crop[context:context + lq, context:context + lq], face))
+        for (track, _), crop, r in zip(fs, crops[k : k + len(fs)], restored[k : k + len(fs)]):
+            face = np.ascontiguousarray(
+                r[context * s : context * s + TEMPLATE_SIZE, context * s : context * s + TEMPLATE_SIZE]
+            )
+            mine.append(blend(track, fr.index, crop[context : context + lq, context : context + lq], face))
         k += len(fs)
         for i in paste_order([f.size for _, f in fs]):
             paste_face(img, mine[i], _affine(fs[i][1]), upscale)
@@ -154,9 +171,21 @@ def _pts(fr: vio.Frame, span: vio.Span, info: vio.VideoInfo) -> int:
     return int(round(fr.index / float(info.fps) / float(info.time_base)))
 
 
-def write(path_in: Path, path_out: Path, info: vio.VideoInfo, span: vio.Span, faces: list[list[tuple[int, Face]]],
-          end: float, restorer, upscale: int, background: str, context: int, crf: int, temporal: float,
-          progress: Progress | None = None) -> vio.AtomicVideoWriter:
+def write(
+    path_in: Path,
+    path_out: Path,
+    info: vio.VideoInfo,
+    span: vio.Span,
+    faces: list[list[tuple[int, Face]]],
+    end: float,
+    restorer,
+    upscale: int,
+    background: str,
+    context: int,
+    crf: int,
+    temporal: float,
+    progress: Progress | None = None,
+) -> vio.AtomicVideoWriter:
     """Pass 2: restore and encode the frames of the span, copying the audio of [start, end) (all of it for
     the whole video)."""
     av = vio.import_av()
@@ -164,16 +193,19 @@ def write(path_in: Path, path_out: Path, info: vio.VideoInfo, span: vio.Span, fa
     blend = TemporalBlend(temporal)
     with av.open(str(path_in)) as c:
         templates = list(c.streams.audio)
-        writer = vio.AtomicVideoWriter(path_out, info.width * upscale, info.height * upscale, info.fps,
-                                       info.time_base, templates, crf)
+        writer = vio.AtomicVideoWriter(
+            path_out, info.width * upscale, info.height * upscale, info.fps, info.time_base, templates, crf
+        )
     try:
         batch: list[vio.Frame] = []
         if progress is not None:
             progress("restore", 0, len(faces))
 
         def flush():
-            for fr, img in zip(batch, _restore_batch(restorer, batch, [faces[f.index] for f in batch],
-                                                     upscale, background, context, blend)):
+            for fr, img in zip(
+                batch,
+                _restore_batch(restorer, batch, [faces[f.index] for f in batch], upscale, background, context, blend),
+            ):
                 writer.write(img, _pts(fr, span, info))
             if progress is not None:
                 progress("restore", writer.frames, len(faces))
@@ -192,8 +224,10 @@ def write(path_in: Path, path_out: Path, info: vio.VideoInfo, span: vio.Span, fa
         if batch:
             flush()
         if writer.frames != len(faces):
-            raise vio.VideoError(f"{path_in}: {len(faces)} frames decoded in the first pass, {writer.frames} in the "
-                                 f"second (the file changed while it was read?)")
+            raise vio.VideoError(
+                f"{path_in}: {len(faces)} frames decoded in the first pass, {writer.frames} in the "
+                f"second (the file changed while it was read?)"
+            )
         writer.close()
     except BaseException:
         writer.abort()
@@ -205,6 +239,7 @@ def _check_values(upscale: int, background: str, min_face: float, crf: int, smoo
     """BadValueError (one line) for arguments out of range."""
     from ..errors import BadValueError
     from ..faces.photo import BACKGROUNDS
+
     if upscale not in UPSCALES:
         raise BadValueError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, got {upscale!r}")
     if background not in BACKGROUNDS:
@@ -215,12 +250,26 @@ def _check_values(upscale: int, background: str, min_face: float, crf: int, smoo
         raise BadValueError(f"crf must be 0..51, got {crf}")
 
 
-def restore_video(path_in: str | os.PathLike, path_out: str | os.PathLike, restorer=None, detector=None,
-                  upscale: int = 2, background: str = "bicubic", min_face: float = DEFAULT_MIN_FACE,
-                  start: float = 0.0, duration: float | None = None, max_frames: int | None = None,
-                  max_pixels: int | None = DEFAULT_MAX_PIXELS, frame_cap: int = DEFAULT_FRAME_CAP, crf: int = vio.DEFAULT_CRF,
-                  smooth: float = DEFAULT_SMOOTH, max_gap: int = DEFAULT_MAX_GAP, context: int = DEFAULT_CONTEXT,
-                  temporal: float = DEFAULT_STRENGTH, progress: Progress | None = None) -> VideoResult:
+def restore_video(
+    path_in: str | os.PathLike,
+    path_out: str | os.PathLike,
+    restorer=None,
+    detector=None,
+    upscale: int = 2,
+    background: str = "bicubic",
+    min_face: float = DEFAULT_MIN_FACE,
+    start: float = 0.0,
+    duration: float | None = None,
+    max_frames: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    frame_cap: int = DEFAULT_FRAME_CAP,
+    crf: int = vio.DEFAULT_CRF,
+    smooth: float = DEFAULT_SMOOTH,
+    max_gap: int = DEFAULT_MAX_GAP,
+    context: int = DEFAULT_CONTEXT,
+    temporal: float = DEFAULT_STRENGTH,
+    progress: Progress | None = None,
+) -> VideoResult:
     """Restore every face of a video file and write it upscaled, with its frame rate, frame count and audio.
 
     Args:
@@ -248,30 +297,48 @@ def restore_video(path_in: str | os.PathLike, path_out: str | os.PathLike, resto
     _check_values(upscale, background, min_face, crf, smooth, max_gap)
     if not 0 <= temporal < 1:
         from ..errors import BadValueError
+
         raise BadValueError(f"temporal must be in [0, 1), got {temporal}")
     path_in, path_out = Path(path_in), Path(path_out)
     span = vio.Span(start, duration, max_frames)
     info = vio.probe(path_in, max_pixels)
     if info.width * info.height * upscale * upscale > MAX_OUTPUT_PIXELS:
-        raise vio.VideoError(f"{path_in}: {info.width}x{info.height} at upscale {upscale} is above "
-                             f"{MAX_OUTPUT_PIXELS / 1e6:.0f} megapixels a frame; use a smaller upscale")
+        raise vio.VideoError(
+            f"{path_in}: {info.width}x{info.height} at upscale {upscale} is above "
+            f"{MAX_OUTPUT_PIXELS / 1e6:.0f} megapixels a frame; use a smaller upscale"
+        )
     estimate = info.frames_in(span.start, span.duration, span.max_frames)
     if estimate is not None and estimate > frame_cap * 1.05 + 1:
-        raise vio.VideoError(f"{path_in}: about {estimate} frames, above the frame cap of {frame_cap}; restore a "
-                             f"part of it (a start, a duration or a frame count)")
+        raise vio.VideoError(
+            f"{path_in}: about {estimate} frames, above the frame cap of {frame_cap}; restore a "
+            f"part of it (a start, a duration or a frame count)"
+        )
     if detector is None:
         from ..faces.detect import load_detector
+
         detector = load_detector()
     if restorer is None:
         import facesr
+
         restorer = facesr.load()
     detections, end = scan(path_in, info, span, detector, frame_cap, progress)
     tracked = smooth_tracks(detections, max_gap=max_gap, sigma=smooth)
     kept = [[(i, f) for i, f in fs if f.size >= min_face] for fs in tracked]
     small = sum(len(fs) - len(k) for fs, k in zip(tracked, kept))
     n_tracks = len({i for fs in kept for i, _ in fs})
-    writer = write(path_in, path_out, info, span, kept, end, restorer, upscale, background, context, crf, temporal,
-                   progress)
-    return VideoResult(path_out, writer.frames, info.fps, info.width * upscale, info.height * upscale, n_tracks,
-                       sum(len(k) for k in kept), small, info.audio_streams, writer.encoder, time.perf_counter() - t0)
-
+    writer = write(
+        path_in, path_out, info, span, kept, end, restorer, upscale, background, context, crf, temporal, progress
+    )
+    return VideoResult(
+        path_out,
+        writer.frames,
+        info.fps,
+        info.width * upscale,
+        info.height * upscale,
+        n_tracks,
+        sum(len(k) for k in kept),
+        small,
+        info.audio_streams,
+        writer.encoder,
+        time.perf_counter() - t0,
+    )

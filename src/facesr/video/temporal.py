@@ -10,6 +10,7 @@ change of the aligned model input (grey levels, blurred over a pixel).  Motion, 
 change the input and pass at once; a static face averages over about ``(1 + w) / (1 - w)`` frames.
 The aligned frame follows the face (tracking), so a panning face is static there.
 """
+
 from __future__ import annotations
 
 import cv2

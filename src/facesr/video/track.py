@@ -9,6 +9,7 @@ Gaussian filter (the position: a straight, steady motion passes unchanged) and a
 Gaussian mean (scale and roll), so frame-to-frame noise is averaged away.  Numpy only; no video
 library needed.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,6 +71,7 @@ def face_state(face: Face) -> np.ndarray | None:
 def state_face(state: np.ndarray, score: float) -> Face:
     """The :class:`Face` of a state vector, its ``affine`` set (landmarks: the template carried back)."""
     from ..faces.align import FFHQ_TEMPLATE_512, apply, invert
+
     a, b, cx, cy = state[:4]
     r = np.array([[a, -b], [b, a]])
     m = np.hstack([r, (_CENTRE - r @ np.array([cx, cy]))[:, None]])
@@ -142,8 +144,12 @@ def smooth(states: np.ndarray, sigma: float, linear: bool = True) -> np.ndarray:
     return out
 
 
-def smooth_tracks(per_frame: list[list[Face]], max_gap: int = DEFAULT_MAX_GAP, sigma: float = DEFAULT_SMOOTH,
-                  min_track: int = DEFAULT_MIN_TRACK) -> list[list[tuple[int, Face]]]:
+def smooth_tracks(
+    per_frame: list[list[Face]],
+    max_gap: int = DEFAULT_MAX_GAP,
+    sigma: float = DEFAULT_SMOOTH,
+    min_track: int = DEFAULT_MIN_TRACK,
+) -> list[list[tuple[int, Face]]]:
     """Per frame the faces to restore, as ``(track number, face)``: detections linked into tracks, gaps of up to ``max_gap`` frames
     bridged, transforms smoothed over time (position ``sigma`` frames, scale and roll twice that), each with
     its ``affine`` (photo -> 512
@@ -155,8 +161,9 @@ def smooth_tracks(per_frame: list[list[Face]], max_gap: int = DEFAULT_MAX_GAP, s
         if len(tr.states) < min_seen:
             continue
         frames, states, _ = fill_gaps(tr)
-        states = np.concatenate([smooth(states[:, :2], SHAPE_SMOOTH_FACTOR * sigma, linear=False),
-                                 smooth(states[:, 2:], sigma)], axis=1)
+        states = np.concatenate(
+            [smooth(states[:, :2], SHAPE_SMOOTH_FACTOR * sigma, linear=False), smooth(states[:, 2:], sigma)], axis=1
+        )
         score = float(np.median(list(tr.scores.values())))
         for t, s in zip(frames, states):
             out[int(t)].append((number, state_face(s, tr.scores.get(int(t), score))))

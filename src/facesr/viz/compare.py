@@ -11,12 +11,13 @@ PSNR against GT (:func:`facesr.evaluation.metrics.psnr` on uint8), the best of t
 highlighted and the SR caption shows its gain over bicubic.  ``zoom`` adds a
 magnified crop (by default the eye region of an aligned face) under each panel.
 """
+
 from __future__ import annotations
 
 import math
 import os
-from functools import lru_cache
-from typing import Sequence
+from collections.abc import Sequence
+from functools import cache
 
 import cv2
 import numpy as np
@@ -35,14 +36,16 @@ BOX = (255, 200, 0)
 EYES_BOX = (0.34, 0.56, 0.2, 0.8)  # (y0, y1, x0, x1) as fractions of the panel: eyes of an aligned face
 
 
-@lru_cache(maxsize=None)
+@cache
 def _font(size: int, bold: bool = False):
     """DejaVu Sans (bundled with matplotlib) at ``size`` px; PIL's default font as fallback."""
     try:
         from matplotlib import font_manager
-        path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans",
-                                                                 weight="bold" if bold else "normal"),
-                                     fallback_to_default=True)
+
+        path = font_manager.findfont(
+            font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal"),
+            fallback_to_default=True,
+        )
         return ImageFont.truetype(path, size)
     except Exception:
         try:
@@ -79,8 +82,7 @@ def _prepare_row(r: dict, has_gt: bool, max_panel: int) -> tuple[str, list[np.nd
     sr = _rgb(r["sr"], f"{name} sr")
     h, w = sr.shape[:2]
     lq = _rgb(r["lq"], f"{name} lq")
-    bic = _rgb(r["bicubic"], f"{name} bicubic") if r.get("bicubic") is not None \
-        else _fit(lq, h, w, cv2.INTER_CUBIC)
+    bic = _rgb(r["bicubic"], f"{name} bicubic") if r.get("bicubic") is not None else _fit(lq, h, w, cv2.INTER_CUBIC)
     gt = _rgb(r["gt"], f"{name} gt") if r.get("gt") is not None else None
     panels = [_fit(lq, h, w, cv2.INTER_NEAREST), _fit(bic, h, w, cv2.INTER_CUBIC), sr]
     captions: list[tuple[str, bool]] = [("", False)] * 3
@@ -121,8 +123,9 @@ def _zoom_size(zoom_box: tuple[float, float, float, float], ph: int, pw: int) ->
 class _Sheet:
     """Sizes, fonts and the canvas of one comparison sheet (pixels)."""
 
-    def __init__(self, prepared: list, has_gt: bool, title: str | None, zoom: bool,
-                 zoom_box: tuple[float, float, float, float]):
+    def __init__(
+        self, prepared: list, has_gt: bool, title: str | None, zoom: bool, zoom_box: tuple[float, float, float, float]
+    ):
         self.ncol = len(prepared[0][1])
         self.col_w = col_w = max(p[1][0].shape[1] for p in prepared)
         self.fs = fs = max(13, min(26, col_w // 22))
@@ -134,11 +137,12 @@ class _Sheet:
         self.name_h = fs + self.gap + 4
         self.cap_h = fs + self.gap + 4 if has_gt else self.gap
         self.zoom, self.zoom_box = zoom, zoom_box
-        self.row_h = [self.name_h + panels[0].shape[0] + self.zoom_h(*panels[0].shape[:2]) + self.cap_h
-                      for _, panels, _, _ in prepared]
+        self.row_h = [
+            self.name_h + panels[0].shape[0] + self.zoom_h(*panels[0].shape[:2]) + self.cap_h
+            for _, panels, _, _ in prepared
+        ]
         self.width = 2 * self.margin + self.ncol * col_w + (self.ncol - 1) * self.gap
-        height = (2 * self.margin + self.title_h + self.head_h + sum(self.row_h)
-                  + self.gap * (len(prepared) - 1))
+        height = 2 * self.margin + self.title_h + self.head_h + sum(self.row_h) + self.gap * (len(prepared) - 1)
         self.canvas = Image.new("RGB", (self.width, height), BG)
         self.draw = ImageDraw.Draw(self.canvas)
 
@@ -154,14 +158,17 @@ class _Sheet:
             y += self.title_h
         for c, head in enumerate(heads):
             x = self.margin + c * (self.col_w + self.gap)
-            draw.text((x + (self.col_w - _text_w(draw, head, self.f_head)) // 2, y + fs // 3), head, fill=INK,
-                      font=self.f_head)
+            draw.text(
+                (x + (self.col_w - _text_w(draw, head, self.f_head)) // 2, y + fs // 3),
+                head,
+                fill=INK,
+                font=self.f_head,
+            )
         y += self.head_h
         draw.line([(self.margin, y - 4), (self.width - self.margin, y - 4)], fill=(200, 200, 200), width=1)
         return y
 
-    def row(self, y: int, name: str, panels: list[np.ndarray], captions: list[tuple[str, bool]],
-            shrink: float) -> None:
+    def row(self, y: int, name: str, panels: list[np.ndarray], captions: list[tuple[str, bool]], shrink: float) -> None:
         """Draw one row (label, panels, zoom crops, captions) from ``y``."""
         label = name + (f"   (shown at {shrink * 100:.0f}%)" if shrink < 1 else "")
         self.draw.text((self.margin, y + 2), label, fill=MUTED, font=self.f_name)
@@ -173,8 +180,9 @@ class _Sheet:
             if cap:
                 font = self.f_cap_b if best else self.f_cap
                 cy = py + ph + self.zoom_h(ph, pw) + self.gap // 2
-                self.draw.text((x + (pw - _text_w(self.draw, cap, font)) // 2, cy), cap,
-                               fill=BEST if best else INK, font=font)
+                self.draw.text(
+                    (x + (pw - _text_w(self.draw, cap, font)) // 2, cy), cap, fill=BEST if best else INK, font=font
+                )
 
     def panel(self, x: int, y: int, panel: np.ndarray) -> None:
         """Paste one panel at (x, y), with its zoom crop below it and the zoom box drawn on it."""
@@ -188,9 +196,16 @@ class _Sheet:
         self.canvas.paste(tile, (x, y))
 
 
-def compare_grid(rows: Sequence[dict], out_path: str | os.PathLike | None = None, *,
-                 sr_title: str = "SR (facesr)", title: str | None = None, zoom: bool = False,
-                 zoom_box: tuple[float, float, float, float] = EYES_BOX, max_panel: int = 768) -> np.ndarray:
+def compare_grid(
+    rows: Sequence[dict],
+    out_path: str | os.PathLike | None = None,
+    *,
+    sr_title: str = "SR (facesr)",
+    title: str | None = None,
+    zoom: bool = False,
+    zoom_box: tuple[float, float, float, float] = EYES_BOX,
+    max_panel: int = 768,
+) -> np.ndarray:
     """Draw a comparison sheet; return it as uint8 RGB (0-255) and write it to ``out_path`` if given
     (PNG, JPEG or WebP, as its ending says).
 
@@ -207,7 +222,7 @@ def compare_grid(rows: Sequence[dict], out_path: str | os.PathLike | None = None
     prepared = [_prepare_row(r, has_gt, max_panel) for r in rows]  # validates every image first
     factor = round(np.asarray(rows[0]["sr"]).shape[1] / np.asarray(rows[0]["lq"]).shape[1])
     sheet = _Sheet(prepared, has_gt, title, zoom, zoom_box)
-    heads = [f"LQ (nearest x{factor})", f"Bicubic x{factor}", sr_title, "GT"][:sheet.ncol]
+    heads = [f"LQ (nearest x{factor})", f"Bicubic x{factor}", sr_title, "GT"][: sheet.ncol]
     y = sheet.header(sheet.margin, title, heads)
     for (name, panels, captions, shrink), rh in zip(prepared, sheet.row_h):
         sheet.row(y, name, panels, captions, shrink)

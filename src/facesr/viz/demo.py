@@ -5,6 +5,7 @@ pipeline at fixed seeds (``facesr degrade`` semantics), restored with a
 :class:`~facesr.inference.Restorer`, scored against the original (reference
 PSNR/SSIM, RGB, no crop) next to bicubic x4, and drawn as a side-by-side sheet.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,6 +25,7 @@ TITLE = "facesr demo: course degradation (left) restored x4"
 @dataclass
 class DemoRow:
     """One degradation seed: its sampled parameters and the PSNR/SSIM of bicubic and of the model."""
+
     seed: int
     params: DegradationParams
     bicubic_psnr: float
@@ -35,13 +37,19 @@ class DemoRow:
         p = self.params
         if not (p.blur and p.down and p.noise and p.jpeg):
             return "-"
-        return (f"blur {p.blur['kernel']} s={p.blur['sigma_x']:.1f}, x{p.down['scale']:.2f} {p.down['interp']}, "
-                f"noise {p.noise['sigma']:.0f}, q{p.jpeg['quality']}")
+        return (
+            f"blur {p.blur['kernel']} s={p.blur['sigma_x']:.1f}, x{p.down['scale']:.2f} {p.down['interp']}, "
+            f"noise {p.noise['sigma']:.0f}, q{p.jpeg['quality']}"
+        )
 
 
-def make_demo(restorer, image_path: str | os.PathLike, seeds: list[int],
-              out_path: str | os.PathLike | None = None, max_pixels: int | None = None,
-              ) -> tuple[np.ndarray, list[DemoRow]]:
+def make_demo(
+    restorer,
+    image_path: str | os.PathLike,
+    seeds: list[int],
+    out_path: str | os.PathLike | None = None,
+    max_pixels: int | None = None,
+) -> tuple[np.ndarray, list[DemoRow]]:
     """Degrade the HQ face at ``image_path`` with each seed, restore it; return (sheet, rows).
 
     The sheet (uint8 RGB) is also written to ``out_path`` when given (PNG, JPEG or WebP by its ending).
@@ -54,7 +62,10 @@ def make_demo(restorer, image_path: str | os.PathLike, seeds: list[int],
         bic = upscale_classical(lq, hq.shape[0] // lq.shape[0])
         sr = restorer.restore(lq)
         panels.append({"name": f"seed {seed}", "lq": lq, "bicubic": bic, "sr": sr, "gt": hq})
-        rows.append(DemoRow(seed, params, metrics.psnr(bic, hq), metrics.ssim(bic, hq),
-                            metrics.psnr(sr, hq), metrics.ssim(sr, hq)))
+        rows.append(
+            DemoRow(
+                seed, params, metrics.psnr(bic, hq), metrics.ssim(bic, hq), metrics.psnr(sr, hq), metrics.ssim(sr, hq)
+            )
+        )
     sheet = compare_grid(panels, out_path, title=TITLE)
     return sheet, rows

@@ -8,6 +8,7 @@ weights dashed when logged), with a legend and the best point of each run marked
 and annotated.  The figure is written in the format its file name says (:data:`PLOT_FORMATS`: PNG,
 JPEG, PDF or SVG), or refused.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,12 +26,19 @@ def check_plot_name(path: str | Path, what: str = "output") -> str:
     """matplotlib's format for ``path``'s ending; FacesrError unless it is one of :data:`PLOT_FORMATS`."""
     suffix = Path(path).suffix.lower()
     if suffix not in PLOT_FORMATS:
-        raise FacesrError(f"{what} {path}: cannot write {suffix or 'a file without an ending'} as a plot; "
-                          f"name it .png, .jpg, .pdf or .svg")
+        raise FacesrError(
+            f"{what} {path}: cannot write {suffix or 'a file without an ending'} as a plot; "
+            f"name it .png, .jpg, .pdf or .svg"
+        )
     return PLOT_FORMATS[suffix]
 
-METRICS = {"psnr": ("val", "Validation PSNR (dB)", True), "ssim": ("val", "Validation SSIM", True),
-           "loss": ("train", "Training loss", False), "lr": ("train", "Learning rate", False)}
+
+METRICS = {
+    "psnr": ("val", "Validation PSNR (dB)", True),
+    "ssim": ("val", "Validation SSIM", True),
+    "loss": ("train", "Training loss", False),
+    "lr": ("train", "Learning rate", False),
+}
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
@@ -42,16 +50,25 @@ def read_log(run_dir: str | Path) -> list[dict]:
     return log.records()
 
 
-X_AXES = {"iters": ("iter", 1000.0, "Iterations (thousands)", "iterations"),
-          "hours": ("train_s", 3600.0, "Training hours (wall clock, without validation)", "training hours")}
+X_AXES = {
+    "iters": ("iter", 1000.0, "Iterations (thousands)", "iterations"),
+    "hours": ("train_s", 3600.0, "Training hours (wall clock, without validation)", "training hours"),
+}
 
 
-def plot_runs(run_dirs: list[str], out: str | Path, metric: str = "psnr", labels: list[str] | None = None,
-              title: str | None = None, x: str = "iters") -> dict:
+def plot_runs(
+    run_dirs: list[str],
+    out: str | Path,
+    metric: str = "psnr",
+    labels: list[str] | None = None,
+    title: str | None = None,
+    x: str = "iters",
+) -> dict:
     """Draw ``metric`` for each run into ``out`` (written atomically, in the format its ending names:
     :func:`check_plot_name`) against ``x`` (``iters`` or ``hours``).  Returns ``{label: best}``
     (``iter`` and ``value``, plus ``hours`` when logged)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -72,22 +89,42 @@ def plot_runs(run_dirs: list[str], out: str | Path, metric: str = "psnr", labels
         label = labels[i] if labels else Path(rd).name
         color = f"C{i % 10}"
         for key, style, suffix in ((metric, "-", ""), (f"{metric}_ema", "--", " (EMA)")):
-            pts = sorted((r[xkey], r[key], r["iter"]) for r in recs
-                         if isinstance(r.get(key), (int, float)) and isinstance(r.get(xkey), (int, float)))
+            pts = sorted(
+                (r[xkey], r[key], r["iter"])
+                for r in recs
+                if isinstance(r.get(key), (int, float)) and isinstance(r.get(xkey), (int, float))
+            )
             if not pts:
                 continue
             xs = [p[0] / xdiv for p in pts]
             ys = [p[1] for p in pts]
-            ax.plot(xs, ys, style, color=color, lw=1.6, marker="o" if len(pts) < 40 and kind == "val" else None,
-                    ms=3, label=label + suffix)
+            ax.plot(
+                xs,
+                ys,
+                style,
+                color=color,
+                lw=1.6,
+                marker="o" if len(pts) < 40 and kind == "val" else None,
+                ms=3,
+                label=label + suffix,
+            )
             drew = True
             if kind == "val":
                 j = max(range(len(ys)), key=ys.__getitem__) if higher else min(range(len(ys)), key=ys.__getitem__)
                 ax.plot(xs[j], ys[j], "*", color=color, ms=13, mec="black", mew=0.6, zorder=5)
-                ax.annotate(f"{ys[j]:.3f}" if metric == "ssim" else f"{ys[j]:.2f}", (xs[j], ys[j]),
-                            textcoords="offset points", xytext=(4, 6), fontsize=8, color=color)
-                bests[label + suffix] = {"iter": pts[j][2], "value": ys[j],
-                                         **({"hours": xs[j]} if x == "hours" else {})}
+                ax.annotate(
+                    f"{ys[j]:.3f}" if metric == "ssim" else f"{ys[j]:.2f}",
+                    (xs[j], ys[j]),
+                    textcoords="offset points",
+                    xytext=(4, 6),
+                    fontsize=8,
+                    color=color,
+                )
+                bests[label + suffix] = {
+                    "iter": pts[j][2],
+                    "value": ys[j],
+                    **({"hours": xs[j]} if x == "hours" else {}),
+                }
     if not drew:
         plt.close(fig)
         hint = " (logs written before facesr logged train_s have none: use --x iters)" if x == "hours" else ""

@@ -6,6 +6,7 @@ the job's progress as JSON lines (what the page uses), ``GET``/``DELETE /jobs/{i
 job, ``GET /healthz`` and ``/api/info`` describe the server.  Errors are one line of plain text
 (:mod:`facesr.web.responses`).  Modules: :mod:`.routes`, :mod:`.service`, :mod:`.uploads`, :mod:`.models`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,11 +59,23 @@ async def _lifespan(app: FastAPI):
     app.state.service.queue.close(STOP_GRACE_S)  # at once if facesr.web.server already stopped the jobs
 
 
-def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: int = 8,
-               upload_timeout_s: float = 20.0, model_name: str = "the shipped model", examples: bool = True,
-               keep_finished: int = 8, keep_seconds: float = 600.0, warmup: bool = False, detector=None,
-               photo_upscale: int = PHOTO_UPSCALE, max_faces: int = DEFAULT_MAX_FACES,
-               keep_bytes: int = DEFAULT_KEEP_BYTES, fetched_grace_s: float = DEFAULT_FETCHED_GRACE_S) -> FastAPI:
+def create_app(
+    restorer,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_queued: int = 8,
+    upload_timeout_s: float = 20.0,
+    model_name: str = "the shipped model",
+    examples: bool = True,
+    keep_finished: int = 8,
+    keep_seconds: float = 600.0,
+    warmup: bool = False,
+    detector=None,
+    photo_upscale: int = PHOTO_UPSCALE,
+    max_faces: int = DEFAULT_MAX_FACES,
+    keep_bytes: int = DEFAULT_KEEP_BYTES,
+    fetched_grace_s: float = DEFAULT_FETCHED_GRACE_S,
+) -> FastAPI:
     """Build the FastAPI app around one model.
 
     ``restorer``: a :class:`facesr.inference.Restorer` (anything with ``scale`` and ``restore(image,
@@ -71,16 +84,32 @@ def create_app(restorer, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_queued: in
     HOG detector of the ``faces`` extra, loaded at the first whole-photo job.  The other options are
     those of :class:`~facesr.web.service.ServerConfig`.
     """
-    config = ServerConfig(max_pixels=max_pixels, max_queued=max_queued, upload_timeout_s=upload_timeout_s,
-                          model_name=model_name, examples=examples, keep_finished=keep_finished,
-                          keep_seconds=keep_seconds, warmup=warmup, photo_upscale=photo_upscale,
-                          max_faces=max_faces, keep_bytes=keep_bytes, fetched_grace_s=fetched_grace_s)
+    config = ServerConfig(
+        max_pixels=max_pixels,
+        max_queued=max_queued,
+        upload_timeout_s=upload_timeout_s,
+        model_name=model_name,
+        examples=examples,
+        keep_finished=keep_finished,
+        keep_seconds=keep_seconds,
+        warmup=warmup,
+        photo_upscale=photo_upscale,
+        max_faces=max_faces,
+        keep_bytes=keep_bytes,
+        fetched_grace_s=fetched_grace_s,
+    )
     service = WebService(restorer, config, SharedDetector(detector), photo_refusal(restorer, detector))
     if warmup:
         service.warm_up()
-    app = FastAPI(title="facesr serve", version=__version__, lifespan=_lifespan, docs_url=None, redoc_url=None,
-                  description="Blind face super-resolution x4: upload a face crop (or a whole photo), get it "
-                              "restored. Errors are one line of plain text.")
+    app = FastAPI(
+        title="facesr serve",
+        version=__version__,
+        lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Blind face super-resolution x4: upload a face crop (or a whole photo), get it "
+        "restored. Errors are one line of plain text.",
+    )
     app.state.service = service
     app.state.queue, app.state.restorer, app.state.detector = service.queue, restorer, service.detector
     app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]

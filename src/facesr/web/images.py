@@ -5,6 +5,7 @@ Messages are written for the person at the browser: what was wrong and what to
 do, with no Python reprs and no command-line flags (the operator sets the
 limits; the user can only change the picture).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,22 +57,29 @@ def pixel_limit_words(max_pixels: int) -> str:
 
 def too_many_pixels(w: int, h: int, max_pixels: int) -> InputError:
     """The 413 answer for a ``w`` x ``h`` picture over the cap of ``max_pixels`` (read from its header)."""
-    return InputError(f"This picture is {w} × {h} pixels, over this server's cap of "
-                      f"{pixel_limit_words(max_pixels)}. Crop it to the face or make it smaller, then try again.",
-                      413)
+    return InputError(
+        f"This picture is {w} × {h} pixels, over this server's cap of "
+        f"{pixel_limit_words(max_pixels)}. Crop it to the face or make it smaller, then try again.",
+        413,
+    )
 
 
 def too_many_bytes(n: int | None, limit: int) -> InputError:
     """The 413 answer for an upload of ``n`` bytes (None: unknown, it passed the cap) over ``limit`` bytes."""
     size = f"This file is {megabytes(n)}" if n is not None else "This file is too large"
-    return InputError(f"{size}, over this server's cap of {megabytes(limit)} per file. "
-                      f"Crop the picture to the face or save it smaller, then try again.", 413)
+    return InputError(
+        f"{size}, over this server's cap of {megabytes(limit)} per file. "
+        f"Crop the picture to the face or save it smaller, then try again.",
+        413,
+    )
 
 
 #: The note for inputs much larger than a face crop; ``{w}`` and ``{h}`` are the input's size in pixels.
-FACE_NOTE_TEMPLATE = (f"This picture is {{w}} × {{h}} pixels. The model is made for a face cropped to about "
-                      f"{TRAINED_SIDE} × {TRAINED_SIDE} pixels, so a whole photo is restored as if it were one big "
-                      f"face: it takes longer and may look wrong. For the best result, crop to the face first.")
+FACE_NOTE_TEMPLATE = (
+    f"This picture is {{w}} × {{h}} pixels. The model is made for a face cropped to about "
+    f"{TRAINED_SIDE} × {TRAINED_SIDE} pixels, so a whole photo is restored as if it were one big "
+    f"face: it takes longer and may look wrong. For the best result, crop to the face first."
+)
 
 
 def face_note(w: int, h: int) -> str | None:
@@ -96,8 +104,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     except ImageTooLargeError as exc:
         raise too_many_pixels(exc.width, exc.height, max_pixels) from None
     except ImageDamagedError as exc:
-        raise InputError(f"This {exc.format or 'picture'} file is damaged or incomplete, so it cannot be read. "
-                         f"Save it again or try another file.") from None
+        raise InputError(
+            f"This {exc.format or 'picture'} file is damaged or incomplete, so it cannot be read. "
+            f"Save it again or try another file."
+        ) from None
     except ImageError:
         raise InputError(f"This file is not a picture facesr can read. Use a {FORMAT_NAMES} image.") from None
     if alpha is None:
@@ -119,8 +129,13 @@ def example_faces(size: int = TRAINED_SIDE) -> list[dict]:
     from ..io.images import read_rgb
 
     hq = prepare_hq(read_rgb(sample_face_path()), 4 * size, "area", "sample face")
-    out = [{"id": "downscaled", "title": "Downscaled only",
-            "image": cv2.resize(hq, (size, size), interpolation=cv2.INTER_AREA)}]
+    out = [
+        {
+            "id": "downscaled",
+            "title": "Downscaled only",
+            "image": cv2.resize(hq, (size, size), interpolation=cv2.INTER_AREA),
+        }
+    ]
     for k, seed in enumerate((0, 1, 3), start=1):
         lq, _ = degrade_offline(hq, DegradationCfg(), seed, "web_example")
         if lq.shape[:2] != (size, size):

@@ -19,6 +19,7 @@
 
 Nothing here knows about HTTP; :mod:`facesr.web.routes` maps it onto routes.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -30,8 +31,9 @@ import threading
 import time
 import traceback
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -143,7 +145,7 @@ class Job:
         """Block until the job is finished (done, failed or cancelled); False on timeout (seconds)."""
         return self._end.wait(timeout)
 
-    def add_done_callback(self, fn: Callable[["Job"], None]) -> None:
+    def add_done_callback(self, fn: Callable[[Job], None]) -> None:
         """Call ``fn(job)`` once the job is finished (at once, in this thread, if it already is)."""
         with self._cb_lock:
             if not self._end.is_set():
@@ -171,9 +173,15 @@ class JobQueue:
             seconds later (so the page can still fetch its other images).
     """
 
-    def __init__(self, run: Callable[[Job, Progress], Any], max_queued: int = 8, keep_finished: int = 16,
-                 keep_seconds: float = 600.0, keep_bytes: int = DEFAULT_KEEP_BYTES,
-                 fetched_grace_s: float = DEFAULT_FETCHED_GRACE_S):
+    def __init__(
+        self,
+        run: Callable[[Job, Progress], Any],
+        max_queued: int = 8,
+        keep_finished: int = 16,
+        keep_seconds: float = 600.0,
+        keep_bytes: int = DEFAULT_KEEP_BYTES,
+        fetched_grace_s: float = DEFAULT_FETCHED_GRACE_S,
+    ):
         if int(max_queued) < 0:
             raise ValueError(f"max_queued must be >= 0, got {max_queued}")
         self._run = run
@@ -286,11 +294,19 @@ class JobQueue:
             eta = self._eta(job, now) if job.state == RUNNING else None
             h, w = job.image.shape[:2]
             return {
-                "id": job.id, "state": job.state, "position": position, "done": job.done, "total": job.total,
-                "unit": job.unit, "elapsed_s": None if elapsed is None else round(elapsed, 2),
+                "id": job.id,
+                "state": job.state,
+                "position": position,
+                "done": job.done,
+                "total": job.total,
+                "unit": job.unit,
+                "elapsed_s": None if elapsed is None else round(elapsed, 2),
                 "waited_s": round((job.started or job.finished or now) - job.created, 2),
                 "eta_s": None if eta is None else round(eta, 1),
-                "input_size": [w, h], "name": job.name, "mode": job.mode, "note": job.note,
+                "input_size": [w, h],
+                "name": job.name,
+                "mode": job.mode,
+                "note": job.note,
                 "error": job.error if job.state == FAILED else None,
             }
 
@@ -303,8 +319,11 @@ class JobQueue:
     def stats(self) -> dict:
         """``{"running": 0 or 1, "queued": n, "max_queued": cap}``."""
         with self._cond:
-            return {"running": int(self._running is not None), "queued": len(self._waiting),
-                    "max_queued": self.max_queued}
+            return {
+                "running": int(self._running is not None),
+                "queued": len(self._waiting),
+                "max_queued": self.max_queued,
+            }
 
     def close(self, timeout: float = 5.0) -> None:
         """Cancel everything and stop the worker; only the first call does anything.
@@ -410,8 +429,10 @@ class JobQueue:
                 job.error_status = int(getattr(exc, "status", 400))
             except Exception as exc:
                 state = FAILED
-                job.error = (f"Restoring this picture failed on the server ({type(exc).__name__}). "
-                             f"The server's log has the details.")
+                job.error = (
+                    f"Restoring this picture failed on the server ({type(exc).__name__}). "
+                    f"The server's log has the details."
+                )
                 log.error("job %s failed: %s\n%s", job.id, one_line(exc), traceback.format_exc())
             with self._cond:
                 self._running = None
@@ -428,8 +449,24 @@ class JobQueue:
             dt = (job.finished or 0) - (job.started or 0)
             h, w = job.image.shape[:2]
             if state == CANCELLED:
-                log.info("job %s: %dx%d cancelled after %d of %d %ss (%s)", job.id, w, h, job.done, job.total,
-                         job.unit, job.cancel_reason)
+                log.info(
+                    "job %s: %dx%d cancelled after %d of %d %ss (%s)",
+                    job.id,
+                    w,
+                    h,
+                    job.done,
+                    job.total,
+                    job.unit,
+                    job.cancel_reason,
+                )
             elif state == DONE:
-                log.info("job %s: %dx%d restored in %.2f s (%d %s%s)", job.id, w, h, dt, job.total, job.unit,
-                         "" if job.total == 1 else "s")
+                log.info(
+                    "job %s: %dx%d restored in %.2f s (%d %s%s)",
+                    job.id,
+                    w,
+                    h,
+                    dt,
+                    job.total,
+                    job.unit,
+                    "" if job.total == 1 else "s",
+                )

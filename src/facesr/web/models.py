@@ -4,6 +4,7 @@ Sizes are ``[width, height]`` in pixels; times are seconds.  Fields a job has on
 (``output_size``, ``scale``, the PNG URLs and, in whole-photo mode, the faces) are left out of the JSON
 until then (routes dump with ``exclude_unset``), as they always were.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -21,7 +22,8 @@ class FaceBox(BaseModel):
     restored: bool
     skipped: Literal["small", "pose", "cap"] | None = Field(
         description="why the face was not restored: narrower than the minimum (small), could not be aligned (pose), "
-                    "or the photo had more faces than the server restores per photo (cap: the smallest are left)")
+        "or the photo had more faces than the server restores per photo (cap: the smallest are left)"
+    )
 
 
 class JobState(BaseModel):
@@ -47,10 +49,14 @@ class JobState(BaseModel):
     faces: list[FaceBox] | None = Field(None, description="done, whole-photo mode: restored faces, then skipped")
     faces_restored: int | None = Field(None, description="done, whole-photo mode: faces restored")
     faces_skipped: int | None = Field(None, description="done, whole-photo mode: faces found but not restored")
-    faces_over_cap: int | None = Field(None, description="done, whole-photo mode: faces left out (among the skipped "
-                                                         "ones) because the photo had more than max_faces")
-    faces_note: str | None = Field(None, description="done, whole-photo mode: a sentence when faces were left out "
-                                                     "because of the cap")
+    faces_over_cap: int | None = Field(
+        None,
+        description="done, whole-photo mode: faces left out (among the skipped "
+        "ones) because the photo had more than max_faces",
+    )
+    faces_note: str | None = Field(
+        None, description="done, whole-photo mode: a sentence when faces were left out because of the cap"
+    )
     result: str | None = Field(None, description="done only: URL of the restored PNG")
     bicubic: str | None = Field(None, description="done only: URL of the bicubic enlargement to the same size")
     input: str | None = Field(None, description="done only: URL of the decoded input as PNG")

@@ -10,6 +10,7 @@ image, measured from its top-left corner (0 .. width, 0 .. height), so the page 
 zoom.  (:class:`facesr.faces.Face` boxes are pixel-centre edges of the input: pixel ``i`` spans
 ``i - 0.5 .. i + 0.5``; the output edge is ``(x + 0.5) * upscale``.)
 """
+
 from __future__ import annotations
 
 import inspect
@@ -30,11 +31,14 @@ PHOTO_UPSCALE = 2
 #: Pictures with a side longer than this are suggested for whole-photo mode by the page.
 PHOTO_SUGGEST_SIDE = 256
 
-NO_DETECTOR = ("Whole-photo mode is not available on this server because its face detector is not installed. "
-               "Crop the picture to one face and restore that instead. (For whoever runs the server: "
-               "pip install \"facesr[faces]\".)")
-NO_PHOTO_MODE = ("Whole-photo restoration is not available in this version of facesr. "
-                 "Crop the picture to the face and restore that.")
+NO_DETECTOR = (
+    "Whole-photo mode is not available on this server because its face detector is not installed. "
+    "Crop the picture to one face and restore that instead. (For whoever runs the server: "
+    'pip install "facesr[faces]".)'
+)
+NO_PHOTO_MODE = (
+    "Whole-photo restoration is not available in this version of facesr. Crop the picture to the face and restore that."
+)
 
 
 class PhotoOutcome(NamedTuple):
@@ -53,8 +57,10 @@ class PhotoOutcome(NamedTuple):
 def detector_failed(shape: tuple[int, ...]) -> InputError:
     """The 400 answer when the face detector raised on a photo of this shape (the traceback goes to the log)."""
     h, w = shape[:2]
-    return InputError(f"The face detector could not search this {w} × {h} picture, so no face was restored. "
-                      f"Try a larger photo, or crop the picture to one face and restore it in face mode.")
+    return InputError(
+        f"The face detector could not search this {w} × {h} picture, so no face was restored. "
+        f"Try a larger photo, or crop the picture to one face and restore it in face mode."
+    )
 
 
 def too_small_for_photo_mode(shape: tuple[int, ...], min_face: float) -> InputError | None:
@@ -62,8 +68,10 @@ def too_small_for_photo_mode(shape: tuple[int, ...], min_face: float) -> InputEr
     h, w = shape[:2]
     if min(h, w) >= min_face:
         return None
-    return InputError(f"This {w} × {h} picture is too small for whole-photo mode: a face must be at least "
-                      f"{min_face:g} pixels wide to be restored. Restore it in face mode instead.")
+    return InputError(
+        f"This {w} × {h} picture is too small for whole-photo mode: a face must be at least "
+        f"{min_face:g} pixels wide to be restored. Restore it in face mode instead."
+    )
 
 
 def default_detector_missing() -> str | None:
@@ -73,6 +81,7 @@ def default_detector_missing() -> str | None:
     """
     try:
         from ..faces.detect import _import_dlib, models_dir
+
         _import_dlib()
         models_dir()
     except MissingExtraError as exc:
@@ -99,6 +108,7 @@ class SharedDetector:
         with self._lock:
             if self._detector is None:
                 from ..faces.detect import load_detector
+
                 try:
                     self._detector = load_detector("hog")
                 except MissingExtraError as exc:
@@ -113,13 +123,16 @@ def _accepts(fn) -> tuple[set[str], bool]:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return set(), False
-    return ({p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)},
-            any(p.kind == p.VAR_KEYWORD for p in params))
+    return (
+        {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)},
+        any(p.kind == p.VAR_KEYWORD for p in params),
+    )
 
 
 def _detect_with_progress(detector, progress, min_face: float, max_faces: int | None):
     """The detector wrapped for a web job: checks for cancellation before and after detecting, sets the
     total (faces that will be restored) and turns a detector crash into a 400 :class:`InputError`."""
+
     def detect(rgb):
         progress(0, 0)  # cancelled while waiting for the detector?
         try:
@@ -132,6 +145,7 @@ def _detect_with_progress(detector, progress, min_face: float, max_faces: int | 
         n = sum(1 for f in faces if f.size >= min_face)
         progress(0, n if max_faces is None else min(n, max_faces))  # total known; cancelled while detecting?
         return faces
+
     return detect
 
 
@@ -141,8 +155,15 @@ def takes_detector(fn) -> bool:
     return any_kw or "detector" in names
 
 
-def call_restore_photo(fn, image: np.ndarray, progress, detector=None, upscale: int = PHOTO_UPSCALE,
-                       min_face: float | None = None, max_faces: int | None = None) -> PhotoOutcome:
+def call_restore_photo(
+    fn,
+    image: np.ndarray,
+    progress,
+    detector=None,
+    upscale: int = PHOTO_UPSCALE,
+    min_face: float | None = None,
+    max_faces: int | None = None,
+) -> PhotoOutcome:
     """Call a whole-photo restorer with the options it takes; returns a :class:`PhotoOutcome`.
 
     ``fn`` is ``Restorer.restore_photo`` (returns a :class:`facesr.faces.PhotoResult`) or any callable
@@ -153,6 +174,7 @@ def call_restore_photo(fn, image: np.ndarray, progress, detector=None, upscale: 
     A photo too small to hold a restorable face, or one the detector fails on, raises a 400 :class:`InputError`.
     """
     from ..faces.photo import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE
+
     names, any_kw = _accepts(fn)
     min_face = DEFAULT_MIN_FACE if min_face is None else float(min_face)
     max_faces = DEFAULT_MAX_FACES if max_faces is None else int(max_faces)
@@ -162,8 +184,7 @@ def call_restore_photo(fn, image: np.ndarray, progress, detector=None, upscale: 
         if refusal is not None:
             raise refusal
         kwargs["detector"] = _detect_with_progress(detector, progress, min_face, max_faces)
-    for key, value in (("upscale", upscale), ("min_face", min_face), ("progress", progress),
-                       ("max_faces", max_faces)):
+    for key, value in (("upscale", upscale), ("min_face", min_face), ("progress", progress), ("max_faces", max_faces)):
         if any_kw or key in names:
             kwargs[key] = value
     if "progress" not in kwargs:
@@ -173,8 +194,13 @@ def call_restore_photo(fn, image: np.ndarray, progress, detector=None, upscale: 
         progress(1, 1)
     if hasattr(res, "image") and hasattr(res, "faces"):
         over = list(getattr(res, "over_cap", []) or [])
-        return PhotoOutcome(np.asarray(res.image), list(res.faces),
-                            list(getattr(res, "skipped", []) or []) + over, int(res.upscale), over)
+        return PhotoOutcome(
+            np.asarray(res.image),
+            list(res.faces),
+            list(getattr(res, "skipped", []) or []) + over,
+            int(res.upscale),
+            over,
+        )
     out = np.asarray(res)
     return PhotoOutcome(out, None, None, max(1, round(out.shape[1] / max(1, image.shape[1]))))
 
@@ -188,6 +214,7 @@ def face_boxes(faces, skipped, upscale: float, min_face: float | None = None, ov
     out because the photo had more faces than the cap) or "pose" (could not be aligned)}``.
     """
     from ..faces.photo import DEFAULT_MIN_FACE
+
     min_face = DEFAULT_MIN_FACE if min_face is None else float(min_face)
     capped = {id(f) for f in over_cap}
 
@@ -197,10 +224,17 @@ def face_boxes(faces, skipped, upscale: float, min_face: float | None = None, ov
     def one(f, restored: bool) -> dict:
         x0, y0, x1, y1 = (float(v) for v in f.box)
         box = [round((v + 0.5) * upscale, 1) for v in (x0, y0, x1, y1)]
-        lms = [[round((float(x) + 0.5) * upscale, 1), round((float(y) + 0.5) * upscale, 1)]
-               for x, y in np.asarray(f.landmarks, np.float64).reshape(-1, 2)]
-        return {"box": box, "landmarks": lms, "score": round(float(f.score), 3), "size": round(float(f.size), 1),
-                "restored": restored,
-                "skipped": None if restored else why(f)}
+        lms = [
+            [round((float(x) + 0.5) * upscale, 1), round((float(y) + 0.5) * upscale, 1)]
+            for x, y in np.asarray(f.landmarks, np.float64).reshape(-1, 2)
+        ]
+        return {
+            "box": box,
+            "landmarks": lms,
+            "score": round(float(f.score), 3),
+            "size": round(float(f.size), 1),
+            "restored": restored,
+            "skipped": None if restored else why(f),
+        }
 
     return [one(f, True) for f in faces] + [one(f, False) for f in skipped]

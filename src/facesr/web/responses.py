@@ -6,6 +6,7 @@ a job without a result, 410 a result no longer kept, 413 over the cap, 503 queue
 ``Retry-After``), too many connections, or whole-photo mode unavailable, 500 an unexpected failure
 (details only in the server log).
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,8 +30,10 @@ from .uploads import ClientGone
 log = logging.getLogger("facesr.web")
 
 #: The Content-Security-Policy of every answer but /docs: nothing but this server's own files.
-CSP = ("default-src 'none'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-       "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 RETRY_AFTER_S = 30
 #: The 499 status of an answer nobody receives (the client hung up); it only shows in logs.
 CLIENT_GONE = 499
@@ -48,16 +51,19 @@ ERROR_MEANINGS = {
 
 def error_answers(*codes: int) -> dict:
     """The OpenAPI ``responses`` entries of these plain-text errors."""
-    return {code: {"description": ERROR_MEANINGS[code], "content": {"text/plain": {"schema": {"type": "string"}}}}
-            for code in codes}
+    return {
+        code: {"description": ERROR_MEANINGS[code], "content": {"text/plain": {"schema": {"type": "string"}}}}
+        for code in codes
+    }
 
 
 def download_name(name: str, scale: int) -> str:
     """``<stem>_facesr_x<scale>.png`` for an uploaded file name (any path stripped, odd characters dropped)."""
     base = re.split(r"[\\/]", str(name or ""))[-1]
     stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
-    stem = "".join(c for c in unicodedata.normalize("NFC", stem)
-                   if unicodedata.category(c)[0] in "LN" or c in "-_ ()").strip()[:80]
+    stem = "".join(
+        c for c in unicodedata.normalize("NFC", stem) if unicodedata.category(c)[0] in "LN" or c in "-_ ()"
+    ).strip()[:80]
     return f"{stem or 'image'}_facesr_x{scale}.png"
 
 
@@ -106,15 +112,20 @@ def docs_page(openapi_url: str, title: str) -> HTMLResponse:
     """
     page = get_swagger_ui_html(openapi_url=openapi_url, title=title, swagger_favicon_url="/favicon.ico")
     html = bytes(page.body).decode("utf-8")
-    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'"
-                      for s in re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL))
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'"
+        for s in re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
+    )
     cdn = "https://cdn.jsdelivr.net"
-    csp = (f"default-src 'none'; script-src 'self' {cdn} {hashes}; style-src 'self' {cdn} 'unsafe-inline'; "
-           f"img-src 'self' data:; connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
+    csp = (
+        f"default-src 'none'; script-src 'self' {cdn} {hashes}; style-src 'self' {cdn} 'unsafe-inline'; "
+        f"img-src 'self' data:; connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )
     return HTMLResponse(html, headers={"Content-Security-Policy": csp, "Cache-Control": "no-cache"})
 
 
 # ----------------------------------------------------------------------------- error handlers
+
 
 async def _input_error(request: Request, exc: InputError) -> Response:
     return text(exc.status, str(exc))

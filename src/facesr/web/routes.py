@@ -3,6 +3,7 @@
 Each route reaches the app's :class:`~facesr.web.service.WebService` through a dependency; the route
 docstrings are the API's documentation (served at ``/docs``, the document itself at ``/openapi.json``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,7 +37,7 @@ from .uploads import UPLOAD_OPENAPI, Upload, read_upload
 log = logging.getLogger("facesr.web")
 
 STATIC_DIR = Path(__file__).with_name("static")
-STREAM_POLL_S = 0.1       # how often the /jobs stream looks at its job
+STREAM_POLL_S = 0.1  # how often the /jobs stream looks at its job
 STREAM_HEARTBEAT_S = 1.0  # a line at least this often, so a vanished client is noticed
 NO_STORE = {"Cache-Control": "no-store"}
 KEPT = {"Cache-Control": "private, max-age=600"}  # the browser may keep what the server drops
@@ -45,9 +46,12 @@ PNG_ANSWER = {"content": {"image/png": {}}, "description": "a PNG image"}
 Service = Annotated[WebService, Depends(get_service)]
 
 
-async def _upload(request: Request, service: Service,
-                  mode: Annotated[str, Query(description="face (default) or photo; a form's mode field wins")] = "face",
-                  name: Annotated[str, Query(description="file name of a raw-body upload")] = "image") -> Upload:
+async def _upload(
+    request: Request,
+    service: Service,
+    mode: Annotated[str, Query(description="face (default) or photo; a form's mode field wins")] = "face",
+    name: Annotated[str, Query(description="file name of a raw-body upload")] = "image",
+) -> Upload:
     c = service.config
     return await read_upload(request, c.max_body, c.upload_timeout_s, mode, name)
 
@@ -74,10 +78,12 @@ RESULT_ERRORS = error_answers(404, 409, 410)
 
 # ----------------------------------------------------------------------------- the page
 
+
 @pages.get("/", include_in_schema=False)
 async def index() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8",
-                        headers={"Cache-Control": "no-cache"})
+    return FileResponse(
+        STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @pages.get("/favicon.ico", include_in_schema=False)
@@ -101,6 +107,7 @@ async def example(example_id: str, service: Service) -> Response:
 
 # ----------------------------------------------------------------------------- information
 
+
 @api.get("/healthz")
 async def healthz(service: Service, response: Response) -> Health:
     """The server is up: the model, its device and scale, and how many jobs run and wait."""
@@ -115,6 +122,7 @@ async def info(service: Service) -> Info:
 
 
 # ----------------------------------------------------------------------------- jobs
+
 
 async def wait_for(job: Job, request: Request, service: WebService) -> bool:
     """Wait until ``job`` ends (True) or the client disconnects (False; the job is then cancelled)."""
@@ -148,10 +156,13 @@ def restored_png(job: Job, service: WebService) -> Response:
     service.queue.mark_fetched(job)  # delivered with this answer: kept only a short while for /jobs/{id}/*.png
     (h, w), (ow, oh) = job.image.shape[:2], job.result["size"]
     headers = {
-        **NO_STORE, "Content-Disposition": content_disposition("inline", download_name(job.name, service.job_scale(job))),
-        "X-Facesr-Input-Size": f"{w}x{h}", "X-Facesr-Output-Size": f"{ow}x{oh}",
+        **NO_STORE,
+        "Content-Disposition": content_disposition("inline", download_name(job.name, service.job_scale(job))),
+        "X-Facesr-Input-Size": f"{w}x{h}",
+        "X-Facesr-Output-Size": f"{ow}x{oh}",
         "X-Facesr-Seconds": f"{(job.finished or 0) - (job.started or 0):.3f}",
-        "X-Facesr-Waited": f"{(job.started or 0) - job.created:.3f}", "X-Facesr-Job": job.id,
+        "X-Facesr-Waited": f"{(job.started or 0) - job.created:.3f}",
+        "X-Facesr-Job": job.id,
     }
     if "faces_restored" in job.result:
         headers["X-Facesr-Faces"] = str(job.result["faces_restored"])
@@ -162,12 +173,22 @@ def restored_png(job: Job, service: WebService) -> Response:
     return Response(job.result["png"], media_type="image/png", headers=headers)
 
 
-@jobs.post("/restore", response_class=Response, openapi_extra=UPLOAD_OPENAPI, responses={**UPLOAD_ERRORS, 200: {
-    **PNG_ANSWER, "description": "the restored image (RGBA when the input has transparency); headers "
-    "X-Facesr-Input-Size / X-Facesr-Output-Size (WxH), X-Facesr-Seconds (model time), X-Facesr-Waited "
-    "(seconds queued), X-Facesr-Job, X-Facesr-Note (inputs much larger than a face crop), and in whole-photo "
-    "mode X-Facesr-Faces / X-Facesr-Faces-Skipped / X-Facesr-Faces-Over-Cap (skipped because the photo had more "
-    "faces than the server's max_faces, see /api/info)"}})
+@jobs.post(
+    "/restore",
+    response_class=Response,
+    openapi_extra=UPLOAD_OPENAPI,
+    responses={
+        **UPLOAD_ERRORS,
+        200: {
+            **PNG_ANSWER,
+            "description": "the restored image (RGBA when the input has transparency); headers "
+            "X-Facesr-Input-Size / X-Facesr-Output-Size (WxH), X-Facesr-Seconds (model time), X-Facesr-Waited "
+            "(seconds queued), X-Facesr-Job, X-Facesr-Note (inputs much larger than a face crop), and in whole-photo "
+            "mode X-Facesr-Faces / X-Facesr-Faces-Skipped / X-Facesr-Faces-Over-Cap (skipped because the photo had more "
+            "faces than the server's max_faces, see /api/info)",
+        },
+    },
+)
 async def restore(request: Request, service: Service, upload: UploadIn) -> Response:
     """Restore one picture and answer with the PNG, once its turn has come.
 
@@ -203,18 +224,28 @@ async def job_lines(job: Job, service: WebService):
             service.queue.cancel(job, "client closed the stream")
 
 
-@jobs.post("/jobs", response_class=StreamingResponse, openapi_extra=UPLOAD_OPENAPI, responses={**UPLOAD_ERRORS, 200: {
-    "description": "a stream of JobState objects, one JSON line per change (at least one a second); the "
-    "X-Facesr-Job header names the job", "content": {"application/x-ndjson": {
-        "schema": {"$ref": "#/components/schemas/JobState"}}}}})
+@jobs.post(
+    "/jobs",
+    response_class=StreamingResponse,
+    openapi_extra=UPLOAD_OPENAPI,
+    responses={
+        **UPLOAD_ERRORS,
+        200: {
+            "description": "a stream of JobState objects, one JSON line per change (at least one a second); the "
+            "X-Facesr-Job header names the job",
+            "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/JobState"}}},
+        },
+    },
+)
 async def submit(service: Service, upload: UploadIn) -> StreamingResponse:
     """Queue a picture and stream its progress; the last line (state done) has the URLs of the results.
 
     Same input as ``POST /restore``.  Closing the stream cancels the job.  This is what the page uses.
     """
     job = await service.submit(upload)
-    return StreamingResponse(job_lines(job, service), media_type="application/x-ndjson",
-                             headers={**NO_STORE, "X-Facesr-Job": job.id})
+    return StreamingResponse(
+        job_lines(job, service), media_type="application/x-ndjson", headers={**NO_STORE, "X-Facesr-Job": job.id}
+    )
 
 
 @jobs.get("/jobs/{job_id}", response_model_exclude_unset=True, responses=JOB_ERRORS)
@@ -232,8 +263,13 @@ async def cancel_job(job: AnyJob, service: Service, response: Response) -> JobSt
     return service.state(job)
 
 
-@jobs.post("/jobs/{job_id}/cancel", response_model=JobState, response_model_exclude_unset=True, deprecated=True,
-           responses=JOB_ERRORS)
+@jobs.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobState,
+    response_model_exclude_unset=True,
+    deprecated=True,
+    responses=JOB_ERRORS,
+)
 async def cancel_job_post(job_id: str, service: Service, response: Response) -> JobState | Response:
     """Deprecated: use ``DELETE /jobs/{job_id}``, which this does.  Every answer has ``Deprecation: true``
     and a ``Link`` to the job's URL (``rel="successor-version"``)."""
@@ -248,16 +284,21 @@ async def cancel_job_post(job_id: str, service: Service, response: Response) -> 
 
 
 @jobs.get("/jobs/{job_id}/result.png", response_class=Response, responses={**RESULT_ERRORS, 200: PNG_ANSWER})
-async def job_result(job: FinishedJob, service: Service,
-                     download: Annotated[str | None, Query(description="any value: save as a file")] = None
-                     ) -> Response:
+async def job_result(
+    job: FinishedJob,
+    service: Service,
+    download: Annotated[str | None, Query(description="any value: save as a file")] = None,
+) -> Response:
     """The restored image of a finished job (409 while it is not done).
 
     A result is kept until a minute after it is first fetched (any of its three images), ten minutes
     at most, and while newer results leave room (the server's defaults); then its URLs answer 410."""
     name = download_name(job.name, service.job_scale(job))
-    return Response(job.result["png"], media_type="image/png", headers={
-        **KEPT, "Content-Disposition": content_disposition("attachment" if download else "inline", name)})
+    return Response(
+        job.result["png"],
+        media_type="image/png",
+        headers={**KEPT, "Content-Disposition": content_disposition("attachment" if download else "inline", name)},
+    )
 
 
 @jobs.get("/jobs/{job_id}/bicubic.png", response_class=Response, responses={**RESULT_ERRORS, 200: PNG_ANSWER})

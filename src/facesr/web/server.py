@@ -19,6 +19,7 @@ The rest comes from uvicorn's settings: ``h11_max_incomplete_event_size`` caps t
 :class:`StoppingServer` stops the jobs as soon as SIGTERM or SIGINT arrives, so requests waiting for
 a job are answered (503) at once and uvicorn's graceful shutdown does not wait for a forward pass.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,13 +45,18 @@ RETRY_AFTER_S = 30
 def _plain(status: str, message: str, extra: str = "") -> bytes:
     """A complete ``HTTP/1.1`` answer with a one-line ``text/plain`` body, that closes the connection."""
     body = (message + "\n").encode("utf-8")
-    return (f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {len(body)}\r\n"
-            f"cache-control: no-store\r\nconnection: close\r\n{extra}\r\n").encode("ascii") + body
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {len(body)}\r\n"
+        f"cache-control: no-store\r\nconnection: close\r\n{extra}\r\n"
+    ).encode("ascii") + body
 
 
 TOO_SLOW = _plain("408 Request Timeout", "The request's headers did not arrive in time; the connection is closed.")
-TOO_MANY = _plain("503 Service Unavailable", "The server has too many connections open. Try again in a moment.",
-                  f"retry-after: {RETRY_AFTER_S}\r\n")
+TOO_MANY = _plain(
+    "503 Service Unavailable",
+    "The server has too many connections open. Try again in a moment.",
+    f"retry-after: {RETRY_AFTER_S}\r\n",
+)
 
 
 @dataclass(frozen=True)
@@ -133,10 +139,15 @@ def uvicorn_config(app, limits: ConnectionLimits | None = None, **options) -> uv
     """
     limits = limits or ConnectionLimits()
     settings = {"lifespan": "on", "timeout_graceful_shutdown": 3, **options}
-    return uvicorn.Config(app, http=protocol_class(limits), ws="none",
-                          h11_max_incomplete_event_size=limits.max_header_bytes,
-                          limit_concurrency=limits.max_connections + 1,
-                          timeout_keep_alive=limits.keep_alive_s, **settings)
+    return uvicorn.Config(
+        app,
+        http=protocol_class(limits),
+        ws="none",
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        limit_concurrency=limits.max_connections + 1,
+        timeout_keep_alive=limits.keep_alive_s,
+        **settings,
+    )
 
 
 class StoppingServer(uvicorn.Server):

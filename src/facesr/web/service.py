@@ -3,6 +3,7 @@
 One :class:`WebService` per app, kept in ``app.state.service``; routes reach it through the
 :func:`get_service` dependency.  Nothing here builds HTTP responses.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -104,15 +105,18 @@ def over_cap_words(restored: int, over: int) -> str | None:
     """The sentence for a photo whose smallest ``over`` faces were left out by the cap, or None (none were)."""
     if not over:
         return None
-    return (f"This photo has more faces than this server restores in one photo: the {restored} largest were "
-            f"restored and {over} smaller {'one was' if over == 1 else 'ones were'} left as they were.")
+    return (
+        f"This photo has more faces than this server restores in one photo: the {restored} largest were "
+        f"restored and {over} smaller {'one was' if over == 1 else 'ones were'} left as they were."
+    )
 
 
 @functools.lru_cache(maxsize=1)
 def example_pngs() -> tuple[tuple[str, str, bytes, int, int], ...]:
     """(id, title, PNG bytes, width, height) of each example face, made once per process."""
-    return tuple((e["id"], e["title"], encode_png(e["image"]), e["image"].shape[1], e["image"].shape[0])
-                 for e in example_faces())
+    return tuple(
+        (e["id"], e["title"], encode_png(e["image"]), e["image"].shape[1], e["image"].shape[0]) for e in example_faces()
+    )
 
 
 class WebService:
@@ -122,28 +126,42 @@ class WebService:
     ``detector``: whole-photo mode's face detector (a :class:`SharedDetector`, loaded at its first job).
     """
 
-    def __init__(self, restorer, config: ServerConfig, detector: SharedDetector,
-                 photo_refusal: tuple[str, int] | None):
+    def __init__(self, restorer, config: ServerConfig, detector: SharedDetector, photo_refusal: tuple[str, int] | None):
         self.restorer, self.config, self.detector, self.photo_refusal = restorer, config, detector, photo_refusal
         self.scale = int(restorer.scale)
-        self.queue = JobQueue(self.run, max_queued=config.max_queued, keep_finished=config.keep_finished,
-                              keep_seconds=config.keep_seconds, keep_bytes=config.keep_bytes,
-                              fetched_grace_s=config.fetched_grace_s)
+        self.queue = JobQueue(
+            self.run,
+            max_queued=config.max_queued,
+            keep_finished=config.keep_finished,
+            keep_seconds=config.keep_seconds,
+            keep_bytes=config.keep_bytes,
+            fetched_grace_s=config.fetched_grace_s,
+        )
 
     # ------------------------------------------------------------------ the worker's side
 
     def run(self, job: Job, progress: Progress) -> dict:
         """Restore one job (in the queue's worker thread): ``{"png", "size": (w, h), "scale", faces...}``."""
         if job.mode == "photo":
-            res = call_restore_photo(self.restorer.restore_photo, job.image, progress, detector=self.detector,
-                                     upscale=self.config.photo_upscale, max_faces=self.config.max_faces)
+            res = call_restore_photo(
+                self.restorer.restore_photo,
+                job.image,
+                progress,
+                detector=self.detector,
+                upscale=self.config.photo_upscale,
+                max_faces=self.config.max_faces,
+            )
             out = res.image
             result: dict[str, object] = {"scale": res.upscale}
             if res.faces is not None and res.skipped is not None:
                 over = res.over_cap or []
-                result.update(faces=face_boxes(res.faces, res.skipped, res.upscale, over_cap=over),
-                              faces_restored=len(res.faces), faces_skipped=len(res.skipped),
-                              faces_over_cap=len(over), faces_note=over_cap_words(len(res.faces), len(over)))
+                result.update(
+                    faces=face_boxes(res.faces, res.skipped, res.upscale, over_cap=over),
+                    faces_restored=len(res.faces),
+                    faces_skipped=len(res.skipped),
+                    faces_over_cap=len(over),
+                    faces_note=over_cap_words(len(res.faces), len(over)),
+                )
         else:
             out = np.asarray(self.restorer.restore(job.image, progress=progress))
             result = {"scale": self.scale}
@@ -173,8 +191,13 @@ class WebService:
             refusal = too_small_for_photo_mode(image.shape, DEFAULT_MIN_FACE)
             if refusal is not None:
                 raise refusal
-        job = Job(image=image, name=upload.name, mode=upload.mode, unit="face" if photo else "tile",
-                  note=None if photo else face_note(w, h))
+        job = Job(
+            image=image,
+            name=upload.name,
+            mode=upload.mode,
+            unit="face" if photo else "tile",
+            note=None if photo else face_note(w, h),
+        )
         return self.queue.submit(job)
 
     def job_scale(self, job: Job) -> int:
@@ -198,9 +221,12 @@ class WebService:
         why = self.queue.gone(job_id)
         if why is not None:
             c = self.config
-            return InputError(f"The result of this job is no longer on the server: it {why} (results are kept "
-                              f"{duration(c.fetched_grace_s)} after they are fetched and at most "
-                              f"{duration(c.keep_seconds)}). Restore the picture again.", 410)
+            return InputError(
+                f"The result of this job is no longer on the server: it {why} (results are kept "
+                f"{duration(c.fetched_grace_s)} after they are fetched and at most "
+                f"{duration(c.keep_seconds)}). Restore the picture again.",
+                410,
+            )
         return InputError("There is no such job on the server.", 404)
 
     def job(self, job_id: str) -> Job:
@@ -221,22 +247,38 @@ class WebService:
         return job
 
     def health(self) -> Health:
-        return Health(model=self.config.model_name, device=str(getattr(self.restorer, "device", "cpu")),
-                      scale=self.scale, **self.queue.stats())
+        return Health(
+            model=self.config.model_name,
+            device=str(getattr(self.restorer, "device", "cpu")),
+            scale=self.scale,
+            **self.queue.stats(),
+        )
 
     def info(self) -> Info:
         c = self.config
-        examples = [Example(id=i, title=t, url=f"/examples/{i}.png", width=w, height=h)
-                    for i, t, _, w, h in (example_pngs() if c.examples else ())]
-        return Info(scale=self.scale, max_pixels=c.max_pixels, max_side=math.isqrt(c.max_pixels),
-                    max_upload_bytes=c.max_body, max_queued=self.queue.max_queued, face_note_pixels=FACE_NOTE_PIXELS,
-                    face_note=FACE_NOTE_TEMPLATE, photo_mode=self.photo_refusal is None,
-                    photo_scale=c.photo_upscale, max_faces=c.max_faces, photo_suggest_side=PHOTO_SUGGEST_SIDE,
-                    formats=FORMAT_NAMES, examples=examples)
+        examples = [
+            Example(id=i, title=t, url=f"/examples/{i}.png", width=w, height=h)
+            for i, t, _, w, h in (example_pngs() if c.examples else ())
+        ]
+        return Info(
+            scale=self.scale,
+            max_pixels=c.max_pixels,
+            max_side=math.isqrt(c.max_pixels),
+            max_upload_bytes=c.max_body,
+            max_queued=self.queue.max_queued,
+            face_note_pixels=FACE_NOTE_PIXELS,
+            face_note=FACE_NOTE_TEMPLATE,
+            photo_mode=self.photo_refusal is None,
+            photo_scale=c.photo_upscale,
+            max_faces=c.max_faces,
+            photo_suggest_side=PHOTO_SUGGEST_SIDE,
+            formats=FORMAT_NAMES,
+            examples=examples,
+        )
 
     def example_png(self, example_id: str) -> bytes | None:
         """The PNG bytes of an example face, or None (no such example, or examples are off)."""
-        for i, _, png, _, _ in (example_pngs() if self.config.examples else ()):
+        for i, _, png, _, _ in example_pngs() if self.config.examples else ():
             if i == example_id:
                 return png
         return None
@@ -245,4 +287,3 @@ class WebService:
 async def get_service(request: Request) -> WebService:
     """The dependency that gives a route its app's :class:`WebService` (async: FastAPI runs it on the loop)."""
     return request.app.state.service
-

@@ -4,6 +4,7 @@ The picture comes as the ``image`` field of a ``multipart/form-data`` form (pars
 public :meth:`Request.form`, fed the body already read here) or as the raw body.  Errors are
 :class:`~facesr.web.images.InputError` with one line in plain words (400, 408, 413).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -66,8 +67,11 @@ async def read_body(request: Request, max_body: int, timeout_s: float) -> bytes:
         except StopAsyncIteration:
             break
         except asyncio.TimeoutError:
-            raise InputError(f"The upload stalled: no data arrived for {timeout_s:g} seconds (or it "
-                             f"took too long in all). Check the connection and try again.", 408) from None
+            raise InputError(
+                f"The upload stalled: no data arrived for {timeout_s:g} seconds (or it "
+                f"took too long in all). Check the connection and try again.",
+                408,
+            ) from None
         except ClientDisconnect:
             raise ClientGone() from None
         total += len(chunk)
@@ -94,8 +98,9 @@ async def parse_form(request: Request, body: bytes) -> FormData:
     try:
         return await Request(request.scope, replay).form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
     except HTTPException:  # Starlette's answer to a malformed form (400)
-        raise InputError(f"The form could not be read. Send the picture as the '{FIELD}' field of a "
-                         f"multipart/form-data form.") from None
+        raise InputError(
+            f"The form could not be read. Send the picture as the '{FIELD}' field of a multipart/form-data form."
+        ) from None
 
 
 async def picture_from_form(form: FormData, name: str, mode: str) -> Upload:
@@ -112,8 +117,9 @@ async def picture_from_form(form: FormData, name: str, mode: str) -> Upload:
         await form.close()
 
 
-async def read_upload(request: Request, max_body: int, timeout_s: float, mode: str = "face",
-                      name: str = "image") -> Upload:
+async def read_upload(
+    request: Request, max_body: int, timeout_s: float, mode: str = "face", name: str = "image"
+) -> Upload:
     """The picture of a multipart form or raw body; ``mode`` and ``name`` (query parameters) are defaults
     that the form's ``mode`` field and the file's name override.  400 for a mode other than face/photo."""
     body = await read_body(request, max_body, timeout_s)
@@ -124,19 +130,41 @@ async def read_upload(request: Request, max_body: int, timeout_s: float, mode: s
     elif not main or main.startswith("image/") or main == "application/octet-stream":
         upload = Upload(body, name, mode)
     else:
-        raise InputError(f"This server takes a picture as a multipart/form-data form (field '{FIELD}') or "
-                         f"as the raw request body with an image Content-Type, not {main}.")
+        raise InputError(
+            f"This server takes a picture as a multipart/form-data form (field '{FIELD}') or "
+            f"as the raw request body with an image Content-Type, not {main}."
+        )
     if upload.mode not in MODES:
         raise InputError("The mode must be 'face' or 'photo'.")
     return upload
 
 
 #: The request body of ``POST /restore`` and ``POST /jobs``, for the OpenAPI document (the body is read by hand).
-UPLOAD_OPENAPI = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": [FIELD], "properties": {
-        FIELD: {"type": "string", "format": "binary", "description": "the picture (PNG, JPEG, WebP, BMP, TIFF, GIF)"},
-        "mode": {"type": "string", "enum": list(MODES), "default": "face",
-                 "description": "face: the picture is one face crop; photo: find and restore every face"}}}},
-    "image/*": {"schema": {"type": "string", "format": "binary"}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-}}}
+UPLOAD_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FIELD],
+                    "properties": {
+                        FIELD: {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "the picture (PNG, JPEG, WebP, BMP, TIFF, GIF)",
+                        },
+                        "mode": {
+                            "type": "string",
+                            "enum": list(MODES),
+                            "default": "face",
+                            "description": "face: the picture is one face crop; photo: find and restore every face",
+                        },
+                    },
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
