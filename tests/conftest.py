@@ -3,6 +3,9 @@ and access to the optional ../shared development data (tests skip when it is abs
 
 from __future__ import annotations
 
+import os
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -204,3 +207,30 @@ def ckpt(tmp_path) -> str:
     path = tmp_path / "tiny.safetensors"
     save_weights(path, MSRResNet(mid_channels=8, num_blocks=1))
     return str(path)
+
+
+def bomb_png(w: int, h: int) -> bytes:
+    """A valid PNG header claiming ``w`` x ``h`` 8-bit RGB pixels, with one tiny IDAT (never decoded)."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def fuzz_settings():
+    """Hypothesis settings of the fuzz tests: ``FACESR_FUZZ_EXAMPLES`` examples per property (default 40),
+    derandomized (the same examples every run), no deadline."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(
+        max_examples=int(os.environ.get("FACESR_FUZZ_EXAMPLES", "40")),
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )

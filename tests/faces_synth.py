@@ -133,6 +133,19 @@ class FakeDetector:
         return [Face(box=f.box, landmarks=f.landmarks.copy(), score=f.score) for f in self.faces]
 
 
+def crowd_photo() -> tuple[np.ndarray, list[Face]]:
+    """A 400 x 200 photo of five faces of different sizes (36 to 66 pixels wide) and a perfect detector's faces."""
+    placements = [
+        (0.5, 0.0, (45.0, 60.0)),
+        (0.9, 4.0, (130.0, 100.0)),
+        (0.6, -3.0, (215.0, 60.0)),
+        (0.8, 0.0, (290.0, 120.0)),
+        (0.7, 2.0, (360.0, 70.0)),
+    ]
+    lq, _, faces = make_photo(placements, h=200, w=400)
+    return lq, faces
+
+
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
     mse = d[mask].mean() if mask is not None else d.mean()

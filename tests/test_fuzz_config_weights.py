@@ -8,27 +8,22 @@ search (docs/robustness.md records what such runs found).
 from __future__ import annotations
 
 import io
-import os
 import struct
 
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import fuzz_settings
 from facesr.config import apply_overrides, config_from_dict, load_config
 from facesr.errors import FacesrError
 from facesr.models.msrresnet import MSRResNet
 from facesr.models.weights import read_weights, save_weights
 
-EXAMPLES = int(os.environ.get("FACESR_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = fuzz_settings()
+
 
 KEYS = [
     "seed",

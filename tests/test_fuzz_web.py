@@ -17,7 +17,6 @@ tests/test_fuzz_web.py`` runs a longer search (docs/robustness.md records what s
 from __future__ import annotations
 
 import io
-import os
 import resource
 import socket
 import struct
@@ -27,20 +26,16 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import fuzz_settings
 from facesr.errors import ImageError
 from facesr.io.images import read_image
 
-EXAMPLES = int(os.environ.get("FACESR_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = fuzz_settings()
+
 #: Seconds one decode or one request may take (a bound, far above what a small picture needs).
 TIME_BOUND_S = 10.0
 #: Growth of the process's peak resident memory allowed over a whole property, in bytes.
@@ -313,12 +308,7 @@ request_lines = st.one_of(
 )
 
 
-@settings(
-    max_examples=max(5, EXAMPLES // 4),
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(FUZZ, max_examples=max(5, FUZZ.max_examples // 4))
 @given(data=request_lines)
 def test_raw_bytes_get_an_answer_or_a_close_never_a_5xx(live, data):
     s = socket.create_connection(("127.0.0.1", live.port), timeout=5)

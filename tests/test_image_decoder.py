@@ -8,34 +8,19 @@ decoder must refuse them from the header alone, and must never change process-wi
 from __future__ import annotations
 
 import io
-import struct
 import threading
 import types
 import warnings
-import zlib
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from conftest import bomb_png
 from facesr.errors import ImageError
 from facesr.faces.photo import photo_size
 from facesr.io import images as I
-
-
-def bomb_png(w: int, h: int) -> bytes:
-    """A valid PNG header claiming ``w`` x ``h`` 8-bit RGB pixels, with one tiny IDAT (never decoded)."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 def png(img: np.ndarray, mode: str | None = None) -> bytes:

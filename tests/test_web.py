@@ -8,10 +8,8 @@ at a gate (see web_support.GatedRestorer), never timed.
 from __future__ import annotations
 
 import json
-import struct
 import time
 import warnings
-import zlib
 
 import cv2
 import numpy as np
@@ -26,6 +24,7 @@ with warnings.catch_warnings():  # starlette prefers httpx2 but works with httpx
     from fastapi.testclient import TestClient
 
 import faces_synth as S
+from conftest import bomb_png
 from facesr import cli
 from facesr.inference import Restorer
 from facesr.web import app as webapp
@@ -132,20 +131,6 @@ def test_restore_raw_chunked_and_alpha(client, gated):
     np.testing.assert_array_equal(out, gated.reference(rgba))
 
 
-def _bomb_png(w: int, h: int) -> bytes:
-    """A valid PNG header claiming w x h pixels, with one tiny IDAT (never decoded by the server)."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_api_errors_are_plain_one_liners(client):
     _assert_plain_error(_post(client, b"hello, this is a text file"), 400, "not a picture", "PNG, JPEG")
     _assert_plain_error(
@@ -168,9 +153,9 @@ def test_too_large_is_413_with_the_servers_own_limit(client):
     )
     assert "Crop" in text
     # a header claiming 400 million pixels: refused before decoding, without Pillow's own limit
-    text = _assert_plain_error(_post(client, _bomb_png(20000, 20000)), 413, "9,216 pixels")
+    text = _assert_plain_error(_post(client, bomb_png(20000, 20000)), 413, "9,216 pixels")
     assert "178" not in text
-    _assert_plain_error(_post(client, _bomb_png(500, 500)), 413, "500 × 500")
+    _assert_plain_error(_post(client, bomb_png(500, 500)), 413, "500 × 500")
     # a body beyond any image of the allowed size is refused from its Content-Length
     huge = b"\x89PNG" + bytes(body_limit(MAX_PIXELS))
     _assert_plain_error(client.post("/restore", content=huge, headers={"content-type": "image/png"}), 413, "MB")

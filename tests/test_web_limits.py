@@ -72,16 +72,7 @@ def _png(mode: str, size=(1, 1)) -> bytes:
 
 
 def crowd():
-    """A 400 x 200 photo of five faces of different sizes (36 to 66 pixels wide) and a perfect detector's faces."""
-    placements = [
-        (0.5, 0.0, (45.0, 60.0)),
-        (0.9, 4.0, (130.0, 100.0)),
-        (0.6, -3.0, (215.0, 60.0)),
-        (0.8, 0.0, (290.0, 120.0)),
-        (0.7, 2.0, (360.0, 70.0)),
-    ]
-    lq, _, faces = S.make_photo(placements, h=200, w=400)
-    return lq, faces
+    return S.crowd_photo()
 
 
 def test_whole_photo_restores_only_the_largest_faces_and_says_so(restorer):

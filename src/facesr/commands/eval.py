@@ -208,7 +208,7 @@ def eval_checkpoint(args) -> int:
     _check_outputs(args, pairs, save_dir)
 
     restorer, desc, precision = _load(args)
-    loaded = load_pairs(lq_dir, gt_dir, restorer.scale, "LQ folder", "GT folder", args.crop_border, args.max_pixels)
+    loaded = load_pairs(lq_dir, gt_dir, restorer.scale, crop_border=args.crop_border, max_pixels=args.max_pixels)
 
     on_image = None
     if save_dir is not None:

@@ -31,13 +31,7 @@ def add_parser(subparsers) -> None:
         metavar="LQ_DIR",
         help="with --openvino: quantize to int8 (NNCF), calibrated on the LQ faces in LQ_DIR",
     )
-    p.add_argument(
-        "--calib-count",
-        type=int,
-        default=300,
-        metavar="N",
-        help="with --int8: most calibration faces to use (default 300)",
-    )
+    p.add_argument("--calib-count", type=int, default=300, metavar="N", help="--int8: most calibration faces (300)")
     p.add_argument("--ema", action="store_true", help="export the EMA weights of the checkpoint")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -97,13 +97,7 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help="skip videos with more than N frames to restore (default 54000, 30 min at 30 fps)",
     )
-    v.add_argument(
-        "--crf",
-        type=int,
-        default=18,
-        metavar="Q",
-        help="H.264 quality, 0 (lossless) .. 51 (default 18, visually lossless)",
-    )
+    v.add_argument("--crf", type=int, default=18, metavar="Q", help="H.264 quality, 0 (lossless) .. 51 (default 18)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=run)
 

@@ -62,13 +62,7 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help="most requests waiting behind the running one; more get HTTP 503 (default 8)",
     )
-    p.add_argument(
-        "--upload-timeout",
-        type=float,
-        default=20.0,
-        metavar="SECONDS",
-        help="HTTP 408 when an upload sends nothing for this long (default 20)",
-    )
+    p.add_argument("--upload-timeout", type=float, default=20.0, metavar="S", help="408 after S s without upload data")
     p.add_argument("--quiet", action="store_true", help="do not log each job on stderr")
     p.set_defaults(func=run)
 

@@ -10,8 +10,8 @@ Every function returns ``{"mean": {"psnr", "ssim", "psnr_challenge"}, "per_image
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -57,18 +57,11 @@ def check_ssim_size(stem: str, shape, crop_border: int) -> None:
 # ----------------------------------------------------------------------------- pairing folders
 
 
-def load_pairs(
-    lq_dir: str | os.PathLike,
-    gt_dir: str | os.PathLike,
-    scale: int,
-    lq_what: str = "LQ folder",
-    gt_what: str = "GT folder",
-    crop_border: int | None = None,
-    max_pixels: int | None = None,
-) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """:func:`facesr.data.pairs.load_pairs`; with ``crop_border`` set, images too small for SSIM are refused too."""
+def load_pairs(*args: Any, crop_border: int | None = None, **kwargs: Any) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """:func:`facesr.data.pairs.load_pairs` (the same arguments, by position or name); with ``crop_border``
+    set, images too small for SSIM after that crop are refused too."""
     check = None if crop_border is None else (lambda stem, shape: check_ssim_size(stem, shape, crop_border))
-    return _load_pairs(lq_dir, gt_dir, scale, lq_what, gt_what, check, max_pixels)
+    return _load_pairs(*args, **{**kwargs, "check": check})
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -82,7 +75,9 @@ def eval_folders(
     Unmatched files and size mismatches raise :class:`ImageError` listing them.
     ``progress``, if given, is updated (``.update(1)``) per image.
     """
-    loaded = load_pairs(pred_dir, gt_dir, 1, "prediction folder", "GT folder", crop_border, max_pixels)
+    loaded = load_pairs(
+        pred_dir, gt_dir, 1, "prediction folder", "GT folder", crop_border=crop_border, max_pixels=max_pixels
+    )
     per = {}
     for stem, pred, gt in loaded:
         per[stem] = score(pred, gt, crop_border, y_only)

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
-from ..faces.photo import DEFAULT_MAX_FACES
-from .images import DEFAULT_MAX_PIXELS
-from .jobs import DEFAULT_FETCHED_GRACE_S, DEFAULT_KEEP_BYTES
 from .photo import (
     NO_DETECTOR,
     NO_PHOTO_MODE,
-    PHOTO_UPSCALE,
     SharedDetector,
     default_detector_missing,
 )
@@ -59,47 +56,19 @@ async def _lifespan(app: FastAPI):
     app.state.service.queue.close(STOP_GRACE_S)  # at once if facesr.web.server already stopped the jobs
 
 
-def create_app(
-    restorer,
-    *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_queued: int = 8,
-    upload_timeout_s: float = 20.0,
-    model_name: str = "the shipped model",
-    examples: bool = True,
-    keep_finished: int = 8,
-    keep_seconds: float = 600.0,
-    warmup: bool = False,
-    detector=None,
-    photo_upscale: int = PHOTO_UPSCALE,
-    max_faces: int = DEFAULT_MAX_FACES,
-    keep_bytes: int = DEFAULT_KEEP_BYTES,
-    fetched_grace_s: float = DEFAULT_FETCHED_GRACE_S,
-) -> FastAPI:
+def create_app(restorer, *, detector=None, **options: Any) -> FastAPI:
     """Build the FastAPI app around one model.
 
     ``restorer``: a :class:`facesr.inference.Restorer` (anything with ``scale`` and ``restore(image,
     progress=None)``); with ``restore_photo`` and a face detector, jobs may ask for ``mode=photo``.
     ``detector``: whole-photo mode's face detector (``rgb -> list[facesr.faces.Face]``); None = dlib's
-    HOG detector of the ``faces`` extra, loaded at the first whole-photo job.  The other options are
-    those of :class:`~facesr.web.service.ServerConfig`.
+    HOG detector of the ``faces`` extra, loaded at the first whole-photo job.  ``options``: the fields of
+    :class:`~facesr.web.service.ServerConfig` (``max_pixels``, ``max_queued``, ``max_faces``, ...); an
+    unknown one is a TypeError.
     """
-    config = ServerConfig(
-        max_pixels=max_pixels,
-        max_queued=max_queued,
-        upload_timeout_s=upload_timeout_s,
-        model_name=model_name,
-        examples=examples,
-        keep_finished=keep_finished,
-        keep_seconds=keep_seconds,
-        warmup=warmup,
-        photo_upscale=photo_upscale,
-        max_faces=max_faces,
-        keep_bytes=keep_bytes,
-        fetched_grace_s=fetched_grace_s,
-    )
+    config = ServerConfig(**options)
     service = WebService(restorer, config, SharedDetector(detector), photo_refusal(restorer, detector))
-    if warmup:
+    if config.warmup:
         service.warm_up()
     app = FastAPI(
         title="facesr serve",
