@@ -85,8 +85,9 @@ def test_part_of_a_video(tmp_path, tiny):
 def test_odd_frame_size_at_upscale_1(tmp_path, tiny):
     lq, _, faces = S.face_clip(4, h=61, w=81)
     S.write_clip(tmp_path / "odd.mkv", lq, codec="ffv1", audio=False)  # a lossless codec that takes odd sizes
-    res = restore_video(tmp_path / "odd.mkv", tmp_path / "out.mkv", restorer=tiny, detector=S.FrameDetector(faces),
-                        upscale=1)  # H.264 in yuv444p: yuv420p needs even sides
+    res = restore_video(
+        tmp_path / "odd.mkv", tmp_path / "out.mkv", restorer=tiny, detector=S.FrameDetector(faces), upscale=1
+    )  # H.264 in yuv444p: yuv420p needs even sides
     frames, info = S.read_clip(tmp_path / "out.mkv")
     assert res.frames == len(frames) == 4 and (info["width"], info["height"]) == (81, 61)
 
