@@ -144,3 +144,29 @@ def test_save_weights_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="cannot write .*w.safetensors: .*No space left"):
         W.save_weights(tmp_path / "w.safetensors", MSRResNet(mid_channels=4, num_blocks=1))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_restore_caps_faces_per_photo(tmp_path, capsys, monkeypatch):
+    import faces_synth as S
+
+    import facesr.faces.detect as detect
+
+    lq, faces = S.crowd_photo()
+    Image.fromarray(lq).save(tmp_path / "crowd.png")
+    monkeypatch.setattr(detect, "load_detector", lambda *a, **k: S.FakeDetector(faces))
+    rc = main(
+        [
+            "restore",
+            str(tmp_path / "crowd.png"),
+            "--out",
+            str(tmp_path / "out"),
+            "--max-faces",
+            "2",
+            "--precision",
+            "fp32",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "restored the 2 largest faces; 3 more left as background (--max-faces 2)" in err
+    assert main(["restore", str(tmp_path / "crowd.png"), "--out", str(tmp_path / "o2"), "--max-faces", "0"]) == 2

@@ -73,6 +73,14 @@ def add_parser(subparsers) -> None:
         help="faces narrower than PX photo pixels are left as background and counted (default 32)",
     )
     p.add_argument(
+        "--max-faces",
+        type=int,
+        default=32,
+        metavar="N",
+        help="restore at most the N largest faces of a photo; the others stay as background and are counted "
+        "(default 32)",
+    )
+    p.add_argument(
         "--save-faces",
         action="store_true",
         help="also write <stem>_faces/: aligned model inputs, restored faces and faces.json "
@@ -142,6 +150,8 @@ def _check_args(a) -> None:
 
     if a.min_face < 0:
         raise FacesrError(f"--min-face must be >= 0, got {a.min_face}")
+    if not 1 <= a.max_faces <= 10_000:
+        raise FacesrError(f"--max-faces must be in 1..10000, got {a.max_faces}")
     a.max_pixels = max_pixels_arg(a)  # pixels (or None) from here on
     if a.start < 0 or (a.duration is not None and a.duration <= 0):
         raise FacesrError(f"--start must be >= 0 and --duration > 0, got {a.start} and {a.duration}")
@@ -243,6 +253,7 @@ def _restore_photos(
                     background=a.bg,
                     min_face=a.min_face,
                     keep_crops=a.save_faces,
+                    max_faces=a.max_faces,
                 )
             except FacesrError as exc:
                 skipped.append(one_line(exc))
@@ -260,6 +271,11 @@ def _restore_photos(
                     f"facesr {NAME}: note: {f}: no face restored"
                     f"{f' ({len(res.skipped)} too small)' if res.skipped else ''}; "
                     f"wrote a plain {a.bg} upscale"
+                )
+            if res.over_cap:
+                bar.write(
+                    f"facesr {NAME}: note: {f}: restored the {len(res.faces)} largest faces; "
+                    f"{len(res.over_cap)} more left as background (--max-faces {a.max_faces})"
                 )
             bar.set_postfix_str(f"faces={n_faces}")
             bar.update(1)
