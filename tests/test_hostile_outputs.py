@@ -148,7 +148,6 @@ def test_save_weights_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
 
 def test_restore_caps_faces_per_photo(tmp_path, capsys, monkeypatch):
     import faces_synth as S
-
     import facesr.faces.detect as detect
 
     lq, faces = S.crowd_photo()
