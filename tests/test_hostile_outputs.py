@@ -169,3 +169,33 @@ def test_restore_caps_faces_per_photo(tmp_path, capsys, monkeypatch):
     assert rc == 0, err
     assert "restored the 2 largest faces; 3 more left as background (--max-faces 2)" in err
     assert main(["restore", str(tmp_path / "crowd.png"), "--out", str(tmp_path / "o2"), "--max-faces", "0"]) == 2
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_restore_of_a_one_pixel_photo_is_a_plain_upscale_not_a_traceback(tmp_path, capsys, mode):
+    pytest.importorskip("dlib")
+    Image.new(mode, (1, 1)).save(tmp_path / "tiny.png")
+    rc = main(["restore", str(tmp_path / "tiny.png"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err and "no face restored" in err
+    assert (tmp_path / "out" / "tiny.png").exists()
+
+
+@pytest.mark.parametrize(
+    "env,needle",
+    [
+        ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK"),
+        ({"WORLD_SIZE": "2", "RANK": "3", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}, "RANK=3 does not fit"),
+        ({"WORLD_SIZE": "2", "RANK": "x", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}, "not integers"),
+    ],
+)
+def test_partial_torchrun_environments_are_one_line(monkeypatch, env, needle):
+    from facesr.distributed import init_distributed
+    from facesr.errors import FacesrError
+
+    for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(FacesrError, match=needle):
+        init_distributed("cpu")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import FacesrError
+
 
 @dataclass
 class DistInfo:
@@ -36,6 +38,25 @@ class DistInfo:
         return self.world_size > 1 or self.initialized
 
 
+def _rank_env(world: int) -> tuple[int, int]:
+    """(RANK, LOCAL_RANK) of a torchrun environment, checked: one-line FacesrError for a partial or
+    inconsistent one (WORLD_SIZE without RANK, RANK >= WORLD_SIZE, no rendezvous address)."""
+    env = os.environ
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not env.get(k)]
+    if missing:
+        raise FacesrError(
+            f"WORLD_SIZE={world} is set but {', '.join(missing)} is not: start several processes "
+            f"with torchrun, or unset WORLD_SIZE for one"
+        )
+    try:
+        rank, local_rank = int(env["RANK"]), int(env.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise FacesrError(f"RANK={env.get('RANK')!r} / LOCAL_RANK={env.get('LOCAL_RANK')!r}: not integers") from None
+    if not (0 <= rank < max(world, 1) and local_rank >= 0):
+        raise FacesrError(f"RANK={rank} does not fit WORLD_SIZE={world} (ranks are 0..{max(world, 1) - 1})")
+    return rank, local_rank
+
+
 def init_distributed(device_type: str) -> DistInfo:
     """Join the torchrun process group (NCCL for ``device_type`` "cuda", else gloo); one process: ``DistInfo()``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -43,7 +64,7 @@ def init_distributed(device_type: str) -> DistInfo:
     # so a 1-process launch exercises the same NCCL/gloo path as a multi-process one.
     if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return DistInfo()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = _rank_env(world)
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from ..errors import MissingExtraError
+from ..errors import ImageError, MissingExtraError, one_line
 from .align import apply, compose, invert, linear_scale, warp_affine
 
 EXTRA = "faces"
@@ -233,12 +233,19 @@ class DlibDetector:
         self, img: np.ndarray, threshold: float, upsample: int
     ) -> list[tuple[tuple[float, float, float, float], float]]:
         """dlib on one uint8 RGB image: ``((x0, y0, x1, y1), score)`` edge boxes in its pixel-centre coordinates."""
-        img = np.ascontiguousarray(img)
-        if self.model == "hog":
-            rects, scores, _ = self.detector.run(img, upsample, threshold)
-        else:
-            dets = self.detector(img, upsample)
-            rects, scores = [d.rect for d in dets], [d.confidence for d in dets]
+        # A fresh C-order copy: numpy calls tiny slices (1 x 1 of an RGBA photo) contiguous whatever their
+        # strides, and dlib refuses those strides.
+        img = np.array(img, dtype=np.uint8, order="C", copy=True)
+        try:
+            if self.model == "hog":
+                rects, scores, _ = self.detector.run(img, upsample, threshold)
+            else:
+                dets = self.detector(img, upsample)
+                rects, scores = [d.rect for d in dets], [d.confidence for d in dets]
+        except RuntimeError as exc:  # dlib's own refusals (sizes, strides): one line, not a traceback
+            raise ImageError(
+                f"the face detector could not search this {img.shape[1]}x{img.shape[0]} image ({one_line(exc)})"
+            ) from None
         return [
             ((r.left() - 0.5, r.top() - 0.5, r.right() + 0.5, r.bottom() + 0.5), float(sc))
             for r, sc in zip(rects, scores)
