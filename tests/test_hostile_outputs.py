@@ -199,3 +199,19 @@ def test_partial_torchrun_environments_are_one_line(monkeypatch, env, needle):
         monkeypatch.setenv(k, v)
     with pytest.raises(FacesrError, match=needle):
         init_distributed("cpu")
+
+
+def test_save_faces_never_writes_over_an_input_inside_a_faces_folder(tmp_path, capsys):
+    pytest.importorskip("dlib")
+    from facesr.assets import sample_face_path
+
+    out, faces = tmp_path / "OUT", tmp_path / "OUT" / "photo_faces"
+    faces.mkdir(parents=True)
+    img = Image.open(sample_face_path())
+    img.save(faces / "photo.png")
+    img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(faces / "face00_input.png")
+    before = {p.name: p.read_bytes() for p in faces.iterdir()}
+    rc = main(["restore", str(faces), "--out", str(out), "--save-faces", "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "refusing to write --save-faces crops into" in err and "holds input" in err
+    assert {p.name: p.read_bytes() for p in faces.iterdir()} == before

@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..io.guard import WriteGuard
 from . import add_max_pixels_option, add_model_options, check_outputs, load_restorer, max_pixels_arg, report_skipped
 
 NAME = "restore"
@@ -120,6 +121,9 @@ def run(a) -> int:
     mapping = check_outputs(a, photos, out)
     video_map = _video_outputs(a, videos, out)
     face_dirs = {f: out / f"{f.stem}_faces" for f in photos} if a.save_faces else {}
+    guard = WriteGuard().protect([*photos, *videos], "input")
+    for d in face_dirs.values():  # --save-faces never writes into a folder that holds an input, --overwrite or not
+        guard.check_tree(d, "write --save-faces crops into")
     if not a.overwrite:
         from ..errors import FacesrError
 
