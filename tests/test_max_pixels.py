@@ -49,3 +49,11 @@ def test_bad_caps_are_one_line(pairs, capsys, value):
 def test_compare_applies_the_cap(pairs, capsys):
     rc = main(["compare", str(pairs / "lq"), str(pairs / "gt"), "--out", str(pairs / "s.png"), "--max-pixels", "0.001"])
     assert rc == 2 and "over the cap" in capsys.readouterr().err
+
+
+def test_degrade_applies_the_cap(pairs, capsys):
+    rc = main(["degrade", str(pairs / "gt"), str(pairs / "lq_out"), "--max-pixels", "0.001"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "over the cap" in err
+    rc = main(["degrade", str(pairs / "gt"), str(pairs / "bad_out"), "--max-pixels", "-2"])
+    assert rc == 2 and not (pairs / "bad_out").exists()

@@ -20,7 +20,7 @@ import json
 import multiprocessing as mp
 from pathlib import Path
 
-from . import add_set, report_skipped
+from . import add_max_pixels_option, add_set, max_pixels_arg, report_skipped
 
 
 def add_parser(subparsers) -> None:
@@ -48,11 +48,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch", type=int, default=None, help="--engine batched: LQ images per batch (default 16)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_set(p)
+    add_max_pixels_option(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     """Run ``facesr degrade``; returns the exit status (0 ok, 1 some HQ files were skipped)."""
+    args.max_pixels = max_pixels_arg(args)  # pixels from here on; checked before anything is written
     from ..config import load_config
     from ..data.degrade_folder import degrade_file, output_name, worker_init
     from ..errors import FacesrError
@@ -94,7 +96,10 @@ def run(args) -> int:
             )
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    tasks = [(str(p), deg, args.seed, args.copies, cfg.data.hq_size, cfg.data.hq_resize, str(out_dir)) for p in files]
+    cap = args.max_pixels
+    tasks = [
+        (str(p), deg, args.seed, args.copies, cfg.data.hq_size, cfg.data.hq_resize, str(out_dir), cap) for p in files
+    ]
     from ..io.progress import progress
 
     pbar = progress(len(tasks), "facesr degrade", "img")

@@ -45,7 +45,7 @@ def worker_init() -> None:
         pass
 
 
-def load_hq(path, hq_size: int, hq_resize: str):
+def load_hq(path, hq_size: int, hq_resize: str, max_pixels: int | None = None):
     """Read one HQ file as uint8 RGB ``hq_size``^2 -> ``(image or None, result dict)``; the result holds
     ``hq`` (file name), ``records`` (empty), ``resized`` ((w, h) when resized) and ``error`` (one line)."""
     from ..io.images import read_rgb
@@ -54,7 +54,7 @@ def load_hq(path, hq_size: int, hq_resize: str):
     path = Path(path)
     result = {"hq": path.name, "records": [], "resized": None, "error": None}
     try:
-        img = read_rgb(path)
+        img = read_rgb(path, max_pixels)
         if img.shape[:2] != (hq_size, hq_size):
             result["resized"] = (int(img.shape[1]), int(img.shape[0]))
         with warnings.catch_warnings():
@@ -68,15 +68,15 @@ def load_hq(path, hq_size: int, hq_resize: str):
 def degrade_file(task: tuple) -> dict:
     """Degrade one HQ file ``copies`` times and write the PNGs.  Runs in a worker or in-process.
 
-    ``task`` = ``(path, DegradationCfg, seed, copies, hq_size, hq_resize, out_dir)``.
+    ``task`` = ``(path, DegradationCfg, seed, copies, hq_size, hq_resize, out_dir[, max_pixels])``.
     Returns ``{"hq", "records": [...], "resized": (w, h) | None, "error": str | None}``.
     """
     from ..io.images import write_png
     from .datasets import degrade_offline
 
-    path, deg, seed, copies, hq_size, hq_resize, out_dir = task
+    path, deg, seed, copies, hq_size, hq_resize, out_dir, *cap = task
     path = Path(path)
-    hq, result = load_hq(path, hq_size, hq_resize)
+    hq, result = load_hq(path, hq_size, hq_resize, *cap)
     if hq is None:
         return result
     for k in range(copies):
@@ -107,14 +107,14 @@ def degrade_files_batched(tasks: list[tuple], device: str, batch: int, threads: 
 
     if not tasks:
         return
-    _, deg, seed, copies, hq_size, hq_resize, out_dir = tasks[0]
+    _, deg, seed, copies, hq_size, hq_resize, out_dir, *cap = tasks[0]
     degrader = BatchedDegrader(deg, seed, resolve_device(device, option="--device"), noise="record")
     pool = ThreadPoolExecutor(threads) if threads > 0 else None
     mapper = pool.map if pool else map
     try:
         step = max(1, batch // copies)
         for start in range(0, len(tasks), step):
-            loaded = list(mapper(lambda t: load_hq(t[0], hq_size, hq_resize), tasks[start : start + step]))
+            loaded = list(mapper(lambda t: load_hq(t[0], hq_size, hq_resize, *cap), tasks[start : start + step]))
             jobs = []  # (result, hq, stem, copy, record)
             for (hq, result), t in zip(loaded, tasks[start : start + step]):
                 if hq is None:
