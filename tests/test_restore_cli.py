@@ -168,7 +168,7 @@ def test_max_pixels_is_checked_before_decoding(tmp_path, inputs, ckpt, fake_dete
             "--checkpoint",
             ckpt,
             "--max-pixels",
-            "5000",
+            "0.005",  # megapixels: 5,000 pixels
         ]
     )
     assert rc == 1 and "120x100" in capsys.readouterr().err
