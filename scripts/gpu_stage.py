@@ -227,7 +227,7 @@ def train_cmd(work: Path, budget_min: float, extra: list[str], dry: bool) -> lis
             "data.crop_size=16",
             "data.num_workers=1",
             "train.device=cpu",
-            "train.amp=none",
+            "train.precision=fp32",
             "train.channels_last=false",
             "train.log_interval=5",
             "train.ckpt_interval=1000000",
