@@ -38,7 +38,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder")
     add_model_options(p)
     p.add_argument("--zip", help="also write a flat zip of the outputs (challenge layout)")
-    p.add_argument("--tile", type=int, default=0, help="LQ tile size for big images (0 = auto / no tiling)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=0,
+        help="LQ tile size for big images (0 = auto / no tiling; at least half the model's receptive field, 14 for the shipped model)",
+    )
     p.add_argument(
         "--tile-overlap",
         type=int,

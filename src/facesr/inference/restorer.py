@@ -121,6 +121,7 @@ class Restorer:
 
     AUTO_TILE_PIXELS = 512 * 512
     AUTO_TILE = 256
+    MIN_TILE = 8
     MAX_BATCH_PIXELS = MAX_BATCH_PIXELS
     AMP = _DeprecatedAMP()
     TTA = ("none", "flip")
@@ -153,8 +154,29 @@ class Restorer:
             tile_overlap = self.runner.receptive_field
         if tile_overlap < 0:
             raise BadValueError(f"tile overlap must be >= 0, got {tile_overlap}")
+        self._check_tile_floor(int(tile), int(tile_overlap))
         self.tta = tta
         self.tile, self.tile_overlap, self.batch_size = int(tile), int(tile_overlap), int(batch_size)
+        self._pass_bytes: int | None = None  # bytes per LQ pixel of a forward pass, estimated when first needed
+
+    def _check_tile_floor(self, tile: int, overlap: int) -> None:
+        """BadValueError below :meth:`min_tile`: each tile pays ``2 * overlap`` pixels of context, so tiny
+        tiles multiply the work (a 1-pixel tile with the shipped model's 28-pixel context runs 3,249x)."""
+        floor = self.min_tile(overlap)
+        if 0 < tile < floor:
+            rf = self.runner.receptive_field
+            why = f"half the model's {rf}-pixel receptive field" if rf is not None else "the smallest tile"
+            raise BadValueError(
+                f"tile size {tile} is below the floor of {floor} LQ pixels ({why}: smaller tiles spend most of "
+                f"each pass on overlap); use {floor} or more, or 0 for automatic tiling"
+            )
+
+    def min_tile(self, overlap: int | None = None) -> int:
+        """The smallest tile size allowed: half the receptive field (at least :attr:`MIN_TILE`), which keeps
+        a tile's work within 25x its core's."""
+        rf = self.runner.receptive_field
+        rf = rf if rf is not None else (self.tile_overlap if overlap is None else overlap)
+        return max(self.MIN_TILE, -(-rf // 2))
 
     # --------------------------------------------------------------- what the runner decided
 
@@ -322,6 +344,35 @@ class Restorer:
                 step(len(chunk))
         return out
 
+    def _largest_pass(self, images: Sequence[np.ndarray]) -> tuple[int, tuple[int, int]]:
+        """``(LQ pixels, (h, w) of the largest piece)`` of the biggest forward pass restoring ``images`` takes:
+        one untiled image or tile with its overlap, or a batch of smaller ones (at most MAX_BATCH_PIXELS)."""
+        shape = (0, 0)
+        for img in images:
+            h, w = img.shape[:2]
+            tile = self._tile_size(h, w)
+            if tile:
+                h, w = min(h, tile + 2 * self.tile_overlap), min(w, tile + 2 * self.tile_overlap)
+            if h * w > shape[0] * shape[1]:
+                shape = (h, w)
+        pixels = shape[0] * shape[1]
+        if self.batch_size > 1 and len(images) > 1:
+            pixels = max(pixels, self.MAX_BATCH_PIXELS)
+        return pixels, shape
+
+    def _check_memory(self, images: Sequence[np.ndarray]) -> None:
+        """BadValueError (one line) before any pass when the largest pass cannot fit in memory
+        (:mod:`facesr.inference.memory`)."""
+        if not images:
+            return
+        from .memory import bytes_per_lq_pixel, check_pass_fits
+
+        if self._pass_bytes is None:
+            self._pass_bytes = bytes_per_lq_pixel(self.runner, tta=self.tta == "flip")
+        pixels, shape = self._largest_pass(images)
+        hint = "give a smaller tile size (predict --tile N; 0 = automatic 256-pixel tiles)"
+        check_pass_fits(self.runner, pixels * self._pass_bytes, shape, hint)
+
     def _progress_step(self, images: Sequence[np.ndarray], progress: Progress | None) -> Callable[[int], None] | None:
         """A ``step(n)`` that counts passes (tiles of tiled images, whole untiled images) into ``progress``."""
         if progress is None:
@@ -351,6 +402,7 @@ class Restorer:
                 raise ImageError(f"restore_rgb() takes uint8 HxWx3 arrays, got {img.dtype} {tuple(img.shape)}")
             if min(img.shape[:2]) < 1:
                 raise ImageError(f"restore() got an empty image of shape {tuple(img.shape)}")
+        self._check_memory(images)
         results: list[np.ndarray | None] = [None] * len(images)
         step = self._progress_step(images, progress)
         if step:

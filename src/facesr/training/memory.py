@@ -19,13 +19,12 @@ compares it with measured peaks.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ..config import Config
+from ..devices import gb, host_memory
 from ..errors import TrainingError
 from ..models import build_model
 from .losses import get_loss
@@ -61,10 +60,6 @@ class MemoryEstimate:
     @property
     def total(self) -> int:
         return self.device_side + self.host_side
-
-
-def gb(n: float) -> str:
-    return f"{n / 1e9:,.1f} GB"
 
 
 def _shapes(cfg: Config) -> tuple[int, int, int]:
@@ -120,37 +115,6 @@ def estimate(cfg: Config, num_workers: int, n_images: int) -> MemoryEstimate:
         host_batches=uint8_batch * in_flight,
         workers=num_workers * WORKER_BYTES + max(1, num_workers) * cache,
     )
-
-
-def _cgroup_limit() -> tuple[int, int] | None:
-    """``(limit, in use)`` of this process's cgroup (v2), or None when unlimited or unknown."""
-    base = Path("/sys/fs/cgroup")
-    try:
-        limit = (base / "memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return int(limit), int((base / "memory.current").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def host_memory() -> tuple[int, int] | None:
-    """``(available, total)`` bytes of host memory (MemAvailable, within a cgroup limit); None if unknown."""
-    try:
-        page = os.sysconf("SC_PAGE_SIZE")
-        total, avail = os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
-    except (AttributeError, ValueError, OSError):
-        return None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    cg = _cgroup_limit()
-    if cg is not None:
-        total, avail = min(total, cg[0]), min(avail, max(0, cg[0] - cg[1]))
-    return avail, total
 
 
 def _describe(cfg: Config, e: MemoryEstimate, part: int) -> str:
