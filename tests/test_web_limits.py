@@ -327,12 +327,14 @@ def test_cli_max_pixels_is_megapixels_and_the_old_count_still_works(monkeypatch,
         "9",
         "--header-timeout",
         "2.5",
+        "--send-timeout",
+        "7",
     )
     err = capsys.readouterr().err
     assert status == 0 and "warning" not in err
     service = config.app.state.service
     assert service.config.max_pixels == 250_000 and service.config.max_faces == 5
-    assert config.http.limits == ConnectionLimits(header_timeout_s=2.5, max_connections=9)
+    assert config.http.limits == ConnectionLimits(header_timeout_s=2.5, max_connections=9, send_timeout_s=7)
     status, config = _serve(monkeypatch, restorer)
     capsys.readouterr()
     assert config.app.state.service.config.max_pixels == 1024 * 1024
@@ -345,7 +347,7 @@ def test_cli_max_pixels_is_megapixels_and_the_old_count_still_works(monkeypatch,
         assert _serve(monkeypatch, restorer, "--max-pixels", bad)[0] == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "--max-pixels" in err and "Traceback" not in err
-    for flag in ("--max-faces", "--max-connections", "--header-timeout"):
+    for flag in ("--max-faces", "--max-connections", "--header-timeout", "--send-timeout"):
         assert _serve(monkeypatch, restorer, flag, "0")[0] == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and flag in err
@@ -422,3 +424,76 @@ def test_sigterm_with_a_job_running_stops_the_server_within_two_seconds(tmp_path
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _big_answer_app(size: int):
+    """An ASGI app whose every answer is ``size`` bytes (in 1 MiB sends), and a list of how its sends ended."""
+    ended: list[str] = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(size).encode())]})
+        chunk = b"x" * 2**20
+        try:
+            for start in range(0, size, len(chunk)):
+                more = start + len(chunk) < size
+                await send({"type": "http.response.body", "body": chunk[: size - start], "more_body": more})
+            ended.append("sent")
+        except OSError as exc:
+            ended.append(type(exc).__name__)
+
+    return app, ended
+
+
+def _unread_client(port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # so the server's side fills quickly
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    return s
+
+
+def _poll(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_client_that_stops_reading_an_answer_is_cut_off_after_the_send_timeout():
+    app, ended = _big_answer_app(64 * 2**20)
+    with LiveServer(app, ConnectionLimits(send_timeout_s=0.5)) as srv:
+        s = _unread_client(srv.port)
+        t0 = time.monotonic()
+        # the app's sends stop blocking only when the connection is gone (uvicorn then drops the rest)
+        assert _poll(lambda: bool(ended), 10.0), "a client that stopped reading held its connection"
+        assert time.monotonic() - t0 < 5.0
+        assert _poll(lambda: not srv.server.server_state.connections, 2.0)
+        s.settimeout(5)
+        got = b""
+        try:
+            while chunk := s.recv(2**20):
+                got += chunk
+        except ConnectionResetError:  # aborted: the server's unread bytes were dropped
+            pass
+        s.close()
+        assert got.startswith(b"HTTP/1.1 200 ") and len(got) < 64 * 2**20
+
+
+def test_a_client_that_reads_slowly_gets_the_whole_answer():
+    size = 4 * 2**20
+    app, ended = _big_answer_app(size)
+    with LiveServer(app, ConnectionLimits(send_timeout_s=0.5)) as srv:
+        s = _unread_client(srv.port)  # reads 4 KiB at a time: the server's buffer fills and drains, again and again
+        s.settimeout(10)
+        got = b""
+        while not got.endswith(b"x" * 64) or len(got) < size:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+        assert ended == ["sent"] and got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"x" * size)

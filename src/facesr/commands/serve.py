@@ -20,6 +20,7 @@ DEFAULT_MAX_PIXELS = 1024 * 1024
 DEFAULT_MAX_FACES = 32
 DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_SEND_TIMEOUT_S = 30.0
 
 
 def add_parser(subparsers) -> None:
@@ -56,6 +57,14 @@ def add_parser(subparsers) -> None:
         f"(default {DEFAULT_HEADER_TIMEOUT_S:g})",
     )
     p.add_argument(
+        "--send-timeout",
+        type=float,
+        default=DEFAULT_SEND_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"a connection whose client stops reading an answer for this long is cut off "
+        f"(default {DEFAULT_SEND_TIMEOUT_S:g})",
+    )
+    p.add_argument(
         "--max-queue",
         type=int,
         default=8,
@@ -79,6 +88,8 @@ def _check(args) -> None:
         raise FacesrError(f"--max-connections must be at least 1, got {args.max_connections}")
     if not (math.isfinite(args.header_timeout) and args.header_timeout > 0):
         raise FacesrError(f"--header-timeout must be more than 0 seconds, got {args.header_timeout:g}")
+    if not (math.isfinite(args.send_timeout) and args.send_timeout > 0):
+        raise FacesrError(f"--send-timeout must be more than 0 seconds, got {args.send_timeout:g}")
     if args.max_queue < 0:
         raise FacesrError(f"--max-queue must be at least 0, got {args.max_queue}")
     if not (math.isfinite(args.upload_timeout) and args.upload_timeout > 0):
@@ -157,7 +168,11 @@ def run(args) -> int:
     level = log.level
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
 
-    limits = ConnectionLimits(header_timeout_s=args.header_timeout, max_connections=args.max_connections)
+    limits = ConnectionLimits(
+        header_timeout_s=args.header_timeout,
+        max_connections=args.max_connections,
+        send_timeout_s=args.send_timeout,
+    )
     server = server_for(app, limits, log_level="warning", access_log=False)
     print(
         f"facesr serve: {model} on {restorer.device} ({restorer.precision}); open {url} in a browser "

@@ -9,7 +9,10 @@ forever, and so do thousands of them.  :func:`uvicorn_config` runs the app on
   request) the client has ``header_timeout_s`` seconds to send the complete request headers; after
   that it gets ``408`` and the connection is closed;
 * a connection cap: a connection beyond ``max_connections`` open at once gets ``503`` (with
-  ``Retry-After``) and is closed before anything is read.
+  ``Retry-After``) and is closed before anything is read;
+* a send timeout: a client that stops reading an answer (the kernel's and asyncio's buffers full, so
+  the transport asked uvicorn to pause writing) and does not read again for ``send_timeout_s`` seconds
+  has its connection aborted, its buffered bytes dropped (uvicorn itself would wait forever).
 
 The rest comes from uvicorn's settings: ``h11_max_incomplete_event_size`` caps the header bytes
 (more is answered 400), ``limit_concurrency`` answers 503 past the cap as a backstop, and
@@ -37,6 +40,8 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_MAX_CONNECTIONS = 64
 #: Most bytes of a request line and headers (h11's own default, made explicit).
 MAX_HEADER_BYTES = 16 * 1024
+#: Seconds a client may leave an answer unread (the transport's buffer full) before it is cut off.
+DEFAULT_SEND_TIMEOUT_S = 30.0
 #: Seconds an idle keep-alive connection stays open.
 KEEP_ALIVE_S = 5
 RETRY_AFTER_S = 30
@@ -62,16 +67,20 @@ TOO_MANY = _plain(
 @dataclass(frozen=True)
 class ConnectionLimits:
     """Bounds of each connection: ``header_timeout_s`` seconds (> 0) to send complete headers, at most
-    ``max_connections`` (>= 1) open at once, ``max_header_bytes`` of headers, ``keep_alive_s`` idle seconds."""
+    ``max_connections`` (>= 1) open at once, ``max_header_bytes`` of headers, ``keep_alive_s`` idle seconds,
+    ``send_timeout_s`` seconds (> 0) that an answer may sit unread."""
 
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_header_bytes: int = MAX_HEADER_BYTES
     keep_alive_s: int = KEEP_ALIVE_S
+    send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
 
     def __post_init__(self):
         if not self.header_timeout_s > 0:
             raise ValueError(f"header_timeout_s must be > 0, got {self.header_timeout_s}")
+        if not self.send_timeout_s > 0:
+            raise ValueError(f"send_timeout_s must be > 0, got {self.send_timeout_s}")
         if int(self.max_connections) < 1:
             raise ValueError(f"max_connections must be at least 1, got {self.max_connections}")
 
@@ -84,6 +93,7 @@ class BoundedH11Protocol(H11Protocol):
 
     limits = ConnectionLimits()
     _header_timer: asyncio.TimerHandle | None = None
+    _send_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -101,7 +111,33 @@ class BoundedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
+        self._disarm_send_timer()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is full (the client is not reading): start the send timeout."""
+        super().pause_writing()
+        self._disarm_send_timer()
+        self._send_timer = self.loop.call_later(self.limits.send_timeout_s, self._not_reading)
+
+    def resume_writing(self) -> None:
+        """The client read enough for the buffer to drain: no timeout while it keeps reading."""
+        self._disarm_send_timer()
+        super().resume_writing()
+
+    def _disarm_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _not_reading(self) -> None:
+        """Abort (not close: close would wait for the unread bytes) a connection whose client stopped reading."""
+        self._send_timer = None
+        if not self.transport.is_closing():
+            self.logger.warning(
+                "a client left an answer unread for %g s; connection aborted", self.limits.send_timeout_s
+            )
+        self.transport.abort()
 
     def _arm_header_timer(self) -> None:
         self._disarm_header_timer()
