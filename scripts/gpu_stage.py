@@ -48,7 +48,7 @@ WEIGHTS = REPO / "src" / "facesr" / "weights" / "facesr_default.safetensors"
 STAGE_CONFIG = REPO / "scripts" / "gpu_stage.yaml"
 #: Seconds kept back from the training budget for what follows it (startup, final validation of raw and
 #: EMA weights on 100 faces, export, the two fp32 evaluations, packing), on the device / in a dry run.
-RESERVE_S = {"device": 150.0, "dry": 45.0}
+RESERVE_S = {"device": 150.0, "dry": 45.0, "train-only": 75.0}
 
 
 class Session:
@@ -235,9 +235,11 @@ def train_cmd(work: Path, budget_min: float, extra: list[str], dry: bool) -> lis
     return cmd + extra
 
 
-def train_stage(s: Session, runs: Path, carry: Path, dry: bool, extra: list[str]) -> Path | None:
+def train_stage(
+    s: Session, runs: Path, carry: Path, dry: bool, extra: list[str], train_only: bool = False
+) -> Path | None:
     """Step 3; returns the run folder that validated (None if none did)."""
-    reserve = RESERVE_S["dry" if dry else "device"]
+    reserve = RESERVE_S["dry" if dry else "train-only" if train_only else "device"]
     data = [f"data.train_hq_dir={carry / 'train'}", f"data.val_hq_dir={carry / 'val'}"]
     for attempt, more in (("batched", []), ("exact", ["data.degrade_engine=exact", "data.num_workers=15"])):
         budget_min = (s.left() - reserve) / 60
@@ -353,13 +355,17 @@ def run(a) -> int:
     if not a.dry_run and not torch.cuda.is_available():
         s.say("no CUDA device: stopping (use --dry-run on a CPU)")
         return 2
-    benchmarks(s, a.dry_run)
-    tests = start_tests(s, a.dry_run)
+    tests = None
+    if not a.train_only:
+        benchmarks(s, a.dry_run)
+        tests = start_tests(s, a.dry_run)
     runs = Path(tempfile.mkdtemp(prefix="gpu_stage_runs_"))
-    work = train_stage(s, runs, carry, a.dry_run, list(a.set))
+    work = train_stage(s, runs, carry, a.dry_run, list(a.set), a.train_only)
     finish_tests(s, tests, 30)
     if work is not None:
-        evaluate(s, export(s, work), carry, a.dry_run)
+        new = export(s, work)
+        if not a.train_only:
+            evaluate(s, new, carry, a.dry_run)
     pack_logs(s, runs)
     shutil.rmtree(runs, ignore_errors=True)
     s.say("done" if work is not None else "no stage weights")
@@ -374,15 +380,21 @@ def main(argv=None) -> int:
     p.add_argument("--total-mib", type=float, default=62.0, help="working tree + carry must stay under this")
     p.add_argument("--train-dir", default=str(SHARED / "train-hq-celebahq"))
     p.add_argument("--val-dir", default=str(SHARED / "dev-val-celebahq"))
+    p.add_argument("--seed", type=int, default=0, help="the random order the training faces are taken in")
     r = sub.add_parser("run", help="tests, benchmarks, training stage, export and evaluation (on the device)")
     r.add_argument("--budget-min", type=float, default=9.2, help="wall-clock minutes for everything")
     r.add_argument("--out", default=os.environ.get("OUT", "/tmp/gpu_out"))
     r.add_argument("--carry", default=str(REPO / "gpu_carry"))
     r.add_argument("--dry-run", action="store_true", help="CPU, tiny budget: check that every step runs")
     r.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more training overrides")
+    r.add_argument(
+        "--train-only",
+        action="store_true",
+        help="a short second call: no benchmarks, tests or evaluation (score stage.safetensors here)",
+    )
     a = ap.parse_args(argv)
     if a.cmd == "prep":
-        print(json.dumps(prep(Path(a.carry), a.total_mib, Path(a.train_dir), Path(a.val_dir))))
+        print(json.dumps(prep(Path(a.carry), a.total_mib, Path(a.train_dir), Path(a.val_dir), a.seed)))
         return 0
     return run(a)
 
