@@ -137,3 +137,25 @@ def test_predict_refuses_a_tile_that_cannot_fit_in_one_line(tmp_path, capsys, mo
     assert code != 0 and "Traceback" not in err
     assert "300x300 LQ pixels needs about" in err and "--tile" in err
     assert not list((tmp_path / "out").glob("*.png")) if (tmp_path / "out").exists() else True
+
+
+def test_onnx_files_are_costed_as_the_architecture_they_name(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from facesr.inference.onnx import export_onnx
+
+    model = MSRResNet(mid_channels=8, num_blocks=1)
+    export_onnx(model, tmp_path / "m.onnx")
+    onnx_r = Restorer.from_onnx(tmp_path / "m.onnx")
+    assert onnx_r.runner.model.metadata["facesr.arch"] == "msrresnet"
+    assert mem.bytes_per_lq_pixel(onnx_r.runner) == mem.bytes_per_lq_pixel(_restorer(model).runner)
+
+    class Foreign:  # a model file without facesr's metadata
+        metadata: dict = {}
+
+    assert mem.traceable(Foreign()) is None
+    assert mem.traceable(type("Lying", (), {"metadata": {"facesr.arch": "nope", "facesr.arch_config": "{}"}})()) is None
+    onnx_r.runner.model.metadata = {}
+    fallback = mem.bytes_per_lq_pixel(onnx_r.runner)
+    assert fallback > mem.bytes_per_lq_pixel(_restorer(model).runner)
+    assert fallback >= 4 * mem.LIVE_WIDEST * mem.FALLBACK_WIDEST

@@ -11,18 +11,21 @@ about ``bytes_per_lq_pixel * pixels`` bytes:
   TTA) and the uint8 result.
 
 It is compared with the device's free memory (``torch.cuda.mem_get_info``) or the host's available
-memory (:func:`facesr.devices.host_memory`).  ONNX and OpenVINO files run outside torch, so their layers
-are not traced: they are costed as :data:`FALLBACK_WIDEST` values per LQ pixel (MSRResNet's widest layer,
-64 channels at x4).  docs/robustness.md compares the estimate with measured peaks.
+memory (:func:`facesr.devices.host_memory`).  ONNX and OpenVINO files run outside torch: a file whose facesr
+metadata names its architecture is traced as that architecture, any other is costed as
+:data:`FALLBACK_WIDEST` values per LQ pixel (MSRResNet's widest layer, 64 channels at x4).  docs/robustness.md compares the estimate with measured peaks.
 """
 
 from __future__ import annotations
+
+import json
 
 import torch
 from torch import nn
 
 from ..devices import gb, host_memory
-from ..errors import BadValueError
+from ..errors import BadValueError, FacesrError
+from ..models import build_model
 
 #: Values per LQ pixel of the widest layer of a model that cannot be traced (MSRResNet: 64 channels at x4).
 FALLBACK_WIDEST = 64 * 16
@@ -57,9 +60,22 @@ def widest_values_per_pixel(model: nn.Module) -> int | None:
     return -(-widest[0] // (PROBE * PROBE))
 
 
+def traceable(model) -> nn.Module | None:
+    """``model`` itself if it is a torch module; for an ONNX/OpenVINO model whose facesr metadata names its
+    architecture (``facesr.arch``, ``facesr.arch_config``), that architecture built on the meta device."""
+    if isinstance(model, nn.Module):
+        return model
+    meta = getattr(model, "metadata", None) or {}
+    try:
+        with torch.device("meta"):
+            return build_model(meta["facesr.arch"], **json.loads(meta["facesr.arch_config"]))
+    except (KeyError, TypeError, ValueError, FacesrError):  # not described, or not as we know it
+        return None
+
+
 def bytes_per_lq_pixel(runner, tta: bool = False) -> int:
     """Bytes one LQ pixel of a forward pass needs on ``runner`` (a :class:`~facesr.inference.Runner`)."""
-    model = runner.model if isinstance(runner.model, nn.Module) else None
+    model = traceable(runner.model)
     widest = widest_values_per_pixel(model) if model is not None else None
     widest = widest or FALLBACK_WIDEST
     act = 4 * LIVE_WIDEST * widest

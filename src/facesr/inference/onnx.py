@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import BadValueError, CheckpointError, FacesrError, MissingExtraError, one_line
-from ..models.registry import arch_config_of, receptive_field_of
+from ..models.registry import arch_config_of, arch_name, receptive_field_of
 from .runner import FALLBACK_RECEPTIVE_FIELD, ArrayRunner
 
 MIN_OPSET = 11  # first opset whose Resize matches PyTorch's bilinear (align_corners=False)
@@ -156,6 +156,10 @@ def _with_metadata(data: bytes, m: nn.Module) -> bytes:
         meta["facesr.receptive_field"] = str(receptive_field_of(m))
     if hasattr(m, "arch_config"):
         meta["facesr.arch_config"] = json.dumps(arch_config_of(m))
+    try:
+        meta["facesr.arch"] = arch_name(m)
+    except ValueError:  # not a registered architecture: the file just does not name one
+        pass
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v

@@ -102,6 +102,8 @@ class OpenVinoModel:
             raise CheckpointError(f"{self.name}: model does not upscale (output smaller than input)")
         rf = _meta(model, "facesr.receptive_field")
         self._receptive_field = int(rf) if rf is not None else FALLBACK_RECEPTIVE_FIELD
+        keys = ("facesr.arch", "facesr.arch_config", "facesr.receptive_field", "facesr.upscale_factor")
+        self.metadata = {k: v for k in keys if (v := _meta(model, k)) is not None}
 
     def receptive_field(self) -> int:
         """LQ pixels of context an output pixel depends on (from the metadata; a fallback for foreign files)."""
