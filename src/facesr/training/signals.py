@@ -85,6 +85,8 @@ class StopFlag:
         self._wake: socket.socket | None = None
         self._done = threading.Event()
         self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
 
     def __enter__(self) -> StopFlag:
         if threading.current_thread() is not threading.main_thread():
@@ -94,16 +96,34 @@ class StopFlag:
         listen, self._wake = socket.socketpair()
         self._wake.setblocking(False)
         self._old_wakeup = signal.set_wakeup_fd(self._wake.fileno(), warn_on_full_buffer=False)
-        threading.Thread(target=self._watch, args=(listen,), name="facesr-stop-watch", daemon=True).start()
+        self._watcher = threading.Thread(target=self._watch, args=(listen,), name="facesr-stop-watch", daemon=True)
+        self._watcher.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        """Restore the handlers and end the helper threads before returning.
+
+        The threads are joined, not left to die with the interpreter: a daemon thread that still holds
+        this object (and through ``on_hard_stop`` the run's tensors) would free them during interpreter
+        shutdown, and a thread ending inside torch's C++ then aborts the process ("terminate called
+        without an active exception", exit 134) after a run that succeeded.
+        """
         self._done.set()  # from here on, no hard stop
         for s, h in self._old.items():
             signal.signal(s, h)
         if self._wake is not None:
             signal.set_wakeup_fd(self._old_wakeup if self._old_wakeup is not None else -1)
             self._wake.close()  # the watcher's recv returns b"" and it ends
+        with self._lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join()
+            self._watcher = None
+        self.on_hard_stop = None
 
     @contextmanager
     def interruptible(self, stage: str) -> Iterator[None]:
@@ -151,7 +171,11 @@ class StopFlag:
             return
         timer = threading.Timer(self.grace_s, self._deadline, args=(signum,))
         timer.daemon = True
-        timer.start()
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._timer = timer
+            timer.start()
 
     def _deadline(self, signum: int) -> None:
         self._hard_stop(signum, f"still {self.stage} {self.grace_s:g} s later")
