@@ -52,11 +52,66 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _degrade_all(tasks: list[tuple], args, collect) -> None:
+    """Degrade every task in the engine and worker count asked for; ``collect`` gets each result in order."""
+    from ..data.degrade_folder import degrade_file, worker_init
+
+    if args.engine == "batched":
+        from ..data.degrade_folder import degrade_files_batched
+
+        for r in degrade_files_batched(tasks, args.device or "auto", args.batch or 16, args.workers):
+            collect(r)
+    elif args.workers == 0 or len(tasks) == 1:
+        for t in tasks:
+            collect(degrade_file(t))
+    else:
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        ctx = mp.get_context(method)  # never fork: a forked OpenCV can deadlock
+        if method == "forkserver":
+            # Import the heavy modules (torch, OpenCV) once in the server, not in every worker.
+            ctx.set_forkserver_preload(["facesr.data.degrade_folder", "facesr.data.datasets"])
+        with ctx.Pool(min(args.workers, len(tasks)), initializer=worker_init) as pool:
+            for r in pool.imap(degrade_file, tasks, chunksize=1):
+                collect(r)
+
+
+def _mtimes(out_dir: Path, names: list[str]) -> dict[str, int]:
+    """Modification times (ns) of the outputs already there, to tell them from the ones a run writes."""
+    found = {}
+    for n in names:
+        try:
+            found[n] = (out_dir / n).stat().st_mtime_ns
+        except OSError:
+            pass
+    return found
+
+
+def _remove_unrecorded(
+    out_dir: Path, tasks: list[tuple], results: list[dict], copies: int, before: dict[str, int]
+) -> None:
+    """After a run stopped early: delete the LQ files this run wrote whose results never came back (a
+    worker or a batch ahead of the collected ones), so that every LQ file left has its params.jsonl record."""
+    from ..data.degrade_folder import output_name
+
+    done = {r["hq"] for r in results}
+    for t in tasks:
+        hq = Path(t[0])
+        if hq.name in done:
+            continue
+        for k in range(copies):
+            name = output_name(hq.stem, k, copies)
+            try:
+                if (out_dir / name).stat().st_mtime_ns != before.get(name):
+                    (out_dir / name).unlink()
+            except OSError:
+                pass
+
+
 def run(args) -> int:
     """Run ``facesr degrade``; returns the exit status (0 ok, 1 some HQ files were skipped)."""
     args.max_pixels = max_pixels_arg(args)  # pixels from here on; checked before anything is written
     from ..config import load_config
-    from ..data.degrade_folder import degrade_file, output_name, worker_init
+    from ..data.degrade_folder import output_name
     from ..errors import FacesrError
     from ..io.files import atomic_write_bytes, first, list_images, same_dir
 
@@ -118,24 +173,12 @@ def run(args) -> int:
             warned = True
         pbar.update(1)
 
+    started = _mtimes(out_dir, names)
     try:
-        if args.engine == "batched":
-            from ..data.degrade_folder import degrade_files_batched
-
-            for r in degrade_files_batched(tasks, args.device or "auto", args.batch or 16, args.workers):
-                collect(r)
-        elif args.workers == 0 or len(tasks) == 1:
-            for t in tasks:
-                collect(degrade_file(t))
-        else:
-            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-            ctx = mp.get_context(method)  # never fork: a forked OpenCV can deadlock
-            if method == "forkserver":
-                # Import the heavy modules (torch, OpenCV) once in the server, not in every worker.
-                ctx.set_forkserver_preload(["facesr.data.degrade_folder", "facesr.data.datasets"])
-            with ctx.Pool(min(args.workers, len(tasks)), initializer=worker_init) as pool:
-                for r in pool.imap(degrade_file, tasks, chunksize=1):
-                    collect(r)
+        _degrade_all(tasks, args, collect)
+    except BaseException:
+        _remove_unrecorded(out_dir, tasks, results, args.copies, started)
+        raise
     finally:
         pbar.close()
         # Written even when the run stops early, so every LQ file on disk has its record.

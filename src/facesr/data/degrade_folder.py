@@ -21,6 +21,7 @@ differ from the exact engine's by its approximations (docs/performance.md).
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -33,8 +34,17 @@ def output_name(stem: str, k: int, copies: int) -> str:
 
 
 def worker_init() -> None:
-    """Pool initializer: one OpenCV/torch thread per worker, so N workers do not oversubscribe the cores."""
+    """Pool initializer: one OpenCV/torch thread per worker, so N workers do not oversubscribe the cores.
+
+    Signals: SIGINT (a terminal's Ctrl-C reaches the whole group) is left to the main process, which
+    ends the pool; SIGTERM (how the pool ends its workers) removes the worker's temporary files first.
+    """
+    import signal
+
     import cv2
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_terminated)
 
     cv2.setNumThreads(1)
     try:
@@ -43,6 +53,13 @@ def worker_init() -> None:
         torch.set_num_threads(1)
     except Exception:  # pragma: no cover - torch is a dependency
         pass
+
+
+def _worker_terminated(signum: int, frame) -> None:
+    from ..io.files import remove_temp_files
+
+    remove_temp_files()
+    os._exit(0)
 
 
 def load_hq(path, hq_size: int, hq_resize: str, max_pixels: int | None = None):

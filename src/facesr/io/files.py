@@ -9,7 +9,10 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import FacesrError, ImageError, OutputError
@@ -188,6 +191,48 @@ def _write_error(path: Path, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {exc.strerror or type(exc).__name__}")
 
 
+#: Temporary files this process is writing (``.<name>.<pid>.tmp``): removed by a hard stop on a signal.
+_TEMP_FILES: set[Path] = set()
+_TEMP_LOCK = threading.Lock()
+
+
+def track_temp(tmp: Path) -> None:
+    """Register ``tmp`` as being written, for :func:`remove_temp_files`."""
+    with _TEMP_LOCK:
+        _TEMP_FILES.add(tmp)
+
+
+def untrack_temp(tmp: Path) -> None:
+    """``tmp`` was renamed to its final name, or removed."""
+    with _TEMP_LOCK:
+        _TEMP_FILES.discard(tmp)
+
+
+def remove_temp_files() -> None:
+    """Delete every temporary file still being written (a process about to leave by ``os._exit``).
+
+    Final names are never touched: a file is either whole under its final name, or gone.
+    """
+    with _TEMP_LOCK:
+        pending = list(_TEMP_FILES)
+        _TEMP_FILES.clear()
+    for tmp in pending:
+        _unlink_quietly(tmp)
+
+
+@contextmanager
+def temp_for(path: Path) -> Iterator[Path]:
+    """A tracked temporary name next to ``path`` (``.<name>.<pid>.tmp``), removed on the way out unless it
+    was renamed to ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    track_temp(tmp)
+    try:
+        yield tmp
+    finally:
+        _unlink_quietly(tmp)
+        untrack_temp(tmp)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (never half-written).
 
@@ -195,15 +240,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     no temporary file behind.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        with temp_for(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
     except OSError as exc:
         raise _write_error(path, exc) from None
-    finally:
-        _unlink_quietly(tmp)
 
 
 def _unlink_quietly(p: Path) -> None:
@@ -239,16 +282,14 @@ def write_zip(zip_path: Path, members: list[Path]) -> None:
     images give the same zip bytes whoever writes them and whenever.
     """
     zip_path = Path(zip_path)
-    tmp = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.tmp")
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for m in sorted(members, key=zip_name):
-                info = _zip_entry(zip_name(m))
-                info.file_size = os.path.getsize(m)
-                with open(m, "rb") as src, zf.open(info, "w") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-        os.replace(tmp, zip_path)
+        with temp_for(zip_path) as tmp:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+                for m in sorted(members, key=zip_name):
+                    info = _zip_entry(zip_name(m))
+                    info.file_size = os.path.getsize(m)
+                    with open(m, "rb") as src, zf.open(info, "w") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+            os.replace(tmp, zip_path)
     except OSError as exc:
         raise _write_error(zip_path, exc) from None
-    finally:
-        _unlink_quietly(tmp)

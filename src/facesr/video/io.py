@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FacesrError, MissingExtraError, OutputError, one_line
+from ..io.files import track_temp, untrack_temp
 
 EXTRA = "video"
 #: File extensions taken as videos by ``facesr restore`` (anything else is read as a photo).
@@ -250,6 +251,7 @@ class AtomicVideoWriter:
         av = import_av()
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        track_temp(self.tmp)
         fmt = KEEP_CONTAINER.get(self.path.suffix.lower(), "matroska")
         self.encoder = choose_encoder()
         self.last_pts: int | None = None
@@ -308,6 +310,7 @@ class AtomicVideoWriter:
             self._mux(self.v.encode())
             self.c.close()
             os.replace(self.tmp, self.path)
+            untrack_temp(self.tmp)
         except OSError as exc:
             self.abort()
             raise OutputError(f"cannot write {self.path}: {one_line(exc)}") from None
@@ -328,3 +331,4 @@ class AtomicVideoWriter:
             self.tmp.unlink()
         except OSError:
             pass
+        untrack_temp(self.tmp)
