@@ -173,7 +173,7 @@ def split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
     import os
 
     from ..errors import FacesrError
-    from ..io.files import IMAGE_EXTS, expand_inputs, real
+    from ..io.files import IMAGE_EXTS, expand_inputs, not_an_input, real
     from ..video.io import VIDEO_EXTS
 
     photos: list[Path] = []
@@ -188,7 +188,7 @@ def split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
         elif set("*?[") & set(spec):
             found = sorted(Path(q) for q in glob.glob(spec) if Path(q).suffix.lower() in VIDEO_EXTS | IMAGE_EXTS)
         else:
-            raise FacesrError(f"{spec}: no such file or folder")
+            raise FacesrError(f"{spec}: {not_an_input(spec)}")
         vids = [q for q in found if q.suffix.lower() in VIDEO_EXTS and os.path.isfile(q)]
         has_images = any(q.suffix.lower() in IMAGE_EXTS for q in found)
         if not vids and not has_images:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import stat
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import FacesrError, ImageError, OutputError
 
@@ -29,6 +31,53 @@ class OutputsExistError(FacesrError):
 def real(p: str | os.PathLike) -> Path:
     """The resolved path; unlike ``Path.resolve`` never raises on a symlink loop."""
     return Path(os.path.realpath(p))
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    for test, words in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+class NotRegularFileError(OSError):
+    """A path to read names a folder, FIFO, socket or device, not a regular file; ``strerror`` says which."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """``path`` opened for binary reading when it is a regular file (symbolic links followed).
+
+    Never blocks: a FIFO is opened non-blocking and then refused, like a folder, socket or device, with
+    :class:`NotRegularFileError` (an OSError whose ``strerror`` says what it is, e.g. "a FIFO (named pipe),
+    not a regular file").  A missing file raises FileNotFoundError as ``open`` does.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(0, f"{_kind(mode)}, not a regular file", os.fspath(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_regular(path: str | os.PathLike) -> None:
+    """:func:`open_regular` without keeping the file open: FileNotFoundError, NotRegularFileError or another
+    OSError unless ``path`` is a regular file that can be opened for reading."""
+    with open_regular(path):
+        pass
 
 
 def same_dir(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -86,6 +135,17 @@ def images_by_stem(folder: str | os.PathLike, what: str = "folder") -> dict[str,
     return out
 
 
+def not_an_input(spec: str) -> str:
+    """Why ``spec``, neither a file nor a folder, is no input: missing, a link that leads nowhere, or what it is."""
+    try:
+        mode = os.stat(spec).st_mode
+    except OSError as exc:
+        if os.path.islink(spec):
+            return "symbolic link that leads nowhere (dangling or a loop)"
+        return "no such file or folder" if isinstance(exc, FileNotFoundError) else (exc.strerror or "cannot be read")
+    return f"{_kind(mode)}, not an image file or folder"
+
+
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files as given, folders -> their image files (sorted), globs -> matching image files (sorted).
 
@@ -110,7 +170,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
                 raise FacesrError(f"{spec}: pattern matches no image files")
             files.extend(found)
         else:
-            raise FacesrError(f"{spec}: no such file or folder")
+            raise FacesrError(f"{spec}: {not_an_input(spec)}")
     seen, unique = set(), []
     for f in files:
         key = real(f)
