@@ -167,13 +167,34 @@ def check_output_file(path, protected, overwrite: bool, flag: str):
         raise FacesrError(f"{exc} (use --overwrite to replace it)") from None
 
 
+def model_files(a) -> list:
+    """The model files a command reads (``--checkpoint``, ``--model-file``, else the shipped model): outputs never
+    replace them, ``--overwrite`` or not."""
+    from pathlib import Path
+
+    from ..errors import CheckpointError
+
+    given = [p for p in (getattr(a, "checkpoint", None), getattr(a, "model_file", None)) if p]
+    if given:
+        return [Path(p) for p in given]
+    from ..assets import shipped_checkpoint
+
+    try:
+        return [shipped_checkpoint()]
+    except CheckpointError:
+        return []
+
+
 def check_outputs(a, files, out, zip_path=None):
-    """:func:`facesr.io.check_outputs` with the ``--overwrite`` hint added for existing outputs."""
+    """:func:`facesr.io.check_outputs` (the model files read protected) with the ``--overwrite`` hint added for
+    existing outputs."""
     from ..errors import FacesrError
     from ..io.files import OutputsExistError, check_outputs
 
     try:
-        return check_outputs(files, a.inputs, out, zip_path, a.overwrite, getattr(a, "skip_existing", False))
+        return check_outputs(
+            files, a.inputs, out, zip_path, a.overwrite, getattr(a, "skip_existing", False), model_files(a)
+        )
     except OutputsExistError as exc:
         raise FacesrError(f"{exc} (use --overwrite to replace)") from None
 

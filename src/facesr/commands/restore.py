@@ -27,6 +27,7 @@ nothing to ``predict``.  Keeping them apart keeps ``predict``'s contract exact.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ def run(a) -> int:
     if not a.overwrite:
         from ..errors import FacesrError
 
-        clashes = [str(d) for d in face_dirs.values() if d.exists()]
+        clashes = [str(d) for d in face_dirs.values() if os.path.lexists(d)]
         if clashes:
             raise FacesrError(
                 f"{len(clashes)} output folder(s) exist (use --overwrite to replace): {', '.join(clashes[:5])}"
@@ -223,7 +224,7 @@ def _video_outputs(a, videos: list[Path], out: Path) -> dict[Path, Path]:
     if inside:
         raise FacesrError(f"output folder {out} holds input file(s) {first(inside, 3)}; choose another folder")
     if not a.overwrite:
-        clashes = [str(o) for o in mapping.values() if o.exists()]
+        clashes = [str(o) for o in mapping.values() if os.path.lexists(o)]
         if clashes:
             raise FacesrError(f"{len(clashes)} output(s) exist: {first(clashes)} (use --overwrite to replace)")
     return mapping

@@ -181,14 +181,21 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 def check_outputs(
-    files: list[Path], inputs: list[str], out: Path, zip_path: Path | None, overwrite: bool, skip_existing: bool = False
+    files: list[Path],
+    inputs: list[str],
+    out: Path,
+    zip_path: Path | None,
+    overwrite: bool,
+    skip_existing: bool = False,
+    protected: list | tuple = (),
 ) -> dict[Path, Path]:
     """Map each input file to ``out/<stem>.png``, refusing unsafe layouts (:class:`FacesrError`, one line).
 
     Refuses: two inputs with the same stem; ``out`` equal to an input folder or holding an
-    input file; ``zip_path`` equal to an input, a folder or in a missing folder; existing
-    outputs without ``overwrite`` (:class:`OutputsExistError`), except image outputs with
-    ``skip_existing`` (the caller leaves those alone).
+    input file; an output image or ``zip_path`` that is one of ``protected`` (the model file read) or
+    exists as something other than a regular file; ``zip_path`` equal to an input, a folder, the output
+    folder or a folder above it, or in a missing folder; existing outputs without ``overwrite``
+    (:class:`OutputsExistError`), except image outputs with ``skip_existing`` (the caller leaves those alone).
     """
     by_stem: dict[str, list[Path]] = {}
     for f in files:
@@ -203,24 +210,36 @@ def check_outputs(
     inside = [str(f) for f in files if real(f).parent == out_r]
     if inside:
         raise FacesrError(f"output folder {out} holds input file(s) {first(inside, 3)}; choose another folder")
-    if out.exists() and not out.is_dir():
+    if os.path.lexists(out) and not out.is_dir():  # a link that leads nowhere included
         raise FacesrError(f"output folder {out} exists and is not a folder")
     mapping = {f: out / f"{f.stem}.png" for f in files}
+    kept = {real(p): p for p in protected}
+    for o in mapping.values():
+        if real(o) in kept:
+            raise FacesrError(f"output image {o} would replace the model file {kept[real(o)]}; choose another folder")
+        _refuse_special(o, "output image")
     clashes = []
     if zip_path is not None:
         if real(zip_path) in {real(f) for f in files}:
             raise FacesrError(f"zip file {zip_path} is one of the inputs")
+        if real(zip_path) in kept:
+            raise FacesrError(
+                f"zip file {zip_path} would replace the model file {kept[real(zip_path)]}; give another name"
+            )
         if real(zip_path) in {real(o) for o in mapping.values()}:
             raise FacesrError(f"zip file {zip_path} is one of the output images; give another name")
+        if real(zip_path) == out_r or real(zip_path) in out_r.parents:
+            raise FacesrError(f"zip file {zip_path} is the output folder {out} or a folder above it; give a file name")
         if zip_path.is_dir():
             raise FacesrError(f"zip file {zip_path} is a folder; give a file name")
+        _refuse_special(zip_path, "zip file")
         if not zip_path.parent.is_dir():
             raise FacesrError(f"zip file {zip_path}: folder {zip_path.parent} does not exist")
-        if zip_path.exists() and not overwrite and not skip_existing:  # a restarted job rebuilds its zip
+        if os.path.lexists(zip_path) and not overwrite and not skip_existing:  # a restarted job rebuilds its zip
             clashes.append(str(zip_path))
     if not overwrite:
         if not skip_existing:
-            clashes += [str(o) for o in mapping.values() if o.exists()]
+            clashes += [str(o) for o in mapping.values() if os.path.lexists(o)]
         if clashes:
             raise OutputsExistError(f"{len(clashes)} output(s) exist: {first(clashes)}", clashes)
     return mapping
@@ -237,11 +256,23 @@ def check_output_file(path: str | os.PathLike, protected: list, overwrite: bool,
             raise FacesrError(f"{what} {path} is {p}, which it must not replace")
     if path.is_dir():
         raise FacesrError(f"{what} {path} is a folder; give a file name")
+    _refuse_special(path, what)
     if not path.parent.is_dir():
         raise FacesrError(f"{what} {path}: folder {path.parent} does not exist")
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:  # a link that leads nowhere is there too
         raise OutputsExistError(f"{what} {path} exists", [str(path)])
     return path
+
+
+def _refuse_special(path: Path, what: str) -> None:
+    """FacesrError when ``path`` exists as a FIFO, socket or device: an output never replaces one (``--overwrite``
+    or not; as root, replacing /dev/null would be a disaster)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return  # missing, a dangling link, or unreadable: the write reports it
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise FacesrError(f"{what} {path} exists as {_kind(mode)}, not a regular file; give another name")
 
 
 def _write_error(path: Path, exc: OSError) -> OutputError:
