@@ -30,6 +30,63 @@ COMMANDS: list[str] = [
 ]
 
 
+#: Destinations of the arguments, of any command, that name a file or folder: none may be empty.
+PATH_DESTS = frozenset(
+    {
+        "checkpoint",
+        "config",
+        "csv",
+        "gt",
+        "gt_dir",
+        "hq_dir",
+        "image",
+        "init_from",
+        "inputs",
+        "int8",
+        "json",
+        "lq",
+        "lq_dir",
+        "model_file",
+        "onnx",
+        "openvino",
+        "out",
+        "out_dir",
+        "pred_dir",
+        "resume",
+        "run_dirs",
+        "save",
+        "sr_dir",
+        "work_dir",
+        "zip",
+    }
+)
+
+
+def check_argument_strings(parser: argparse.ArgumentParser, a) -> None:
+    """Before any work, one FacesrError line naming the argument: a NUL byte in any argument (no path can hold
+    one, and ``os`` would raise ValueError; only an argv passed in-process can carry it), and an empty path
+    (which would quietly mean the current folder, or a checkpoint named ``.``)."""
+    from ..errors import FacesrError, printable
+
+    names: dict[str, str] = {}
+    for action in parser._actions:  # later spellings win: --model-file over its hidden alias --onnx
+        if action.option_strings:
+            names[action.dest] = action.option_strings[-1]
+        elif isinstance(action.metavar, str):
+            names[action.dest] = action.metavar
+        else:
+            names[action.dest] = action.dest.upper()
+    for dest, name in names.items():
+        value = getattr(a, dest, None)
+        for v in value if isinstance(value, list) else [value]:
+            if not isinstance(v, str):
+                continue
+            if "\x00" in v:
+                raise FacesrError(f"{name} {printable(v)}: a NUL byte (\\x00) cannot be part of a path or argument")
+            if v == "" and dest in PATH_DESTS:
+                raise FacesrError(f"{name}: empty path; name a file or folder (use . for the current folder)")
+
+
 def add_set(p) -> None:
     """The ``--set KEY=VALUE`` config override option."""
     p.add_argument(
