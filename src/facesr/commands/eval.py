@@ -123,14 +123,14 @@ def _write_csv(path: str, per: dict, extra: dict | None = None) -> None:
     import io
 
     from ..evaluation import KEYS
-    from ..io.files import atomic_write_bytes
+    from ..io.files import atomic_write_bytes, text_name
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     extra_cols = [f"bicubic_{k}" for k in KEYS] if extra else []
     w.writerow(["stem", *KEYS, *extra_cols])
     for stem, v in per.items():
-        row = [stem, *(repr(float(v[k])) for k in KEYS)]
+        row = [text_name(stem), *(repr(float(v[k])) for k in KEYS)]  # UTF-8 text whatever the file name's bytes
         if extra:
             row += [repr(float(extra[stem][k])) for k in KEYS]
         w.writerow(row)
@@ -138,8 +138,10 @@ def _write_csv(path: str, per: dict, extra: dict | None = None) -> None:
 
 
 def _print_table(res: dict, out=None) -> None:
+    from ..errors import printable
+
     out = out or sys.stdout
-    per = res["per_image"]
+    per = {printable(stem): v for stem, v in res["per_image"].items()}  # one row per image, whatever its name
     width = max([len("mean")] + [len(s) for s in per]) + 2
     print(f"{'image':<{width}}{'PSNR':>10}{'SSIM':>9}{'PSNR(challenge)':>17}", file=out)
     for stem, v in per.items():

@@ -305,9 +305,15 @@ def _unlink_quietly(p: Path) -> None:
         pass
 
 
+def text_name(name: str) -> str:
+    """A file name as UTF-8 text for a file facesr writes (zip member, CSV row): bytes that are not UTF-8 (Python's
+    surrogate escapes) written as ``\\xNN``, the rest unchanged."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def zip_name(p: Path) -> str:
     """A member name for file ``p``: its name, with bytes that are not UTF-8 written as ``\\xNN``."""
-    return os.fsencode(p.name).decode("utf-8", "backslashreplace")
+    return text_name(p.name)
 
 
 #: Entry time stored for every zip member: the zip epoch, so the same images always give the same zip bytes.
