@@ -9,9 +9,13 @@ folder, unreadable image, foreign checkpoint, missing extra) print one line,
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
 import importlib
+import io
 import os
 import sys
+from collections.abc import Iterator
 
 #: commands that only run models (training keeps OpenMP's default spinning: 2-13% faster steps)
 INFERENCE_COMMANDS = {"predict", "eval", "restore", "serve"}
@@ -31,14 +35,59 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .errors import FacesrError, describe_os_error, one_line
+def _escape_unencodable(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: characters a stream cannot encode as backslash escapes, a file name's non-UTF-8
+    bytes (surrogate escapes) as ``\\xNN``."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    bad = exc.object[exc.start : exc.end]
+    return "".join(
+        f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c.encode("unicode_escape").decode("ascii")
+        for c in bad
+    ), exc.end
 
+
+codecs.register_error("facesr.escape", _escape_unencodable)
+
+
+@contextlib.contextmanager
+def _escaping_streams() -> Iterator[None]:
+    """While a command runs, stdout and stderr escape what they cannot encode (a file name that is not UTF-8)
+    instead of raising UnicodeEncodeError; their error handlers are restored after."""
+    changed = []
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors in ("strict", "backslashreplace"):
+            with contextlib.suppress(ValueError, OSError, AttributeError):
+                old = stream.errors
+                stream.reconfigure(errors="facesr.escape")
+                changed.append((stream, old))
+    try:
+        yield
+    finally:
+        for stream, old in changed:
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors=old)
+
+
+def _command_parser(ap: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    sub = next(x for x in ap._actions if isinstance(x, argparse._SubParsersAction))
+    return sub.choices[command]
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
     if not getattr(a, "func", None):
         ap.print_help()
         return 2
+    with _escaping_streams():
+        return _run(ap, a)
+
+
+def _run(ap: argparse.ArgumentParser, a: argparse.Namespace) -> int:
+    from .commands import check_argument_strings
+    from .errors import FacesrError, describe_os_error, one_line
+
     if (
         a.command in INFERENCE_COMMANDS
         and "torch" not in sys.modules
@@ -50,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         # that precision auto can run Winograd convolutions on several threads (inference/precision.py)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
+        check_argument_strings(_command_parser(ap, a.command), a)
         return _run_command(a)
     except (FacesrError, FileNotFoundError) as exc:  # FileNotFoundError: a path that vanished mid-run
         print(f"facesr {a.command}: error: {one_line(exc)}", file=sys.stderr)

@@ -62,10 +62,39 @@ def describe_os_error(exc: OSError) -> str:
     return f"{where}: {why}" if where != "" else why
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print on one line of any terminal or log: bytes of a file name that are not UTF-8
+    (Python's surrogate escapes, e.g. ``os.fsdecode(b"\\xff")``) as ``\\xNN``, other lone surrogates as
+    ``\\udNNN``, and control and other unprintable characters (newlines, tabs, NUL) as their backslash
+    escapes; printable text, spaces included, is unchanged."""
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        code = ord(c)
+        if c.isprintable():
+            out.append(c)
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, as os.fsdecode keeps it
+            out.append(f"\\x{code - 0xDC00:02x}")
+        else:
+            out.append(c.encode("unicode_escape").decode("ascii"))  # \\n, \\t, \\x00, \\u2028, ...
+    return "".join(out)
+
+
 def one_line(exc: BaseException | str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """The first non-empty line of ``exc``'s message, cut to ``limit`` characters (class name if empty)."""
+    """``exc``'s message as one printable line (:func:`printable`), cut to ``limit`` characters in the middle so
+    that its end (usually the reason) stays (class name if empty).
+
+    A facesr message (or a string) is one line by design, so all of it is kept, with any newline in it (a file
+    name's) escaped; of another exception's message only the first non-empty line is kept.
+    """
     text = str(exc).strip()
-    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    if isinstance(exc, BaseException) and not isinstance(exc, FacesrError):
+        text = next(line.strip() for line in text.splitlines() if line.strip())
+    line = printable(text)
     if len(line) > limit:
-        line = line[: limit - 3].rstrip() + "..."
+        head = (limit - 5) * 2 // 3
+        line = line[:head].rstrip() + " ... " + line[-(limit - 5 - head) :].lstrip()
     return line

@@ -30,6 +30,63 @@ COMMANDS: list[str] = [
 ]
 
 
+#: Destinations of the arguments, of any command, that name a file or folder: none may be empty.
+PATH_DESTS = frozenset(
+    {
+        "checkpoint",
+        "config",
+        "csv",
+        "gt",
+        "gt_dir",
+        "hq_dir",
+        "image",
+        "init_from",
+        "inputs",
+        "int8",
+        "json",
+        "lq",
+        "lq_dir",
+        "model_file",
+        "onnx",
+        "openvino",
+        "out",
+        "out_dir",
+        "pred_dir",
+        "resume",
+        "run_dirs",
+        "save",
+        "sr_dir",
+        "work_dir",
+        "zip",
+    }
+)
+
+
+def check_argument_strings(parser: argparse.ArgumentParser, a) -> None:
+    """Before any work, one FacesrError line naming the argument: a NUL byte in any argument (no path can hold
+    one, and ``os`` would raise ValueError; only an argv passed in-process can carry it), and an empty path
+    (which would quietly mean the current folder, or a checkpoint named ``.``)."""
+    from ..errors import FacesrError, printable
+
+    names: dict[str, str] = {}
+    for action in parser._actions:  # later spellings win: --model-file over its hidden alias --onnx
+        if action.option_strings:
+            names[action.dest] = action.option_strings[-1]
+        elif isinstance(action.metavar, str):
+            names[action.dest] = action.metavar
+        else:
+            names[action.dest] = action.dest.upper()
+    for dest, name in names.items():
+        value = getattr(a, dest, None)
+        for v in value if isinstance(value, list) else [value]:
+            if not isinstance(v, str):
+                continue
+            if "\x00" in v:
+                raise FacesrError(f"{name} {printable(v)}: a NUL byte (\\x00) cannot be part of a path or argument")
+            if v == "" and dest in PATH_DESTS:
+                raise FacesrError(f"{name}: empty path; name a file or folder (use . for the current folder)")
+
+
 def add_set(p) -> None:
     """The ``--set KEY=VALUE`` config override option."""
     p.add_argument(
@@ -167,13 +224,34 @@ def check_output_file(path, protected, overwrite: bool, flag: str):
         raise FacesrError(f"{exc} (use --overwrite to replace it)") from None
 
 
+def model_files(a) -> list:
+    """The model files a command reads (``--checkpoint``, ``--model-file``, else the shipped model): outputs never
+    replace them, ``--overwrite`` or not."""
+    from pathlib import Path
+
+    from ..errors import CheckpointError
+
+    given = [p for p in (getattr(a, "checkpoint", None), getattr(a, "model_file", None)) if p]
+    if given:
+        return [Path(p) for p in given]
+    from ..assets import shipped_checkpoint
+
+    try:
+        return [shipped_checkpoint()]
+    except CheckpointError:
+        return []
+
+
 def check_outputs(a, files, out, zip_path=None):
-    """:func:`facesr.io.check_outputs` with the ``--overwrite`` hint added for existing outputs."""
+    """:func:`facesr.io.check_outputs` (the model files read protected) with the ``--overwrite`` hint added for
+    existing outputs."""
     from ..errors import FacesrError
     from ..io.files import OutputsExistError, check_outputs
 
     try:
-        return check_outputs(files, a.inputs, out, zip_path, a.overwrite, getattr(a, "skip_existing", False))
+        return check_outputs(
+            files, a.inputs, out, zip_path, a.overwrite, getattr(a, "skip_existing", False), model_files(a)
+        )
     except OutputsExistError as exc:
         raise FacesrError(f"{exc} (use --overwrite to replace)") from None
 

@@ -34,7 +34,7 @@ def add_parser(subparsers) -> None:
 def run(a) -> int:
     """``facesr compare LQ_DIR SR_DIR [GT_DIR] --out FILE.png [--names ...] [--max N] [--zoom]``."""
     from ..errors import FacesrError, ImageError
-    from ..io.files import images_by_stem
+    from ..io.files import images_by_stem, real
     from ..io.images import check_image_name, read_any
     from ..viz.compare import compare_grid
     from . import check_output_file, max_pixels_arg
@@ -49,6 +49,7 @@ def run(a) -> int:
     sr = images_by_stem(a.sr_dir, "SR folder")
     gt = images_by_stem(a.gt_dir, "GT folder") if a.gt_dir else None
     folders = [("LQ", lq), ("SR", sr)] + ([("GT", gt)] if gt is not None else [])
+    where = {"LQ": a.lq_dir, "SR": a.sr_dir, "GT": a.gt_dir}
     if a.names:
         missing = [
             f"{n} (not in {', '.join(w for w, d in folders if n not in d)})"
@@ -61,11 +62,12 @@ def run(a) -> int:
     else:
         common = sorted(set(sr).intersection(lq, *([gt] if gt is not None else [])))
         if not common:
-            raise FacesrError(f"no image stem is present in all of {', '.join(f'{w} ({len(d)})' for w, d in folders)}")
+            each = ", ".join(f"{w} {where[w]} ({len(d)})" for w, d in folders)
+            raise FacesrError(f"no image stem is present in all of {each}")
         stems = common[: a.max]
     out = Path(a.out)
-    used = {d[s].resolve() for _, d in folders for s in stems}
-    if out.resolve() in used:
+    used = {real(d[s]) for _, d in folders for s in stems}  # real: never raises on a symbolic link loop
+    if real(out) in used:
         raise FacesrError(f"--out {out} is one of the input images")
     check_output_file(out, [], a.overwrite, "--out")
     rows = []

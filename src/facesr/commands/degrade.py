@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 from pathlib import Path
 
 from . import add_max_pixels_option, add_set, max_pixels_arg, report_skipped
@@ -131,7 +132,7 @@ def run(args) -> int:
     files = list_images(hq_dir, "HQ folder")
     if same_dir(hq_dir, out_dir):
         raise FacesrError(f"{out_dir}: output folder is the HQ folder; choose another folder")
-    if out_dir.exists() and not out_dir.is_dir():
+    if os.path.lexists(out_dir) and not out_dir.is_dir():
         raise FacesrError(f"{out_dir}: output path exists and is not a folder")
 
     # Output names must be unique (a.png and a.jpg would both give a.png).
@@ -143,7 +144,7 @@ def run(args) -> int:
         raise FacesrError(f"{hq_dir}: several HQ files share a name stem, outputs would clash: {first(dup)}")
     names = [output_name(p.stem, k, args.copies) for p in files for k in range(args.copies)] + ["params.jsonl"]
     if not args.overwrite and out_dir.is_dir():
-        clashes = [n for n in names if (out_dir / n).exists()]
+        clashes = [n for n in names if os.path.lexists(out_dir / n)]
         if clashes:
             raise FacesrError(
                 f"{out_dir}: {len(clashes)} output(s) already exist ({first(clashes)}); "

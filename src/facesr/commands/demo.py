@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -32,13 +33,11 @@ def add_parser(subparsers) -> None:
 def _output_path(a) -> str:
     """``--out``, checked (never the --image, existing only with --overwrite); without it the first free
     name of facesr_demo.png, facesr_demo_2.png, ... so a second demo never replaces the first."""
-    from pathlib import Path
-
     from . import check_output_file
 
     if a.out is None:
         k = 1
-        while Path("facesr_demo.png" if k == 1 else f"facesr_demo_{k}.png").exists():
+        while os.path.lexists("facesr_demo.png" if k == 1 else f"facesr_demo_{k}.png"):
             k += 1
         return "facesr_demo.png" if k == 1 else f"facesr_demo_{k}.png"
     from ..io.images import check_image_name

@@ -22,6 +22,7 @@ in ``--json`` (Python's JSON dialect).
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -70,16 +71,16 @@ def _check_outputs(args, pairs, save_dir: Path | None = None) -> None:
     existing files only with --overwrite."""
     from ..errors import FacesrError
     from ..io.files import first, real
-    from . import check_output_file
+    from . import check_output_file, model_files
 
-    protected = [p for pair in pairs for p in pair]
+    protected = [p for pair in pairs for p in pair] + model_files(args)  # the model file, in model mode
     outs: list[Path] = []
     if save_dir is not None:
         outs = [save_dir / f"{lq.stem}.png" for lq, _ in pairs]
         bad = [str(o) for o in outs if real(o) in {real(p) for p in protected}]
         if bad:
             raise FacesrError(f"--save would replace input or GT file(s): {first(bad, 3)}")
-        there = [str(o) for o in outs if o.exists()]
+        there = [str(o) for o in outs if os.path.lexists(o)]
         if there and not args.overwrite:
             raise FacesrError(f"--save: {len(there)} image(s) exist: {first(there, 3)} (use --overwrite to replace)")
     for flag, val in (("--json", args.json), ("--csv", args.csv)):
@@ -122,14 +123,14 @@ def _write_csv(path: str, per: dict, extra: dict | None = None) -> None:
     import io
 
     from ..evaluation import KEYS
-    from ..io.files import atomic_write_bytes
+    from ..io.files import atomic_write_bytes, text_name
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     extra_cols = [f"bicubic_{k}" for k in KEYS] if extra else []
     w.writerow(["stem", *KEYS, *extra_cols])
     for stem, v in per.items():
-        row = [stem, *(repr(float(v[k])) for k in KEYS)]
+        row = [text_name(stem), *(repr(float(v[k])) for k in KEYS)]  # UTF-8 text whatever the file name's bytes
         if extra:
             row += [repr(float(extra[stem][k])) for k in KEYS]
         w.writerow(row)
@@ -137,8 +138,10 @@ def _write_csv(path: str, per: dict, extra: dict | None = None) -> None:
 
 
 def _print_table(res: dict, out=None) -> None:
+    from ..errors import printable
+
     out = out or sys.stdout
-    per = res["per_image"]
+    per = {printable(stem): v for stem, v in res["per_image"].items()}  # one row per image, whatever its name
     width = max([len("mean")] + [len(s) for s in per]) + 2
     print(f"{'image':<{width}}{'PSNR':>10}{'SSIM':>9}{'PSNR(challenge)':>17}", file=out)
     for stem, v in per.items():
@@ -202,7 +205,7 @@ def eval_checkpoint(args) -> int:
         for d, what in ((lq_dir, "--lq"), (gt_dir, "--gt")):
             if same_dir(save_dir, d):
                 raise FacesrError(f"{save_dir}: --save must not be the {what} folder (it would overwrite inputs)")
-        if save_dir.exists() and not save_dir.is_dir():
+        if os.path.lexists(save_dir) and not save_dir.is_dir():
             raise FacesrError(f"{save_dir}: --save exists and is not a folder")
     pairs = pair_files(lq_dir, gt_dir, "LQ folder", "GT folder")  # unmatched files fail before the model loads
     _check_outputs(args, pairs, save_dir)

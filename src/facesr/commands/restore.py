@@ -27,6 +27,7 @@ nothing to ``predict``.  Keeping them apart keeps ``predict``'s contract exact.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ def run(a) -> int:
     if not a.overwrite:
         from ..errors import FacesrError
 
-        clashes = [str(d) for d in face_dirs.values() if d.exists()]
+        clashes = [str(d) for d in face_dirs.values() if os.path.lexists(d)]
         if clashes:
             raise FacesrError(
                 f"{len(clashes)} output folder(s) exist (use --overwrite to replace): {', '.join(clashes[:5])}"
@@ -173,7 +174,7 @@ def split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
     import os
 
     from ..errors import FacesrError
-    from ..io.files import IMAGE_EXTS, expand_inputs, real
+    from ..io.files import IMAGE_EXTS, expand_inputs, not_an_input, real
     from ..video.io import VIDEO_EXTS
 
     photos: list[Path] = []
@@ -188,7 +189,7 @@ def split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
         elif set("*?[") & set(spec):
             found = sorted(Path(q) for q in glob.glob(spec) if Path(q).suffix.lower() in VIDEO_EXTS | IMAGE_EXTS)
         else:
-            raise FacesrError(f"{spec}: no such file or folder")
+            raise FacesrError(f"{spec}: {not_an_input(spec)}")
         vids = [q for q in found if q.suffix.lower() in VIDEO_EXTS and os.path.isfile(q)]
         has_images = any(q.suffix.lower() in IMAGE_EXTS for q in found)
         if not vids and not has_images:
@@ -223,7 +224,7 @@ def _video_outputs(a, videos: list[Path], out: Path) -> dict[Path, Path]:
     if inside:
         raise FacesrError(f"output folder {out} holds input file(s) {first(inside, 3)}; choose another folder")
     if not a.overwrite:
-        clashes = [str(o) for o in mapping.values() if o.exists()]
+        clashes = [str(o) for o in mapping.values() if os.path.lexists(o)]
         if clashes:
             raise FacesrError(f"{len(clashes)} output(s) exist: {first(clashes)} (use --overwrite to replace)")
     return mapping

@@ -57,5 +57,5 @@ def load_pairs(
         what = (
             "prediction(s) differ in size from their GT" if scale == 1 else f"pair(s) whose GT is not x{scale} the LQ"
         )
-        raise ImageError(f"{len(bad)} {what}: {first(bad)}")
+        raise ImageError(f"{len(bad)} {what} ({lq_dir} -> {gt_dir}): {first(bad)}")
     return out

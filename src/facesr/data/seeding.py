@@ -19,7 +19,8 @@ MAX_SEED = 2**32 - 1
 
 
 def stem_key(stem: str) -> int:
-    return zlib.crc32(stem.encode("utf-8"))
+    """CRC-32 of the stem's bytes as the file system has them (UTF-8; a name that is not UTF-8 by its own bytes)."""
+    return zlib.crc32(stem.encode("utf-8", "surrogateescape"))
 
 
 def train_sample_rng(mode: str, seed: int, sample_no: int) -> Rng:

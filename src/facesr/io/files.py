@@ -9,11 +9,13 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import stat
 import threading
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import FacesrError, ImageError, OutputError
 
@@ -32,6 +34,53 @@ class OutputsExistError(FacesrError):
 def real(p: str | os.PathLike) -> Path:
     """The resolved path; unlike ``Path.resolve`` never raises on a symlink loop."""
     return Path(os.path.realpath(p))
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    for test, words in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+class NotRegularFileError(OSError):
+    """A path to read names a folder, FIFO, socket or device, not a regular file; ``strerror`` says which."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """``path`` opened for binary reading when it is a regular file (symbolic links followed).
+
+    Never blocks: a FIFO is opened non-blocking and then refused, like a folder, socket or device, with
+    :class:`NotRegularFileError` (an OSError whose ``strerror`` says what it is, e.g. "a FIFO (named pipe),
+    not a regular file").  A missing file raises FileNotFoundError as ``open`` does.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(0, f"{_kind(mode)}, not a regular file", os.fspath(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_regular(path: str | os.PathLike) -> None:
+    """:func:`open_regular` without keeping the file open: FileNotFoundError, NotRegularFileError or another
+    OSError unless ``path`` is a regular file that can be opened for reading."""
+    with open_regular(path):
+        pass
 
 
 def same_dir(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -89,6 +138,17 @@ def images_by_stem(folder: str | os.PathLike, what: str = "folder") -> dict[str,
     return out
 
 
+def not_an_input(spec: str) -> str:
+    """Why ``spec``, neither a file nor a folder, is no input: missing, a link that leads nowhere, or what it is."""
+    try:
+        mode = os.stat(spec).st_mode
+    except OSError as exc:
+        if os.path.islink(spec):
+            return "symbolic link that leads nowhere (dangling or a loop)"
+        return "no such file or folder" if isinstance(exc, FileNotFoundError) else (exc.strerror or "cannot be read")
+    return f"{_kind(mode)}, not an image file or folder"
+
+
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files as given, folders -> their image files (sorted), globs -> matching image files (sorted).
 
@@ -113,7 +173,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
                 raise FacesrError(f"{spec}: pattern matches no image files")
             files.extend(found)
         else:
-            raise FacesrError(f"{spec}: no such file or folder")
+            raise FacesrError(f"{spec}: {not_an_input(spec)}")
     seen, unique = set(), []
     for f in files:
         key = real(f)
@@ -124,14 +184,21 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 def check_outputs(
-    files: list[Path], inputs: list[str], out: Path, zip_path: Path | None, overwrite: bool, skip_existing: bool = False
+    files: list[Path],
+    inputs: list[str],
+    out: Path,
+    zip_path: Path | None,
+    overwrite: bool,
+    skip_existing: bool = False,
+    protected: list | tuple = (),
 ) -> dict[Path, Path]:
     """Map each input file to ``out/<stem>.png``, refusing unsafe layouts (:class:`FacesrError`, one line).
 
     Refuses: two inputs with the same stem; ``out`` equal to an input folder or holding an
-    input file; ``zip_path`` equal to an input, a folder or in a missing folder; existing
-    outputs without ``overwrite`` (:class:`OutputsExistError`), except image outputs with
-    ``skip_existing`` (the caller leaves those alone).
+    input file; an output image or ``zip_path`` that is one of ``protected`` (the model file read) or
+    exists as something other than a regular file; ``zip_path`` equal to an input, a folder, the output
+    folder or a folder above it, or in a missing folder; existing outputs without ``overwrite``
+    (:class:`OutputsExistError`), except image outputs with ``skip_existing`` (the caller leaves those alone).
     """
     by_stem: dict[str, list[Path]] = {}
     for f in files:
@@ -146,24 +213,36 @@ def check_outputs(
     inside = [str(f) for f in files if real(f).parent == out_r]
     if inside:
         raise FacesrError(f"output folder {out} holds input file(s) {first(inside, 3)}; choose another folder")
-    if out.exists() and not out.is_dir():
+    if os.path.lexists(out) and not out.is_dir():  # a link that leads nowhere included
         raise FacesrError(f"output folder {out} exists and is not a folder")
     mapping = {f: out / f"{f.stem}.png" for f in files}
+    kept = {real(p): p for p in protected}
+    for o in mapping.values():
+        if real(o) in kept:
+            raise FacesrError(f"output image {o} would replace the model file {kept[real(o)]}; choose another folder")
+        _refuse_special(o, "output image")
     clashes = []
     if zip_path is not None:
         if real(zip_path) in {real(f) for f in files}:
             raise FacesrError(f"zip file {zip_path} is one of the inputs")
+        if real(zip_path) in kept:
+            raise FacesrError(
+                f"zip file {zip_path} would replace the model file {kept[real(zip_path)]}; give another name"
+            )
         if real(zip_path) in {real(o) for o in mapping.values()}:
             raise FacesrError(f"zip file {zip_path} is one of the output images; give another name")
+        if real(zip_path) == out_r or real(zip_path) in out_r.parents:
+            raise FacesrError(f"zip file {zip_path} is the output folder {out} or a folder above it; give a file name")
         if zip_path.is_dir():
             raise FacesrError(f"zip file {zip_path} is a folder; give a file name")
+        _refuse_special(zip_path, "zip file")
         if not zip_path.parent.is_dir():
             raise FacesrError(f"zip file {zip_path}: folder {zip_path.parent} does not exist")
-        if zip_path.exists() and not overwrite and not skip_existing:  # a restarted job rebuilds its zip
+        if os.path.lexists(zip_path) and not overwrite and not skip_existing:  # a restarted job rebuilds its zip
             clashes.append(str(zip_path))
     if not overwrite:
         if not skip_existing:
-            clashes += [str(o) for o in mapping.values() if o.exists()]
+            clashes += [str(o) for o in mapping.values() if os.path.lexists(o)]
         if clashes:
             raise OutputsExistError(f"{len(clashes)} output(s) exist: {first(clashes)}", clashes)
     return mapping
@@ -180,11 +259,23 @@ def check_output_file(path: str | os.PathLike, protected: list, overwrite: bool,
             raise FacesrError(f"{what} {path} is {p}, which it must not replace")
     if path.is_dir():
         raise FacesrError(f"{what} {path} is a folder; give a file name")
+    _refuse_special(path, what)
     if not path.parent.is_dir():
         raise FacesrError(f"{what} {path}: folder {path.parent} does not exist")
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:  # a link that leads nowhere is there too
         raise OutputsExistError(f"{what} {path} exists", [str(path)])
     return path
+
+
+def _refuse_special(path: Path, what: str) -> None:
+    """FacesrError when ``path`` exists as a FIFO, socket or device: an output never replaces one (``--overwrite``
+    or not; as root, replacing /dev/null would be a disaster)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return  # missing, a dangling link, or unreadable: the write reports it
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise FacesrError(f"{what} {path} exists as {_kind(mode)}, not a regular file; give another name")
 
 
 def _write_error(path: Path, exc: OSError) -> OutputError:
@@ -257,9 +348,15 @@ def _unlink_quietly(p: Path) -> None:
         pass
 
 
+def text_name(name: str) -> str:
+    """A file name as UTF-8 text for a file facesr writes (zip member, CSV row): bytes that are not UTF-8 (Python's
+    surrogate escapes) written as ``\\xNN``, the rest unchanged."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def zip_name(p: Path) -> str:
     """A member name for file ``p``: its name, with bytes that are not UTF-8 written as ``\\xNN``."""
-    return os.fsencode(p.name).decode("utf-8", "backslashreplace")
+    return text_name(p.name)
 
 
 #: Entry time stored for every zip member: the zip epoch, so the same images always give the same zip bytes.

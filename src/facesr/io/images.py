@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import FacesrError, ImageError, one_line
-from .files import IMAGE_EXTS, atomic_write_bytes  # noqa: F401  (IMAGE_EXTS re-exported)
+from .files import IMAGE_EXTS, atomic_write_bytes, open_regular  # noqa: F401  (IMAGE_EXTS re-exported)
 
 #: OpenCV interpolation of each :func:`upscale_classical` method.
 CLASSICAL = {
@@ -128,7 +128,7 @@ def _binary(source: ImageSource, name: str | None) -> Iterator[tuple[BinaryIO, s
     try:
         if path.is_symlink() and not path.exists():
             raise ImageUnreadableError(f"{name}: symbolic link leads nowhere (dangling or a loop)")
-        fp = open(path, "rb")  # noqa: SIM115  (closed by the with below, after the checks)
+        fp = open_regular(path)  # never blocks on a FIFO; closed by the with below, after the checks
     except FileNotFoundError:
         raise ImageUnreadableError(f"{name}: file not found") from None
     except OSError as exc:
@@ -206,9 +206,10 @@ def read_rgb(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarr
     path = Path(path)
     check_pixels(path, max_pixels)
     try:
-        buf = np.fromfile(str(path), dtype=np.uint8)
+        with open_regular(path) as f:  # a FIFO, folder or device is refused, never waited on
+            buf = np.frombuffer(f.read(), dtype=np.uint8)
     except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
+        raise ImageError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if buf.size else None
     if img is None:
         raise ImageError(f"{path}: not a readable image (empty, truncated or unknown format)")

@@ -37,6 +37,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import CheckpointError, OutputError, one_line
+from ..io.files import open_regular
 from .registry import arch_config_of, arch_name, build_model
 from .safe_pickle import load_failure_reason, restricted_torch_load
 
@@ -165,8 +166,11 @@ def read_weights(path: str | os.PathLike, ema: bool = False) -> LoadedWeights:
         raise CheckpointError(f"{path}: checkpoint not found")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, expected a checkpoint file")
-    with open(path, "rb") as f:
-        head = f.read(16)
+    try:
+        with open_regular(path) as f:  # never open() a FIFO: it would wait for a writer forever
+            head = f.read(16)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
     if len(head) < 8:
         raise CheckpointError(f"{path}: file is empty or truncated")
     if path.suffix == ".safetensors" or (head[8:9] == b"{" and not head.startswith(b"PK")):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ..errors import FacesrError, ImageError
+from ..errors import FacesrError, ImageError, printable
 from ..io.files import atomic_write_bytes
 from ..training.runlog import RunLog
 
@@ -31,6 +31,12 @@ def check_plot_name(path: str | Path, what: str = "output") -> str:
             f"name it .png, .jpg, .pdf or .svg"
         )
     return PLOT_FORMATS[suffix]
+
+
+def plain_text(text: str) -> str:
+    """``text`` as matplotlib draws it literally: its dollar signs escaped, so that a name like ``$x$`` or
+    ``a$b$c`` is not parsed as mathtext (which draws it differently, or raises on ``$\\foo$``)."""
+    return text.replace("$", r"\$")
 
 
 METRICS = {
@@ -86,7 +92,7 @@ def plot_runs(
     drew = False
     for i, rd in enumerate(run_dirs):
         recs = [r for r in read_log(rd) if r["kind"] == kind]
-        label = labels[i] if labels else Path(rd).name
+        label = printable(labels[i] if labels else Path(rd).name)  # a run folder's name: any bytes
         color = f"C{i % 10}"
         for key, style, suffix in ((metric, "-", ""), (f"{metric}_ema", "--", " (EMA)")):
             pts = sorted(
@@ -106,7 +112,7 @@ def plot_runs(
                 lw=1.6,
                 marker="o" if len(pts) < 40 and kind == "val" else None,
                 ms=3,
-                label=label + suffix,
+                label=plain_text(label + suffix),
             )
             drew = True
             if kind == "val":
@@ -133,7 +139,9 @@ def plot_runs(
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title or f"{ylabel} vs {xwords}" + (" (star = best)" if kind == "val" else ""))
+    ax.set_title(
+        plain_text(printable(title)) if title else f"{ylabel} vs {xwords}" + (" (star = best)" if kind == "val" else "")
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
