@@ -155,6 +155,25 @@ def test_missing_and_broken_files(tmp_path):
         load_config(scalar)
 
 
+@pytest.mark.timeout(20)
+def test_a_config_that_is_not_a_regular_file_is_one_line_never_a_hang(tmp_path, monkeypatch):
+    import os
+
+    import facesr.config as config_mod
+
+    fifo = tmp_path / "cfg.yaml"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer came
+    with pytest.raises(ConfigError, match="FIFO"):
+        load_config(fifo)
+    with pytest.raises(ConfigError, match="a folder"):
+        load_config(tmp_path)
+    big = tmp_path / "big.yaml"
+    big.write_text("seed: 1\n" + "#" * 100 + "\n")
+    monkeypatch.setattr(config_mod, "MAX_YAML_BYTES", 50)
+    with pytest.raises(ConfigError, match="50-byte limit"):
+        load_config(big)
+
+
 def test_round_trip_through_yaml(tmp_path):
     cfg = load_config(None, ["model.num_blocks=24", "sched.periods=[100, 200]"])
     p = tmp_path / "dump.yaml"

@@ -22,6 +22,7 @@ import yaml
 from .data.degradations import DegradationCfg
 from .data.seeding import MAX_SEED
 from .errors import ConfigError, one_line
+from .io.files import open_regular
 from .models.registry import arch_cfg
 from .schema import convert, from_dict
 
@@ -70,17 +71,19 @@ def safe_yaml_load(text: str):
 def read_yaml_file(path: str | Path) -> Any:
     """A YAML file's data: refuses missing, oversized, non-UTF-8, aliased, too deep or invalid files (ConfigError)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"{p}: config file not found")
-    size = p.stat().st_size
-    if size > MAX_YAML_BYTES:
-        raise ConfigError(f"{p}: {size:,} bytes, over the {MAX_YAML_BYTES:,}-byte limit for a config file")
     try:
-        text = p.read_bytes().decode("utf-8")
+        with open_regular(p) as f:  # a folder, FIFO or device is refused, never blocked on
+            data = f.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{p}: over the {MAX_YAML_BYTES:,}-byte limit for a config file")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
     try:
         return safe_yaml_load(text)
     except ConfigError as exc:
