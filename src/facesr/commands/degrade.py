@@ -174,11 +174,11 @@ def run(args) -> int:
             warned = True
         pbar.update(1)
 
-    started = _mtimes(out_dir, names)
+    before = _mtimes(out_dir, names)
     try:
         _degrade_all(tasks, args, collect)
     except BaseException:
-        _remove_unrecorded(out_dir, tasks, results, args.copies, started)
+        _remove_unrecorded(out_dir, tasks, results, args.copies, before)
         raise
     finally:
         pbar.close()
