@@ -234,3 +234,31 @@ def fuzz_settings():
         derandomize=True,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
+
+
+def signal_when_ready(script: Path, env: dict, at_ready=None) -> tuple[int, float, str]:
+    """Run ``python script``; when it prints ``ready`` (then ``at_ready()`` and 0.3 s), send SIGTERM.
+
+    Returns ``(exit status, seconds from the signal to the exit, stderr)``.
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        if at_ready is not None:
+            at_ready()
+        time.sleep(0.3)
+        t0 = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        return proc.returncode, time.perf_counter() - t0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

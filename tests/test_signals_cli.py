@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import signal_when_ready
 from facesr.io.images import read_rgb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,16 +215,12 @@ def test_a_long_native_call_is_stopped_hard_and_its_temporary_file_removed(tmp_p
         "        torch.linalg.matrix_power(torch.rand(1500, 1500), 4000)\n"
         "sys.exit(cli._run_command(Namespace(command='predict', func=work)))\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, str(script)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stdout.readline().strip() == "ready"
-    assert list(tmp_path.glob(".result.png.*.tmp"))
-    time.sleep(0.3)
-    t0 = time.perf_counter()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    _check_stopped(proc.returncode, time.perf_counter() - t0, err, "predict")
+
+    def temporary_file_is_there():
+        assert list(tmp_path.glob(".result.png.*.tmp"))
+
+    code, seconds, err = signal_when_ready(script, _env(), temporary_file_is_there)
+    _check_stopped(code, seconds, err, "predict")
     assert "still running facesr predict 1 s later" in err
     assert not list(tmp_path.glob(".result.png.*.tmp")) and not target.exists()
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import signal_when_ready
 from facesr.cli import main
 from facesr.config import load_config
 from facesr.errors import TrainingError
@@ -616,15 +617,8 @@ def test_a_long_torch_operation_does_not_hold_a_signal_back(tmp_path):
         "        torch.linalg.matrix_power(a, 4000)\n"
         "print('not stopped', file=sys.stderr)\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, str(script)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(0.3)
-    t0 = time.perf_counter()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and time.perf_counter() - t0 < SIGNAL_LIMIT_S
+    code, seconds, err = signal_when_ready(script, _env())
+    assert code == 130 and seconds < SIGNAL_LIMIT_S
     assert "hard stop: still multiplying 1 s later" in err
 
 

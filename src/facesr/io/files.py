@@ -311,11 +311,15 @@ def remove_temp_files() -> None:
         _unlink_quietly(tmp)
 
 
+def temp_name(path: Path) -> Path:
+    """The temporary name this process writes ``path`` under before renaming it: ``.<name>.<pid>.tmp``."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
 @contextmanager
 def temp_for(path: Path) -> Iterator[Path]:
-    """A tracked temporary name next to ``path`` (``.<name>.<pid>.tmp``), removed on the way out unless it
-    was renamed to ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """A tracked :func:`temp_name` for ``path``, removed on the way out unless it was renamed to ``path``."""
+    tmp = temp_name(path)
     track_temp(tmp)
     try:
         yield tmp

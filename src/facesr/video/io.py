@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FacesrError, MissingExtraError, OutputError, one_line
-from ..io.files import track_temp, untrack_temp
+from ..io.files import temp_name, track_temp, untrack_temp
 
 EXTRA = "video"
 #: File extensions taken as videos by ``facesr restore`` (anything else is read as a photo).
@@ -250,7 +250,7 @@ class AtomicVideoWriter:
     ):
         av = import_av()
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.tmp = temp_name(self.path)
         track_temp(self.tmp)
         fmt = KEEP_CONTAINER.get(self.path.suffix.lower(), "matroska")
         self.encoder = choose_encoder()
